@@ -1,0 +1,237 @@
+// Package allinone wires a whole BuddyTok system into one process: a NATS
+// server (embedded unless an external URL is given), replicas of every
+// service and one or more edges, each replica on its own NATS connection as
+// if it were its own process. The buddytok command runs one of each; the
+// system tests run several and stop some mid-run.
+package allinone
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/buddytok/buddytok/pkg/embeddednats"
+	"github.com/buddytok/buddytok/pkg/natsrpc"
+	"github.com/buddytok/buddytok/services/edge/edge"
+	"github.com/buddytok/buddytok/services/invites/invites"
+	"github.com/buddytok/buddytok/services/presence/presence"
+	"github.com/buddytok/buddytok/services/tokens/tokens"
+)
+
+// Options describe the system to start.
+type Options struct {
+	NATSURL  string // external NATS; empty starts an embedded server
+	NATSPort int    // embedded server's port; 0 picks a free one
+	StoreDir string // embedded JetStream storage; empty: a temporary directory
+	Replicas int    // replicas of each service (default 1)
+	Edges    int    // edges (default 1)
+	// Listen is the first edge's address; later edges listen on the same
+	// host at a free port. Default 127.0.0.1:0.
+	Listen   string
+	Presence presence.Config
+	Invites  invites.Config
+	Tokens   tokens.Config
+	Edge     edge.Config
+	Log      *slog.Logger
+}
+
+// Kind names a replica's service.
+type Kind string
+
+// The replica kinds.
+const (
+	Presence Kind = "presence"
+	Invites  Kind = "invites"
+	Tokens   Kind = "tokens"
+	Edge     Kind = "edge"
+)
+
+// System is a running all-in-one system.
+type System struct {
+	URL      string   // NATS URL
+	EdgeURLs []string // http://host:port of each edge
+
+	nats     *embeddednats.Server
+	mu       sync.Mutex
+	replicas map[Kind][]*replica
+}
+
+type replica struct {
+	nc     *nats.Conn
+	cancel context.CancelFunc
+	done   chan error
+}
+
+type runner interface{ Run(context.Context) error }
+
+// Start starts the system; Close stops it.
+func Start(ctx context.Context, opts Options) (sys *System, err error) {
+	if opts.Log == nil {
+		opts.Log = slog.New(slog.DiscardHandler)
+	}
+	opts.Replicas, opts.Edges = max(opts.Replicas, 1), max(opts.Edges, 1)
+	if opts.Listen == "" {
+		opts.Listen = "127.0.0.1:0"
+	}
+	sys = &System{URL: opts.NATSURL, replicas: map[Kind][]*replica{}}
+	defer func() {
+		if err != nil {
+			sys.Close()
+		}
+	}()
+	if sys.URL == "" {
+		srv, err := embeddednats.Start(embeddednats.Options{Port: opts.NATSPort, StoreDir: opts.StoreDir})
+		if err != nil {
+			return sys, err
+		}
+		sys.nats, sys.URL = srv, srv.ClientURL()
+	}
+	for i := range opts.Replicas {
+		for _, kind := range []Kind{Tokens, Invites, Presence} {
+			if err := sys.startService(ctx, opts, kind, i); err != nil {
+				return sys, err
+			}
+		}
+	}
+	listen := opts.Listen
+	for i := range opts.Edges {
+		if i > 0 {
+			host, _, _ := net.SplitHostPort(opts.Listen)
+			listen = net.JoinHostPort(host, "0")
+		}
+		if err := sys.startEdge(ctx, opts, listen); err != nil {
+			return sys, err
+		}
+	}
+	return sys, nil
+}
+
+func (sys *System) startService(ctx context.Context, opts Options, kind Kind, i int) error {
+	log := opts.Log.With("service", string(kind), "replica", i)
+	nc, err := natsrpc.Connect(sys.URL, fmt.Sprintf("buddytok-%s-%d", kind, i), log)
+	if err != nil {
+		return err
+	}
+	var r runner
+	switch kind {
+	case Presence:
+		r, err = presence.New(ctx, nc, opts.Presence, log)
+	case Invites:
+		r, err = invites.New(ctx, nc, opts.Invites, log)
+	case Tokens:
+		r, err = tokens.New(ctx, nc, opts.Tokens, log)
+	}
+	if err != nil {
+		nc.Close()
+		return err
+	}
+	sys.run(kind, nc, r)
+	return nil
+}
+
+func (sys *System) startEdge(ctx context.Context, opts Options, listen string) error {
+	log := opts.Log.With("service", "edge")
+	nc, err := natsrpc.Connect(sys.URL, "buddytok-edge", log)
+	if err != nil {
+		return err
+	}
+	e, err := edge.New(ctx, nc, opts.Edge, log)
+	if err != nil {
+		nc.Close()
+		return err
+	}
+	ln, err := net.Listen("tcp", listen)
+	if err != nil {
+		nc.Close()
+		return fmt.Errorf("listen on %s: %w", listen, err)
+	}
+	sys.EdgeURLs = append(sys.EdgeURLs, "http://"+ln.Addr().String())
+	sys.run(Edge, nc, edgeOn{e, ln})
+	return nil
+}
+
+type edgeOn struct {
+	e  *edge.Edge
+	ln net.Listener
+}
+
+func (x edgeOn) Run(ctx context.Context) error { return x.e.Run(ctx, x.ln) }
+
+func (sys *System) run(kind Kind, nc *nats.Conn, r runner) {
+	ctx, cancel := context.WithCancel(context.Background())
+	rep := &replica{nc: nc, cancel: cancel, done: make(chan error, 1)}
+	go func() { rep.done <- r.Run(ctx) }()
+	sys.mu.Lock()
+	sys.replicas[kind] = append(sys.replicas[kind], rep)
+	sys.mu.Unlock()
+}
+
+// Stop stops replica i of kind (in start order) as a clean shutdown
+// would, and returns its Run error.
+func (sys *System) Stop(kind Kind, i int) error {
+	sys.mu.Lock()
+	reps := sys.replicas[kind]
+	if i < 0 || i >= len(reps) || reps[i] == nil {
+		sys.mu.Unlock()
+		return fmt.Errorf("no running %s replica %d", kind, i)
+	}
+	rep := reps[i]
+	reps[i] = nil
+	sys.mu.Unlock()
+	return rep.stop()
+}
+
+// Kill stops replica i of kind the way a crash would look to the rest of
+// the system: its NATS connection drops at once, nothing is cleaned up.
+func (sys *System) Kill(kind Kind, i int) {
+	sys.mu.Lock()
+	reps := sys.replicas[kind]
+	if i < 0 || i >= len(reps) || reps[i] == nil {
+		sys.mu.Unlock()
+		return
+	}
+	rep := reps[i]
+	reps[i] = nil
+	sys.mu.Unlock()
+	rep.nc.Close()
+	rep.cancel()
+	<-rep.done
+}
+
+func (r *replica) stop() error {
+	r.cancel()
+	err := <-r.done
+	if errors.Is(err, context.Canceled) {
+		err = nil
+	}
+	r.nc.Close()
+	return err
+}
+
+// Close stops the edges first (so users are reported as disconnected),
+// then the services, then the embedded NATS server.
+func (sys *System) Close() error {
+	var errs []error
+	for _, kind := range []Kind{Edge, Presence, Invites, Tokens} {
+		sys.mu.Lock()
+		reps := sys.replicas[kind]
+		sys.replicas[kind] = nil
+		sys.mu.Unlock()
+		for _, r := range reps {
+			if r != nil {
+				if err := r.stop(); err != nil {
+					errs = append(errs, fmt.Errorf("%s: %w", kind, err))
+				}
+			}
+		}
+	}
+	if sys.nats != nil {
+		sys.nats.Shutdown()
+	}
+	return errors.Join(errs...)
+}

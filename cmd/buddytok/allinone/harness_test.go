@@ -1,0 +1,199 @@
+package allinone_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/buddytok/buddytok/cmd/buddytok/allinone"
+	"github.com/buddytok/buddytok/pkg/client"
+	"github.com/buddytok/buddytok/pkg/protocol"
+	"github.com/buddytok/buddytok/pkg/state"
+	"github.com/buddytok/buddytok/services/edge/edge"
+	"github.com/buddytok/buddytok/services/presence/presence"
+)
+
+// waitFor bounds every wait on the system; a test that needs longer has
+// found a bug, not a slow machine.
+const waitFor = 15 * time.Second
+
+// topology is a shape of the system the flows run on.
+type topology struct {
+	name            string
+	edges, replicas int
+}
+
+var topologies = []topology{
+	{name: "single", edges: 1, replicas: 1},
+	{name: "replicated", edges: 2, replicas: 2},
+}
+
+// settings are fast timings for tests: a short grace and lease so that
+// leaves happen within a second or two.
+type settings struct {
+	grace time.Duration
+}
+
+func options(top topology, s settings) allinone.Options {
+	return allinone.Options{
+		Edges:    top.edges,
+		Replicas: top.replicas,
+		Presence: presence.Config{Grace: s.grace, LeaseTTL: time.Second, SweepEvery: 25 * time.Millisecond, Replicas: 1},
+		Edge: edge.Config{
+			LeaseTTL: time.Second, PingEvery: 5 * time.Second, WriteTimeout: 5 * time.Second,
+			RequestTimeout: 10 * time.Second, Replicas: 1,
+		},
+	}
+}
+
+// world is a running system plus helpers to play users on it.
+type world struct {
+	t   testing.TB
+	sys *allinone.System
+	ctx context.Context
+	n   int
+}
+
+func mustWorld(t testing.TB, top topology, s settings) *world {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	t.Cleanup(cancel)
+	sys, err := allinone.Start(ctx, options(top, s))
+	if err != nil {
+		t.Fatalf("start system: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := sys.Close(); err != nil {
+			t.Errorf("close system: %v", err)
+		}
+	})
+	return &world{t: t, sys: sys, ctx: ctx}
+}
+
+// wctx is a context for one wait.
+func (w *world) wctx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(w.ctx, waitFor)
+}
+
+// dial connects a new tab to an edge, spreading tabs across edges.
+func (w *world) dial() *client.Client {
+	w.t.Helper()
+	url := w.sys.EdgeURLs[w.n%len(w.sys.EdgeURLs)]
+	w.n++
+	ctx, cancel := w.wctx()
+	defer cancel()
+	c, err := client.Dial(ctx, url)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	w.t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+// join opens a tab and joins as name.
+func (w *world) join(name string) *client.Client {
+	w.t.Helper()
+	c := w.dial()
+	ctx, cancel := w.wctx()
+	defer cancel()
+	if _, err := c.Join(ctx, name); err != nil {
+		w.t.Fatalf("join %s: %v", name, err)
+	}
+	return c
+}
+
+func id(c *client.Client) string { return c.View().Me.ID }
+
+// sees waits until every observer's list shows user with the given state
+// ("" means: not in the list at all).
+func (w *world) sees(user string, st protocol.State, observers ...*client.Client) {
+	w.t.Helper()
+	for _, o := range observers {
+		ctx, cancel := w.wctx()
+		_, err := o.WaitView(ctx, func(v client.View) bool {
+			u, ok := v.Users[user]
+			if st == "" {
+				return !ok
+			}
+			return ok && u.State == st
+		})
+		cancel()
+		if err != nil {
+			w.t.Fatalf("%s never saw %s as %q: %v (view %+v)", o.View().Me.Name, user, st, err, o.View().Users[user])
+		}
+	}
+}
+
+// waitView waits for a condition on one client's view.
+func (w *world) waitView(c *client.Client, what string, pred func(client.View) bool) client.View {
+	w.t.Helper()
+	ctx, cancel := w.wctx()
+	defer cancel()
+	v, err := c.WaitView(ctx, pred)
+	if err != nil {
+		w.t.Fatalf("%s: %s: %v (view: outgoing %+v incoming %d chat %+v)", c.View().Me.Name, what, err, v.Outgoing, len(v.Incoming), v.Chat)
+	}
+	return v
+}
+
+// event waits for a directed event on c.
+func (w *world) event(c *client.Client, what string, pred func(protocol.ServerFrame) bool) protocol.ServerFrame {
+	w.t.Helper()
+	ctx, cancel := w.wctx()
+	defer cancel()
+	f, err := c.WaitEvent(ctx, pred)
+	if err != nil {
+		w.t.Fatalf("%s: %s: %v", c.View().Me.Name, what, err)
+	}
+	return f
+}
+
+func isEnded(invID, reason string) func(protocol.ServerFrame) bool {
+	return func(f protocol.ServerFrame) bool {
+		return f.Type == protocol.TypeInvitationEnded && f.Invitation.ID == invID && f.Reason == reason
+	}
+}
+
+// mustCode asserts that err is a protocol error with code.
+func mustCode(t testing.TB, err error, code protocol.Code) {
+	t.Helper()
+	if protocol.CodeOf(err) != code || err == nil {
+		t.Fatalf("got error %v, want code %s", err, code)
+	}
+}
+
+// store opens the state bucket on a fresh connection, for checks.
+func (w *world) store() *state.Store {
+	w.t.Helper()
+	nc, err := nats.Connect(w.sys.URL)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	w.t.Cleanup(nc.Close)
+	st, err := state.Open(w.ctx, nc, state.Options{})
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	return st
+}
+
+// checkInvariants reads a consistent snapshot and checks spec §3.
+func checkInvariants(ctx context.Context, st *state.Store) (state.Snapshot, error) {
+	snap, err := st.Snapshot(ctx)
+	if err != nil {
+		return snap, fmt.Errorf("snapshot: %w", err)
+	}
+	return snap, state.Check(snap)
+}
+
+func (w *world) mustInvariants(st *state.Store) state.Snapshot {
+	w.t.Helper()
+	snap, err := checkInvariants(w.ctx, st)
+	if err != nil {
+		w.t.Fatalf("invariants broken at seq %d:\n%v", snap.Sequence, err)
+	}
+	return snap
+}

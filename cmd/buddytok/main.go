@@ -1,0 +1,62 @@
+// Command buddytok runs the whole of BuddyTok in one process: an embedded
+// NATS server (or NATS_URL), one replica of every service and the edge.
+// It prints the URL to open. Settings come from the environment; see README.md.
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+
+	"github.com/buddytok/buddytok/cmd/buddytok/allinone"
+	"github.com/buddytok/buddytok/pkg/config"
+	"github.com/buddytok/buddytok/services/edge/edge"
+	"github.com/buddytok/buddytok/services/invites/invites"
+	"github.com/buddytok/buddytok/services/presence/presence"
+	"github.com/buddytok/buddytok/services/tokens/tokens"
+)
+
+func main() {
+	if err := run(); err != nil {
+		slog.Error("buddytok stopped", "err", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	env := config.FromOS()
+	log := env.Logger()
+	opts := allinone.Options{
+		NATSURL:  env.String("NATS_URL", ""),
+		NATSPort: env.Int("NATS_PORT", 0, 0, 65535),
+		StoreDir: env.String("NATS_STORE_DIR", ""),
+		Listen:   net.JoinHostPort(env.String("HOST", "127.0.0.1"), strconv.Itoa(env.Int("PORT", 8080, 0, 65535))),
+		Presence: presence.ConfigFromEnv(env),
+		Invites:  invites.ConfigFromEnv(env),
+		Tokens:   tokens.ConfigFromEnv(env),
+		Edge:     edge.ConfigFromEnv(env),
+		Log:      log,
+	}
+	if err := env.Err(); err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	sys, err := allinone.Start(ctx, opts)
+	if err != nil {
+		return err
+	}
+	nats := sys.URL
+	if opts.NATSURL == "" {
+		nats += " (embedded)"
+	}
+	fmt.Printf("BuddyTok is running: open %s in two browser tabs\nNATS: %s\nPress Ctrl-C to stop.\n", sys.EdgeURLs[0], nats)
+	<-ctx.Done()
+	log.Info("shutting down")
+	return sys.Close()
+}

@@ -1,0 +1,336 @@
+// Package client is a Go BuddyTok client speaking the real WebSocket
+// protocol. System tests and the load generator use it to play users; it
+// keeps the same view of the world a browser tab keeps (buddy list,
+// invitations, chat), built only from the frames it receives.
+package client
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/fasthttp/websocket"
+
+	"github.com/buddytok/buddytok/pkg/protocol"
+)
+
+// ErrClosed is returned once the connection has ended.
+var ErrClosed = errors.New("client: connection closed")
+
+// View is what a tab knows, rebuilt from frames.
+type View struct {
+	Joined   bool
+	Me       protocol.User
+	Secret   string
+	Mode     string
+	Users    map[string]protocol.User // everyone online, including Me
+	Incoming map[string]protocol.Invitation
+	Outgoing *protocol.Invitation
+	Chat     *protocol.Chat
+}
+
+func (v View) clone() View {
+	v.Users = maps.Clone(v.Users)
+	v.Incoming = maps.Clone(v.Incoming)
+	return v
+}
+
+// Client is one connection.
+type Client struct {
+	ws      *websocket.Conn
+	writeMu sync.Mutex
+
+	mu      sync.Mutex
+	changed chan struct{} // closed and replaced on every change
+	view    View
+	events  []protocol.ServerFrame // frames without a pending ref, in order
+	pending map[string]chan protocol.ServerFrame
+	nextRef int
+	closed  bool
+	closeCd int
+}
+
+// Dial connects to an edge; base is its http:// URL.
+func Dial(ctx context.Context, base string) (*Client, error) {
+	u := "ws" + strings.TrimPrefix(base, "http") + "/ws"
+	ws, _, err := websocket.DefaultDialer.DialContext(ctx, u, nil)
+	if err != nil {
+		return nil, fmt.Errorf("client: dial %s: %w", u, err)
+	}
+	c := &Client{
+		ws:      ws,
+		changed: make(chan struct{}),
+		pending: map[string]chan protocol.ServerFrame{},
+		view:    View{Users: map[string]protocol.User{}, Incoming: map[string]protocol.Invitation{}},
+	}
+	go c.readLoop()
+	return c, nil
+}
+
+// Close ends the connection.
+func (c *Client) Close() error {
+	c.writeMu.Lock()
+	_ = c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(time.Second))
+	c.writeMu.Unlock()
+	return c.ws.Close()
+}
+
+// Drop ends the connection without a close handshake, as a lost network would.
+func (c *Client) Drop() error { return c.ws.UnderlyingConn().Close() }
+
+func (c *Client) readLoop() {
+	for {
+		_, data, err := c.ws.ReadMessage()
+		if err != nil {
+			c.mu.Lock()
+			c.closed = true
+			var ce *websocket.CloseError
+			if errors.As(err, &ce) {
+				c.closeCd = ce.Code
+			}
+			for ref, ch := range c.pending {
+				close(ch)
+				delete(c.pending, ref)
+			}
+			c.notifyLocked()
+			c.mu.Unlock()
+			return
+		}
+		var f protocol.ServerFrame
+		if err := json.Unmarshal(data, &f); err != nil {
+			continue
+		}
+		c.mu.Lock()
+		c.applyLocked(f)
+		if ch, ok := c.pending[f.Ref]; ok && f.Ref != "" {
+			delete(c.pending, f.Ref)
+			ch <- f
+		} else {
+			c.events = append(c.events, f)
+		}
+		c.notifyLocked()
+		c.mu.Unlock()
+	}
+}
+
+func (c *Client) notifyLocked() {
+	close(c.changed)
+	c.changed = make(chan struct{})
+}
+
+// applyLocked updates the view the way the web page does.
+func (c *Client) applyLocked(f protocol.ServerFrame) {
+	v := &c.view
+	switch f.Type {
+	case protocol.TypeWelcome:
+		v.Joined, v.Me, v.Mode = true, *f.You, f.Mode
+		if f.Secret != "" {
+			v.Secret = f.Secret
+		}
+		v.Users = map[string]protocol.User{v.Me.ID: v.Me}
+		for _, u := range f.Users {
+			v.Users[u.ID] = u
+		}
+		v.Incoming = map[string]protocol.Invitation{}
+		for _, inv := range f.Incoming {
+			v.Incoming[inv.ID] = inv
+		}
+		v.Outgoing, v.Chat = f.Outgoing, f.Chat
+	case protocol.TypeUser:
+		v.Users[f.User.ID] = *f.User
+		if f.User.ID == v.Me.ID {
+			v.Me = *f.User
+		}
+	case protocol.TypeUserLeft:
+		delete(v.Users, f.UserID)
+	case protocol.TypeInvitation:
+		v.Incoming[f.Invitation.ID] = *f.Invitation
+	case protocol.TypeInvitationEnded:
+		delete(v.Incoming, f.Invitation.ID)
+		if v.Outgoing != nil && v.Outgoing.ID == f.Invitation.ID {
+			v.Outgoing = nil
+		}
+	case protocol.TypeOK:
+		if f.Invitation != nil {
+			inv := *f.Invitation
+			v.Outgoing = &inv
+		}
+	case protocol.TypeChatStarted:
+		v.Chat = f.Chat
+	case protocol.TypeChatEnded:
+		if v.Chat != nil && v.Chat.ID == f.Chat.ID {
+			v.Chat = nil
+		}
+	}
+}
+
+// View returns a copy of the client's current view.
+func (c *Client) View() View {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.view.clone()
+}
+
+// WaitView waits until pred holds for the view.
+func (c *Client) WaitView(ctx context.Context, pred func(View) bool) (View, error) {
+	for {
+		c.mu.Lock()
+		v, ch, closed := c.view.clone(), c.changed, c.closed
+		c.mu.Unlock()
+		if pred(v) {
+			return v, nil
+		}
+		if closed {
+			return v, ErrClosed
+		}
+		select {
+		case <-ctx.Done():
+			return v, fmt.Errorf("client %s (%s): view condition not met: %w", v.Me.Name, v.Me.ID, ctx.Err())
+		case <-ch:
+		}
+	}
+}
+
+// WaitEvent waits for an unsolicited frame matching pred, consuming the
+// frames before it.
+func (c *Client) WaitEvent(ctx context.Context, pred func(protocol.ServerFrame) bool) (protocol.ServerFrame, error) {
+	for {
+		c.mu.Lock()
+		for len(c.events) > 0 {
+			f := c.events[0]
+			c.events = c.events[1:]
+			if pred(f) {
+				c.mu.Unlock()
+				return f, nil
+			}
+		}
+		ch, closed := c.changed, c.closed
+		c.mu.Unlock()
+		if closed {
+			return protocol.ServerFrame{}, ErrClosed
+		}
+		select {
+		case <-ctx.Done():
+			return protocol.ServerFrame{}, fmt.Errorf("client: event not seen: %w", ctx.Err())
+		case <-ch:
+		}
+	}
+}
+
+// CloseCode is the close code the server sent, once closed (0 if none).
+func (c *Client) CloseCode() (int, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.closeCd, c.closed
+}
+
+// WriteRaw sends a frame as is (for tests of bad input).
+func (c *Client) WriteRaw(messageType int, data []byte) error {
+	c.writeMu.Lock()
+	defer c.writeMu.Unlock()
+	return c.ws.WriteMessage(messageType, data)
+}
+
+// Request sends f with a fresh ref and waits for the frame answering it.
+// An error frame comes back as *protocol.Error.
+func (c *Client) Request(ctx context.Context, f protocol.ClientFrame) (protocol.ServerFrame, error) {
+	ch := make(chan protocol.ServerFrame, 1)
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return protocol.ServerFrame{}, ErrClosed
+	}
+	c.nextRef++
+	f.Ref = "r" + strconv.Itoa(c.nextRef)
+	c.pending[f.Ref] = ch
+	c.mu.Unlock()
+	data, err := json.Marshal(f)
+	if err != nil {
+		return protocol.ServerFrame{}, err
+	}
+	if err := c.WriteRaw(websocket.TextMessage, data); err != nil {
+		return protocol.ServerFrame{}, fmt.Errorf("client: send %s: %w", f.Type, err)
+	}
+	select {
+	case <-ctx.Done():
+		c.mu.Lock()
+		delete(c.pending, f.Ref)
+		c.mu.Unlock()
+		return protocol.ServerFrame{}, fmt.Errorf("client: %s: no answer: %w", f.Type, ctx.Err())
+	case reply, ok := <-ch:
+		if !ok {
+			return protocol.ServerFrame{}, ErrClosed
+		}
+		if reply.Type == protocol.TypeError {
+			return reply, &protocol.Error{Code: reply.Code, Message: reply.Message}
+		}
+		return reply, nil
+	}
+}
+
+// Join joins with a display name.
+func (c *Client) Join(ctx context.Context, name string) (protocol.ServerFrame, error) {
+	return c.Request(ctx, protocol.ClientFrame{Type: protocol.TypeJoin, Name: name})
+}
+
+// Resume reattaches to a user with its secret.
+func (c *Client) Resume(ctx context.Context, userID, secret string) (protocol.ServerFrame, error) {
+	return c.Request(ctx, protocol.ClientFrame{Type: protocol.TypeResume, UserID: userID, Secret: secret})
+}
+
+// Invite invites user to.
+func (c *Client) Invite(ctx context.Context, to string) (protocol.Invitation, error) {
+	f, err := c.Request(ctx, protocol.ClientFrame{Type: protocol.TypeInvite, To: to})
+	if err != nil {
+		return protocol.Invitation{}, err
+	}
+	return *f.Invitation, nil
+}
+
+// Cancel withdraws the client's invitation.
+func (c *Client) Cancel(ctx context.Context, invitation string) error {
+	_, err := c.Request(ctx, protocol.ClientFrame{Type: protocol.TypeCancel, Invitation: invitation})
+	return err
+}
+
+// Decline declines an incoming invitation.
+func (c *Client) Decline(ctx context.Context, invitation string) error {
+	_, err := c.Request(ctx, protocol.ClientFrame{Type: protocol.TypeDecline, Invitation: invitation})
+	return err
+}
+
+// Accept accepts an incoming invitation and returns the chat.
+func (c *Client) Accept(ctx context.Context, invitation string) (protocol.Chat, error) {
+	f, err := c.Request(ctx, protocol.ClientFrame{Type: protocol.TypeAccept, Invitation: invitation})
+	if err != nil {
+		return protocol.Chat{}, err
+	}
+	return *f.Chat, nil
+}
+
+// EndChat ends a chat.
+func (c *Client) EndChat(ctx context.Context, chat string) error {
+	_, err := c.Request(ctx, protocol.ClientFrame{Type: protocol.TypeEndChat, Chat: chat})
+	return err
+}
+
+// Credentials asks for this client's credentials for a chat.
+func (c *Client) Credentials(ctx context.Context, chat string) (protocol.Credentials, error) {
+	f, err := c.Request(ctx, protocol.ClientFrame{Type: protocol.TypeCredentials, Chat: chat})
+	if err != nil {
+		return protocol.Credentials{}, err
+	}
+	return *f.Credentials, nil
+}
+
+// Signal relays a WebRTC signal to the other party of a chat.
+func (c *Client) Signal(ctx context.Context, chat string, data json.RawMessage) error {
+	_, err := c.Request(ctx, protocol.ClientFrame{Type: protocol.TypeSignal, Chat: chat, Data: data})
+	return err
+}

@@ -1,0 +1,126 @@
+// Package config reads typed settings from the environment (12-factor) and
+// collects every problem at once, so an operator sees all mistakes in one go.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Env reads variables through Lookup (os.LookupEnv by default) and remembers
+// the errors it meets.
+type Env struct {
+	Lookup func(string) (string, bool)
+	errs   []error
+}
+
+// FromOS returns an Env that reads the process environment.
+func FromOS() *Env { return &Env{Lookup: os.LookupEnv} }
+
+// FromMap returns an Env that reads m (for tests).
+func FromMap(m map[string]string) *Env {
+	return &Env{Lookup: func(k string) (string, bool) { v, ok := m[k]; return v, ok }}
+}
+
+func (e *Env) get(key string) (string, bool) {
+	v, ok := e.Lookup(key)
+	v = strings.TrimSpace(v)
+	return v, ok && v != ""
+}
+
+// String returns the variable or def when it is unset or empty.
+func (e *Env) String(key, def string) string {
+	if v, ok := e.get(key); ok {
+		return v
+	}
+	return def
+}
+
+// Int returns the variable as an integer within [min, max], or def.
+func (e *Env) Int(key string, def, min, max int) int {
+	v, ok := e.get(key)
+	if !ok {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < min || n > max {
+		e.errs = append(e.errs, fmt.Errorf("%s=%q: want a whole number from %d to %d", key, v, min, max))
+		return def
+	}
+	return n
+}
+
+// Duration returns the variable as a Go duration ("5s", "250ms") within
+// [min, max], or def.
+func (e *Env) Duration(key string, def, min, max time.Duration) time.Duration {
+	v, ok := e.get(key)
+	if !ok {
+		return def
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < min || d > max {
+		e.errs = append(e.errs, fmt.Errorf("%s=%q: want a duration from %s to %s, like 5s", key, v, min, max))
+		return def
+	}
+	return d
+}
+
+// List returns a comma-separated variable as trimmed, non-empty items.
+func (e *Env) List(key string) []string {
+	v, ok := e.get(key)
+	if !ok {
+		return nil
+	}
+	var out []string
+	for _, item := range strings.Split(v, ",") {
+		if item = strings.TrimSpace(item); item != "" {
+			out = append(out, item)
+		}
+	}
+	return out
+}
+
+// Fail records a problem found while validating the settings.
+func (e *Env) Fail(format string, args ...any) {
+	e.errs = append(e.errs, fmt.Errorf(format, args...))
+}
+
+// Err returns every problem met so far, joined, or nil.
+func (e *Env) Err() error {
+	if len(e.errs) == 0 {
+		return nil
+	}
+	return fmt.Errorf("configuration: %w", errors.Join(e.errs...))
+}
+
+// Mask hides a secret for printing: only its length shows.
+func Mask(secret string) string {
+	if secret == "" {
+		return ""
+	}
+	return fmt.Sprintf("****(%d chars)", len(secret))
+}
+
+// Logger returns the process logger: JSON lines on stderr (LOG_FORMAT=text
+// for people), at LOG_LEVEL (debug, info, warn, error; default info).
+func (e *Env) Logger() *slog.Logger {
+	var level slog.Level
+	if v := e.String("LOG_LEVEL", "info"); level.UnmarshalText([]byte(v)) != nil {
+		e.Fail("LOG_LEVEL=%q: want debug, info, warn or error", v)
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	switch f := e.String("LOG_FORMAT", "json"); f {
+	case "json":
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+	case "text":
+		return slog.New(slog.NewTextHandler(os.Stderr, opts))
+	default:
+		e.Fail("LOG_FORMAT=%q: want json or text", f)
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+	}
+}

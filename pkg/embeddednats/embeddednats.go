@@ -1,0 +1,86 @@
+// Package embeddednats runs a NATS server with JetStream inside the calling
+// process: the all-in-one binary uses it so nobody needs a broker to try
+// BuddyTok, and tests use it so they run against real NATS in milliseconds.
+package embeddednats
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+)
+
+// Options configure the embedded server. The zero value listens on a random
+// loopback port and keeps JetStream data in a fresh temporary directory.
+type Options struct {
+	Host     string // default 127.0.0.1
+	Port     int    // 0 picks a random free port
+	StoreDir string // JetStream storage; default a temporary directory removed on Shutdown
+}
+
+// Server is a running embedded NATS server.
+type Server struct {
+	ns      *server.Server
+	tempDir string
+}
+
+// Start starts the server and waits until it accepts connections.
+func Start(opts Options) (*Server, error) {
+	host := opts.Host
+	if host == "" {
+		host = "127.0.0.1"
+	}
+	port := opts.Port
+	if port == 0 {
+		port = server.RANDOM_PORT
+	}
+	s := &Server{}
+	dir := opts.StoreDir
+	if dir == "" {
+		tmp, err := os.MkdirTemp("", "buddytok-nats-*")
+		if err != nil {
+			return nil, fmt.Errorf("embeddednats: store dir: %w", err)
+		}
+		dir, s.tempDir = tmp, tmp
+	}
+	ns, err := server.NewServer(&server.Options{
+		ServerName: "buddytok-embedded",
+		Host:       host,
+		Port:       port,
+		JetStream:  true,
+		StoreDir:   dir,
+		NoSigs:     true,
+		NoLog:      true,
+	})
+	if err != nil {
+		s.removeTemp()
+		return nil, fmt.Errorf("embeddednats: configure: %w", err)
+	}
+	s.ns = ns
+	ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		s.Shutdown()
+		return nil, errors.New("embeddednats: server not ready after 10s (is the port in use?)")
+	}
+	return s, nil
+}
+
+// ClientURL is the nats:// URL clients connect to.
+func (s *Server) ClientURL() string { return s.ns.ClientURL() }
+
+// Shutdown stops the server and removes a temporary store directory.
+func (s *Server) Shutdown() {
+	if s.ns != nil {
+		s.ns.Shutdown()
+		s.ns.WaitForShutdown()
+	}
+	s.removeTemp()
+}
+
+func (s *Server) removeTemp() {
+	if s.tempDir != "" {
+		_ = os.RemoveAll(s.tempDir)
+	}
+}

@@ -1,0 +1,144 @@
+// Package natsrpc is the one way BuddyTok services call each other: JSON
+// requests over NATS whose failures come back as micro service errors and are
+// mapped to *protocol.Error on the caller's side.
+package natsrpc
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
+
+	"github.com/buddytok/buddytok/pkg/protocol"
+)
+
+// DefaultTimeout bounds a call whose context has no deadline.
+const DefaultTimeout = 10 * time.Second
+
+// Call sends req as JSON on subject and decodes the reply into resp (which
+// may be nil). A service error comes back as *protocol.Error; no responders
+// or a timeout as CodeUnavailable.
+func Call(ctx context.Context, nc *nats.Conn, subject string, req, resp any) error {
+	data, err := json.Marshal(req)
+	if err != nil {
+		return fmt.Errorf("natsrpc: encode %s request: %w", subject, err)
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, DefaultTimeout)
+		defer cancel()
+	}
+	msg, err := nc.RequestWithContext(ctx, subject, data)
+	switch {
+	case errors.Is(err, nats.ErrNoResponders):
+		return &protocol.Error{Code: protocol.CodeUnavailable, Message: "a service is not reachable right now; try again"}
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout):
+		return &protocol.Error{Code: protocol.CodeUnavailable, Message: "a service did not answer in time; try again"}
+	case err != nil:
+		return fmt.Errorf("natsrpc: request %s: %w", subject, err)
+	}
+	if code := msg.Header.Get(micro.ErrorCodeHeader); code != "" {
+		return &protocol.Error{Code: protocol.Code(code), Message: msg.Header.Get(micro.ErrorHeader)}
+	}
+	if resp == nil {
+		return nil
+	}
+	if err := json.Unmarshal(msg.Data, resp); err != nil {
+		return fmt.Errorf("natsrpc: decode %s reply: %w", subject, err)
+	}
+	return nil
+}
+
+// Validator is implemented by request types that can check themselves.
+type Validator interface {
+	Validate() error
+}
+
+// Server runs endpoint handlers on a bounded pool of goroutines, because a
+// micro endpoint otherwise handles one request at a time.
+type Server struct {
+	log     *slog.Logger
+	slots   chan struct{}
+	wg      sync.WaitGroup
+	timeout time.Duration
+	ctx     context.Context
+}
+
+// NewServer returns a Server that runs at most workers handlers at once,
+// each with a context derived from ctx and bounded by timeout.
+func NewServer(ctx context.Context, log *slog.Logger, workers int, timeout time.Duration) *Server {
+	return &Server{log: log, slots: make(chan struct{}, workers), timeout: timeout, ctx: ctx}
+}
+
+// Wait blocks until every handler that has started has replied.
+func (s *Server) Wait() { s.wg.Wait() }
+
+// Handle adapts fn to a micro.Handler: it decodes the JSON request,
+// validates it when it can, runs fn on the pool and replies with fn's result
+// or a micro error carrying the protocol error code.
+func Handle[Req, Resp any](s *Server, fn func(context.Context, Req) (Resp, error)) micro.Handler {
+	return micro.HandlerFunc(func(r micro.Request) {
+		var req Req
+		if err := json.Unmarshal(r.Data(), &req); err != nil {
+			s.respondErr(r, protocol.Errorf(protocol.CodeBadRequest, "request is not valid JSON"))
+			return
+		}
+		if v, ok := any(&req).(Validator); ok {
+			if err := v.Validate(); err != nil {
+				s.respondErr(r, err)
+				return
+			}
+		}
+		s.slots <- struct{}{}
+		s.wg.Add(1)
+		go func() {
+			defer func() { <-s.slots; s.wg.Done() }()
+			ctx, cancel := context.WithTimeout(context.WithoutCancel(s.ctx), s.timeout)
+			defer cancel()
+			resp, err := fn(ctx, req)
+			if err != nil {
+				s.respondErr(r, err)
+				return
+			}
+			if err := r.RespondJSON(resp); err != nil {
+				s.log.Warn("reply failed", "subject", r.Subject(), "err", err)
+			}
+		}()
+	})
+}
+
+func (s *Server) respondErr(r micro.Request, err error) {
+	pe := protocol.AsError(err)
+	if pe.Code == protocol.CodeInternal {
+		s.log.Error("request failed", "subject", r.Subject(), "err", err)
+	}
+	if rerr := r.Error(string(pe.Code), pe.Message, nil); rerr != nil {
+		s.log.Warn("error reply failed", "subject", r.Subject(), "err", rerr)
+	}
+}
+
+// Connect opens a NATS connection for a BuddyTok process named name. It
+// keeps reconnecting for as long as the process lives.
+func Connect(url, name string, log *slog.Logger) (*nats.Conn, error) {
+	nc, err := nats.Connect(url,
+		nats.Name(name),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250*time.Millisecond),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				log.Warn("NATS disconnected", "err", err)
+			}
+		}),
+		nats.ReconnectHandler(func(c *nats.Conn) { log.Info("NATS reconnected", "url", c.ConnectedUrlRedacted()) }),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("connect to NATS at %s: %w", url, err)
+	}
+	return nc, nil
+}

@@ -1,0 +1,68 @@
+package protocol
+
+import (
+	"strings"
+	"unicode"
+	"unicode/utf8"
+)
+
+// Limits on what a client may send. They are part of the protocol:
+// docs/protocol.md repeats them.
+const (
+	// MaxNameRunes is the longest display name, in characters after trimming.
+	MaxNameRunes = 100
+	// MaxFrameBytes is the largest frame the edge accepts; larger frames get
+	// a frame_too_large error and are otherwise ignored.
+	MaxFrameBytes = 64 << 10
+	// HardFrameBytes is where the edge stops reading and closes the socket
+	// (close code 1009) instead of answering.
+	HardFrameBytes = 1 << 20
+	// MaxSignalBytes bounds the payload of one WebRTC signal message.
+	MaxSignalBytes = 48 << 10
+	// MaxRefBytes bounds the client-chosen correlation reference.
+	MaxRefBytes = 64
+	// FramesPerSecond and FrameBurst are the per-connection rate limit.
+	FramesPerSecond = 20
+	FrameBurst      = 60
+	// SendQueueFrames is how many outgoing frames may wait for a slow
+	// client before the edge disconnects it.
+	SendQueueFrames = 512
+)
+
+// NormalizeName trims a display name and checks it against the name rules:
+// 1–100 characters after trimming, valid UTF-8, no control characters.
+func NormalizeName(raw string) (string, error) {
+	if !utf8.ValidString(raw) {
+		return "", Errorf(CodeInvalidName, "name is not valid UTF-8")
+	}
+	name := strings.TrimSpace(raw)
+	n := utf8.RuneCountInString(name)
+	switch {
+	case n == 0:
+		return "", Errorf(CodeInvalidName, "name must not be empty")
+	case n > MaxNameRunes:
+		return "", Errorf(CodeInvalidName, "name must be at most %d characters (got %d)", MaxNameRunes, n)
+	}
+	for _, r := range name {
+		if unicode.IsControl(r) || r == '\u2028' || r == '\u2029' {
+			return "", Errorf(CodeInvalidName, "name must not contain control characters")
+		}
+	}
+	return name, nil
+}
+
+// ValidID reports whether s has the form of a server-issued ID (user,
+// invitation, chat): 1–64 characters of [a-z0-9]. The form keeps IDs safe as
+// NATS subject tokens and KV keys.
+func ValidID(s string) bool {
+	if len(s) == 0 || len(s) > 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9') {
+			return false
+		}
+	}
+	return true
+}

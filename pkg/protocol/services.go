@@ -1,0 +1,130 @@
+package protocol
+
+import "encoding/json"
+
+// Micro service names, as `nats micro ls` shows them.
+const (
+	ServicePresence = "presence"
+	ServiceInvites  = "invites"
+	ServiceTokens   = "tokens"
+)
+
+// NATS subjects of the service endpoints. Every request and reply body is
+// JSON of the type named in the comment.
+const (
+	SubjectPresenceJoin       = "buddytok.presence.join"       // JoinRequest -> JoinReply
+	SubjectPresenceResume     = "buddytok.presence.resume"     // ResumeRequest -> Personal
+	SubjectPresenceDisconnect = "buddytok.presence.disconnect" // DisconnectRequest -> Empty
+
+	SubjectInvitesInvite  = "buddytok.invites.invite"  // InviteRequest -> Invitation
+	SubjectInvitesCancel  = "buddytok.invites.cancel"  // InvitationRequest -> Empty
+	SubjectInvitesAccept  = "buddytok.invites.accept"  // InvitationRequest -> Chat
+	SubjectInvitesDecline = "buddytok.invites.decline" // InvitationRequest -> Empty
+	SubjectInvitesEnd     = "buddytok.invites.end"     // ChatRequest -> Empty
+	SubjectInvitesLeave   = "buddytok.invites.leave"   // LeaveRequest -> Empty (presence only)
+
+	SubjectTokensSession     = "buddytok.tokens.session"     // SessionRequest -> SessionReply
+	SubjectTokensCredentials = "buddytok.tokens.credentials" // ChatRequest -> Credentials
+	SubjectTokensSignal      = "buddytok.tokens.signal"      // SignalRequest -> Empty
+	SubjectTokensMode        = "buddytok.tokens.mode"        // Empty -> ModeReply
+
+	// eventPrefix + user ID carries ServerFrame events directed at one user.
+	eventPrefix = "buddytok.events."
+)
+
+// EventSubject is the subject of events directed at one user; the edge that
+// serves the user subscribes to it while the user is connected.
+func EventSubject(userID string) string { return eventPrefix + userID }
+
+// JoinRequest asks presence to create a user. The edge picks the ID so it
+// can subscribe to the user's events before anyone can see the user.
+type JoinRequest struct {
+	UserID string `json:"user_id"`
+	Name   string `json:"name"`
+	Edge   string `json:"edge"`
+	Conn   string `json:"conn"`
+}
+
+// JoinReply is the new user and its resume secret (shown to that tab only).
+type JoinReply struct {
+	User   User   `json:"user"`
+	Secret string `json:"secret"`
+}
+
+// ResumeRequest reattaches a connection to an existing user.
+type ResumeRequest struct {
+	UserID string `json:"user_id"`
+	Secret string `json:"secret"`
+	Edge   string `json:"edge"`
+	Conn   string `json:"conn"`
+}
+
+// Personal is everything a user needs to rebuild its own view.
+type Personal struct {
+	User     User         `json:"user"`
+	Incoming []Invitation `json:"incoming,omitempty"`
+	Outgoing *Invitation  `json:"outgoing,omitempty"`
+	Chat     *Chat        `json:"chat,omitempty"`
+}
+
+// DisconnectRequest reports that a connection ended; the user is kept for
+// the grace period. Conn guards against a late report after a resume.
+type DisconnectRequest struct {
+	UserID string `json:"user_id"`
+	Conn   string `json:"conn"`
+}
+
+// LeaveRequest removes a user whose grace period ran out, ending its
+// invitations and chat. It succeeds only if the user is still detached
+// from Conn.
+type LeaveRequest struct {
+	UserID string `json:"user_id"`
+	Conn   string `json:"conn"`
+}
+
+// InviteRequest asks for an invitation from one user to another.
+type InviteRequest struct {
+	From string `json:"from"`
+	To   string `json:"to"`
+}
+
+// InvitationRequest acts (cancel, accept, decline) on an invitation on
+// behalf of UserID.
+type InvitationRequest struct {
+	UserID     string `json:"user_id"`
+	Invitation string `json:"invitation"`
+}
+
+// ChatRequest acts on a chat on behalf of UserID.
+type ChatRequest struct {
+	UserID string `json:"user_id"`
+	Chat   string `json:"chat"`
+}
+
+// SignalRequest relays a WebRTC signal to the other party of a chat.
+type SignalRequest struct {
+	UserID string          `json:"user_id"`
+	Chat   string          `json:"chat"`
+	Data   json.RawMessage `json:"data"`
+}
+
+// SessionRequest asks the tokens service for a video session for a chat
+// that is about to start.
+type SessionRequest struct {
+	ChatID  string    `json:"chat_id"`
+	Parties [2]string `json:"parties"`
+}
+
+// SessionReply names the video session of a chat.
+type SessionReply struct {
+	Mode      string `json:"mode"`
+	SessionID string `json:"session_id"`
+}
+
+// ModeReply tells which video mode the tokens service runs in.
+type ModeReply struct {
+	Mode string `json:"mode"`
+}
+
+// Empty is the reply of requests that return nothing but success.
+type Empty struct{}

@@ -1,0 +1,76 @@
+package protocol
+
+// Validate methods check service requests before any handler runs; the
+// natsrpc server calls them.
+
+func badID(field string) error {
+	return Errorf(CodeBadRequest, "%s is missing or not a valid ID", field)
+}
+
+func checkIDs(pairs ...string) error {
+	for i := 0; i+1 < len(pairs); i += 2 {
+		if !ValidID(pairs[i+1]) {
+			return badID(pairs[i])
+		}
+	}
+	return nil
+}
+
+// Validate checks the request's fields.
+func (r *JoinRequest) Validate() error {
+	if err := checkIDs("user_id", r.UserID, "edge", r.Edge, "conn", r.Conn); err != nil {
+		return err
+	}
+	name, err := NormalizeName(r.Name)
+	r.Name = name
+	return err
+}
+
+// Validate checks the request's fields.
+func (r *ResumeRequest) Validate() error {
+	if err := checkIDs("edge", r.Edge, "conn", r.Conn); err != nil {
+		return err
+	}
+	if !ValidID(r.UserID) || len(r.Secret) != 64 {
+		return Errorf(CodeResumeFailed, "unknown user or wrong secret")
+	}
+	return nil
+}
+
+// Validate checks the request's fields.
+func (r *DisconnectRequest) Validate() error {
+	return checkIDs("user_id", r.UserID, "conn", r.Conn)
+}
+
+// Validate checks the request's fields.
+func (r *LeaveRequest) Validate() error { return checkIDs("user_id", r.UserID, "conn", r.Conn) }
+
+// Validate checks the request's fields.
+func (r *InviteRequest) Validate() error { return checkIDs("from", r.From, "to", r.To) }
+
+// Validate checks the request's fields.
+func (r *InvitationRequest) Validate() error {
+	return checkIDs("user_id", r.UserID, "invitation", r.Invitation)
+}
+
+// Validate checks the request's fields.
+func (r *ChatRequest) Validate() error { return checkIDs("user_id", r.UserID, "chat", r.Chat) }
+
+// Validate checks the request's fields.
+func (r *SignalRequest) Validate() error {
+	if err := checkIDs("user_id", r.UserID, "chat", r.Chat); err != nil {
+		return err
+	}
+	if len(r.Data) == 0 || r.Data[0] != '{' {
+		return Errorf(CodeBadRequest, "signal data must be a JSON object")
+	}
+	if len(r.Data) > MaxSignalBytes {
+		return Errorf(CodeBadRequest, "signal data is larger than %d bytes", MaxSignalBytes)
+	}
+	return nil
+}
+
+// Validate checks the request's fields.
+func (r *SessionRequest) Validate() error {
+	return checkIDs("chat_id", r.ChatID, "parties[0]", r.Parties[0], "parties[1]", r.Parties[1])
+}

@@ -1,0 +1,338 @@
+package state
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/synadia-io/orbit.go/jetstreamext"
+
+	"github.com/buddytok/buddytok/pkg/protocol"
+)
+
+// Bucket is the KV bucket that holds users, invitations and chats. They
+// share one bucket so that one atomic batch can change any of them together.
+const Bucket = "buddytok"
+
+// tombstoneTTL is how long a delete marker stays in the stream. Deleted
+// keys are never reused (IDs are random), so markers only need to outlive
+// watchers that are catching up.
+const tombstoneTTL = time.Hour
+
+var (
+	// ErrNotFound: the record does not exist (any more).
+	ErrNotFound = errors.New("state: record not found")
+	// ErrConflict: a record changed since it was read; the transaction
+	// changed nothing. Re-read and try again.
+	ErrConflict = errors.New("state: record changed concurrently")
+)
+
+// Options configure the buckets.
+type Options struct {
+	// Replicas of each bucket's stream (1 on a single server, 3 in a cluster).
+	Replicas int
+}
+
+// Store reads and changes the state bucket.
+type Store struct {
+	js     jetstream.JetStream
+	kv     jetstream.KeyValue
+	stream string
+	prefix string // subject prefix of the bucket's keys
+}
+
+// Open creates the state bucket if needed, enables atomic batches on its
+// stream, and returns a Store. Every service replica calls it at start;
+// it is idempotent.
+func Open(ctx context.Context, nc *nats.Conn, opts Options) (*Store, error) {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("state: jetstream: %w", err)
+	}
+	kv, err := openOrCreate(ctx, js, jetstream.KeyValueConfig{
+		Bucket:      Bucket,
+		Description: "BuddyTok users, invitations and chats",
+		History:     1,
+		Storage:     jetstream.FileStorage,
+		Replicas:    max(opts.Replicas, 1),
+	})
+	if err != nil {
+		return nil, err
+	}
+	stream := "KV_" + Bucket
+	if err := enableStreamFeatures(ctx, js, stream); err != nil {
+		return nil, err
+	}
+	return &Store{js: js, kv: kv, stream: stream, prefix: "$KV." + Bucket + "."}, nil
+}
+
+// openOrCreate opens an existing bucket as it is (its stream carries
+// settings that a plain KV update would reset) or creates it.
+func openOrCreate(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
+	for range 3 {
+		kv, err := js.KeyValue(ctx, cfg.Bucket)
+		if err == nil {
+			return kv, nil
+		}
+		if !errors.Is(err, jetstream.ErrBucketNotFound) {
+			return nil, fmt.Errorf("state: open bucket %s: %w", cfg.Bucket, err)
+		}
+		kv, err = js.CreateKeyValue(ctx, cfg)
+		if err == nil {
+			return kv, nil
+		}
+		if !errors.Is(err, jetstream.ErrBucketExists) {
+			return nil, fmt.Errorf("state: create bucket %s: %w", cfg.Bucket, err)
+		}
+		// Another replica created it meanwhile: open it.
+	}
+	return nil, fmt.Errorf("state: bucket %s: could not open or create", cfg.Bucket)
+}
+
+// enableStreamFeatures turns on atomic batch publishing and per-message
+// TTLs (for delete markers) on a KV bucket's stream.
+func enableStreamFeatures(ctx context.Context, js jetstream.JetStream, stream string) error {
+	s, err := js.Stream(ctx, stream)
+	if err != nil {
+		return fmt.Errorf("state: stream %s: %w", stream, err)
+	}
+	cfg := s.CachedInfo().Config
+	if cfg.AllowAtomicPublish && cfg.AllowMsgTTL {
+		return nil
+	}
+	cfg.AllowAtomicPublish, cfg.AllowMsgTTL = true, true
+	if _, err := js.UpdateStream(ctx, cfg); err != nil {
+		return fmt.Errorf("state: enable atomic batches on %s: %w", stream, err)
+	}
+	return nil
+}
+
+// KV returns the bucket, for watchers.
+func (s *Store) KV() jetstream.KeyValue { return s.kv }
+
+// GetUser reads a user record and its revision.
+func (s *Store) GetUser(ctx context.Context, id string) (User, uint64, error) {
+	return get[User](ctx, s, UserKey(id))
+}
+
+// GetInvitation reads an invitation record and its revision.
+func (s *Store) GetInvitation(ctx context.Context, id string) (protocol.Invitation, uint64, error) {
+	return get[protocol.Invitation](ctx, s, InvitationKey(id))
+}
+
+// GetChat reads a chat record and its revision.
+func (s *Store) GetChat(ctx context.Context, id string) (Chat, uint64, error) {
+	return get[Chat](ctx, s, ChatKey(id))
+}
+
+func get[T any](ctx context.Context, s *Store, key string) (T, uint64, error) {
+	var v T
+	e, err := s.kv.Get(ctx, key)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return v, 0, fmt.Errorf("%s: %w", key, ErrNotFound)
+	}
+	if err != nil {
+		return v, 0, fmt.Errorf("state: get %s: %w", key, err)
+	}
+	if err := json.Unmarshal(e.Value(), &v); err != nil {
+		return v, 0, fmt.Errorf("state: decode %s: %w", key, err)
+	}
+	return v, e.Revision(), nil
+}
+
+// Txn is a set of writes that commit together or not at all. Every write
+// names the revision it expects the key to have (0: must not exist).
+type Txn struct {
+	msgs []*nats.Msg
+	keys map[string]bool
+	err  error
+}
+
+// Put writes v as JSON under key, expecting revision rev.
+func (t *Txn) Put(key string, rev uint64, v any) {
+	data, err := json.Marshal(v)
+	if err != nil {
+		t.fail(fmt.Errorf("state: encode %s: %w", key, err))
+		return
+	}
+	t.add(key, rev, data, nil)
+}
+
+// Delete removes key, expecting revision rev.
+func (t *Txn) Delete(key string, rev uint64) {
+	t.add(key, rev, nil, nats.Header{
+		"KV-Operation": []string{"DEL"},
+		"Nats-TTL":     []string{tombstoneTTL.String()},
+	})
+}
+
+func (t *Txn) add(key string, rev uint64, data []byte, h nats.Header) {
+	if t.keys == nil {
+		t.keys = map[string]bool{}
+	}
+	if t.keys[key] {
+		t.fail(fmt.Errorf("state: key %s written twice in one transaction", key))
+		return
+	}
+	t.keys[key] = true
+	if h == nil {
+		h = nats.Header{}
+	}
+	h.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(rev, 10))
+	t.msgs = append(t.msgs, &nats.Msg{Subject: key, Data: data, Header: h})
+}
+
+func (t *Txn) fail(err error) {
+	if t.err == nil {
+		t.err = err
+	}
+}
+
+// Commit applies t atomically. If any key's revision moved, nothing changes
+// and the error wraps ErrConflict.
+func (s *Store) Commit(ctx context.Context, t *Txn) error {
+	if t.err != nil {
+		return t.err
+	}
+	if len(t.msgs) == 0 {
+		return nil
+	}
+	msgs := make([]*nats.Msg, len(t.msgs))
+	for i, m := range t.msgs {
+		// A Txn is built for one attempt; its headers may be reused here.
+		msgs[i] = &nats.Msg{Subject: s.prefix + m.Subject, Data: m.Data, Header: m.Header}
+	}
+	_, err := jetstreamext.PublishMsgBatch(ctx, s.js, msgs)
+	if err == nil {
+		return nil
+	}
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) {
+		switch apiErr.ErrorCode {
+		case jetstream.JSErrCodeStreamWrongLastSequence, jetstream.JSErrCodeStreamWrongLastSequenceConstant,
+			jetstreamext.JSErrCodeAtomicPublishTooManyInflight, jetstreamext.JSErrCodeBatchPublishTooManyInflight:
+			return fmt.Errorf("%w (%s)", ErrConflict, apiErr.Description)
+		}
+	}
+	return fmt.Errorf("state: commit: %w", err)
+}
+
+// maxAttempts bounds optimistic retries of one transition.
+const maxAttempts = 25
+
+// Retry runs attempt until it returns something other than ErrConflict,
+// with a short jittered backoff, at most maxAttempts times. After that the
+// caller gets a CodeConflict protocol error.
+func Retry(ctx context.Context, attempt func(context.Context) error) error {
+	for i := range maxAttempts {
+		err := attempt(ctx)
+		if !errors.Is(err, ErrConflict) {
+			return err
+		}
+		backoff := time.Duration(1+rand.IntN(1+4*i)) * time.Millisecond
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("state: retry: %w", ctx.Err())
+		case <-time.After(backoff):
+		}
+	}
+	return protocol.Errorf(protocol.CodeConflict, "too many concurrent changes; try again")
+}
+
+// Snapshot is the whole state at one stream sequence.
+type Snapshot struct {
+	Sequence    uint64
+	Users       map[string]User
+	Invitations map[string]protocol.Invitation
+	Chats       map[string]Chat
+}
+
+// Snapshot reads every record as of one point in the stream, so that the
+// invariants can be checked on a consistent state while writes go on.
+func (s *Store) Snapshot(ctx context.Context) (Snapshot, error) {
+	snap := Snapshot{Users: map[string]User{}, Invitations: map[string]protocol.Invitation{}, Chats: map[string]Chat{}}
+	st, err := s.js.Stream(ctx, s.stream)
+	if err != nil {
+		return snap, fmt.Errorf("state: snapshot: %w", err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		return snap, fmt.Errorf("state: snapshot: %w", err)
+	}
+	last := info.State.LastSeq
+	snap.Sequence = last
+	if info.State.Msgs == 0 {
+		return snap, nil
+	}
+	cons, err := s.js.OrderedConsumer(ctx, s.stream, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		return snap, fmt.Errorf("state: snapshot consumer: %w", err)
+	}
+	latest := map[string]jetstream.Msg{}
+	for {
+		batch, err := cons.Fetch(1000, jetstream.FetchMaxWait(2*time.Second))
+		if err != nil {
+			return snap, fmt.Errorf("state: snapshot fetch: %w", err)
+		}
+		done, got := false, 0
+		for m := range batch.Messages() {
+			got++
+			meta, err := m.Metadata()
+			if err != nil {
+				return snap, fmt.Errorf("state: snapshot metadata: %w", err)
+			}
+			if meta.Sequence.Stream > last {
+				done = true
+				continue
+			}
+			latest[strings.TrimPrefix(m.Subject(), s.prefix)] = m
+			if meta.Sequence.Stream == last || meta.NumPending == 0 {
+				done = true
+			}
+		}
+		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
+			return snap, fmt.Errorf("state: snapshot fetch: %w", err)
+		}
+		if done || got == 0 {
+			break
+		}
+	}
+	for key, m := range latest {
+		if op := m.Headers().Get("KV-Operation"); op == "DEL" || op == "PURGE" {
+			continue
+		}
+		if err := snap.add(key, m.Data()); err != nil {
+			return snap, err
+		}
+	}
+	return snap, nil
+}
+
+func (snap *Snapshot) add(key string, data []byte) error {
+	var err error
+	switch {
+	case strings.HasPrefix(key, UserPrefix):
+		var u User
+		err = json.Unmarshal(data, &u)
+		snap.Users[u.ID] = u
+	case strings.HasPrefix(key, InvitationPrefix):
+		var inv protocol.Invitation
+		err = json.Unmarshal(data, &inv)
+		snap.Invitations[inv.ID] = inv
+	case strings.HasPrefix(key, ChatPrefix):
+		var c Chat
+		err = json.Unmarshal(data, &c)
+		snap.Chats[c.ID] = c
+	}
+	if err != nil {
+		return fmt.Errorf("state: decode %s: %w", key, err)
+	}
+	return nil
+}

@@ -1,0 +1,313 @@
+package edge
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/fasthttp/websocket"
+	"github.com/nats-io/nats.go"
+	"golang.org/x/time/rate"
+
+	"github.com/buddytok/buddytok/pkg/natsrpc"
+	"github.com/buddytok/buddytok/pkg/protocol"
+)
+
+// client is one browser WebSocket connection. The handler goroutine reads;
+// exactly one writer goroutine writes, fed by a bounded queue. A client
+// that does not drain its queue is disconnected rather than allowed to
+// slow anyone else down.
+type client struct {
+	e       *Edge
+	ws      *websocket.Conn
+	id      string // connection ID, reported to presence
+	out     chan []byte
+	quit    chan struct{}
+	once    sync.Once
+	closeCd int
+	closeTx string
+	limiter *rate.Limiter
+
+	// Set by join/resume, read by the reader goroutine only (and by
+	// cleanup after the reader has stopped).
+	userID string
+	events *nats.Subscription
+}
+
+func newClient(e *Edge, ws *websocket.Conn) *client {
+	return &client{
+		e:       e,
+		ws:      ws,
+		id:      protocol.NewID(),
+		out:     make(chan []byte, protocol.SendQueueFrames),
+		quit:    make(chan struct{}),
+		limiter: rate.NewLimiter(protocol.FramesPerSecond, protocol.FrameBurst),
+	}
+}
+
+// send queues a frame without blocking; a full queue disconnects the client.
+func (c *client) send(data []byte) {
+	select {
+	case <-c.quit:
+	case c.out <- data:
+	default:
+		c.close(websocket.ClosePolicyViolation, string(protocol.CodeSlowConsumer))
+	}
+}
+
+func (c *client) sendFrame(f protocol.ServerFrame) {
+	data, err := json.Marshal(f)
+	if err != nil {
+		c.e.log.Error("encode frame", "type", f.Type, "err", err)
+		return
+	}
+	c.send(data)
+}
+
+// close asks the writer to send a close frame and end the connection.
+func (c *client) close(code int, reason string) {
+	c.once.Do(func() {
+		c.closeCd, c.closeTx = code, reason
+		close(c.quit)
+	})
+}
+
+// writeLoop is the connection's only writer. It also pings, so that a
+// vanished network shows up as a read timeout.
+func (c *client) writeLoop(done chan<- struct{}) {
+	defer close(done)
+	ping := time.NewTicker(c.e.cfg.PingEvery)
+	defer ping.Stop()
+	for {
+		select {
+		case data := <-c.out:
+			_ = c.ws.SetWriteDeadline(time.Now().Add(c.e.cfg.WriteTimeout))
+			if err := c.ws.WriteMessage(websocket.TextMessage, data); err != nil {
+				c.close(websocket.CloseAbnormalClosure, "")
+				_ = c.ws.Close()
+				return
+			}
+		case <-ping.C:
+			_ = c.ws.SetWriteDeadline(time.Now().Add(c.e.cfg.WriteTimeout))
+			if err := c.ws.WriteMessage(websocket.PingMessage, nil); err != nil {
+				c.close(websocket.CloseAbnormalClosure, "")
+				_ = c.ws.Close()
+				return
+			}
+		case <-c.quit:
+			if c.closeCd != websocket.CloseAbnormalClosure {
+				msg := websocket.FormatCloseMessage(c.closeCd, c.closeTx)
+				_ = c.ws.WriteControl(websocket.CloseMessage, msg, time.Now().Add(time.Second))
+			}
+			// Closing the socket ends the reader's blocked read.
+			_ = c.ws.Close()
+			return
+		}
+	}
+}
+
+// readLoop reads frames until the connection ends.
+func (c *client) readLoop() {
+	c.ws.SetReadLimit(protocol.HardFrameBytes)
+	deadline := func() { _ = c.ws.SetReadDeadline(time.Now().Add(2*c.e.cfg.PingEvery + 5*time.Second)) }
+	deadline()
+	c.ws.SetPongHandler(func(string) error { deadline(); return nil })
+	for {
+		mt, data, err := c.ws.ReadMessage()
+		if err != nil {
+			if errors.Is(err, websocket.ErrReadLimit) {
+				c.close(websocket.CloseMessageTooBig, string(protocol.CodeFrameTooLarge))
+			}
+			return
+		}
+		deadline()
+		if !c.limiter.Allow() {
+			c.sendFrame(protocol.ErrorFrame("", protocol.Errorf(protocol.CodeRateLimited,
+				"too many messages; at most %d per second", protocol.FramesPerSecond)))
+			continue
+		}
+		if mt != websocket.TextMessage {
+			c.sendFrame(protocol.ErrorFrame("", protocol.Errorf(protocol.CodeBadJSON, "only text frames holding JSON are accepted")))
+			continue
+		}
+		if len(data) > protocol.MaxFrameBytes {
+			c.sendFrame(protocol.ErrorFrame("", protocol.Errorf(protocol.CodeFrameTooLarge,
+				"frame is %d bytes; the limit is %d", len(data), protocol.MaxFrameBytes)))
+			continue
+		}
+		var f protocol.ClientFrame
+		if err := json.Unmarshal(data, &f); err != nil {
+			c.sendFrame(protocol.ErrorFrame("", protocol.Errorf(protocol.CodeBadJSON, "frame is not a valid JSON object")))
+			continue
+		}
+		if len(f.Ref) > protocol.MaxRefBytes {
+			c.sendFrame(protocol.ErrorFrame("", protocol.Errorf(protocol.CodeBadRequest, "ref is longer than %d bytes", protocol.MaxRefBytes)))
+			continue
+		}
+		c.handle(f)
+	}
+}
+
+// call relays a request to a service and answers the frame with its reply.
+func (c *client) call(f protocol.ClientFrame, subject string, req any, reply func(ref string) (any, protocol.ServerFrame)) {
+	ctx, cancel := context.WithTimeout(context.Background(), c.e.cfg.RequestTimeout)
+	defer cancel()
+	resp, frame := reply(f.Ref)
+	if err := natsrpc.Call(ctx, c.e.nc, subject, req, resp); err != nil {
+		c.replyErr(f.Ref, subject, err)
+		return
+	}
+	c.sendFrame(frame)
+}
+
+func (c *client) replyErr(ref, subject string, err error) {
+	if protocol.CodeOf(err) == protocol.CodeInternal {
+		c.e.log.Error("request failed", "subject", subject, "user", c.userID, "err", err)
+	}
+	c.sendFrame(protocol.ErrorFrame(ref, err))
+}
+
+func (c *client) handle(f protocol.ClientFrame) {
+	switch f.Type {
+	case protocol.TypePing:
+		c.sendFrame(protocol.ServerFrame{Type: protocol.TypePong, Ref: f.Ref})
+		return
+	case protocol.TypeJoin, protocol.TypeResume:
+		if c.userID != "" {
+			c.sendFrame(protocol.ErrorFrame(f.Ref, protocol.Errorf(protocol.CodeAlreadyJoined, "this connection has already joined")))
+			return
+		}
+		if f.Type == protocol.TypeJoin {
+			c.join(f)
+		} else {
+			c.resume(f)
+		}
+		return
+	case protocol.TypeInvite, protocol.TypeCancel, protocol.TypeAccept, protocol.TypeDecline,
+		protocol.TypeEndChat, protocol.TypeCredentials, protocol.TypeSignal:
+		if c.userID == "" {
+			c.sendFrame(protocol.ErrorFrame(f.Ref, protocol.Errorf(protocol.CodeNotJoined, "join first")))
+			return
+		}
+	default:
+		c.sendFrame(protocol.ErrorFrame(f.Ref, protocol.Errorf(protocol.CodeUnknownType, "unknown frame type %.40q", f.Type)))
+		return
+	}
+	uid := c.userID
+	ok := func(ref string) protocol.ServerFrame { return protocol.ServerFrame{Type: protocol.TypeOK, Ref: ref} }
+	switch f.Type {
+	case protocol.TypeInvite:
+		var inv protocol.Invitation
+		c.call(f, protocol.SubjectInvitesInvite, protocol.InviteRequest{From: uid, To: f.To}, func(ref string) (any, protocol.ServerFrame) {
+			return &inv, protocol.ServerFrame{Type: protocol.TypeOK, Ref: ref, Invitation: &inv}
+		})
+	case protocol.TypeCancel, protocol.TypeDecline:
+		subject := map[string]string{protocol.TypeCancel: protocol.SubjectInvitesCancel, protocol.TypeDecline: protocol.SubjectInvitesDecline}[f.Type]
+		c.call(f, subject, protocol.InvitationRequest{UserID: uid, Invitation: f.Invitation}, func(ref string) (any, protocol.ServerFrame) {
+			return nil, ok(ref)
+		})
+	case protocol.TypeAccept:
+		var chat protocol.Chat
+		c.call(f, protocol.SubjectInvitesAccept, protocol.InvitationRequest{UserID: uid, Invitation: f.Invitation}, func(ref string) (any, protocol.ServerFrame) {
+			return &chat, protocol.ServerFrame{Type: protocol.TypeOK, Ref: ref, Chat: &chat}
+		})
+	case protocol.TypeEndChat:
+		c.call(f, protocol.SubjectInvitesEnd, protocol.ChatRequest{UserID: uid, Chat: f.Chat}, func(ref string) (any, protocol.ServerFrame) {
+			return nil, ok(ref)
+		})
+	case protocol.TypeCredentials:
+		var cred protocol.Credentials
+		c.call(f, protocol.SubjectTokensCredentials, protocol.ChatRequest{UserID: uid, Chat: f.Chat}, func(ref string) (any, protocol.ServerFrame) {
+			return &cred, protocol.ServerFrame{Type: protocol.TypeCredentials, Ref: ref, Credentials: &cred}
+		})
+	case protocol.TypeSignal:
+		c.call(f, protocol.SubjectTokensSignal, protocol.SignalRequest{UserID: uid, Chat: f.Chat, Data: f.Data}, func(ref string) (any, protocol.ServerFrame) {
+			return nil, ok(ref)
+		})
+	}
+}
+
+// subscribeEvents starts relaying the user's directed events to this
+// connection. It happens before the user can be seen by anyone, so no
+// event is missed.
+func (c *client) subscribeEvents(userID string) error {
+	sub, err := c.e.nc.Subscribe(protocol.EventSubject(userID), func(m *nats.Msg) { c.send(m.Data) })
+	if err != nil {
+		return err
+	}
+	c.events = sub
+	return nil
+}
+
+func (c *client) join(f protocol.ClientFrame) {
+	name, err := protocol.NormalizeName(f.Name)
+	if err != nil {
+		c.sendFrame(protocol.ErrorFrame(f.Ref, err))
+		return
+	}
+	uid := protocol.NewID()
+	if err := c.subscribeEvents(uid); err != nil {
+		c.replyErr(f.Ref, protocol.SubjectPresenceJoin, err)
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), c.e.cfg.RequestTimeout)
+	defer cancel()
+	var reply protocol.JoinReply
+	req := protocol.JoinRequest{UserID: uid, Name: name, Edge: c.e.id, Conn: c.id}
+	if err := natsrpc.Call(ctx, c.e.nc, protocol.SubjectPresenceJoin, req, &reply); err != nil {
+		_ = c.events.Unsubscribe()
+		c.events = nil
+		c.replyErr(f.Ref, protocol.SubjectPresenceJoin, err)
+		return
+	}
+	c.userID = uid
+	c.welcome(f.Ref, protocol.Personal{User: reply.User}, reply.Secret)
+}
+
+func (c *client) resume(f protocol.ClientFrame) {
+	if !protocol.ValidID(f.UserID) {
+		c.sendFrame(protocol.ErrorFrame(f.Ref, protocol.Errorf(protocol.CodeResumeFailed, "unknown user or wrong secret")))
+		return
+	}
+	if err := c.subscribeEvents(f.UserID); err != nil {
+		c.replyErr(f.Ref, protocol.SubjectPresenceResume, err)
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), c.e.cfg.RequestTimeout)
+	defer cancel()
+	var p protocol.Personal
+	req := protocol.ResumeRequest{UserID: f.UserID, Secret: f.Secret, Edge: c.e.id, Conn: c.id}
+	if err := natsrpc.Call(ctx, c.e.nc, protocol.SubjectPresenceResume, req, &p); err != nil {
+		_ = c.events.Unsubscribe()
+		c.events = nil
+		c.replyErr(f.Ref, protocol.SubjectPresenceResume, err)
+		return
+	}
+	c.userID = f.UserID
+	c.welcome(f.Ref, p, "")
+}
+
+func (c *client) welcome(ref string, p protocol.Personal, secret string) {
+	you := p.User
+	c.e.hub.subscribe(c, func(users []protocol.User, rev uint64) {
+		c.sendFrame(protocol.ServerFrame{
+			Type: protocol.TypeWelcome, Ref: ref, Version: protocol.Version, Mode: c.e.mode(),
+			You: &you, Secret: secret, Users: users, Revision: rev,
+			Incoming: p.Incoming, Outgoing: p.Outgoing, Chat: p.Chat,
+		})
+	})
+}
+
+// cleanup runs after the reader stopped: the user stops receiving events
+// and presence starts the grace period.
+func (c *client) cleanup() {
+	c.e.hub.unsubscribe(c)
+	if c.events != nil {
+		_ = c.events.Unsubscribe()
+	}
+	if c.userID != "" {
+		c.e.reportDisconnect(c.userID, c.id)
+	}
+}

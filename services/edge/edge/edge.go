@@ -1,0 +1,313 @@
+// Package edge is the BuddyTok edge: it serves the web client, terminates
+// browser WebSockets, validates every frame and relays it to the services
+// over NATS, and pushes the buddy list and directed events back. It decides
+// no business rule itself. Any number of edges may run side by side.
+package edge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gofiber/contrib/websocket"
+	"github.com/gofiber/fiber/v2"
+	"github.com/gofiber/fiber/v2/middleware/filesystem"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/buddytok/buddytok/pkg/config"
+	"github.com/buddytok/buddytok/pkg/natsrpc"
+	"github.com/buddytok/buddytok/pkg/protocol"
+	"github.com/buddytok/buddytok/pkg/state"
+	"github.com/buddytok/buddytok/web"
+)
+
+// Config tunes an edge.
+type Config struct {
+	// Listen is the HTTP address (HOST:PORT) the binary listens on.
+	Listen string
+	// AllowedOrigins may open WebSockets besides the edge's own origin;
+	// "*" allows any.
+	AllowedOrigins []string
+	// LeaseTTL must match presence's EDGE_LEASE_TTL.
+	LeaseTTL       time.Duration
+	PingEvery      time.Duration
+	WriteTimeout   time.Duration
+	RequestTimeout time.Duration
+	Replicas       int
+}
+
+// ConfigFromEnv reads HOST, PORT, ALLOWED_ORIGINS, EDGE_LEASE_TTL, WS_PING_INTERVAL and
+// KV_REPLICAS.
+func ConfigFromEnv(env *config.Env) Config {
+	return Config{
+		Listen:         net.JoinHostPort(env.String("HOST", ""), strconv.Itoa(env.Int("PORT", 8080, 0, 65535))),
+		AllowedOrigins: env.List("ALLOWED_ORIGINS"),
+		LeaseTTL:       env.Duration("EDGE_LEASE_TTL", 3*time.Second, time.Second, time.Minute),
+		PingEvery:      env.Duration("WS_PING_INTERVAL", 20*time.Second, time.Second, 5*time.Minute),
+		WriteTimeout:   10 * time.Second,
+		RequestTimeout: 20 * time.Second,
+		Replicas:       env.Int("KV_REPLICAS", 1, 1, 5),
+	}
+}
+
+// Edge is one edge replica.
+type Edge struct {
+	id     string
+	nc     *nats.Conn
+	cfg    Config
+	log    *slog.Logger
+	store  *state.Store
+	leases jetstream.KeyValue
+	hub    *hub
+	app    *fiber.App
+
+	mu       sync.Mutex
+	clients  map[*client]struct{}
+	leaseOK  bool
+	modeName string
+
+	conns   sync.WaitGroup // WebSocket handlers
+	reports sync.WaitGroup // disconnect reports in flight
+}
+
+// New opens the buckets and builds the HTTP app.
+func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*Edge, error) {
+	store, err := state.Open(ctx, nc, state.Options{Replicas: cfg.Replicas})
+	if err != nil {
+		return nil, fmt.Errorf("edge: %w", err)
+	}
+	leases, err := state.OpenLeases(ctx, nc, cfg.LeaseTTL, state.Options{Replicas: cfg.Replicas})
+	if err != nil {
+		return nil, fmt.Errorf("edge: %w", err)
+	}
+	e := &Edge{
+		id: protocol.NewID(), nc: nc, cfg: cfg, log: log, store: store, leases: leases,
+		hub: newHub(), clients: map[*client]struct{}{},
+	}
+	e.log = log.With("edge", e.id)
+	e.app = e.routes()
+	return e, nil
+}
+
+// ID is the edge's replica ID (its lease key).
+func (e *Edge) ID() string { return e.id }
+
+func (e *Edge) routes() *fiber.App {
+	app := fiber.New(fiber.Config{
+		DisableStartupMessage: true,
+		ReadTimeout:           30 * time.Second,
+		BodyLimit:             64 << 10,
+		ErrorHandler: func(c *fiber.Ctx, err error) error {
+			code := fiber.StatusInternalServerError
+			var fe *fiber.Error
+			if errors.As(err, &fe) {
+				code = fe.Code
+			}
+			return c.Status(code).JSON(fiber.Map{"error": http.StatusText(code)})
+		},
+	})
+	app.Get("/healthz", func(c *fiber.Ctx) error { return c.SendString("ok") })
+	app.Get("/readyz", e.readyz)
+	app.Get("/api/users", func(c *fiber.Ctx) error { return c.JSON(e.hub.list()) })
+	app.Use("/ws", e.upgradeGate)
+	app.Get("/ws", websocket.New(e.serveWS, websocket.Config{
+		HandshakeTimeout: 10 * time.Second,
+		ReadBufferSize:   4096,
+		WriteBufferSize:  4096,
+	}))
+	app.Use("/", filesystem.New(filesystem.Config{Root: http.FS(web.Files), Index: "index.html"}))
+	return app
+}
+
+func (e *Edge) readyz(c *fiber.Ctx) error {
+	e.mu.Lock()
+	lease := e.leaseOK
+	e.mu.Unlock()
+	checks := fiber.Map{"nats": e.nc.IsConnected(), "buddy_list": e.hub.isReady(), "lease": lease}
+	if e.nc.IsConnected() && e.hub.isReady() && lease {
+		return c.JSON(checks)
+	}
+	return c.Status(fiber.StatusServiceUnavailable).JSON(checks)
+}
+
+// upgradeGate lets only WebSocket upgrades from allowed origins through.
+func (e *Edge) upgradeGate(c *fiber.Ctx) error {
+	if !websocket.IsWebSocketUpgrade(c) {
+		return fiber.ErrUpgradeRequired
+	}
+	if !e.originAllowed(c.Get(fiber.HeaderOrigin), c.Hostname()) {
+		return c.Status(fiber.StatusForbidden).JSON(fiber.Map{
+			"code": protocol.CodeOriginRefused, "message": "this page's origin may not connect; see ALLOWED_ORIGINS",
+		})
+	}
+	return c.Next()
+}
+
+// originAllowed: no Origin (not a browser), the edge's own host, or an
+// origin on the allow-list.
+func (e *Edge) originAllowed(origin, host string) bool {
+	if origin == "" || slices.Contains(e.cfg.AllowedOrigins, "*") || slices.Contains(e.cfg.AllowedOrigins, origin) {
+		return true
+	}
+	u, err := url.Parse(origin)
+	return err == nil && strings.EqualFold(u.Host, host)
+}
+
+func (e *Edge) serveWS(ws *websocket.Conn) {
+	c := newClient(e, ws.Conn)
+	if !e.track(c) {
+		c.close(websocket.CloseGoingAway, string(protocol.CodeServerShutdown))
+	}
+	defer e.conns.Done()
+	writerDone := make(chan struct{})
+	go c.writeLoop(writerDone)
+	c.readLoop()
+	c.close(websocket.CloseNormalClosure, "")
+	<-writerDone // the conn must not be touched after this handler returns
+	c.cleanup()
+	e.untrack(c)
+}
+
+// track registers c; it reports false once the edge is shutting down.
+func (e *Edge) track(c *client) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.conns.Add(1)
+	if e.clients == nil {
+		return false
+	}
+	e.clients[c] = struct{}{}
+	return true
+}
+
+func (e *Edge) untrack(c *client) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	delete(e.clients, c)
+}
+
+// reportDisconnect tells presence a connection ended, retrying for a while
+// if presence is unreachable: a lost report would keep the user online.
+func (e *Edge) reportDisconnect(userID, connID string) {
+	e.reports.Add(1)
+	go func() {
+		defer e.reports.Done()
+		req := protocol.DisconnectRequest{UserID: userID, Conn: connID}
+		backoff := 100 * time.Millisecond
+		deadline := time.Now().Add(time.Minute)
+		for {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			err := natsrpc.Call(ctx, e.nc, protocol.SubjectPresenceDisconnect, req, nil)
+			cancel()
+			if err == nil || protocol.CodeOf(err) != protocol.CodeUnavailable || time.Now().After(deadline) {
+				if err != nil {
+					e.log.Warn("disconnect report failed", "user", userID, "err", err)
+				}
+				return
+			}
+			time.Sleep(backoff)
+			backoff = min(2*backoff, 2*time.Second)
+		}
+	}()
+}
+
+// mode asks the tokens service which video mode it runs, once.
+func (e *Edge) mode() string {
+	e.mu.Lock()
+	m := e.modeName
+	e.mu.Unlock()
+	if m != "" {
+		return m
+	}
+	var reply protocol.ModeReply
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := natsrpc.Call(ctx, e.nc, protocol.SubjectTokensMode, protocol.Empty{}, &reply); err != nil {
+		return ""
+	}
+	e.mu.Lock()
+	e.modeName = reply.Mode
+	e.mu.Unlock()
+	return reply.Mode
+}
+
+// renewLease keeps the edge's lease alive until ctx ends.
+func (e *Edge) renewLease(ctx context.Context) {
+	every := e.cfg.LeaseTTL / 3
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		_, err := e.leases.Put(ctx, e.id, []byte(time.Now().UTC().Format(time.RFC3339Nano)))
+		if err != nil && ctx.Err() == nil {
+			e.log.Warn("lease renewal failed", "err", err)
+		}
+		e.mu.Lock()
+		e.leaseOK = err == nil
+		e.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// Run serves HTTP on ln until ctx ends, then shuts down in order: stop
+// accepting, close every WebSocket with 1001, report the disconnects, drop
+// the lease.
+func (e *Edge) Run(ctx context.Context, ln net.Listener) error {
+	if _, err := e.leases.Put(ctx, e.id, []byte(time.Now().UTC().Format(time.RFC3339Nano))); err != nil {
+		return fmt.Errorf("edge: first lease: %w", err)
+	}
+	bg, stopBG := context.WithCancel(context.WithoutCancel(ctx))
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); e.renewLease(bg) }()
+	go func() {
+		defer wg.Done()
+		for bg.Err() == nil {
+			if err := e.hub.watch(bg, e.store.KV()); err != nil && bg.Err() == nil {
+				e.log.Warn("buddy list watcher restarting", "err", err)
+				time.Sleep(time.Second)
+			}
+		}
+	}()
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- e.app.Listener(ln) }()
+
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-serveErr:
+		err = fmt.Errorf("edge: serve: %w", err)
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if serr := e.app.ShutdownWithContext(shutdownCtx); serr != nil {
+		err = errors.Join(err, serr)
+	}
+	e.mu.Lock()
+	for c := range e.clients {
+		c.close(websocket.CloseGoingAway, string(protocol.CodeServerShutdown))
+	}
+	e.clients = nil
+	e.mu.Unlock()
+	e.conns.Wait()
+	e.reports.Wait()
+	stopBG()
+	wg.Wait()
+	if derr := e.leases.Delete(shutdownCtx, e.id); derr != nil {
+		e.log.Warn("lease delete failed", "err", derr)
+	}
+	return err
+}

@@ -1,0 +1,128 @@
+package edge
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/buddytok/buddytok/pkg/protocol"
+	"github.com/buddytok/buddytok/pkg/state"
+)
+
+// hub is the edge's one view of the buddy list. A single KV watcher on the
+// user keys feeds it; it fans each change out to every joined local
+// connection. A subscriber gets the snapshot and all later deltas in order,
+// because both happen under one lock.
+type hub struct {
+	mu    sync.Mutex
+	users map[string]protocol.User
+	rev   uint64
+	ready bool
+	subs  map[*client]struct{}
+}
+
+func newHub() *hub {
+	return &hub{users: map[string]protocol.User{}, subs: map[*client]struct{}{}}
+}
+
+// watch applies the watcher's entries until ctx ends or the watcher fails.
+func (h *hub) watch(ctx context.Context, kv jetstream.KeyValue) error {
+	w, err := kv.Watch(ctx, state.UserPrefix+">")
+	if err != nil {
+		return err
+	}
+	defer func() { _ = w.Stop() }()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case e, ok := <-w.Updates():
+			if !ok {
+				return cmp.Or(ctx.Err(), errors.New("user watcher closed"))
+			}
+			h.apply(e)
+		}
+	}
+}
+
+func (h *hub) apply(e jetstream.KeyValueEntry) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if e == nil {
+		h.ready = true
+		return
+	}
+	h.rev = e.Revision()
+	id := strings.TrimPrefix(e.Key(), state.UserPrefix)
+	var frame protocol.ServerFrame
+	if e.Operation() != jetstream.KeyValuePut {
+		if _, ok := h.users[id]; !ok {
+			return
+		}
+		delete(h.users, id)
+		frame = protocol.ServerFrame{Type: protocol.TypeUserLeft, UserID: id, Revision: e.Revision()}
+	} else {
+		var u state.User
+		if err := json.Unmarshal(e.Value(), &u); err != nil {
+			return
+		}
+		pub := u.Public()
+		if old, ok := h.users[id]; ok && old == pub {
+			return // a change others cannot see (invitations, connection)
+		}
+		h.users[id] = pub
+		frame = protocol.ServerFrame{Type: protocol.TypeUser, User: &pub, Revision: e.Revision()}
+	}
+	data, err := json.Marshal(frame)
+	if err != nil {
+		return
+	}
+	for c := range h.subs {
+		c.send(data)
+	}
+}
+
+// subscribe adds c to the fan-out and, under the same lock, hands first the
+// current list to welcome, so no delta can come before the snapshot.
+func (h *hub) subscribe(c *client, welcome func(users []protocol.User, rev uint64)) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	welcome(h.sortedLocked(), h.rev)
+	h.subs[c] = struct{}{}
+}
+
+func (h *hub) unsubscribe(c *client) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	delete(h.subs, c)
+}
+
+// list returns the online users in the page's order: by name, then join time.
+func (h *hub) list() []protocol.User {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.sortedLocked()
+}
+
+func (h *hub) sortedLocked() []protocol.User {
+	out := make([]protocol.User, 0, len(h.users))
+	for _, u := range h.users {
+		out = append(out, u)
+	}
+	slices.SortFunc(out, func(a, b protocol.User) int {
+		return cmp.Or(cmp.Compare(a.Name, b.Name), cmp.Compare(a.JoinedAt, b.JoinedAt), cmp.Compare(a.ID, b.ID))
+	})
+	return out
+}
+
+func (h *hub) isReady() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.ready
+}

@@ -1,0 +1,141 @@
+package invites
+
+import (
+	"context"
+	"errors"
+
+	"github.com/buddytok/buddytok/pkg/protocol"
+	"github.com/buddytok/buddytok/pkg/state"
+)
+
+// change gathers one transition: the records it read (with revisions), the
+// edits it made, and the events to send once it has committed. Every record
+// it reads is written back in the same atomic batch, so a transition built on
+// a stale read commits nothing.
+type change struct {
+	store  *state.Store
+	users  map[string]*loadedUser
+	order  []string // user IDs in load order, for a deterministic batch
+	txn    state.Txn
+	events []event
+}
+
+type loadedUser struct {
+	rec     state.User
+	rev     uint64
+	deleted bool
+}
+
+type event struct {
+	to    string
+	frame protocol.ServerFrame
+}
+
+func newChange(store *state.Store) *change {
+	return &change{store: store, users: map[string]*loadedUser{}}
+}
+
+// user loads a user once per change; later calls return the same record,
+// so several edits to one user merge into one write.
+func (c *change) user(ctx context.Context, id string) (*state.User, error) {
+	if lu, ok := c.users[id]; ok {
+		if lu.deleted {
+			return nil, state.ErrNotFound
+		}
+		return &lu.rec, nil
+	}
+	u, rev, err := c.store.GetUser(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	c.users[id] = &loadedUser{rec: u, rev: rev}
+	c.order = append(c.order, id)
+	return &c.users[id].rec, nil
+}
+
+// deleteUser removes a loaded user when the change commits.
+func (c *change) deleteUser(id string) {
+	if lu, ok := c.users[id]; ok {
+		lu.deleted = true
+	}
+}
+
+func (c *change) notify(frame protocol.ServerFrame, to ...string) {
+	for _, id := range to {
+		c.events = append(c.events, event{to: id, frame: frame})
+	}
+}
+
+// endInvitation removes a pending invitation: its inviter becomes available
+// and it leaves the invitee's incoming list. Both are told why.
+func (c *change) endInvitation(ctx context.Context, id, reason string) error {
+	inv, rev, err := c.store.GetInvitation(ctx, id)
+	if errors.Is(err, state.ErrNotFound) {
+		return nil // already gone; the change that ended it told the parties
+	}
+	if err != nil {
+		return err
+	}
+	return c.endLoadedInvitation(ctx, inv, rev, reason)
+}
+
+// endLoadedInvitation is endInvitation for an invitation already read at
+// revision rev; the delete fails the change if it moved since.
+func (c *change) endLoadedInvitation(ctx context.Context, inv protocol.Invitation, rev uint64, reason string) error {
+	id := inv.ID
+	c.txn.Delete(state.InvitationKey(id), rev)
+	if from, err := c.user(ctx, inv.From); err == nil {
+		if from.Outgoing == id {
+			*from = from.Available()
+		}
+	} else if !errors.Is(err, state.ErrNotFound) {
+		return err
+	}
+	if to, err := c.user(ctx, inv.To); err == nil {
+		*to = to.WithoutIncoming(id)
+	} else if !errors.Is(err, state.ErrNotFound) {
+		return err
+	}
+	c.notify(protocol.ServerFrame{Type: protocol.TypeInvitationEnded, Invitation: &inv, Reason: reason}, inv.From, inv.To)
+	return nil
+}
+
+// endChat removes a chat; both parties become available and are told.
+func (c *change) endChat(ctx context.Context, id, reason string) error {
+	chat, rev, err := c.store.GetChat(ctx, id)
+	if errors.Is(err, state.ErrNotFound) {
+		return nil // already ended
+	}
+	if err != nil {
+		return err
+	}
+	c.txn.Delete(state.ChatKey(id), rev)
+	for _, p := range chat.Parties {
+		u, err := c.user(ctx, p)
+		if errors.Is(err, state.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if u.Chat == id {
+			*u = u.Available()
+		}
+	}
+	c.notify(protocol.ServerFrame{Type: protocol.TypeChatEnded, Chat: &chat.Chat, Reason: reason}, chat.Parties[:]...)
+	return nil
+}
+
+// commit writes every loaded user (edited or not, so that a concurrent
+// change to any of them refuses this one) and the other writes, atomically.
+func (c *change) commit(ctx context.Context) error {
+	for _, id := range c.order {
+		lu := c.users[id]
+		if lu.deleted {
+			c.txn.Delete(state.UserKey(id), lu.rev)
+			continue
+		}
+		c.txn.Put(state.UserKey(id), lu.rev, lu.rec)
+	}
+	return c.store.Commit(ctx, &c.txn)
+}

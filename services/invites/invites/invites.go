@@ -1,0 +1,353 @@
+// Package invites is the invitations service: it owns the lifecycle of
+// invitations and chats and settles the races of spec §3. Each transition
+// reads the records it depends on and writes them back in one atomic batch
+// guarded by their revisions, so concurrent requests on any replicas can
+// never leave an impossible state: one wins, the others re-read and retry
+// or are refused with a clear reason.
+package invites
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
+
+	"github.com/buddytok/buddytok/pkg/config"
+	"github.com/buddytok/buddytok/pkg/natsrpc"
+	"github.com/buddytok/buddytok/pkg/protocol"
+	"github.com/buddytok/buddytok/pkg/state"
+)
+
+// Version of the invites service, as micro reports it.
+const Version = "0.1.0"
+
+// Config tunes the service.
+type Config struct {
+	Replicas int // of the state bucket
+}
+
+// ConfigFromEnv reads KV_REPLICAS.
+func ConfigFromEnv(env *config.Env) Config {
+	return Config{Replicas: env.Int("KV_REPLICAS", 1, 1, 5)}
+}
+
+// Service is one invites replica.
+type Service struct {
+	nc    *nats.Conn
+	log   *slog.Logger
+	store *state.Store
+	now   func() time.Time
+}
+
+// New opens the state bucket and returns a replica ready to Run.
+func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*Service, error) {
+	store, err := state.Open(ctx, nc, state.Options{Replicas: cfg.Replicas})
+	if err != nil {
+		return nil, fmt.Errorf("invites: %w", err)
+	}
+	return &Service{nc: nc, log: log, store: store, now: time.Now}, nil
+}
+
+// Run serves the endpoints until ctx ends, then waits for requests in flight.
+func (s *Service) Run(ctx context.Context) error {
+	srv := natsrpc.NewServer(ctx, s.log, 64, 15*time.Second)
+	svc, err := micro.AddService(s.nc, micro.Config{
+		Name:        protocol.ServiceInvites,
+		Version:     Version,
+		Description: "BuddyTok invitations and chats",
+	})
+	if err != nil {
+		return fmt.Errorf("invites: add service: %w", err)
+	}
+	endpoints := []struct {
+		name, subject string
+		h             micro.Handler
+	}{
+		{"invite", protocol.SubjectInvitesInvite, natsrpc.Handle(srv, s.invite)},
+		{"cancel", protocol.SubjectInvitesCancel, natsrpc.Handle(srv, s.cancel)},
+		{"accept", protocol.SubjectInvitesAccept, natsrpc.Handle(srv, s.accept)},
+		{"decline", protocol.SubjectInvitesDecline, natsrpc.Handle(srv, s.decline)},
+		{"end", protocol.SubjectInvitesEnd, natsrpc.Handle(srv, s.end)},
+		{"leave", protocol.SubjectInvitesLeave, natsrpc.Handle(srv, s.leave)},
+	}
+	for _, e := range endpoints {
+		if err := svc.AddEndpoint(e.name, e.h, micro.WithEndpointSubject(e.subject)); err != nil {
+			_ = svc.Stop()
+			return fmt.Errorf("invites: add endpoint %s: %w", e.name, err)
+		}
+	}
+	<-ctx.Done()
+	err = svc.Stop()
+	srv.Wait()
+	return err
+}
+
+// run retries build+commit on conflicts, then publishes the events of the
+// change that committed.
+func (s *Service) run(ctx context.Context, build func(context.Context, *change) error) error {
+	var done *change
+	err := state.Retry(ctx, func(ctx context.Context) error {
+		c := newChange(s.store)
+		if err := build(ctx, c); err != nil {
+			return err
+		}
+		if err := c.commit(ctx); err != nil {
+			return err
+		}
+		done = c
+		return nil
+	})
+	if err != nil {
+		return notFoundAsProtocol(err)
+	}
+	for _, e := range done.events {
+		s.publish(e.to, e.frame)
+	}
+	return nil
+}
+
+// publish sends a directed event. Events are best effort: a user who is
+// between connections rebuilds its view from the resume reply.
+func (s *Service) publish(userID string, frame protocol.ServerFrame) {
+	data, err := json.Marshal(frame)
+	if err != nil {
+		s.log.Error("encode event", "err", err)
+		return
+	}
+	if err := s.nc.Publish(protocol.EventSubject(userID), data); err != nil {
+		s.log.Warn("publish event", "user", userID, "type", frame.Type, "err", err)
+	}
+}
+
+func notFoundAsProtocol(err error) error {
+	if errors.Is(err, state.ErrNotFound) {
+		return protocol.Errorf(protocol.CodeNotFound, "that no longer exists")
+	}
+	return err
+}
+
+func (s *Service) invite(ctx context.Context, req protocol.InviteRequest) (protocol.Invitation, error) {
+	if req.From == req.To {
+		return protocol.Invitation{}, protocol.Errorf(protocol.CodeSelfInvite, "you cannot invite yourself")
+	}
+	var inv protocol.Invitation
+	err := s.run(ctx, func(ctx context.Context, c *change) error {
+		from, err := c.user(ctx, req.From)
+		if err != nil {
+			return err
+		}
+		to, err := c.user(ctx, req.To)
+		if errors.Is(err, state.ErrNotFound) {
+			return protocol.Errorf(protocol.CodeNotFound, "that user is not online")
+		}
+		if err != nil {
+			return err
+		}
+		switch from.State {
+		case protocol.StateInviting:
+			return protocol.Errorf(protocol.CodeBusy, "you already have a pending invitation; cancel it first")
+		case protocol.StateChatting:
+			return protocol.Errorf(protocol.CodeBusy, "you are in a chat")
+		}
+		if to.State != protocol.StateAvailable {
+			return protocol.Errorf(protocol.CodeNotAvailable, "%s is %s and cannot be invited now", to.Name, to.State)
+		}
+		inv = protocol.Invitation{
+			ID: protocol.NewID(), From: from.ID, FromName: from.Name, To: to.ID, ToName: to.Name,
+			CreatedAt: s.now().UnixMilli(),
+		}
+		from.State, from.Outgoing = protocol.StateInviting, inv.ID
+		to.Incoming = append(slices.Clone(to.Incoming), inv.ID)
+		c.txn.Put(state.InvitationKey(inv.ID), 0, inv)
+		c.notify(protocol.ServerFrame{Type: protocol.TypeInvitation, Invitation: &inv}, to.ID)
+		return nil
+	})
+	return inv, err
+}
+
+// invitationFor loads an invitation and checks that userID is the party
+// allowed to act on it (the inviter when asInviter, else the invitee).
+func invitationFor(ctx context.Context, c *change, id, userID string, asInviter bool) (protocol.Invitation, uint64, error) {
+	inv, rev, err := c.store.GetInvitation(ctx, id)
+	if errors.Is(err, state.ErrNotFound) {
+		return inv, 0, protocol.Errorf(protocol.CodeNotFound, "that invitation is no longer pending")
+	}
+	if err != nil {
+		return inv, 0, err
+	}
+	party := inv.To
+	if asInviter {
+		party = inv.From
+	}
+	if party != userID {
+		if asInviter {
+			return inv, 0, protocol.Errorf(protocol.CodeNotParty, "only the inviter can cancel an invitation")
+		}
+		return inv, 0, protocol.Errorf(protocol.CodeNotParty, "only the invited user can answer an invitation")
+	}
+	return inv, rev, nil
+}
+
+func (s *Service) cancel(ctx context.Context, req protocol.InvitationRequest) (protocol.Empty, error) {
+	return protocol.Empty{}, s.run(ctx, func(ctx context.Context, c *change) error {
+		inv, rev, err := invitationFor(ctx, c, req.Invitation, req.UserID, true)
+		if err != nil {
+			return err
+		}
+		return c.endLoadedInvitation(ctx, inv, rev, protocol.ReasonCancelled)
+	})
+}
+
+func (s *Service) decline(ctx context.Context, req protocol.InvitationRequest) (protocol.Empty, error) {
+	return protocol.Empty{}, s.run(ctx, func(ctx context.Context, c *change) error {
+		inv, rev, err := invitationFor(ctx, c, req.Invitation, req.UserID, false)
+		if err != nil {
+			return err
+		}
+		return c.endLoadedInvitation(ctx, inv, rev, protocol.ReasonDeclined)
+	})
+}
+
+func (s *Service) accept(ctx context.Context, req protocol.InvitationRequest) (protocol.Chat, error) {
+	// Check the request before making a video session for it.
+	inv, _, err := s.store.GetInvitation(ctx, req.Invitation)
+	if errors.Is(err, state.ErrNotFound) {
+		return protocol.Chat{}, protocol.Errorf(protocol.CodeNotFound, "that invitation is no longer pending")
+	}
+	if err != nil {
+		return protocol.Chat{}, err
+	}
+	if inv.To != req.UserID {
+		return protocol.Chat{}, protocol.Errorf(protocol.CodeNotParty, "only the invited user can answer an invitation")
+	}
+	chat := state.Chat{Chat: protocol.Chat{
+		ID:      protocol.NewID(),
+		Parties: [2]string{inv.From, inv.To},
+		Names:   [2]string{inv.FromName, inv.ToName},
+	}}
+	// The session is made once, outside the retry loop: a retry must not
+	// make another one.
+	var sess protocol.SessionReply
+	if err := natsrpc.Call(ctx, s.nc, protocol.SubjectTokensSession,
+		protocol.SessionRequest{ChatID: chat.ID, Parties: chat.Parties}, &sess); err != nil {
+		return protocol.Chat{}, s.failAccept(ctx, inv, err)
+	}
+	chat.Mode, chat.SessionID = sess.Mode, sess.SessionID
+
+	err = s.run(ctx, func(ctx context.Context, c *change) error {
+		inv, rev, err := invitationFor(ctx, c, req.Invitation, req.UserID, false)
+		if err != nil {
+			return err
+		}
+		accepter, err := c.user(ctx, inv.To)
+		if err != nil {
+			return err
+		}
+		if accepter.State == protocol.StateChatting {
+			return protocol.Errorf(protocol.CodeBusy, "you are already in a chat")
+		}
+		inviter, err := c.user(ctx, inv.From)
+		if err != nil {
+			return err
+		}
+		otherIncoming := append(slices.Clone(accepter.Incoming), inviter.Incoming...)
+		outgoing := accepter.Outgoing
+		if err := c.endLoadedInvitation(ctx, inv, rev, protocol.ReasonAccepted); err != nil {
+			return err
+		}
+		for _, id := range otherIncoming {
+			if id == inv.ID {
+				continue
+			}
+			if err := c.endInvitation(ctx, id, protocol.ReasonBusy); err != nil {
+				return err
+			}
+		}
+		if outgoing != "" {
+			if err := c.endInvitation(ctx, outgoing, protocol.ReasonCancelled); err != nil {
+				return err
+			}
+		}
+		for _, u := range []*state.User{inviter, accepter} {
+			*u = u.Available()
+			u.State, u.Chat, u.Incoming = protocol.StateChatting, chat.ID, nil
+		}
+		chat.StartedAt = s.now().UnixMilli()
+		c.txn.Put(state.ChatKey(chat.ID), 0, chat)
+		c.notify(protocol.ServerFrame{Type: protocol.TypeChatStarted, Chat: &chat.Chat}, chat.Parties[:]...)
+		return nil
+	})
+	return chat.Chat, err
+}
+
+// failAccept ends an invitation whose chat could not be set up, so that both
+// users are told why and are available again, and returns the error for
+// the accepter.
+func (s *Service) failAccept(ctx context.Context, inv protocol.Invitation, cause error) error {
+	s.log.Warn("video session failed; ending the invitation", "invitation", inv.ID, "err", cause)
+	err := s.run(ctx, func(ctx context.Context, c *change) error {
+		return c.endInvitation(ctx, inv.ID, protocol.ReasonFailed)
+	})
+	if err != nil && protocol.CodeOf(err) != protocol.CodeNotFound {
+		s.log.Warn("ending failed invitation", "invitation", inv.ID, "err", err)
+	}
+	if pe := protocol.AsError(cause); pe.Code != protocol.CodeInternal {
+		return protocol.Errorf(protocol.CodeVideoFailed, "the video chat could not be set up: %s", pe.Message)
+	}
+	return protocol.Errorf(protocol.CodeVideoFailed, "the video chat could not be set up")
+}
+
+func (s *Service) end(ctx context.Context, req protocol.ChatRequest) (protocol.Empty, error) {
+	return protocol.Empty{}, s.run(ctx, func(ctx context.Context, c *change) error {
+		chat, _, err := s.store.GetChat(ctx, req.Chat)
+		if errors.Is(err, state.ErrNotFound) {
+			return protocol.Errorf(protocol.CodeNotFound, "that chat has already ended")
+		}
+		if err != nil {
+			return err
+		}
+		if _, ok := chat.Peer(req.UserID); !ok {
+			return protocol.Errorf(protocol.CodeNotParty, "you are not in that chat")
+		}
+		return c.endChat(ctx, req.Chat, protocol.ReasonEnded)
+	})
+}
+
+// leave removes a user whose grace period ran out: their outgoing
+// invitation is cancelled, incoming ones declined, their chat ended.
+func (s *Service) leave(ctx context.Context, req protocol.LeaveRequest) (protocol.Empty, error) {
+	return protocol.Empty{}, s.run(ctx, func(ctx context.Context, c *change) error {
+		u, err := c.user(ctx, req.UserID)
+		if err != nil {
+			return err
+		}
+		if u.Connected || u.Conn != req.Conn {
+			return protocol.Errorf(protocol.CodeConflict, "the user has resumed")
+		}
+		outgoing, incoming, chat := u.Outgoing, slices.Clone(u.Incoming), u.Chat
+		if outgoing != "" {
+			if err := c.endInvitation(ctx, outgoing, protocol.ReasonLeft); err != nil {
+				return err
+			}
+		}
+		for _, id := range incoming {
+			if err := c.endInvitation(ctx, id, protocol.ReasonLeft); err != nil {
+				return err
+			}
+		}
+		if chat != "" {
+			if err := c.endChat(ctx, chat, protocol.ReasonLeft); err != nil {
+				return err
+			}
+		}
+		c.deleteUser(u.ID)
+		s.log.Info("user left", "user", u.ID)
+		return nil
+	})
+}

@@ -1,0 +1,236 @@
+// Package presence is the presence service: it creates users on join,
+// reattaches them on resume, marks them detached when their connection ends
+// or their edge's lease expires, and has them leave when the grace period
+// runs out. Any number of replicas may run; they share all state in NATS.
+package presence
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go/micro"
+
+	"github.com/buddytok/buddytok/pkg/config"
+	"github.com/buddytok/buddytok/pkg/natsrpc"
+	"github.com/buddytok/buddytok/pkg/protocol"
+	"github.com/buddytok/buddytok/pkg/state"
+)
+
+// Version of the presence service, as micro reports it.
+const Version = "0.1.0"
+
+// Config tunes the service.
+type Config struct {
+	// Grace is how long a detached user is kept for a resume (spec §2.9).
+	Grace time.Duration
+	// LeaseTTL is how long an edge may go silent before its users count as
+	// detached; it must match the edges' setting.
+	LeaseTTL time.Duration
+	// SweepEvery is how often the reaper looks for users to detach or remove.
+	SweepEvery time.Duration
+	// Replicas of the JetStream buckets.
+	Replicas int
+}
+
+// Service is one presence replica.
+type Service struct {
+	nc     *nats.Conn
+	cfg    Config
+	log    *slog.Logger
+	store  *state.Store
+	leases jetstream.KeyValue
+	now    func() time.Time
+}
+
+// New opens the buckets and returns a replica ready to Run.
+func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*Service, error) {
+	store, err := state.Open(ctx, nc, state.Options{Replicas: cfg.Replicas})
+	if err != nil {
+		return nil, fmt.Errorf("presence: %w", err)
+	}
+	leases, err := state.OpenLeases(ctx, nc, cfg.LeaseTTL, state.Options{Replicas: cfg.Replicas})
+	if err != nil {
+		return nil, fmt.Errorf("presence: %w", err)
+	}
+	return &Service{nc: nc, cfg: cfg, log: log, store: store, leases: leases, now: time.Now}, nil
+}
+
+// Run serves the presence endpoints and runs the reaper until ctx ends,
+// then stops taking requests and waits for those in flight.
+func (s *Service) Run(ctx context.Context) error {
+	srv := natsrpc.NewServer(ctx, s.log, 64, 10*time.Second)
+	svc, err := micro.AddService(s.nc, micro.Config{
+		Name:        protocol.ServicePresence,
+		Version:     Version,
+		Description: "BuddyTok presence: joins, resumes, disconnects, leaves",
+	})
+	if err != nil {
+		return fmt.Errorf("presence: add service: %w", err)
+	}
+	endpoints := []struct {
+		name, subject string
+		h             micro.Handler
+	}{
+		{"join", protocol.SubjectPresenceJoin, natsrpc.Handle(srv, s.join)},
+		{"resume", protocol.SubjectPresenceResume, natsrpc.Handle(srv, s.resume)},
+		{"disconnect", protocol.SubjectPresenceDisconnect, natsrpc.Handle(srv, s.disconnect)},
+	}
+	for _, e := range endpoints {
+		if err := svc.AddEndpoint(e.name, e.h, micro.WithEndpointSubject(e.subject)); err != nil {
+			_ = svc.Stop()
+			return fmt.Errorf("presence: add endpoint %s: %w", e.name, err)
+		}
+	}
+	reaperDone := make(chan error, 1)
+	go func() { reaperDone <- s.reap(ctx) }()
+	<-ctx.Done()
+	err = svc.Stop()
+	srv.Wait()
+	if rerr := <-reaperDone; rerr != nil && !errors.Is(rerr, context.Canceled) {
+		err = errors.Join(err, rerr)
+	}
+	return err
+}
+
+func hashSecret(secret string) string {
+	sum := sha256.Sum256([]byte(secret))
+	return hex.EncodeToString(sum[:])
+}
+
+func (s *Service) join(ctx context.Context, req protocol.JoinRequest) (protocol.JoinReply, error) {
+	secret := protocol.NewSecret()
+	u := state.User{
+		ID:         req.UserID,
+		Name:       req.Name,
+		State:      protocol.StateAvailable,
+		JoinedAt:   s.now().UnixMilli(),
+		SecretHash: hashSecret(secret),
+		Edge:       req.Edge,
+		Conn:       req.Conn,
+		Connected:  true,
+	}
+	var txn state.Txn
+	txn.Put(state.UserKey(u.ID), 0, u)
+	if err := s.store.Commit(ctx, &txn); err != nil {
+		if errors.Is(err, state.ErrConflict) {
+			return protocol.JoinReply{}, protocol.Errorf(protocol.CodeConflict, "user ID already taken; join again")
+		}
+		return protocol.JoinReply{}, err
+	}
+	s.log.Info("user joined", "user", u.ID, "edge", u.Edge)
+	return protocol.JoinReply{User: u.Public(), Secret: secret}, nil
+}
+
+var errResume = protocol.Errorf(protocol.CodeResumeFailed, "unknown user or wrong secret")
+
+func (s *Service) resume(ctx context.Context, req protocol.ResumeRequest) (protocol.Personal, error) {
+	var u state.User
+	err := state.Retry(ctx, func(ctx context.Context) error {
+		cur, rev, err := s.store.GetUser(ctx, req.UserID)
+		if errors.Is(err, state.ErrNotFound) {
+			return errResume
+		}
+		if err != nil {
+			return err
+		}
+		if subtle.ConstantTimeCompare([]byte(cur.SecretHash), []byte(hashSecret(req.Secret))) != 1 {
+			return errResume
+		}
+		cur.Edge, cur.Conn, cur.Connected, cur.DisconnectedAt = req.Edge, req.Conn, true, 0
+		var txn state.Txn
+		txn.Put(state.UserKey(cur.ID), rev, cur)
+		if err := s.store.Commit(ctx, &txn); err != nil {
+			return err
+		}
+		u = cur
+		return nil
+	})
+	if err != nil {
+		return protocol.Personal{}, err
+	}
+	s.log.Info("user resumed", "user", u.ID, "edge", u.Edge)
+	return s.personal(ctx, u)
+}
+
+// personal gathers u's own invitations and chat. Records that vanished
+// since u was read are left out: their end events are on their way.
+func (s *Service) personal(ctx context.Context, u state.User) (protocol.Personal, error) {
+	p := protocol.Personal{User: u.Public()}
+	for _, id := range u.Incoming {
+		inv, _, err := s.store.GetInvitation(ctx, id)
+		if errors.Is(err, state.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return p, err
+		}
+		p.Incoming = append(p.Incoming, inv)
+	}
+	if u.Outgoing != "" {
+		inv, _, err := s.store.GetInvitation(ctx, u.Outgoing)
+		switch {
+		case err == nil:
+			p.Outgoing = &inv
+		case !errors.Is(err, state.ErrNotFound):
+			return p, err
+		}
+	}
+	if u.Chat != "" {
+		c, _, err := s.store.GetChat(ctx, u.Chat)
+		switch {
+		case err == nil:
+			p.Chat = &c.Chat
+		case !errors.Is(err, state.ErrNotFound):
+			return p, err
+		}
+	}
+	return p, nil
+}
+
+func (s *Service) disconnect(ctx context.Context, req protocol.DisconnectRequest) (protocol.Empty, error) {
+	return protocol.Empty{}, s.detach(ctx, req.UserID, req.Conn)
+}
+
+// detach marks the user's connection conn as ended, starting the grace
+// period. A user already served by another connection is left alone.
+func (s *Service) detach(ctx context.Context, userID, conn string) error {
+	return state.Retry(ctx, func(ctx context.Context) error {
+		u, rev, err := s.store.GetUser(ctx, userID)
+		if errors.Is(err, state.ErrNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if u.Conn != conn || !u.Connected {
+			return nil
+		}
+		u.Connected, u.DisconnectedAt = false, s.now().UnixMilli()
+		var txn state.Txn
+		txn.Put(state.UserKey(u.ID), rev, u)
+		if err := s.store.Commit(ctx, &txn); err != nil {
+			return err
+		}
+		s.log.Info("user detached", "user", u.ID, "conn", conn)
+		return nil
+	})
+}
+
+// ConfigFromEnv reads the service's settings: GRACE_PERIOD, EDGE_LEASE_TTL,
+// SWEEP_INTERVAL, KV_REPLICAS.
+func ConfigFromEnv(env *config.Env) Config {
+	return Config{
+		Grace:      env.Duration("GRACE_PERIOD", 5*time.Second, 0, time.Hour),
+		LeaseTTL:   env.Duration("EDGE_LEASE_TTL", 3*time.Second, time.Second, time.Minute),
+		SweepEvery: env.Duration("SWEEP_INTERVAL", 500*time.Millisecond, 10*time.Millisecond, time.Minute),
+		Replicas:   env.Int("KV_REPLICAS", 1, 1, 5),
+	}
+}

@@ -1,0 +1,124 @@
+package presence
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/buddytok/buddytok/pkg/natsrpc"
+	"github.com/buddytok/buddytok/pkg/protocol"
+	"github.com/buddytok/buddytok/pkg/state"
+)
+
+// reaper keeps a cache, rebuilt from two KV watchers, of every user and
+// every live edge lease. On each sweep it detaches users whose edge lost its
+// lease and asks the invites service to remove users whose grace period ran
+// out. Every replica runs one; compare-and-set makes duplicates harmless.
+type reaper struct {
+	users      map[string]state.User
+	edges      map[string]bool
+	leasesSeen bool                 // the lease watcher delivered its initial values
+	edgeGone   map[string]time.Time // edges first seen without a lease
+}
+
+func (s *Service) reap(ctx context.Context) error {
+	uw, err := s.store.KV().Watch(ctx, state.UserPrefix+">")
+	if err != nil {
+		return fmt.Errorf("presence: watch users: %w", err)
+	}
+	defer func() { _ = uw.Stop() }()
+	lw, err := s.leases.WatchAll(ctx)
+	if err != nil {
+		return fmt.Errorf("presence: watch leases: %w", err)
+	}
+	defer func() { _ = lw.Stop() }()
+
+	r := &reaper{users: map[string]state.User{}, edges: map[string]bool{}, edgeGone: map[string]time.Time{}}
+	tick := time.NewTicker(s.cfg.SweepEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case e, ok := <-uw.Updates():
+			if !ok {
+				return cmp.Or(ctx.Err(), errors.New("presence: user watcher closed"))
+			}
+			r.applyUser(e)
+		case e, ok := <-lw.Updates():
+			if !ok {
+				return cmp.Or(ctx.Err(), errors.New("presence: lease watcher closed"))
+			}
+			r.applyLease(e)
+		case <-tick.C:
+			s.sweep(ctx, r)
+		}
+	}
+}
+
+func (r *reaper) applyUser(e jetstream.KeyValueEntry) {
+	if e == nil {
+		return
+	}
+	id := strings.TrimPrefix(e.Key(), state.UserPrefix)
+	if e.Operation() != jetstream.KeyValuePut {
+		delete(r.users, id)
+		return
+	}
+	var u state.User
+	if err := json.Unmarshal(e.Value(), &u); err != nil {
+		return
+	}
+	r.users[id] = u
+}
+
+func (r *reaper) applyLease(e jetstream.KeyValueEntry) {
+	if e == nil {
+		r.leasesSeen = true
+		return
+	}
+	if e.Operation() == jetstream.KeyValuePut {
+		r.edges[e.Key()] = true
+		delete(r.edgeGone, e.Key())
+		return
+	}
+	delete(r.edges, e.Key())
+}
+
+func (s *Service) sweep(ctx context.Context, r *reaper) {
+	now := s.now()
+	for id, u := range r.users {
+		switch {
+		case u.Connected && r.leasesSeen && !r.edges[u.Edge]:
+			// An edge's lease may reach this replica a little after its
+			// first user does: wait two sweeps before believing it is gone.
+			since, seen := r.edgeGone[u.Edge]
+			if !seen {
+				r.edgeGone[u.Edge] = now
+				continue
+			}
+			if now.Sub(since) < 2*s.cfg.SweepEvery {
+				continue
+			}
+			if err := s.detach(ctx, id, u.Conn); err != nil {
+				s.log.Warn("detach after lease expiry failed", "user", id, "edge", u.Edge, "err", err)
+			}
+		case !u.Connected && now.Sub(time.UnixMilli(u.DisconnectedAt)) >= s.cfg.Grace:
+			err := natsrpc.Call(ctx, s.nc, protocol.SubjectInvitesLeave, protocol.LeaveRequest{UserID: id, Conn: u.Conn}, nil)
+			switch protocol.CodeOf(err) {
+			case protocol.CodeConflict, protocol.CodeNotFound:
+				// Resumed or removed meanwhile: nothing to do.
+			default:
+				if err != nil {
+					s.log.Warn("leave after grace failed; retrying next sweep", "user", id, "err", err)
+				}
+			}
+		}
+	}
+}

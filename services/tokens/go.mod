@@ -1,0 +1,20 @@
+module github.com/buddytok/buddytok/services/tokens
+
+go 1.26.0
+
+require (
+	github.com/buddytok/buddytok/pkg v0.0.0
+	github.com/nats-io/nats.go v1.55.0
+)
+
+require (
+	github.com/klauspost/compress v1.20.3 // indirect
+	github.com/nats-io/nkeys v0.4.16 // indirect
+	github.com/nats-io/nuid v1.0.1 // indirect
+	github.com/synadia-io/orbit.go/jetstreamext v0.3.2 // indirect
+	github.com/synadia-io/orbit.go/natsext v0.1.3 // indirect
+	golang.org/x/crypto v0.58.0 // indirect
+	golang.org/x/sys v0.49.0 // indirect
+)
+
+replace github.com/buddytok/buddytok/pkg => ../../pkg

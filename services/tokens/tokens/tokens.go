@@ -1,0 +1,141 @@
+// Package tokens is the tokens service: it makes the video session of each
+// new chat, issues each party its own credentials (and nobody else), and
+// relays WebRTC signalling between the two parties of a chat.
+package tokens
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
+
+	"github.com/buddytok/buddytok/pkg/config"
+	"github.com/buddytok/buddytok/pkg/natsrpc"
+	"github.com/buddytok/buddytok/pkg/protocol"
+	"github.com/buddytok/buddytok/pkg/state"
+)
+
+// Version of the tokens service, as micro reports it.
+const Version = "0.1.0"
+
+// Config tunes the service.
+type Config struct {
+	Replicas int      // of the state bucket
+	Provider Provider // nil: WebRTC
+}
+
+// ConfigFromEnv reads KV_REPLICAS.
+func ConfigFromEnv(env *config.Env) Config {
+	return Config{Replicas: env.Int("KV_REPLICAS", 1, 1, 5)}
+}
+
+// Service is one tokens replica.
+type Service struct {
+	nc       *nats.Conn
+	log      *slog.Logger
+	store    *state.Store
+	provider Provider
+}
+
+// New opens the state bucket and returns a replica ready to Run.
+func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*Service, error) {
+	store, err := state.Open(ctx, nc, state.Options{Replicas: cfg.Replicas})
+	if err != nil {
+		return nil, fmt.Errorf("tokens: %w", err)
+	}
+	p := cfg.Provider
+	if p == nil {
+		p = WebRTC{}
+	}
+	return &Service{nc: nc, log: log, store: store, provider: p}, nil
+}
+
+// Run serves the endpoints until ctx ends, then waits for requests in flight.
+func (s *Service) Run(ctx context.Context) error {
+	// Session creation may wait on a remote API: a wide pool keeps one slow
+	// call from holding up the others.
+	srv := natsrpc.NewServer(ctx, s.log, 128, 20*time.Second)
+	svc, err := micro.AddService(s.nc, micro.Config{
+		Name:        protocol.ServiceTokens,
+		Version:     Version,
+		Description: "BuddyTok video sessions, credentials and WebRTC signalling (" + s.provider.Mode() + ")",
+	})
+	if err != nil {
+		return fmt.Errorf("tokens: add service: %w", err)
+	}
+	endpoints := []struct {
+		name, subject string
+		h             micro.Handler
+	}{
+		{"session", protocol.SubjectTokensSession, natsrpc.Handle(srv, s.session)},
+		{"credentials", protocol.SubjectTokensCredentials, natsrpc.Handle(srv, s.credentials)},
+		{"signal", protocol.SubjectTokensSignal, natsrpc.Handle(srv, s.signal)},
+		{"mode", protocol.SubjectTokensMode, natsrpc.Handle(srv, s.mode)},
+	}
+	for _, e := range endpoints {
+		if err := svc.AddEndpoint(e.name, e.h, micro.WithEndpointSubject(e.subject)); err != nil {
+			_ = svc.Stop()
+			return fmt.Errorf("tokens: add endpoint %s: %w", e.name, err)
+		}
+	}
+	<-ctx.Done()
+	err = svc.Stop()
+	srv.Wait()
+	return err
+}
+
+func (s *Service) session(ctx context.Context, req protocol.SessionRequest) (protocol.SessionReply, error) {
+	id, err := s.provider.CreateSession(ctx, req)
+	if err != nil {
+		return protocol.SessionReply{}, err
+	}
+	return protocol.SessionReply{Mode: s.provider.Mode(), SessionID: id}, nil
+}
+
+func (s *Service) mode(context.Context, protocol.Empty) (protocol.ModeReply, error) {
+	return protocol.ModeReply{Mode: s.provider.Mode()}, nil
+}
+
+// chatOf loads a chat and checks that userID is one of its two parties.
+func (s *Service) chatOf(ctx context.Context, chatID, userID string) (state.Chat, string, error) {
+	chat, _, err := s.store.GetChat(ctx, chatID)
+	if errors.Is(err, state.ErrNotFound) {
+		return chat, "", protocol.Errorf(protocol.CodeNotFound, "that chat does not exist or has ended")
+	}
+	if err != nil {
+		return chat, "", err
+	}
+	peer, ok := chat.Peer(userID)
+	if !ok {
+		return chat, "", protocol.Errorf(protocol.CodeNotParty, "you are not in that chat")
+	}
+	return chat, peer, nil
+}
+
+func (s *Service) credentials(ctx context.Context, req protocol.ChatRequest) (protocol.Credentials, error) {
+	chat, _, err := s.chatOf(ctx, req.Chat, req.UserID)
+	if err != nil {
+		return protocol.Credentials{}, err
+	}
+	return s.provider.Credentials(ctx, chat, req.UserID)
+}
+
+func (s *Service) signal(ctx context.Context, req protocol.SignalRequest) (protocol.Empty, error) {
+	chat, peer, err := s.chatOf(ctx, req.Chat, req.UserID)
+	if err != nil {
+		return protocol.Empty{}, err
+	}
+	data, err := json.Marshal(protocol.ServerFrame{Type: protocol.TypeSignal, Chat: &chat.Chat, From: req.UserID, Data: req.Data})
+	if err != nil {
+		return protocol.Empty{}, fmt.Errorf("tokens: encode signal: %w", err)
+	}
+	if err := s.nc.Publish(protocol.EventSubject(peer), data); err != nil {
+		return protocol.Empty{}, fmt.Errorf("tokens: relay signal: %w", err)
+	}
+	return protocol.Empty{}, nil
+}

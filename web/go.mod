@@ -1,0 +1,3 @@
+module github.com/buddytok/buddytok/web
+
+go 1.26.0

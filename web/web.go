@@ -1,0 +1,10 @@
+// Package web holds the BuddyTok browser client: plain HTML and ES
+// modules, no build step. The edge serves Files.
+package web
+
+import "embed"
+
+// Files are the page's static assets, served at the site root.
+//
+//go:embed index.html app.js style.css
+var Files embed.FS
