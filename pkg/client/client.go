@@ -137,6 +137,8 @@ func (c *Client) applyLocked(f protocol.ServerFrame) {
 		for _, u := range f.Users {
 			v.Users[u.ID] = u
 		}
+		// The list's copy of me is in step with the deltas that follow.
+		v.Me = v.Users[v.Me.ID]
 		v.Incoming = map[string]protocol.Invitation{}
 		for _, inv := range f.Incoming {
 			v.Incoming[inv.ID] = inv

@@ -103,7 +103,7 @@ func Handle[Req, Resp any](s *Server, fn func(context.Context, Req) (Resp, error
 			defer cancel()
 			resp, err := fn(ctx, req)
 			if err != nil {
-				s.respondErr(r, err)
+				s.respondErrAsync(r, err)
 				return
 			}
 			if err := r.RespondJSON(resp); err != nil {
@@ -113,14 +113,36 @@ func Handle[Req, Resp any](s *Server, fn func(context.Context, Req) (Resp, error
 	})
 }
 
+// respondErr answers with a micro service error from the handler's own
+// goroutine, so micro counts it in the endpoint's stats.
 func (s *Server) respondErr(r micro.Request, err error) {
+	pe := s.logged(r, err)
+	if rerr := r.Error(string(pe.Code), pe.Message, nil); rerr != nil {
+		s.log.Warn("error reply failed", "subject", r.Subject(), "err", rerr)
+	}
+}
+
+// respondErrAsync answers with the same headers from a pool goroutine.
+// micro's Request.Error records the error for the stats without a lock,
+// which races with the handler that already returned; Respond with the
+// error headers sends the identical reply without that write.
+func (s *Server) respondErrAsync(r micro.Request, err error) {
+	pe := s.logged(r, err)
+	hdr := micro.WithHeaders(micro.Headers{
+		micro.ErrorHeader:     []string{pe.Message},
+		micro.ErrorCodeHeader: []string{string(pe.Code)},
+	})
+	if rerr := r.Respond(nil, hdr); rerr != nil {
+		s.log.Warn("error reply failed", "subject", r.Subject(), "err", rerr)
+	}
+}
+
+func (s *Server) logged(r micro.Request, err error) *protocol.Error {
 	pe := protocol.AsError(err)
 	if pe.Code == protocol.CodeInternal {
 		s.log.Error("request failed", "subject", r.Subject(), "err", err)
 	}
-	if rerr := r.Error(string(pe.Code), pe.Message, nil); rerr != nil {
-		s.log.Warn("error reply failed", "subject", r.Subject(), "err", rerr)
-	}
+	return pe
 }
 
 // Connect opens a NATS connection for a BuddyTok process named name. It

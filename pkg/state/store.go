@@ -21,10 +21,11 @@ import (
 // share one bucket so that one atomic batch can change any of them together.
 const Bucket = "buddytok"
 
-// tombstoneTTL is how long a delete marker stays in the stream. Deleted
-// keys are never reused (IDs are random), so markers only need to outlive
-// watchers that are catching up.
-const tombstoneTTL = time.Hour
+// History is how many revisions of each key the bucket keeps. Snapshot
+// needs the revision each key had at one stream sequence; keeping a few
+// lets it read a consistent state while writes go on. Deleted keys are
+// purged by PurgeDeleted.
+const History = 8
 
 var (
 	// ErrNotFound: the record does not exist (any more).
@@ -33,6 +34,10 @@ var (
 	// changed nothing. Re-read and try again.
 	ErrConflict = errors.New("state: record changed concurrently")
 )
+
+// headerBatchSequence numbers the messages of an atomic batch from 1; the
+// server keeps it on stored messages.
+const headerBatchSequence = "Nats-Batch-Sequence"
 
 // Options configure the buckets.
 type Options struct {
@@ -59,7 +64,7 @@ func Open(ctx context.Context, nc *nats.Conn, opts Options) (*Store, error) {
 	kv, err := openOrCreate(ctx, js, jetstream.KeyValueConfig{
 		Bucket:      Bucket,
 		Description: "BuddyTok users, invitations and chats",
-		History:     1,
+		History:     History,
 		Storage:     jetstream.FileStorage,
 		Replicas:    max(opts.Replicas, 1),
 	})
@@ -96,23 +101,26 @@ func openOrCreate(ctx context.Context, js jetstream.JetStream, cfg jetstream.Key
 	return nil, fmt.Errorf("state: bucket %s: could not open or create", cfg.Bucket)
 }
 
-// enableStreamFeatures turns on atomic batch publishing and per-message
-// TTLs (for delete markers) on a KV bucket's stream.
+// enableStreamFeatures turns on atomic batch publishing on a KV bucket's
+// stream.
 func enableStreamFeatures(ctx context.Context, js jetstream.JetStream, stream string) error {
 	s, err := js.Stream(ctx, stream)
 	if err != nil {
 		return fmt.Errorf("state: stream %s: %w", stream, err)
 	}
 	cfg := s.CachedInfo().Config
-	if cfg.AllowAtomicPublish && cfg.AllowMsgTTL {
+	if cfg.AllowAtomicPublish {
 		return nil
 	}
-	cfg.AllowAtomicPublish, cfg.AllowMsgTTL = true, true
+	cfg.AllowAtomicPublish = true
 	if _, err := js.UpdateStream(ctx, cfg); err != nil {
 		return fmt.Errorf("state: enable atomic batches on %s: %w", stream, err)
 	}
 	return nil
 }
+
+// Conn returns the NATS connection.
+func (s *Store) Conn() *nats.Conn { return s.js.Conn() }
 
 // KV returns the bucket, for watchers.
 func (s *Store) KV() jetstream.KeyValue { return s.kv }
@@ -167,10 +175,7 @@ func (t *Txn) Put(key string, rev uint64, v any) {
 
 // Delete removes key, expecting revision rev.
 func (t *Txn) Delete(key string, rev uint64) {
-	t.add(key, rev, nil, nats.Header{
-		"KV-Operation": []string{"DEL"},
-		"Nats-TTL":     []string{tombstoneTTL.String()},
-	})
+	t.add(key, rev, nil, nats.Header{"KV-Operation": []string{"DEL"}})
 }
 
 func (t *Txn) add(key string, rev uint64, data []byte, h nats.Header) {
@@ -257,62 +262,115 @@ type Snapshot struct {
 // Snapshot reads every record as of one point in the stream, so that the
 // invariants can be checked on a consistent state while writes go on.
 func (s *Store) Snapshot(ctx context.Context) (Snapshot, error) {
+	for range 20 {
+		snap, ok, err := s.snapshotOnce(ctx)
+		if err != nil || ok {
+			return snap, err
+		}
+	}
+	return Snapshot{}, errors.New("state: snapshot: keys change too fast to read a consistent state")
+}
+
+// snapshotOnce reads the state at the stream's current last sequence. It
+// reports !ok when some key changed so often since that its revision at
+// that sequence is no longer kept.
+func (s *Store) snapshotOnce(ctx context.Context) (Snapshot, bool, error) {
 	snap := Snapshot{Users: map[string]User{}, Invitations: map[string]protocol.Invitation{}, Chats: map[string]Chat{}}
 	st, err := s.js.Stream(ctx, s.stream)
 	if err != nil {
-		return snap, fmt.Errorf("state: snapshot: %w", err)
+		return snap, false, fmt.Errorf("state: snapshot: %w", err)
 	}
 	info, err := st.Info(ctx)
 	if err != nil {
-		return snap, fmt.Errorf("state: snapshot: %w", err)
+		return snap, false, fmt.Errorf("state: snapshot: %w", err)
 	}
 	last := info.State.LastSeq
-	snap.Sequence = last
 	if info.State.Msgs == 0 {
-		return snap, nil
+		return snap, true, nil
 	}
 	cons, err := s.js.OrderedConsumer(ctx, s.stream, jetstream.OrderedConsumerConfig{})
 	if err != nil {
-		return snap, fmt.Errorf("state: snapshot consumer: %w", err)
+		return snap, false, fmt.Errorf("state: snapshot consumer: %w", err)
 	}
-	latest := map[string]jetstream.Msg{}
+	it, err := cons.Messages(jetstream.PullMaxMessages(1000))
+	if err != nil {
+		return snap, false, fmt.Errorf("state: snapshot consumer: %w", err)
+	}
+	defer it.Stop()
+	// Stream info may report a last sequence in the middle of an atomic
+	// batch being applied. Batches are stored contiguously and their
+	// messages carry Nats-Batch-Sequence, so the rest of a batch that began
+	// at or before last belongs to the snapshot too.
+	atLast := map[string]jetstream.Msg{} // each key's newest message in the snapshot
+	newer := map[string]int{}            // how many newer ones each key has
 	for {
-		batch, err := cons.Fetch(1000, jetstream.FetchMaxWait(2*time.Second))
+		m, err := it.Next(jetstream.NextContext(ctx))
 		if err != nil {
-			return snap, fmt.Errorf("state: snapshot fetch: %w", err)
+			return snap, false, fmt.Errorf("state: snapshot read: %w", err)
 		}
-		done, got := false, 0
-		for m := range batch.Messages() {
-			got++
-			meta, err := m.Metadata()
-			if err != nil {
-				return snap, fmt.Errorf("state: snapshot metadata: %w", err)
-			}
-			if meta.Sequence.Stream > last {
-				done = true
-				continue
-			}
-			latest[strings.TrimPrefix(m.Subject(), s.prefix)] = m
-			if meta.Sequence.Stream == last || meta.NumPending == 0 {
-				done = true
-			}
+		meta, err := m.Metadata()
+		if err != nil {
+			return snap, false, fmt.Errorf("state: snapshot metadata: %w", err)
 		}
-		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
-			return snap, fmt.Errorf("state: snapshot fetch: %w", err)
+		key := strings.TrimPrefix(m.Subject(), s.prefix)
+		seq := meta.Sequence.Stream
+		batchSeq, _ := strconv.ParseUint(m.Headers().Get(headerBatchSequence), 10, 64)
+		if seq <= last || batchSeq > 1 && seq-batchSeq+1 <= last {
+			atLast[key] = m
+			snap.Sequence = max(snap.Sequence, seq)
+		} else {
+			newer[key]++
 		}
-		if done || got == 0 {
+		if meta.NumPending == 0 {
 			break
 		}
 	}
-	for key, m := range latest {
+	for key, n := range newer {
+		if _, ok := atLast[key]; !ok && n >= History {
+			return snap, false, nil // its revision at last may have been dropped
+		}
+	}
+	for key, m := range atLast {
 		if op := m.Headers().Get("KV-Operation"); op == "DEL" || op == "PURGE" {
 			continue
 		}
 		if err := snap.add(key, m.Data()); err != nil {
-			return snap, err
+			return snap, false, err
 		}
 	}
-	return snap, nil
+	return snap, true, nil
+}
+
+// PurgeDeleted removes every revision of keys deleted longer than
+// olderThan ago, so that ended invitations and chats and departed users
+// do not pile up. Recently deleted keys are kept for snapshots in flight.
+func (s *Store) PurgeDeleted(ctx context.Context, olderThan time.Duration) (int, error) {
+	w, err := s.kv.WatchAll(ctx, jetstream.MetaOnly())
+	if err != nil {
+		return 0, fmt.Errorf("state: purge: %w", err)
+	}
+	defer func() { _ = w.Stop() }()
+	var old []string
+	limit := time.Now().Add(-olderThan)
+	for e := range w.Updates() {
+		if e == nil {
+			break
+		}
+		if op := e.Operation(); (op == jetstream.KeyValueDelete || op == jetstream.KeyValuePurge) && e.Created().Before(limit) {
+			old = append(old, e.Key())
+		}
+	}
+	_ = w.Stop()
+	st, err := s.js.Stream(ctx, s.stream)
+	if err != nil {
+		return 0, fmt.Errorf("state: purge: %w", err)
+	}
+	for i, key := range old {
+		if err := st.Purge(ctx, jetstream.WithPurgeSubject(s.prefix+key)); err != nil {
+			return i, fmt.Errorf("state: purge %s: %w", key, err)
+		}
+	}
+	return len(old), nil
 }
 
 func (snap *Snapshot) add(key string, data []byte) error {

@@ -105,3 +105,37 @@ func TestTxnRejectsDoubleWrite(t *testing.T) {
 		t.Fatal("double write committed")
 	}
 }
+
+func TestPurgeDeletedRemovesOnlyOldTombstones(t *testing.T) {
+	t.Parallel()
+	st := mustStore(t)
+	ctx := context.Background()
+	var create state.Txn
+	create.Put(state.UserKey("gone"), 0, state.User{ID: "gone"})
+	create.Put(state.UserKey("kept"), 0, state.User{ID: "kept"})
+	if err := st.Commit(ctx, &create); err != nil {
+		t.Fatal(err)
+	}
+	_, rev, _ := st.GetUser(ctx, "gone")
+	var del state.Txn
+	del.Delete(state.UserKey("gone"), rev)
+	if err := st.Commit(ctx, &del); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := st.PurgeDeleted(ctx, time.Hour); err != nil || n != 0 {
+		t.Fatalf("fresh tombstone purged: n=%d err=%v", n, err)
+	}
+	if n, err := st.PurgeDeleted(ctx, -time.Second); err != nil || n != 1 {
+		t.Fatalf("old tombstone: n=%d err=%v, want 1 purged", n, err)
+	}
+	status, err := st.KV().Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if status.Values() != 1 {
+		t.Fatalf("%d messages left in the bucket, want only the live key's", status.Values())
+	}
+	if _, _, err := st.GetUser(ctx, "kept"); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -3,6 +3,9 @@ package allinone_test
 import (
 	"context"
 	"fmt"
+	"log/slog"
+	"os"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -38,7 +41,12 @@ type settings struct {
 }
 
 func options(top topology, s settings) allinone.Options {
+	log := slog.New(slog.DiscardHandler)
+	if os.Getenv("BUDDYTOK_TEST_LOG") != "" {
+		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
 	return allinone.Options{
+		Log:      log,
 		Edges:    top.edges,
 		Replicas: top.replicas,
 		Presence: presence.Config{Grace: s.grace, LeaseTTL: time.Second, SweepEvery: 25 * time.Millisecond, Replicas: 1},
@@ -54,7 +62,7 @@ type world struct {
 	t   testing.TB
 	sys *allinone.System
 	ctx context.Context
-	n   int
+	n   atomic.Int64 // tabs dialled, to spread them over the edges
 }
 
 func mustWorld(t testing.TB, top topology, s settings) *world {
@@ -81,8 +89,7 @@ func (w *world) wctx() (context.Context, context.CancelFunc) {
 // dial connects a new tab to an edge, spreading tabs across edges.
 func (w *world) dial() *client.Client {
 	w.t.Helper()
-	url := w.sys.EdgeURLs[w.n%len(w.sys.EdgeURLs)]
-	w.n++
+	url := w.sys.EdgeURLs[int(w.n.Add(1)-1)%len(w.sys.EdgeURLs)]
 	ctx, cancel := w.wctx()
 	defer cancel()
 	c, err := client.Dial(ctx, url)

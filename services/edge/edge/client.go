@@ -34,6 +34,13 @@ type client struct {
 	// cleanup after the reader has stopped).
 	userID string
 	events *nats.Subscription
+
+	// Directed events that arrive between subscribing and the welcome frame
+	// wait in early and follow the welcome, so the client applies them on
+	// top of its snapshot, in order.
+	evMu     sync.Mutex
+	welcomed bool
+	early    [][]byte
 }
 
 func newClient(e *Edge, ws *websocket.Conn) *client {
@@ -233,12 +240,33 @@ func (c *client) handle(f protocol.ClientFrame) {
 // connection. It happens before the user can be seen by anyone, so no
 // event is missed.
 func (c *client) subscribeEvents(userID string) error {
-	sub, err := c.e.nc.Subscribe(protocol.EventSubject(userID), func(m *nats.Msg) { c.send(m.Data) })
+	sub, err := c.e.nc.Subscribe(protocol.EventSubject(userID), func(m *nats.Msg) {
+		c.evMu.Lock()
+		defer c.evMu.Unlock()
+		if c.welcomed {
+			c.send(m.Data)
+			return
+		}
+		if len(c.early) >= protocol.SendQueueFrames {
+			c.close(websocket.ClosePolicyViolation, string(protocol.CodeSlowConsumer))
+			return
+		}
+		c.early = append(c.early, m.Data)
+	})
 	if err != nil {
 		return err
 	}
 	c.events = sub
 	return nil
+}
+
+// unsubscribeEvents stops the relay after a failed join or resume.
+func (c *client) unsubscribeEvents() {
+	_ = c.events.Unsubscribe()
+	c.events = nil
+	c.evMu.Lock()
+	c.early = nil
+	c.evMu.Unlock()
 }
 
 func (c *client) join(f protocol.ClientFrame) {
@@ -257,8 +285,7 @@ func (c *client) join(f protocol.ClientFrame) {
 	var reply protocol.JoinReply
 	req := protocol.JoinRequest{UserID: uid, Name: name, Edge: c.e.id, Conn: c.id}
 	if err := natsrpc.Call(ctx, c.e.nc, protocol.SubjectPresenceJoin, req, &reply); err != nil {
-		_ = c.events.Unsubscribe()
-		c.events = nil
+		c.unsubscribeEvents()
 		c.replyErr(f.Ref, protocol.SubjectPresenceJoin, err)
 		return
 	}
@@ -280,8 +307,7 @@ func (c *client) resume(f protocol.ClientFrame) {
 	var p protocol.Personal
 	req := protocol.ResumeRequest{UserID: f.UserID, Secret: f.Secret, Edge: c.e.id, Conn: c.id}
 	if err := natsrpc.Call(ctx, c.e.nc, protocol.SubjectPresenceResume, req, &p); err != nil {
-		_ = c.events.Unsubscribe()
-		c.events = nil
+		c.unsubscribeEvents()
 		c.replyErr(f.Ref, protocol.SubjectPresenceResume, err)
 		return
 	}
@@ -291,12 +317,19 @@ func (c *client) resume(f protocol.ClientFrame) {
 
 func (c *client) welcome(ref string, p protocol.Personal, secret string) {
 	you := p.User
+	mode := c.e.mode()
 	c.e.hub.subscribe(c, func(users []protocol.User, rev uint64) {
+		c.evMu.Lock()
+		defer c.evMu.Unlock()
 		c.sendFrame(protocol.ServerFrame{
-			Type: protocol.TypeWelcome, Ref: ref, Version: protocol.Version, Mode: c.e.mode(),
+			Type: protocol.TypeWelcome, Ref: ref, Version: protocol.Version, Mode: mode,
 			You: &you, Secret: secret, Users: users, Revision: rev,
 			Incoming: p.Incoming, Outgoing: p.Outgoing, Chat: p.Chat,
 		})
+		for _, data := range c.early {
+			c.send(data)
+		}
+		c.early, c.welcomed = nil, true
 	})
 }
 

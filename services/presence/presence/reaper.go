@@ -16,6 +16,13 @@ import (
 	"github.com/buddytok/buddytok/pkg/state"
 )
 
+// Deleted records are purged for good purgeAfter their deletion, checked
+// every purgeEvery.
+const (
+	purgeEvery = time.Minute
+	purgeAfter = 2 * time.Minute
+)
+
 // reaper keeps a cache, rebuilt from two KV watchers, of every user and
 // every live edge lease. On each sweep it detaches users whose edge lost its
 // lease and asks the invites service to remove users whose grace period ran
@@ -42,6 +49,8 @@ func (s *Service) reap(ctx context.Context) error {
 	r := &reaper{users: map[string]state.User{}, edges: map[string]bool{}, edgeGone: map[string]time.Time{}}
 	tick := time.NewTicker(s.cfg.SweepEvery)
 	defer tick.Stop()
+	purge := time.NewTicker(purgeEvery)
+	defer purge.Stop()
 	for {
 		select {
 		case <-ctx.Done():
@@ -58,6 +67,12 @@ func (s *Service) reap(ctx context.Context) error {
 			r.applyLease(e)
 		case <-tick.C:
 			s.sweep(ctx, r)
+		case <-purge.C:
+			if n, err := s.store.PurgeDeleted(ctx, purgeAfter); err != nil {
+				s.log.Warn("purging deleted records failed", "err", err)
+			} else if n > 0 {
+				s.log.Debug("purged deleted records", "count", n)
+			}
 		}
 	}
 }

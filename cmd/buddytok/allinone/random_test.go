@@ -1,0 +1,254 @@
+package allinone_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/buddytok/buddytok/cmd/buddytok/allinone"
+	"github.com/buddytok/buddytok/pkg/client"
+	"github.com/buddytok/buddytok/pkg/protocol"
+	"github.com/buddytok/buddytok/pkg/state"
+)
+
+// expectedRefusals are the answers a random operation may legitimately get
+// when other users act at the same time. Anything else (internal,
+// unavailable, a timeout) fails the test.
+var expectedRefusals = []protocol.Code{
+	protocol.CodeNotFound, protocol.CodeBusy, protocol.CodeNotAvailable,
+	protocol.CodeConflict, protocol.CodeNotParty,
+}
+
+// player is one random user. It acts only on what its own view shows, like
+// a person at a tab would, so its requests race with everyone else's.
+type player struct {
+	w   *world
+	rng *rand.Rand
+	c   *client.Client
+	// secret and userID of the current user, for resumes after a drop.
+	userID, secret string
+}
+
+type tally struct {
+	ops, refused, resumes, joins atomic.Int64
+}
+
+func (p *player) act(ctx context.Context, t *tally) error {
+	if p.c == nil {
+		return p.connect(ctx, t)
+	}
+	v := p.c.View()
+	var err error
+	switch r := p.rng.IntN(100); {
+	case r < 3: // the tab closes or the network drops; later it comes back
+		if p.rng.IntN(2) == 0 {
+			err = p.c.Drop()
+		} else {
+			err = p.c.Close()
+		}
+		p.c = nil
+		return err
+	case v.Chat != nil && r < 35:
+		if r < 15 {
+			_, err = p.c.Credentials(ctx, v.Chat.ID)
+		} else {
+			err = p.c.EndChat(ctx, v.Chat.ID)
+		}
+	case v.Outgoing != nil && r < 40:
+		err = p.c.Cancel(ctx, v.Outgoing.ID)
+	case len(v.Incoming) > 0 && r < 75:
+		ids := slices.Sorted(maps.Keys(v.Incoming))
+		inv := ids[p.rng.IntN(len(ids))]
+		if r < 55 {
+			_, err = p.c.Accept(ctx, inv)
+		} else {
+			err = p.c.Decline(ctx, inv)
+		}
+	default:
+		var targets []string
+		for uid, u := range v.Users {
+			if uid != v.Me.ID && u.State == protocol.StateAvailable {
+				targets = append(targets, uid)
+			}
+		}
+		if len(targets) == 0 {
+			return nil
+		}
+		slices.Sort(targets)
+		_, err = p.c.Invite(ctx, targets[p.rng.IntN(len(targets))])
+	}
+	t.ops.Add(1)
+	if err != nil && slices.Contains(expectedRefusals, protocol.CodeOf(err)) {
+		t.refused.Add(1)
+		return nil
+	}
+	return err
+}
+
+func (p *player) connect(ctx context.Context, t *tally) error {
+	c := p.w.dial()
+	if p.userID != "" && p.rng.IntN(2) == 0 {
+		_, err := c.Resume(ctx, p.userID, p.secret)
+		switch {
+		case err == nil:
+			p.c = c
+			t.resumes.Add(1)
+			return nil
+		case protocol.CodeOf(err) != protocol.CodeResumeFailed: // resume_failed: the grace ran out
+			return err
+		}
+	}
+	if _, err := c.Join(ctx, fmt.Sprintf("P%d", p.rng.IntN(1000))); err != nil {
+		return err
+	}
+	v := c.View()
+	p.c, p.userID, p.secret = c, v.Me.ID, v.Secret
+	t.joins.Add(1)
+	return nil
+}
+
+// checker reads consistent snapshots and checks the invariants until ctx
+// ends, and reports how many it checked and the first violation.
+func checker(ctx context.Context, st *state.Store) (checks int, err error) {
+	for ctx.Err() == nil {
+		snap, serr := st.Snapshot(ctx)
+		if serr != nil {
+			if ctx.Err() != nil {
+				break
+			}
+			return checks, serr
+		}
+		if cerr := state.Check(snap); cerr != nil {
+			var dump strings.Builder
+			for _, word := range strings.Fields(strings.NewReplacer(`"`, " ", "'", " ").Replace(cerr.Error())) {
+				if len(word) == 16 && protocol.ValidID(word) {
+					for _, k := range []string{state.UserKey(word), state.InvitationKey(word), state.ChatKey(word)} {
+						dump.WriteString(dumpKey(ctx, st, k))
+					}
+				}
+			}
+			return checks, fmt.Errorf("at sequence %d: %w\n%s", snap.Sequence, cerr, dump.String())
+		}
+		checks++
+	}
+	return checks, nil
+}
+
+// randomRun plays players for opsEach operations each; midRun, if set,
+// runs once when about half of the operations are done.
+func randomRun(t *testing.T, w *world, players, opsEach int, seed uint64, midRun func()) {
+	st := w.store()
+	ctx, cancel := context.WithTimeout(w.ctx, 2*time.Minute)
+	defer cancel()
+	checkCtx, stopChecks := context.WithCancel(ctx)
+	type result struct {
+		checks int
+		err    error
+	}
+	checked := make(chan result, 1)
+	go func() { n, err := checker(checkCtx, st); checked <- result{n, err} }()
+
+	var t0 tally
+	var wg sync.WaitGroup
+	var once sync.Once
+	errs := make(chan error, players)
+	half := int64(players * opsEach / 2)
+	ps := make([]*player, players)
+	for i := range players {
+		ps[i] = &player{w: w, rng: rand.New(rand.NewPCG(seed, uint64(i)))}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for n := range opsEach {
+				opCtx, cancelOp := context.WithTimeout(ctx, waitFor)
+				err := ps[i].act(opCtx, &t0)
+				cancelOp()
+				if err != nil {
+					errs <- fmt.Errorf("player %d op %d: %w", i, n, err)
+					return
+				}
+				if midRun != nil && t0.ops.Load() >= half {
+					once.Do(midRun)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	stopChecks()
+	res := <-checked
+	if res.err != nil {
+		t.Fatalf("invariant checker after %d clean checks: %v", res.checks, res.err)
+	}
+	t.Logf("%d operations (%d refused as expected), %d joins, %d resumes; %d invariant checks during the run",
+		t0.ops.Load(), t0.refused.Load(), t0.joins.Load(), t0.resumes.Load(), res.checks)
+	if res.checks == 0 {
+		t.Fatal("the checker never completed a check during the run")
+	}
+
+	// Quiet now: the state must hold, and every connected tab must show
+	// exactly what the state says.
+	snap := w.mustInvariants(st)
+	for i, p := range ps {
+		if p.c == nil {
+			continue
+		}
+		w.waitView(p.c, fmt.Sprintf("player %d converges", i), func(v client.View) bool {
+			return viewMatches(v, snap) == nil
+		})
+	}
+}
+
+// viewMatches says how a tab's view differs from the stored state.
+func viewMatches(v client.View, snap state.Snapshot) error {
+	if len(v.Users) != len(snap.Users) {
+		return fmt.Errorf("sees %d users, state has %d", len(v.Users), len(snap.Users))
+	}
+	for id, u := range snap.Users {
+		if v.Users[id] != u.Public() {
+			return fmt.Errorf("user %s: sees %+v, state %+v", id, v.Users[id], u.Public())
+		}
+	}
+	me := snap.Users[v.Me.ID]
+	if !slices.Equal(slices.Sorted(maps.Keys(v.Incoming)), slices.Sorted(slices.Values(me.Incoming))) {
+		return errors.New("incoming invitations differ")
+	}
+	if (v.Outgoing == nil) != (me.Outgoing == "") || v.Outgoing != nil && v.Outgoing.ID != me.Outgoing {
+		return errors.New("outgoing invitation differs")
+	}
+	if (v.Chat == nil) != (me.Chat == "") || v.Chat != nil && v.Chat.ID != me.Chat {
+		return errors.New("chat differs")
+	}
+	return nil
+}
+
+func TestRandomOperationsKeepInvariants(t *testing.T) {
+	t.Parallel()
+	w := mustWorld(t, replicated, settings{grace: 300 * time.Millisecond})
+	randomRun(t, w, 32, 100, 1, nil)
+}
+
+// Stopping one replica of every service in the middle of a run must not
+// fail a single request: the other replicas take over.
+func TestReplicaStopMidRun(t *testing.T) {
+	t.Parallel()
+	w := mustWorld(t, replicated, settings{grace: 300 * time.Millisecond})
+	randomRun(t, w, 16, 80, 2, func() {
+		for _, k := range []allinone.Kind{allinone.Presence, allinone.Invites, allinone.Tokens} {
+			if err := w.sys.Stop(k, 0); err != nil {
+				t.Errorf("stop %s: %v", k, err)
+			}
+		}
+	})
+}
