@@ -8,6 +8,7 @@ require (
 	github.com/buddytok/buddytok/services/invites v0.0.0
 	github.com/buddytok/buddytok/services/presence v0.0.0
 	github.com/buddytok/buddytok/services/tokens v0.0.0
+	github.com/fasthttp/websocket v1.5.8
 	github.com/nats-io/nats.go v1.55.0
 )
 
@@ -15,7 +16,6 @@ require (
 	github.com/andybalholm/brotli v1.1.0 // indirect
 	github.com/antithesishq/antithesis-sdk-go v0.8.0-default-no-op // indirect
 	github.com/buddytok/buddytok/web v0.0.0 // indirect
-	github.com/fasthttp/websocket v1.5.8 // indirect
 	github.com/gofiber/contrib/websocket v1.3.4 // indirect
 	github.com/gofiber/fiber/v2 v2.52.15 // indirect
 	github.com/google/go-tpm v0.9.8 // indirect

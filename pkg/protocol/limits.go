@@ -32,7 +32,8 @@ const (
 // NormalizeName trims a display name and checks it against the name rules:
 // 1–100 characters after trimming, valid UTF-8, no control characters.
 func NormalizeName(raw string) (string, error) {
-	if !utf8.ValidString(raw) {
+	// JSON decoding turns invalid UTF-8 into U+FFFD, so that is refused too.
+	if !utf8.ValidString(raw) || strings.ContainsRune(raw, utf8.RuneError) {
 		return "", Errorf(CodeInvalidName, "name is not valid UTF-8")
 	}
 	name := strings.TrimSpace(raw)

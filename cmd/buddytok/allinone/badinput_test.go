@@ -1,0 +1,177 @@
+package allinone_test
+
+import (
+	"context"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/fasthttp/websocket"
+
+	"github.com/buddytok/buddytok/pkg/client"
+	"github.com/buddytok/buddytok/pkg/protocol"
+)
+
+// Every bad frame gets an error frame with a clear code, and changes
+// nothing: the state is the same afterwards and the connection still works.
+func TestBadInput(t *testing.T) {
+	t.Parallel()
+	w := mustWorld(t, topologies[0], settings{grace: 5 * time.Second})
+	st := w.store()
+	a, b := w.join("Ann"), w.join("Bob")
+	w.sees(id(b), protocol.StateAvailable, a)
+	ctx, cancel := w.wctx()
+	defer cancel()
+	inv, err := a.Invite(ctx, id(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.waitView(b, "incoming", func(v client.View) bool { return len(v.Incoming) == 1 })
+	before := w.mustInvariants(st)
+
+	raw := []struct {
+		name  string
+		mt    int
+		frame string
+		code  protocol.Code
+	}{
+		{"not JSON", websocket.TextMessage, `{"type":"invite",`, protocol.CodeBadJSON},
+		{"JSON but not an object", websocket.TextMessage, `["invite"]`, protocol.CodeBadJSON},
+		{"binary frame", websocket.BinaryMessage, `{"type":"ping"}`, protocol.CodeBadJSON},
+		{"unknown type", websocket.TextMessage, `{"type":"teleport"}`, protocol.CodeUnknownType},
+		{"no type", websocket.TextMessage, `{}`, protocol.CodeUnknownType},
+		{"oversize frame", websocket.TextMessage, `{"type":"ping","name":"` + strings.Repeat("x", protocol.MaxFrameBytes) + `"}`, protocol.CodeFrameTooLarge},
+		{"long ref", websocket.TextMessage, `{"type":"ping","ref":"` + strings.Repeat("r", 100) + `"}`, protocol.CodeBadRequest},
+		{"join twice", websocket.TextMessage, `{"type":"join","name":"Again"}`, protocol.CodeAlreadyJoined},
+		{"invite a bad ID", websocket.TextMessage, `{"type":"invite","to":"../../etc"}`, protocol.CodeBadRequest},
+		{"invite nobody", websocket.TextMessage, `{"type":"invite"}`, protocol.CodeBadRequest},
+		{"signal that is not an object", websocket.TextMessage, `{"type":"signal","chat":"abc","data":"hi"}`, protocol.CodeBadRequest},
+		{"someone else's invitation", websocket.TextMessage, `{"type":"cancel","invitation":"` + inv.ID + `"}`, protocol.CodeNotParty},
+	}
+	for _, tc := range raw {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := b.WriteRaw(tc.mt, []byte(tc.frame)); err != nil {
+				t.Fatal(err)
+			}
+			f := w.event(b, "error frame", func(f protocol.ServerFrame) bool { return f.Type == protocol.TypeError })
+			if f.Code != tc.code || f.Message == "" {
+				t.Fatalf("got %s %q, want code %s with a message", f.Code, f.Message, tc.code)
+			}
+		})
+	}
+
+	names := []struct {
+		name, value string
+	}{
+		{"empty", ""},
+		{"blank", "   \t "},
+		{"too long", strings.Repeat("é", protocol.MaxNameRunes+1)},
+		{"control character", "Ann\x07"},
+		{"newline", "Ann\nBob"},
+		{"invalid UTF-8", "Ann\xff"},
+	}
+	for _, tc := range names {
+		t.Run("name "+tc.name, func(t *testing.T) {
+			c := w.dial()
+			_, err := c.Join(ctx, tc.value)
+			mustCode(t, err, protocol.CodeInvalidName)
+			// The connection stays usable: a valid join works after.
+			if _, err := c.Join(ctx, "Fixed"); err != nil {
+				t.Fatalf("join after a refused name: %v", err)
+			}
+			_ = c.Close()
+		})
+	}
+	t.Run("before join", func(t *testing.T) {
+		c := w.dial()
+		_, err := c.Invite(ctx, id(a))
+		mustCode(t, err, protocol.CodeNotJoined)
+		_, err = c.Resume(ctx, "nosuchuser", "short")
+		mustCode(t, err, protocol.CodeResumeFailed)
+	})
+
+	// Still connected and nothing changed.
+	if _, err := b.Request(ctx, protocol.ClientFrame{Type: protocol.TypePing}); err != nil {
+		t.Fatalf("ping after bad frames: %v", err)
+	}
+	after := w.mustInvariants(st)
+	for uid, u := range before.Users {
+		if after.Users[uid].State != u.State || after.Users[uid].Outgoing != u.Outgoing || len(after.Users[uid].Incoming) != len(u.Incoming) {
+			t.Fatalf("user %s changed: %+v -> %+v", uid, u, after.Users[uid])
+		}
+	}
+	if len(after.Invitations) != 1 || len(after.Chats) != 0 {
+		t.Fatalf("invitations/chats changed: %d/%d", len(after.Invitations), len(after.Chats))
+	}
+}
+
+// A frame above the hard limit is not read at all: the socket closes with
+// 1009 (message too big).
+func TestHugeFrameClosesConnection(t *testing.T) {
+	t.Parallel()
+	w := mustWorld(t, topologies[0], settings{grace: time.Second})
+	c := w.dial()
+	_ = c.WriteRaw(websocket.TextMessage, []byte(strings.Repeat(" ", protocol.HardFrameBytes+1)))
+	ctx, cancel := w.wctx()
+	defer cancel()
+	_, _ = c.WaitView(ctx, func(client.View) bool { return false })
+	if code, closed := c.CloseCode(); !closed || code != websocket.CloseMessageTooBig {
+		t.Fatalf("close code %d (closed %t), want %d", code, closed, websocket.CloseMessageTooBig)
+	}
+}
+
+func TestRateLimit(t *testing.T) {
+	t.Parallel()
+	w := mustWorld(t, topologies[0], settings{grace: time.Second})
+	c := w.dial()
+	for range protocol.FrameBurst + 10 {
+		if err := c.WriteRaw(websocket.TextMessage, []byte(`{"type":"ping"}`)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f := w.event(c, "rate limit error", func(f protocol.ServerFrame) bool { return f.Type == protocol.TypeError })
+	if f.Code != protocol.CodeRateLimited {
+		t.Fatalf("got %+v, want rate_limited", f)
+	}
+}
+
+// WebSockets from a foreign page are refused before the upgrade.
+func TestForeignOriginRefused(t *testing.T) {
+	t.Parallel()
+	w := mustWorld(t, topologies[0], settings{grace: time.Second})
+	url := "ws" + strings.TrimPrefix(w.sys.EdgeURLs[0], "http") + "/ws"
+	ctx, cancel := context.WithTimeout(w.ctx, waitFor)
+	defer cancel()
+	_, resp, err := websocket.DefaultDialer.DialContext(ctx, url, http.Header{"Origin": {"https://evil.example"}})
+	if err == nil || resp == nil || resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("foreign origin: err %v, response %+v", err, resp)
+	}
+	own, resp, err := websocket.DefaultDialer.DialContext(ctx, url, http.Header{"Origin": {w.sys.EdgeURLs[0]}})
+	if err != nil {
+		t.Fatalf("own origin refused: %v (%+v)", err, resp)
+	}
+	_ = own.Close()
+}
+
+func TestHealthAndReadiness(t *testing.T) {
+	t.Parallel()
+	w := mustWorld(t, topologies[0], settings{grace: time.Second})
+	for _, path := range []string{"/healthz", "/readyz", "/", "/app.js"} {
+		deadline := time.Now().Add(waitFor)
+		for {
+			resp, err := http.Get(w.sys.EdgeURLs[0] + path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: status %d", path, resp.StatusCode)
+			}
+			time.Sleep(20 * time.Millisecond) // polling a readiness probe, as an orchestrator does
+		}
+	}
+}
