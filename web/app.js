@@ -1,0 +1,449 @@
+// BuddyTok web client: one tab is one user. Plain ES module, no build step.
+// It keeps a view of the world (buddy list, invitations, chat) built only
+// from the server's frames, and renders it. Protocol: docs/protocol.md.
+
+const $ = (id) => document.getElementById(id);
+const SESSION_KEY = "buddytok.session"; // sessionStorage: two tabs are two users
+
+const view = {
+  joined: false,
+  me: null, // {id, name, state, joined_at}
+  mode: "",
+  users: new Map(), // id -> user, everyone online including me
+  incoming: new Map(), // invitation id -> invitation
+  outgoing: null,
+  chat: null,
+};
+
+let ws = null;
+let nextRef = 1;
+const pending = new Map(); // ref -> {resolve, reject}
+let reconnectDelay = 500;
+let joining = false;
+
+// ---- connection -----------------------------------------------------------
+
+function connect() {
+  const url = (location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws";
+  ws = new WebSocket(url);
+  ws.addEventListener("open", onOpen);
+  ws.addEventListener("message", (ev) => onFrame(JSON.parse(ev.data)));
+  ws.addEventListener("close", onClose);
+}
+
+async function onOpen() {
+  reconnectDelay = 500;
+  setConnection("Connected");
+  const saved = loadSession();
+  if (saved) {
+    try {
+      await request({ type: "resume", user_id: saved.user_id, secret: saved.secret });
+    } catch (err) {
+      clearSession();
+      view.joined = false;
+      notice(err.code === "resume_failed" ? "Your earlier session has ended; please join again." : err.message, true);
+      render();
+    }
+  } else {
+    render();
+  }
+}
+
+function onClose() {
+  for (const { reject } of pending.values()) reject({ code: "closed", message: "connection lost" });
+  pending.clear();
+  stopVideo();
+  setConnection(view.joined ? "Connection lost — reconnecting…" : "Disconnected — reconnecting…");
+  setTimeout(connect, reconnectDelay);
+  reconnectDelay = Math.min(reconnectDelay * 2, 5000);
+}
+
+function send(frame) {
+  if (!ws || ws.readyState !== WebSocket.OPEN) throw { code: "closed", message: "not connected" };
+  ws.send(JSON.stringify(frame));
+}
+
+// request sends a frame and resolves with the frame that answers it.
+function request(frame) {
+  return new Promise((resolve, reject) => {
+    const ref = String(nextRef++);
+    pending.set(ref, { resolve, reject });
+    try {
+      send({ ...frame, ref });
+    } catch (err) {
+      pending.delete(ref);
+      reject(err);
+    }
+  });
+}
+
+function loadSession() {
+  try {
+    return JSON.parse(sessionStorage.getItem(SESSION_KEY));
+  } catch {
+    return null;
+  }
+}
+function saveSession(userId, secret) {
+  sessionStorage.setItem(SESSION_KEY, JSON.stringify({ user_id: userId, secret }));
+}
+function clearSession() {
+  sessionStorage.removeItem(SESSION_KEY);
+}
+
+// ---- frames ---------------------------------------------------------------
+
+function onFrame(f) {
+  apply(f);
+  const waiter = f.ref && pending.get(f.ref);
+  if (waiter) {
+    pending.delete(f.ref);
+    if (f.type === "error") waiter.reject(f);
+    else waiter.resolve(f);
+  } else if (f.type === "error") {
+    notice(f.message, true);
+  }
+  render();
+}
+
+// apply updates the view; it mirrors pkg/client's View.
+function apply(f) {
+  switch (f.type) {
+    case "welcome": {
+      view.joined = true;
+      view.mode = f.mode || "";
+      if (f.secret) saveSession(f.you.id, f.secret);
+      view.users = new Map([[f.you.id, f.you]]);
+      for (const u of f.users || []) view.users.set(u.id, u);
+      view.me = view.users.get(f.you.id);
+      view.incoming = new Map((f.incoming || []).map((i) => [i.id, i]));
+      view.outgoing = f.outgoing || null;
+      const hadChat = view.chat && f.chat && view.chat.id === f.chat.id;
+      view.chat = f.chat || null;
+      if (view.chat && !hadChat) startVideo(view.chat);
+      break;
+    }
+    case "user":
+      view.users.set(f.user.id, f.user);
+      if (view.me && f.user.id === view.me.id) view.me = f.user;
+      break;
+    case "user_left":
+      view.users.delete(f.user_id);
+      break;
+    case "invitation":
+      view.incoming.set(f.invitation.id, f.invitation);
+      announceInvitation(f.invitation);
+      break;
+    case "invitation_ended":
+      onInvitationEnded(f.invitation, f.reason);
+      break;
+    case "ok":
+      if (f.invitation) view.outgoing = f.invitation;
+      break;
+    case "chat_started":
+      view.chat = f.chat;
+      startVideo(f.chat);
+      break;
+    case "chat_ended":
+      if (view.chat && view.chat.id === f.chat.id) {
+        view.chat = null;
+        stopVideo();
+        const peer = peerName(f.chat);
+        notice(f.reason === "left" ? `${peer} went offline; the chat ended.` : `The chat with ${peer} ended.`);
+      }
+      break;
+    case "signal":
+      onSignal(f);
+      break;
+  }
+}
+
+function onInvitationEnded(inv, reason) {
+  const wasMine = view.outgoing && view.outgoing.id === inv.id;
+  view.incoming.delete(inv.id);
+  if (wasMine) view.outgoing = null;
+  if (wasMine) {
+    const who = inv.to_name;
+    const why = {
+      declined: `${who} declined your invitation.`,
+      busy: `${who} started another chat; your invitation was declined.`,
+      left: `${who} went offline; your invitation ended.`,
+      failed: `The video chat with ${who} could not be set up.`,
+    }[reason];
+    if (why) notice(why, reason === "failed");
+  } else if (view.me && inv.to === view.me.id) {
+    const who = inv.from_name;
+    const why = {
+      cancelled: `${who} cancelled their invitation.`,
+      left: `${who} went offline; their invitation ended.`,
+      failed: `The video chat with ${who} could not be set up.`,
+    }[reason];
+    if (why) notice(why, reason === "failed");
+  }
+}
+
+// ---- actions --------------------------------------------------------------
+
+async function act(frame, okMessage) {
+  try {
+    const reply = await request(frame);
+    if (okMessage) notice(okMessage);
+    return reply;
+  } catch (err) {
+    notice(err.message || "Something went wrong.", true);
+    return null;
+  }
+}
+
+async function join(event) {
+  event.preventDefault();
+  if (joining) return;
+  const name = $("name").value;
+  if (!name.trim()) {
+    notice("Please enter a name.", true);
+    return;
+  }
+  if ("Notification" in window && Notification.permission === "default") {
+    Notification.requestPermission().catch(() => {});
+  }
+  joining = true;
+  await act({ type: "join", name });
+  joining = false;
+  render();
+}
+
+function invite(user) {
+  return act({ type: "invite", to: user.id }, `You invited ${displayName(user)}.`);
+}
+
+// ---- rendering ------------------------------------------------------------
+
+function displayName(user) {
+  // Two people may share a name: tell them apart by a short ID.
+  let same = 0;
+  for (const u of view.users.values()) if (u.name === user.name) same++;
+  return same > 1 ? `${user.name} (#${user.id.slice(0, 4)})` : user.name;
+}
+
+function peerName(chat) {
+  const i = view.me && chat.parties[0] === view.me.id ? 1 : 0;
+  const u = view.users.get(chat.parties[i]);
+  return u ? displayName(u) : chat.names[i];
+}
+
+function sortUsers(a, b) {
+  return a.name < b.name ? -1 : a.name > b.name ? 1 : a.joined_at - b.joined_at || (a.id < b.id ? -1 : 1);
+}
+
+function render() {
+  const focusKey = document.activeElement && document.activeElement.dataset.key;
+  $("join-section").hidden = view.joined;
+  $("you").hidden = !view.joined;
+  $("buddies-section").hidden = !view.joined;
+  $("mode").textContent = view.mode === "opentok" ? "Video: OpenTok" : view.mode === "webrtc" ? "Video: direct WebRTC (no OpenTok credentials)" : "";
+  if (!view.joined) {
+    $("invitations-section").hidden = true;
+    $("chat").hidden = true;
+    document.title = "BuddyTok";
+    return;
+  }
+  const me = view.me;
+  $("you-name").textContent = displayName(me);
+  $("you-state").textContent = me.state;
+
+  $("outgoing").hidden = !view.outgoing;
+  if (view.outgoing) $("outgoing-text").textContent = `Waiting for ${view.outgoing.to_name} to answer…`;
+
+  $("chat").hidden = !view.chat;
+  if (view.chat) $("chat-with").textContent = `In a chat with ${peerName(view.chat)}`;
+
+  const invs = [...view.incoming.values()].sort((a, b) => a.created_at - b.created_at);
+  $("invitations-section").hidden = invs.length === 0;
+  $("invitations").replaceChildren(...invs.map(invitationItem));
+
+  const buddies = [...view.users.values()].filter((u) => u.id !== me.id).sort(sortUsers);
+  $("alone").hidden = buddies.length > 0;
+  $("buddies").replaceChildren(...buddies.map(buddyItem));
+
+  document.title = invs.length ? `(${invs.length}) BuddyTok` : "BuddyTok";
+  if (focusKey) {
+    const el = document.querySelector(`[data-key="${CSS.escape(focusKey)}"]`);
+    if (el) el.focus();
+  }
+}
+
+function button(label, key, onClick) {
+  const b = document.createElement("button");
+  b.type = "button";
+  b.textContent = label;
+  b.dataset.key = key;
+  b.addEventListener("click", onClick);
+  return b;
+}
+
+function buddyItem(u) {
+  const li = document.createElement("li");
+  li.className = `buddy ${u.state}`;
+  const name = document.createElement("span");
+  name.className = "name";
+  name.textContent = displayName(u);
+  const state = document.createElement("span");
+  state.className = "state";
+  state.textContent = u.state;
+  li.append(name, " ", state);
+  if (u.state === "available" && view.me.state === "available") {
+    li.append(" ", button(`Invite ${displayName(u)}`, `invite-${u.id}`, () => invite(u)));
+  }
+  return li;
+}
+
+function invitationItem(inv) {
+  const li = document.createElement("li");
+  const from = view.users.get(inv.from);
+  const who = from ? displayName(from) : inv.from_name;
+  const since = new Date(inv.created_at).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  li.append(`${who} invites you (since ${since}) `);
+  li.append(
+    button(`Accept ${who}`, `accept-${inv.id}`, () => act({ type: "accept", invitation: inv.id })),
+    " ",
+    button(`Decline ${who}`, `decline-${inv.id}`, () => act({ type: "decline", invitation: inv.id })),
+  );
+  return li;
+}
+
+function notice(text, isError = false) {
+  $("notice").textContent = isError ? "" : text;
+  $("alert").textContent = isError ? text : "";
+}
+
+function setConnection(text) {
+  $("connection").textContent = text;
+}
+
+function announceInvitation(inv) {
+  if (!document.hidden || !("Notification" in window) || Notification.permission !== "granted") return;
+  try {
+    const n = new Notification("BuddyTok", { body: `${inv.from_name} invites you to a video chat`, tag: inv.id });
+    n.onclick = () => window.focus();
+  } catch {
+    // Some browsers only allow notifications from a service worker.
+  }
+}
+
+// ---- video ----------------------------------------------------------------
+
+let video = null; // {chatId, pc, stream, initiator, queue: []}
+
+async function startVideo(chat) {
+  stopVideo();
+  const v = { chatId: chat.id, pc: null, stream: null, queue: [], session: null, remoteSet: false, candidates: [] };
+  video = v;
+  let cred;
+  try {
+    cred = (await request({ type: "credentials", chat: chat.id })).credentials;
+  } catch (err) {
+    videoStatus(`Video unavailable: ${err.message}`);
+    return;
+  }
+  if (video !== v) return;
+  if (cred.mode === "opentok") startOpenTok(v, cred);
+  else startWebRTC(v, cred);
+}
+
+function stopVideo() {
+  if (!video) return;
+  const v = video;
+  video = null;
+  if (v.pc) v.pc.close();
+  if (v.stream) v.stream.getTracks().forEach((t) => t.stop());
+  if (v.session) v.session.disconnect();
+  $("remote-video").srcObject = null;
+  $("local-video").srcObject = null;
+  videoStatus("");
+}
+
+function videoStatus(text) {
+  $("video-status").textContent = text;
+}
+
+async function startWebRTC(v, cred) {
+  const pc = new RTCPeerConnection({ iceServers: [] });
+  v.pc = pc;
+  pc.addEventListener("icecandidate", (e) => {
+    if (e.candidate) signal(v, { candidate: e.candidate.toJSON() });
+  });
+  pc.addEventListener("track", (e) => {
+    $("remote-video").srcObject = e.streams[0];
+    videoStatus("Connected.");
+  });
+  try {
+    v.stream = await navigator.mediaDevices.getUserMedia({ video: true, audio: true });
+    if (video !== v) return v.stream.getTracks().forEach((t) => t.stop());
+    $("local-video").srcObject = v.stream;
+    v.stream.getTracks().forEach((t) => pc.addTrack(t, v.stream));
+  } catch {
+    videoStatus("No camera: you can still see and hear your buddy.");
+    pc.addTransceiver("video", { direction: "recvonly" });
+    pc.addTransceiver("audio", { direction: "recvonly" });
+  }
+  if (video !== v) return;
+  if (cred.initiator) {
+    await pc.setLocalDescription(await pc.createOffer());
+    signal(v, { description: pc.localDescription.toJSON() });
+  }
+  for (const data of v.queue.splice(0)) await handleSignal(v, data);
+}
+
+function signal(v, data) {
+  request({ type: "signal", chat: v.chatId, data }).catch(() => {});
+}
+
+function onSignal(f) {
+  const v = video;
+  if (!v || !f.chat || f.chat.id !== v.chatId) return;
+  if (!v.pc) v.queue.push(f.data);
+  else handleSignal(v, f.data);
+}
+
+async function handleSignal(v, data) {
+  const pc = v.pc;
+  try {
+    if (data.description) {
+      await pc.setRemoteDescription(data.description);
+      v.remoteSet = true;
+      for (const c of v.candidates.splice(0)) await pc.addIceCandidate(c);
+      if (data.description.type === "offer") {
+        await pc.setLocalDescription(await pc.createAnswer());
+        signal(v, { description: pc.localDescription.toJSON() });
+      }
+    } else if (data.candidate) {
+      if (v.remoteSet) await pc.addIceCandidate(data.candidate);
+      else v.candidates.push(data.candidate);
+    }
+  } catch (err) {
+    videoStatus(`Video problem: ${err.message}`);
+  }
+}
+
+function startOpenTok(v, cred) {
+  if (!window.OT) {
+    videoStatus("OpenTok's library (opentok.js) could not be loaded.");
+    return;
+  }
+  const session = window.OT.initSession(cred.api_key, cred.session_id);
+  v.session = session;
+  session.on("streamCreated", (e) => session.subscribe(e.stream, "opentok-remote", { insertMode: "append" }));
+  session.connect(cred.token, (err) => {
+    if (err) return videoStatus(`OpenTok: ${err.message}`);
+    session.publish(window.OT.initPublisher("opentok-local", { insertMode: "append" }));
+    videoStatus("Connected.");
+  });
+}
+
+// ---- wiring ---------------------------------------------------------------
+
+$("join-form").addEventListener("submit", join);
+$("cancel").addEventListener("click", () => view.outgoing && act({ type: "cancel", invitation: view.outgoing.id }));
+$("end-chat").addEventListener("click", () => view.chat && act({ type: "end_chat", chat: view.chat.id }));
+document.addEventListener("visibilitychange", render);
+connect();

@@ -55,6 +55,9 @@ func Call(ctx context.Context, nc *nats.Conn, subject string, req, resp any) err
 	return nil
 }
 
+// slowRequest is how long a handler may take before it is logged as slow.
+const slowRequest = time.Second
+
 // Validator is implemented by request types that can check themselves.
 type Validator interface {
 	Validate() error
@@ -101,7 +104,11 @@ func Handle[Req, Resp any](s *Server, fn func(context.Context, Req) (Resp, error
 			defer func() { <-s.slots; s.wg.Done() }()
 			ctx, cancel := context.WithTimeout(context.WithoutCancel(s.ctx), s.timeout)
 			defer cancel()
+			start := time.Now()
 			resp, err := fn(ctx, req)
+			if d := time.Since(start); d > slowRequest {
+				s.log.Warn("slow request", "subject", r.Subject(), "duration", d, "err", err)
+			}
 			if err != nil {
 				s.respondErrAsync(r, err)
 				return

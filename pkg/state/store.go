@@ -119,9 +119,6 @@ func enableStreamFeatures(ctx context.Context, js jetstream.JetStream, stream st
 	return nil
 }
 
-// Conn returns the NATS connection.
-func (s *Store) Conn() *nats.Conn { return s.js.Conn() }
-
 // KV returns the bucket, for watchers.
 func (s *Store) KV() jetstream.KeyValue { return s.kv }
 

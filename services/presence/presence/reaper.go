@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -32,7 +33,15 @@ type reaper struct {
 	edges      map[string]bool
 	leasesSeen bool                 // the lease watcher delivered its initial values
 	edgeGone   map[string]time.Time // edges first seen without a lease
+	inflight   map[string]bool      // users with a detach or leave under way
+	finished   chan string          // user IDs whose detach or leave is over
+	slots      chan struct{}        // bounds the actions under way
 }
+
+// maxActions bounds the detaches and leaves one replica runs at once, so
+// that a dead edge with thousands of users is handled in parallel but
+// without flooding the other services.
+const maxActions = 32
 
 func (s *Service) reap(ctx context.Context) error {
 	uw, err := s.store.KV().Watch(ctx, state.UserPrefix+">")
@@ -46,7 +55,12 @@ func (s *Service) reap(ctx context.Context) error {
 	}
 	defer func() { _ = lw.Stop() }()
 
-	r := &reaper{users: map[string]state.User{}, edges: map[string]bool{}, edgeGone: map[string]time.Time{}}
+	r := &reaper{
+		users: map[string]state.User{}, edges: map[string]bool{}, edgeGone: map[string]time.Time{},
+		inflight: map[string]bool{}, finished: make(chan string, maxActions), slots: make(chan struct{}, maxActions),
+	}
+	var actions sync.WaitGroup
+	defer actions.Wait()
 	tick := time.NewTicker(s.cfg.SweepEvery)
 	defer tick.Stop()
 	purge := time.NewTicker(purgeEvery)
@@ -65,8 +79,10 @@ func (s *Service) reap(ctx context.Context) error {
 				return cmp.Or(ctx.Err(), errors.New("presence: lease watcher closed"))
 			}
 			r.applyLease(e)
+		case id := <-r.finished:
+			delete(r.inflight, id)
 		case <-tick.C:
-			s.sweep(ctx, r)
+			s.sweep(ctx, r, &actions)
 		case <-purge.C:
 			if n, err := s.store.PurgeDeleted(ctx, purgeAfter); err != nil {
 				s.log.Warn("purging deleted records failed", "err", err)
@@ -106,9 +122,13 @@ func (r *reaper) applyLease(e jetstream.KeyValueEntry) {
 	delete(r.edges, e.Key())
 }
 
-func (s *Service) sweep(ctx context.Context, r *reaper) {
+func (s *Service) sweep(ctx context.Context, r *reaper, actions *sync.WaitGroup) {
 	now := s.now()
 	for id, u := range r.users {
+		if r.inflight[id] {
+			continue
+		}
+		var action func(context.Context)
 		switch {
 		case u.Connected && r.leasesSeen && !r.edges[u.Edge]:
 			// An edge's lease may reach this replica a little after its
@@ -121,19 +141,39 @@ func (s *Service) sweep(ctx context.Context, r *reaper) {
 			if now.Sub(since) < 2*s.cfg.SweepEvery {
 				continue
 			}
-			if err := s.detach(ctx, id, u.Conn); err != nil {
-				s.log.Warn("detach after lease expiry failed", "user", id, "edge", u.Edge, "err", err)
+			action = func(ctx context.Context) {
+				if err := s.detach(ctx, id, u.Conn); err != nil {
+					s.log.Warn("detach after lease expiry failed", "user", id, "edge", u.Edge, "err", err)
+				}
 			}
 		case !u.Connected && now.Sub(time.UnixMilli(u.DisconnectedAt)) >= s.cfg.Grace:
-			err := natsrpc.Call(ctx, s.nc, protocol.SubjectInvitesLeave, protocol.LeaveRequest{UserID: id, Conn: u.Conn}, nil)
-			switch protocol.CodeOf(err) {
-			case protocol.CodeConflict, protocol.CodeNotFound:
-				// Resumed or removed meanwhile: nothing to do.
-			default:
-				if err != nil {
+			action = func(ctx context.Context) {
+				err := natsrpc.Call(ctx, s.nc, protocol.SubjectInvitesLeave, protocol.LeaveRequest{UserID: id, Conn: u.Conn}, nil)
+				switch code := protocol.CodeOf(err); {
+				case err == nil, code == protocol.CodeConflict, code == protocol.CodeNotFound:
+					// Done, or resumed or removed meanwhile.
+				default:
 					s.log.Warn("leave after grace failed; retrying next sweep", "user", id, "err", err)
 				}
 			}
+		default:
+			continue
 		}
+		select {
+		case r.slots <- struct{}{}:
+		default:
+			return // busy: the next sweep picks up the rest
+		}
+		r.inflight[id] = true
+		actions.Add(1)
+		go func() {
+			defer actions.Done()
+			action(ctx)
+			<-r.slots
+			select {
+			case r.finished <- id:
+			case <-ctx.Done():
+			}
+		}()
 	}
 }
