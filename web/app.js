@@ -13,6 +13,10 @@ const view = {
   incoming: new Map(), // invitation id -> invitation
   outgoing: null,
   chat: null,
+  // IDs of invitations and chats known to be over. Events come from
+  // whichever service replica made each change, so "ended" may overtake
+  // "started"; an ID, once ended, is never shown again.
+  ended: new Set(),
 };
 
 let ws = null;
@@ -116,10 +120,12 @@ function apply(f) {
       view.users = new Map([[f.you.id, f.you]]);
       for (const u of f.users || []) view.users.set(u.id, u);
       view.me = view.users.get(f.you.id);
-      view.incoming = new Map((f.incoming || []).map((i) => [i.id, i]));
-      view.outgoing = f.outgoing || null;
-      const hadChat = view.chat && f.chat && view.chat.id === f.chat.id;
-      view.chat = f.chat || null;
+      const live = (x) => (x && !view.ended.has(x.id) ? x : null);
+      view.incoming = new Map((f.incoming || []).filter(live).map((i) => [i.id, i]));
+      view.outgoing = live(f.outgoing);
+      const chat = live(f.chat);
+      const hadChat = view.chat && chat && view.chat.id === chat.id;
+      view.chat = chat;
       if (view.chat && !hadChat) startVideo(view.chat);
       break;
     }
@@ -131,20 +137,24 @@ function apply(f) {
       view.users.delete(f.user_id);
       break;
     case "invitation":
+      if (view.ended.has(f.invitation.id)) break;
       view.incoming.set(f.invitation.id, f.invitation);
       announceInvitation(f.invitation);
       break;
     case "invitation_ended":
+      view.ended.add(f.invitation.id);
       onInvitationEnded(f.invitation, f.reason);
       break;
     case "ok":
-      if (f.invitation) view.outgoing = f.invitation;
+      if (f.invitation && !view.ended.has(f.invitation.id)) view.outgoing = f.invitation;
       break;
     case "chat_started":
+      if (view.ended.has(f.chat.id)) break;
       view.chat = f.chat;
       startVideo(f.chat);
       break;
     case "chat_ended":
+      view.ended.add(f.chat.id);
       if (view.chat && view.chat.id === f.chat.id) {
         view.chat = null;
         stopVideo();

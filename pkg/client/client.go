@@ -33,11 +33,17 @@ type View struct {
 	Incoming map[string]protocol.Invitation
 	Outgoing *protocol.Invitation
 	Chat     *protocol.Chat
+	// Ended holds the IDs of invitations and chats known to be over.
+	// Events about one user come from whichever service replica handled
+	// each change, so "ended" may overtake "started"; an ID, once ended,
+	// is never shown again.
+	Ended map[string]bool
 }
 
 func (v View) clone() View {
 	v.Users = maps.Clone(v.Users)
 	v.Incoming = maps.Clone(v.Incoming)
+	v.Ended = maps.Clone(v.Ended)
 	return v
 }
 
@@ -67,7 +73,7 @@ func Dial(ctx context.Context, base string) (*Client, error) {
 		ws:      ws,
 		changed: make(chan struct{}),
 		pending: map[string]chan protocol.ServerFrame{},
-		view:    View{Users: map[string]protocol.User{}, Incoming: map[string]protocol.Invitation{}},
+		view:    View{Users: map[string]protocol.User{}, Incoming: map[string]protocol.Invitation{}, Ended: map[string]bool{}},
 	}
 	go c.readLoop()
 	return c, nil
@@ -141,9 +147,17 @@ func (c *Client) applyLocked(f protocol.ServerFrame) {
 		v.Me = v.Users[v.Me.ID]
 		v.Incoming = map[string]protocol.Invitation{}
 		for _, inv := range f.Incoming {
-			v.Incoming[inv.ID] = inv
+			if !v.Ended[inv.ID] {
+				v.Incoming[inv.ID] = inv
+			}
 		}
-		v.Outgoing, v.Chat = f.Outgoing, f.Chat
+		v.Outgoing, v.Chat = nil, nil
+		if f.Outgoing != nil && !v.Ended[f.Outgoing.ID] {
+			v.Outgoing = f.Outgoing
+		}
+		if f.Chat != nil && !v.Ended[f.Chat.ID] {
+			v.Chat = f.Chat
+		}
 	case protocol.TypeUser:
 		v.Users[f.User.ID] = *f.User
 		if f.User.ID == v.Me.ID {
@@ -152,20 +166,26 @@ func (c *Client) applyLocked(f protocol.ServerFrame) {
 	case protocol.TypeUserLeft:
 		delete(v.Users, f.UserID)
 	case protocol.TypeInvitation:
-		v.Incoming[f.Invitation.ID] = *f.Invitation
+		if !v.Ended[f.Invitation.ID] {
+			v.Incoming[f.Invitation.ID] = *f.Invitation
+		}
 	case protocol.TypeInvitationEnded:
+		v.Ended[f.Invitation.ID] = true
 		delete(v.Incoming, f.Invitation.ID)
 		if v.Outgoing != nil && v.Outgoing.ID == f.Invitation.ID {
 			v.Outgoing = nil
 		}
 	case protocol.TypeOK:
-		if f.Invitation != nil {
+		if f.Invitation != nil && !v.Ended[f.Invitation.ID] {
 			inv := *f.Invitation
 			v.Outgoing = &inv
 		}
 	case protocol.TypeChatStarted:
-		v.Chat = f.Chat
+		if !v.Ended[f.Chat.ID] {
+			v.Chat = f.Chat
+		}
 	case protocol.TypeChatEnded:
+		v.Ended[f.Chat.ID] = true
 		if v.Chat != nil && v.Chat.ID == f.Chat.ID {
 			v.Chat = nil
 		}

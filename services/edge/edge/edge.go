@@ -5,6 +5,7 @@
 package edge
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -60,6 +61,15 @@ func ConfigFromEnv(env *config.Env) Config {
 	}
 }
 
+// withDefaults fills the settings left zero.
+func (c Config) withDefaults() Config {
+	c.LeaseTTL = cmp.Or(c.LeaseTTL, 3*time.Second)
+	c.PingEvery = cmp.Or(c.PingEvery, 20*time.Second)
+	c.WriteTimeout = cmp.Or(c.WriteTimeout, 10*time.Second)
+	c.RequestTimeout = cmp.Or(c.RequestTimeout, 20*time.Second)
+	return c
+}
+
 // Edge is one edge replica.
 type Edge struct {
 	id     string
@@ -82,6 +92,7 @@ type Edge struct {
 
 // New opens the buckets and builds the HTTP app.
 func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*Edge, error) {
+	cfg = cfg.withDefaults()
 	store, err := state.Open(ctx, nc, state.Options{Replicas: cfg.Replicas})
 	if err != nil {
 		return nil, fmt.Errorf("edge: %w", err)

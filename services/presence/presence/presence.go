@@ -5,6 +5,7 @@
 package presence
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -52,6 +53,7 @@ type Service struct {
 
 // New opens the buckets and returns a replica ready to Run.
 func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*Service, error) {
+	cfg = cfg.withDefaults()
 	store, err := state.Open(ctx, nc, state.Options{Replicas: cfg.Replicas})
 	if err != nil {
 		return nil, fmt.Errorf("presence: %w", err)
@@ -61,6 +63,14 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*Ser
 		return nil, fmt.Errorf("presence: %w", err)
 	}
 	return &Service{nc: nc, cfg: cfg, log: log, store: store, leases: leases, now: time.Now}, nil
+}
+
+// withDefaults fills the settings that must not be zero. A zero Grace is
+// valid: users leave as soon as they are detached.
+func (c Config) withDefaults() Config {
+	c.LeaseTTL = cmp.Or(c.LeaseTTL, 3*time.Second)
+	c.SweepEvery = cmp.Or(c.SweepEvery, 500*time.Millisecond)
+	return c
 }
 
 // Run serves the presence endpoints and runs the reaper until ctx ends,
