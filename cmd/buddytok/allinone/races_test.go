@@ -1,7 +1,6 @@
 package allinone_test
 
 import (
-	"context"
 	"strings"
 	"sync"
 	"testing"
@@ -46,10 +45,10 @@ func TestRaceCancelVersusAccept(t *testing.T) {
 	st := w.store()
 	a, b := w.join("Ann"), w.join("Bob")
 	w.sees(id(b), protocol.StateAvailable, a)
-	ctx, cancel := context.WithTimeout(w.ctx, 2*waitFor)
-	defer cancel()
 	wins := map[string]int{}
 	for round := range raceRounds {
+		ctx, cancel := w.wctx()
+		defer cancel()
 		inv, err := a.Invite(ctx, id(b))
 		if err != nil {
 			t.Fatalf("round %d: invite: %v", round, err)
@@ -98,13 +97,15 @@ func TestRaceDoubleAccept(t *testing.T) {
 	// Bob's second tab is the same user (resumed with the secret) on the
 	// other edge: two accepts at once, as from two tabs or a double click.
 	b2 := w.dial()
-	ctx, cancel := context.WithTimeout(w.ctx, 2*waitFor)
+	ctx, cancel := w.wctx()
 	defer cancel()
 	if _, err := b2.Resume(ctx, id(b), b.View().Secret); err != nil {
 		t.Fatal(err)
 	}
 	w.sees(id(b), protocol.StateAvailable, a, c)
 	for round := range raceRounds {
+		ctx, cancel := w.wctx()
+		defer cancel()
 		ia, err := a.Invite(ctx, id(b))
 		if err != nil {
 			t.Fatalf("round %d: %v", round, err)
@@ -154,9 +155,9 @@ func TestRaceMutualInvite(t *testing.T) {
 	a, b := w.join("Ann"), w.join("Bob")
 	w.sees(id(b), protocol.StateAvailable, a)
 	w.sees(id(a), protocol.StateAvailable, b)
-	ctx, cancel := context.WithTimeout(w.ctx, 2*waitFor)
-	defer cancel()
 	for round := range raceRounds {
+		ctx, cancel := w.wctx()
+		defer cancel()
 		var invs [2]protocol.Invitation
 		errs := together(
 			func() (err error) { invs[0], err = a.Invite(ctx, id(b)); return err },
@@ -193,10 +194,10 @@ func TestRaceLeaves(t *testing.T) {
 	t.Parallel()
 	w := mustWorld(t, replicated, settings{grace: 0})
 	st := w.store()
-	ctx, cancel := context.WithTimeout(w.ctx, 4*waitFor)
-	defer cancel()
 	observer := w.join("Olga")
 	for round := range raceRounds {
+		ctx, cancel := w.wctx()
+		defer cancel()
 		// Invitee leaves while the inviter cancels.
 		a, b := w.join("Ann"), w.join("Bob")
 		w.sees(id(b), protocol.StateAvailable, a)
