@@ -21,7 +21,8 @@ const (
 	MaxSignalBytes = 48 << 10
 	// MaxRefBytes bounds the client-chosen correlation reference.
 	MaxRefBytes = 64
-	// FramesPerSecond and FrameBurst are the per-connection rate limit.
+	// FramesPerSecond and FrameBurst are the default per-connection rate
+	// limit (WS_RATE_LIMIT, WS_RATE_BURST).
 	FramesPerSecond = 20
 	FrameBurst      = 60
 	// SendQueueFrames is how many outgoing frames may wait for a slow

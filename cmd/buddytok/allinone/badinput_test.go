@@ -2,6 +2,7 @@ package allinone_test
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -125,14 +126,16 @@ func TestRateLimit(t *testing.T) {
 	t.Parallel()
 	w := mustWorld(t, topologies[0], settings{grace: time.Second})
 	c := w.dial()
-	for range protocol.FrameBurst + 10 {
-		if err := c.WriteRaw(websocket.TextMessage, []byte(`{"type":"ping"}`)); err != nil {
+	for i := range protocol.FrameBurst + 10 {
+		frame := fmt.Sprintf(`{"type":"ping","ref":"p%d"}`, i)
+		if err := c.WriteRaw(websocket.TextMessage, []byte(frame)); err != nil {
 			t.Fatal(err)
 		}
 	}
 	f := w.event(c, "rate limit error", func(f protocol.ServerFrame) bool { return f.Type == protocol.TypeError })
-	if f.Code != protocol.CodeRateLimited {
-		t.Fatalf("got %+v, want rate_limited", f)
+	// The refusal answers the very frame it refuses.
+	if f.Code != protocol.CodeRateLimited || f.Ref == "" {
+		t.Fatalf("got %+v, want rate_limited answering a ref", f)
 	}
 }
 

@@ -38,12 +38,19 @@ var topologies = []topology{
 // leaves happen within a second or two.
 type settings struct {
 	grace time.Duration
+	// rapid lifts the per-connection rate limit, for tests that replay
+	// many rounds on one connection far faster than a person could.
+	rapid bool
 }
 
 func options(top topology, s settings) allinone.Options {
 	log := slog.New(slog.DiscardHandler)
 	if os.Getenv("BUDDYTOK_TEST_LOG") != "" {
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	var fps float64
+	if s.rapid {
+		fps = 10000
 	}
 	return allinone.Options{
 		Log:      log,
@@ -52,7 +59,7 @@ func options(top topology, s settings) allinone.Options {
 		Presence: presence.Config{Grace: s.grace, LeaseTTL: time.Second, SweepEvery: 25 * time.Millisecond, Replicas: 1},
 		Edge: edge.Config{
 			LeaseTTL: time.Second, PingEvery: 5 * time.Second, WriteTimeout: 5 * time.Second,
-			RequestTimeout: 10 * time.Second, Replicas: 1,
+			RequestTimeout: 10 * time.Second, Replicas: 1, FramesPerSecond: fps,
 		},
 	}
 }

@@ -41,7 +41,7 @@ func together(fns ...func() error) []error {
 
 func TestRaceCancelVersusAccept(t *testing.T) {
 	t.Parallel()
-	w := mustWorld(t, replicated, settings{grace: 5e9})
+	w := mustWorld(t, replicated, settings{grace: 5e9, rapid: true})
 	st := w.store()
 	a, b := w.join("Ann"), w.join("Bob")
 	w.sees(id(b), protocol.StateAvailable, a)
@@ -91,7 +91,7 @@ func TestRaceCancelVersusAccept(t *testing.T) {
 
 func TestRaceDoubleAccept(t *testing.T) {
 	t.Parallel()
-	w := mustWorld(t, replicated, settings{grace: 5e9})
+	w := mustWorld(t, replicated, settings{grace: 5e9, rapid: true})
 	st := w.store()
 	a, c, b := w.join("Ann"), w.join("Cy"), w.join("Bob")
 	// Bob's second tab is the same user (resumed with the secret) on the
@@ -150,7 +150,7 @@ func TestRaceDoubleAccept(t *testing.T) {
 
 func TestRaceMutualInvite(t *testing.T) {
 	t.Parallel()
-	w := mustWorld(t, replicated, settings{grace: 5e9})
+	w := mustWorld(t, replicated, settings{grace: 5e9, rapid: true})
 	st := w.store()
 	a, b := w.join("Ann"), w.join("Bob")
 	w.sees(id(b), protocol.StateAvailable, a)
@@ -192,7 +192,7 @@ func TestRaceMutualInvite(t *testing.T) {
 // The leave races need leaves to happen quickly: no grace period.
 func TestRaceLeaves(t *testing.T) {
 	t.Parallel()
-	w := mustWorld(t, replicated, settings{grace: 0})
+	w := mustWorld(t, replicated, settings{grace: 0, rapid: true})
 	st := w.store()
 	observer := w.join("Olga")
 	for round := range raceRounds {
@@ -242,7 +242,7 @@ func TestRaceLeaves(t *testing.T) {
 
 func TestNonPartiesAreRefused(t *testing.T) {
 	t.Parallel()
-	w := mustWorld(t, replicated, settings{grace: 5e9})
+	w := mustWorld(t, replicated, settings{grace: 5e9, rapid: true})
 	a, b, m := w.join("Ann"), w.join("Bob"), w.join("Mallory")
 	w.sees(id(m), protocol.StateAvailable, a, b)
 	ctx, cancel := w.wctx()

@@ -50,7 +50,7 @@ func newClient(e *Edge, ws *websocket.Conn) *client {
 		id:      protocol.NewID(),
 		out:     make(chan []byte, protocol.SendQueueFrames),
 		quit:    make(chan struct{}),
-		limiter: rate.NewLimiter(protocol.FramesPerSecond, protocol.FrameBurst),
+		limiter: rate.NewLimiter(rate.Limit(e.cfg.FramesPerSecond), e.cfg.FrameBurst),
 	}
 }
 
@@ -130,11 +130,6 @@ func (c *client) readLoop() {
 			return
 		}
 		deadline()
-		if !c.limiter.Allow() {
-			c.sendFrame(protocol.ErrorFrame("", protocol.Errorf(protocol.CodeRateLimited,
-				"too many messages; at most %d per second", protocol.FramesPerSecond)))
-			continue
-		}
 		if mt != websocket.TextMessage {
 			c.sendFrame(protocol.ErrorFrame("", protocol.Errorf(protocol.CodeBadJSON, "only text frames holding JSON are accepted")))
 			continue
@@ -151,6 +146,13 @@ func (c *client) readLoop() {
 		}
 		if len(f.Ref) > protocol.MaxRefBytes {
 			c.sendFrame(protocol.ErrorFrame("", protocol.Errorf(protocol.CodeBadRequest, "ref is longer than %d bytes", protocol.MaxRefBytes)))
+			continue
+		}
+		// The limit is checked after decoding so that the refusal answers
+		// the request it refuses.
+		if !c.limiter.Allow() {
+			c.sendFrame(protocol.ErrorFrame(f.Ref, protocol.Errorf(protocol.CodeRateLimited,
+				"too many messages; at most %g per second", float64(c.limiter.Limit()))))
 			continue
 		}
 		c.handle(f)

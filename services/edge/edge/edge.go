@@ -45,19 +45,24 @@ type Config struct {
 	WriteTimeout   time.Duration
 	RequestTimeout time.Duration
 	Replicas       int
+	// FramesPerSecond and FrameBurst limit each connection's frames.
+	FramesPerSecond float64
+	FrameBurst      int
 }
 
-// ConfigFromEnv reads HOST, PORT, ALLOWED_ORIGINS, EDGE_LEASE_TTL, WS_PING_INTERVAL and
-// KV_REPLICAS.
+// ConfigFromEnv reads HOST, PORT, ALLOWED_ORIGINS, EDGE_LEASE_TTL,
+// WS_PING_INTERVAL, WS_RATE_LIMIT, WS_RATE_BURST and KV_REPLICAS.
 func ConfigFromEnv(env *config.Env) Config {
 	return Config{
-		Listen:         net.JoinHostPort(env.String("HOST", ""), strconv.Itoa(env.Int("PORT", 8080, 0, 65535))),
-		AllowedOrigins: env.List("ALLOWED_ORIGINS"),
-		LeaseTTL:       env.Duration("EDGE_LEASE_TTL", 3*time.Second, time.Second, time.Minute),
-		PingEvery:      env.Duration("WS_PING_INTERVAL", 20*time.Second, time.Second, 5*time.Minute),
-		WriteTimeout:   10 * time.Second,
-		RequestTimeout: 20 * time.Second,
-		Replicas:       env.Int("KV_REPLICAS", 1, 1, 5),
+		Listen:          net.JoinHostPort(env.String("HOST", ""), strconv.Itoa(env.Int("PORT", 8080, 0, 65535))),
+		AllowedOrigins:  env.List("ALLOWED_ORIGINS"),
+		LeaseTTL:        env.Duration("EDGE_LEASE_TTL", 3*time.Second, time.Second, time.Minute),
+		PingEvery:       env.Duration("WS_PING_INTERVAL", 20*time.Second, time.Second, 5*time.Minute),
+		WriteTimeout:    10 * time.Second,
+		RequestTimeout:  20 * time.Second,
+		Replicas:        env.Int("KV_REPLICAS", 1, 1, 5),
+		FramesPerSecond: float64(env.Int("WS_RATE_LIMIT", protocol.FramesPerSecond, 1, 100000)),
+		FrameBurst:      env.Int("WS_RATE_BURST", protocol.FrameBurst, 1, 100000),
 	}
 }
 
@@ -67,6 +72,8 @@ func (c Config) withDefaults() Config {
 	c.PingEvery = cmp.Or(c.PingEvery, 20*time.Second)
 	c.WriteTimeout = cmp.Or(c.WriteTimeout, 10*time.Second)
 	c.RequestTimeout = cmp.Or(c.RequestTimeout, 20*time.Second)
+	c.FramesPerSecond = cmp.Or(c.FramesPerSecond, protocol.FramesPerSecond)
+	c.FrameBurst = cmp.Or(c.FrameBurst, protocol.FrameBurst)
 	return c
 }
 
