@@ -435,18 +435,38 @@ async function handleSignal(v, data) {
   }
 }
 
-function startOpenTok(v, cred) {
-  if (!window.OT) {
-    videoStatus("OpenTok's library (opentok.js) could not be loaded.");
+// opentok.js comes from OpenTok's CDN, and only when a chat uses OpenTok.
+const OPENTOK_JS = "https://static.opentok.com/v2/js/opentok.min.js";
+
+function loadOpenTok() {
+  if (window.OT) return Promise.resolve();
+  return new Promise((resolve, reject) => {
+    const s = document.createElement("script");
+    s.src = OPENTOK_JS;
+    s.onload = resolve;
+    s.onerror = () => reject(new Error("OpenTok's library (opentok.js) could not be loaded"));
+    document.head.append(s);
+  });
+}
+
+async function startOpenTok(v, cred) {
+  try {
+    await loadOpenTok();
+  } catch (err) {
+    videoStatus(err.message);
     return;
   }
+  if (video !== v) return;
   const session = window.OT.initSession(cred.api_key, cred.session_id);
   v.session = session;
-  session.on("streamCreated", (e) => session.subscribe(e.stream, "opentok-remote", { insertMode: "append" }));
+  session.on("streamCreated", (e) => {
+    session.subscribe(e.stream, "opentok-remote", { insertMode: "append", width: "100%", height: "100%" });
+    videoStatus("Connected.");
+  });
   session.connect(cred.token, (err) => {
     if (err) return videoStatus(`OpenTok: ${err.message}`);
-    session.publish(window.OT.initPublisher("opentok-local", { insertMode: "append" }));
-    videoStatus("Connected.");
+    session.publish(window.OT.initPublisher("opentok-local", { insertMode: "append", width: "100%", height: "100%" }));
+    videoStatus("Waiting for your buddy's video…");
   });
 }
 

@@ -60,6 +60,8 @@ type Client struct {
 	nextRef int
 	closed  bool
 	closeCd int
+	record  bool
+	raw     [][]byte // every frame received, when record is on
 }
 
 // Dial connects to an edge; base is its http:// URL.
@@ -109,10 +111,15 @@ func (c *Client) readLoop() {
 			return
 		}
 		var f protocol.ServerFrame
-		if err := json.Unmarshal(data, &f); err != nil {
+		jerr := json.Unmarshal(data, &f)
+		c.mu.Lock()
+		if c.record {
+			c.raw = append(c.raw, data)
+		}
+		if jerr != nil {
+			c.mu.Unlock()
 			continue
 		}
-		c.mu.Lock()
 		c.applyLocked(f)
 		if ch, ok := c.pending[f.Ref]; ok && f.Ref != "" {
 			delete(c.pending, f.Ref)
@@ -243,6 +250,20 @@ func (c *Client) WaitEvent(ctx context.Context, pred func(protocol.ServerFrame) 
 		case <-ch:
 		}
 	}
+}
+
+// RecordFrames keeps every frame received from now on, for Frames.
+func (c *Client) RecordFrames() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.record = true
+}
+
+// Frames returns the frames received since RecordFrames, as sent.
+func (c *Client) Frames() [][]byte {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([][]byte(nil), c.raw...)
 }
 
 // CloseCode is the close code the server sent, once closed (0 if none).

@@ -3,6 +3,7 @@ package allinone_test
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"sync/atomic"
@@ -17,6 +18,7 @@ import (
 	"github.com/buddytok/buddytok/pkg/state"
 	"github.com/buddytok/buddytok/services/edge/edge"
 	"github.com/buddytok/buddytok/services/presence/presence"
+	"github.com/buddytok/buddytok/services/tokens/tokens"
 )
 
 // waitFor bounds every wait on the system; a test that needs longer has
@@ -41,11 +43,18 @@ type settings struct {
 	// rapid lifts the per-connection rate limit, for tests that replay
 	// many rounds on one connection far faster than a person could.
 	rapid bool
+	// video replaces the default (WebRTC) video provider.
+	video tokens.Provider
+	// logs, if set, receives every log line of the system as JSON.
+	logs io.Writer
 }
 
 func options(top topology, s settings) allinone.Options {
 	log := slog.New(slog.DiscardHandler)
-	if os.Getenv("BUDDYTOK_TEST_LOG") != "" {
+	switch {
+	case s.logs != nil:
+		log = slog.New(slog.NewJSONHandler(s.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	case os.Getenv("BUDDYTOK_TEST_LOG") != "":
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 	var fps float64
@@ -54,6 +63,7 @@ func options(top topology, s settings) allinone.Options {
 	}
 	return allinone.Options{
 		Log:      log,
+		Tokens:   tokens.Config{Provider: s.video},
 		Edges:    top.edges,
 		Replicas: top.replicas,
 		Presence: presence.Config{Grace: s.grace, LeaseTTL: time.Second, SweepEvery: 25 * time.Millisecond, Replicas: 1},

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/buddytok/buddytok/pkg/config"
 	"github.com/buddytok/buddytok/pkg/natsrpc"
+	"github.com/buddytok/buddytok/pkg/opentok"
 	"github.com/buddytok/buddytok/pkg/protocol"
 	"github.com/buddytok/buddytok/pkg/state"
 )
@@ -29,9 +31,30 @@ type Config struct {
 	Provider Provider // nil: WebRTC
 }
 
-// ConfigFromEnv reads KV_REPLICAS.
+// ConfigFromEnv reads KV_REPLICAS and the OpenTok settings: with
+// OPENTOK_KEY and OPENTOK_SECRET set, chats use OpenTok (OPENTOK_API_URL,
+// OPENTOK_TOKEN_TYPE=t1|jwt); without them, direct WebRTC. A half or
+// malformed OpenTok configuration is an error, never a silent fallback.
 func ConfigFromEnv(env *config.Env) Config {
-	return Config{Replicas: env.Int("KV_REPLICAS", 1, 1, 5)}
+	cfg := Config{Replicas: env.Int("KV_REPLICAS", 1, 1, 5)}
+	key, secret := env.String("OPENTOK_KEY", ""), env.String("OPENTOK_SECRET", "")
+	apiURL, tokenType := env.String("OPENTOK_API_URL", ""), env.String("OPENTOK_TOKEN_TYPE", "")
+	if key == "" && secret == "" {
+		if apiURL != "" || tokenType != "" {
+			env.Fail("OPENTOK_API_URL or OPENTOK_TOKEN_TYPE is set but OPENTOK_KEY and OPENTOK_SECRET are not")
+		}
+		return cfg
+	}
+	client, err := opentok.NewClient(opentok.Config{
+		APIKey: key, APISecret: secret, APIURL: apiURL,
+		TokenType: opentok.TokenType(strings.ToLower(tokenType)),
+	})
+	if err != nil {
+		env.Fail("OpenTok settings: %w", err)
+		return cfg
+	}
+	cfg.Provider = NewOpenTok(client)
+	return cfg
 }
 
 // Service is one tokens replica.
@@ -52,6 +75,7 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*Ser
 	if p == nil {
 		p = WebRTC{}
 	}
+	log.Info("video provider", "mode", p.Mode())
 	return &Service{nc: nc, log: log, store: store, provider: p}, nil
 }
 
@@ -92,6 +116,7 @@ func (s *Service) Run(ctx context.Context) error {
 func (s *Service) session(ctx context.Context, req protocol.SessionRequest) (protocol.SessionReply, error) {
 	id, err := s.provider.CreateSession(ctx, req)
 	if err != nil {
+		s.log.Warn("video session failed", "chat", req.ChatID, "mode", s.provider.Mode(), "err", err)
 		return protocol.SessionReply{}, err
 	}
 	return protocol.SessionReply{Mode: s.provider.Mode(), SessionID: id}, nil
