@@ -171,3 +171,30 @@ func Connect(url, name string, log *slog.Logger) (*nats.Conn, error) {
 	}
 	return nc, nil
 }
+
+// Endpoint is one micro endpoint of a service.
+type Endpoint struct {
+	Name    string
+	Subject string
+	Handler micro.Handler
+}
+
+// Serve registers a micro service (default queue group, so replicas share
+// the load) with its endpoints on nc and serves until the Server's context
+// ends; then it stops taking requests and waits for the handlers in flight.
+func (s *Server) Serve(nc *nats.Conn, cfg micro.Config, endpoints ...Endpoint) error {
+	svc, err := micro.AddService(nc, cfg)
+	if err != nil {
+		return fmt.Errorf("%s: add service: %w", cfg.Name, err)
+	}
+	for _, e := range endpoints {
+		if err := svc.AddEndpoint(e.Name, e.Handler, micro.WithEndpointSubject(e.Subject)); err != nil {
+			_ = svc.Stop()
+			return fmt.Errorf("%s: add endpoint %s: %w", cfg.Name, e.Name, err)
+		}
+	}
+	<-s.ctx.Done()
+	err = svc.Stop()
+	s.Wait()
+	return err
+}

@@ -57,35 +57,14 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*Ser
 // Run serves the endpoints until ctx ends, then waits for requests in flight.
 func (s *Service) Run(ctx context.Context) error {
 	srv := natsrpc.NewServer(ctx, s.log, 64, 15*time.Second)
-	svc, err := micro.AddService(s.nc, micro.Config{
-		Name:        protocol.ServiceInvites,
-		Version:     Version,
-		Description: "BuddyTok invitations and chats",
-	})
-	if err != nil {
-		return fmt.Errorf("invites: add service: %w", err)
-	}
-	endpoints := []struct {
-		name, subject string
-		h             micro.Handler
-	}{
-		{"invite", protocol.SubjectInvitesInvite, natsrpc.Handle(srv, s.invite)},
-		{"cancel", protocol.SubjectInvitesCancel, natsrpc.Handle(srv, s.cancel)},
-		{"accept", protocol.SubjectInvitesAccept, natsrpc.Handle(srv, s.accept)},
-		{"decline", protocol.SubjectInvitesDecline, natsrpc.Handle(srv, s.decline)},
-		{"end", protocol.SubjectInvitesEnd, natsrpc.Handle(srv, s.end)},
-		{"leave", protocol.SubjectInvitesLeave, natsrpc.Handle(srv, s.leave)},
-	}
-	for _, e := range endpoints {
-		if err := svc.AddEndpoint(e.name, e.h, micro.WithEndpointSubject(e.subject)); err != nil {
-			_ = svc.Stop()
-			return fmt.Errorf("invites: add endpoint %s: %w", e.name, err)
-		}
-	}
-	<-ctx.Done()
-	err = svc.Stop()
-	srv.Wait()
-	return err
+	return srv.Serve(s.nc, micro.Config{Name: protocol.ServiceInvites, Version: Version, Description: "BuddyTok invitations and chats"},
+		natsrpc.Endpoint{Name: "invite", Subject: protocol.SubjectInvitesInvite, Handler: natsrpc.Handle(srv, s.invite)},
+		natsrpc.Endpoint{Name: "cancel", Subject: protocol.SubjectInvitesCancel, Handler: natsrpc.Handle(srv, s.cancel)},
+		natsrpc.Endpoint{Name: "accept", Subject: protocol.SubjectInvitesAccept, Handler: natsrpc.Handle(srv, s.accept)},
+		natsrpc.Endpoint{Name: "decline", Subject: protocol.SubjectInvitesDecline, Handler: natsrpc.Handle(srv, s.decline)},
+		natsrpc.Endpoint{Name: "end", Subject: protocol.SubjectInvitesEnd, Handler: natsrpc.Handle(srv, s.end)},
+		natsrpc.Endpoint{Name: "leave", Subject: protocol.SubjectInvitesLeave, Handler: natsrpc.Handle(srv, s.leave)},
+	)
 }
 
 // run retries build+commit on conflicts, then publishes the events of the

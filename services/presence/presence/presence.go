@@ -77,33 +77,13 @@ func (c Config) withDefaults() Config {
 // then stops taking requests and waits for those in flight.
 func (s *Service) Run(ctx context.Context) error {
 	srv := natsrpc.NewServer(ctx, s.log, 64, 10*time.Second)
-	svc, err := micro.AddService(s.nc, micro.Config{
-		Name:        protocol.ServicePresence,
-		Version:     Version,
-		Description: "BuddyTok presence: joins, resumes, disconnects, leaves",
-	})
-	if err != nil {
-		return fmt.Errorf("presence: add service: %w", err)
-	}
-	endpoints := []struct {
-		name, subject string
-		h             micro.Handler
-	}{
-		{"join", protocol.SubjectPresenceJoin, natsrpc.Handle(srv, s.join)},
-		{"resume", protocol.SubjectPresenceResume, natsrpc.Handle(srv, s.resume)},
-		{"disconnect", protocol.SubjectPresenceDisconnect, natsrpc.Handle(srv, s.disconnect)},
-	}
-	for _, e := range endpoints {
-		if err := svc.AddEndpoint(e.name, e.h, micro.WithEndpointSubject(e.subject)); err != nil {
-			_ = svc.Stop()
-			return fmt.Errorf("presence: add endpoint %s: %w", e.name, err)
-		}
-	}
 	reaperDone := make(chan error, 1)
 	go func() { reaperDone <- s.reap(ctx) }()
-	<-ctx.Done()
-	err = svc.Stop()
-	srv.Wait()
+	err := srv.Serve(s.nc, micro.Config{Name: protocol.ServicePresence, Version: Version, Description: "BuddyTok presence: joins, resumes, disconnects, leaves"},
+		natsrpc.Endpoint{Name: "join", Subject: protocol.SubjectPresenceJoin, Handler: natsrpc.Handle(srv, s.join)},
+		natsrpc.Endpoint{Name: "resume", Subject: protocol.SubjectPresenceResume, Handler: natsrpc.Handle(srv, s.resume)},
+		natsrpc.Endpoint{Name: "disconnect", Subject: protocol.SubjectPresenceDisconnect, Handler: natsrpc.Handle(srv, s.disconnect)},
+	)
 	if rerr := <-reaperDone; rerr != nil && !errors.Is(rerr, context.Canceled) {
 		err = errors.Join(err, rerr)
 	}

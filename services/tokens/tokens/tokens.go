@@ -81,36 +81,13 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*Ser
 
 // Run serves the endpoints until ctx ends, then waits for requests in flight.
 func (s *Service) Run(ctx context.Context) error {
-	// Session creation may wait on a remote API: a wide pool keeps one slow
-	// call from holding up the others.
 	srv := natsrpc.NewServer(ctx, s.log, 128, 20*time.Second)
-	svc, err := micro.AddService(s.nc, micro.Config{
-		Name:        protocol.ServiceTokens,
-		Version:     Version,
-		Description: "BuddyTok video sessions, credentials and WebRTC signalling (" + s.provider.Mode() + ")",
-	})
-	if err != nil {
-		return fmt.Errorf("tokens: add service: %w", err)
-	}
-	endpoints := []struct {
-		name, subject string
-		h             micro.Handler
-	}{
-		{"session", protocol.SubjectTokensSession, natsrpc.Handle(srv, s.session)},
-		{"credentials", protocol.SubjectTokensCredentials, natsrpc.Handle(srv, s.credentials)},
-		{"signal", protocol.SubjectTokensSignal, natsrpc.Handle(srv, s.signal)},
-		{"mode", protocol.SubjectTokensMode, natsrpc.Handle(srv, s.mode)},
-	}
-	for _, e := range endpoints {
-		if err := svc.AddEndpoint(e.name, e.h, micro.WithEndpointSubject(e.subject)); err != nil {
-			_ = svc.Stop()
-			return fmt.Errorf("tokens: add endpoint %s: %w", e.name, err)
-		}
-	}
-	<-ctx.Done()
-	err = svc.Stop()
-	srv.Wait()
-	return err
+	return srv.Serve(s.nc, micro.Config{Name: protocol.ServiceTokens, Version: Version, Description: "BuddyTok video sessions, credentials and WebRTC signalling (" + s.provider.Mode() + ")"},
+		natsrpc.Endpoint{Name: "session", Subject: protocol.SubjectTokensSession, Handler: natsrpc.Handle(srv, s.session)},
+		natsrpc.Endpoint{Name: "credentials", Subject: protocol.SubjectTokensCredentials, Handler: natsrpc.Handle(srv, s.credentials)},
+		natsrpc.Endpoint{Name: "signal", Subject: protocol.SubjectTokensSignal, Handler: natsrpc.Handle(srv, s.signal)},
+		natsrpc.Endpoint{Name: "mode", Subject: protocol.SubjectTokensMode, Handler: natsrpc.Handle(srv, s.mode)},
+	)
 }
 
 func (s *Service) session(ctx context.Context, req protocol.SessionRequest) (protocol.SessionReply, error) {
