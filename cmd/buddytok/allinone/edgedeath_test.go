@@ -1,0 +1,52 @@
+package allinone_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/buddytok/buddytok/cmd/buddytok/allinone"
+	"github.com/buddytok/buddytok/pkg/client"
+	"github.com/buddytok/buddytok/pkg/protocol"
+)
+
+// Spec flow 9: when the edge serving a user dies, its lease expires, and
+// after the grace period the user leaves every list; a chat they were in
+// ends for the other side, an invitation to them ends for its inviter.
+func TestEdgeDeathRemovesItsUsers(t *testing.T) {
+	t.Parallel()
+	w := mustWorld(t, replicated, settings{grace: 300 * time.Millisecond})
+	// Tabs alternate between the edges: ann, cy on edge 0; bob, dee on edge 1.
+	ann, bob, cy, dee := w.join("Ann"), w.join("Bob"), w.join("Cy"), w.join("Dee")
+	w.sees(id(dee), protocol.StateAvailable, ann, cy)
+	ctx, cancel := w.wctx()
+	defer cancel()
+	inv, err := ann.Invite(ctx, id(bob))
+	if err != nil {
+		t.Fatal(err)
+	}
+	chat, err := bob.Accept(ctx, inv.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	invDee, err := cy.Invite(ctx, id(dee))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.sees(id(cy), protocol.StateInviting, ann)
+
+	bobID, deeID := id(bob), id(dee)
+	w.sys.Kill(allinone.Edge, 1) // its NATS connection drops; nothing is reported
+
+	w.sees(bobID, "", ann, cy)
+	w.sees(deeID, "", ann, cy)
+	w.event(ann, "chat ended: Bob's edge died", func(f protocol.ServerFrame) bool {
+		return f.Type == protocol.TypeChatEnded && f.Chat.ID == chat.ID && f.Reason == protocol.ReasonLeft
+	})
+	w.event(cy, "invitation ended: Dee's edge died", isEnded(invDee.ID, protocol.ReasonLeft))
+	for _, c := range []*client.Client{ann, cy} {
+		w.waitView(c, "available, alone with the other survivor", func(v client.View) bool {
+			return len(v.Users) == 2 && v.Chat == nil && v.Outgoing == nil && v.Me.State == protocol.StateAvailable
+		})
+	}
+	w.mustInvariants(w.store())
+}
