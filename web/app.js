@@ -53,10 +53,19 @@ async function onOpen() {
   }
 }
 
-function onClose() {
+function onClose(ev) {
   for (const { reject } of pending.values()) reject({ code: "closed", message: "connection lost" });
   pending.clear();
   stopVideo();
+  if (ev.code === 4001) {
+    // Another tab (a duplicate of this one) resumed this user: it is that
+    // tab's now. This tab starts over as a new user.
+    clearSession();
+    view.joined = false;
+    view.chat = null;
+    notice("You are now online from another tab. Join again to be someone new here.", true);
+    render();
+  }
   setConnection(view.joined ? "Connection lost — reconnecting…" : "Disconnected — reconnecting…");
   setTimeout(connect, reconnectDelay);
   reconnectDelay = Math.min(reconnectDelay * 2, 5000);

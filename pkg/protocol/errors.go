@@ -33,7 +33,12 @@ const (
 	CodeNotChatting    Code = "not_chatting"    // a chat-only operation outside a chat
 	CodeSlowConsumer   Code = "slow_consumer"   // close reason: the client did not read its frames
 	CodeServerShutdown Code = "server_shutdown" // close reason: the edge is stopping; reconnect
+	CodeSuperseded     Code = "superseded"      // close reason: another tab resumed this user
 )
+
+// CloseSuperseded is the WebSocket close code sent to a connection whose
+// user was resumed by another connection. Clients must not reconnect.
+const CloseSuperseded = 4001
 
 // Error is a protocol error: a code plus a message fit to show a person.
 // It never carries internals such as Go error strings from other packages.

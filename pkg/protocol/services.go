@@ -32,6 +32,15 @@ const (
 	eventPrefix = "buddytok.events."
 )
 
+// HeaderControl marks a message on a user's event subject that is meant
+// for the edges, not the browser. Its only value so far is
+// ControlSuperseded, whose body is the connection ID that now serves the
+// user: every other connection of that user is closed.
+const (
+	HeaderControl     = "BuddyTok-Control"
+	ControlSuperseded = "superseded"
+)
+
 // EventSubject is the subject of events directed at one user; the edge that
 // serves the user subscribes to it while the user is connected.
 func EventSubject(userID string) string { return eventPrefix + userID }

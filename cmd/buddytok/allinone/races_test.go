@@ -5,7 +5,10 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/buddytok/buddytok/pkg/client"
+	"github.com/buddytok/buddytok/pkg/natsrpc"
 	"github.com/buddytok/buddytok/pkg/protocol"
 )
 
@@ -94,15 +97,16 @@ func TestRaceDoubleAccept(t *testing.T) {
 	w := mustWorld(t, replicated, settings{grace: 5e9, rapid: true})
 	st := w.store()
 	a, c, b := w.join("Ann"), w.join("Cy"), w.join("Bob")
-	// Bob's second tab is the same user (resumed with the secret) on the
-	// other edge: two accepts at once, as from two tabs or a double click.
-	b2 := w.dial()
-	ctx, cancel := w.wctx()
-	defer cancel()
-	if _, err := b2.Resume(ctx, id(b), b.View().Secret); err != nil {
+	w.sees(id(b), protocol.StateAvailable, a, c)
+	// Two accepts by the same user at the same moment, as from two tabs
+	// or a double click. One connection's frames are handled in order, and
+	// a second tab of the same user supersedes the first, so the requests
+	// are sent straight to the invites service, as two edges would.
+	nc, err := nats.Connect(w.sys.URL)
+	if err != nil {
 		t.Fatal(err)
 	}
-	w.sees(id(b), protocol.StateAvailable, a, c)
+	defer nc.Close()
 	for round := range raceRounds {
 		ctx, cancel := w.wctx()
 		defer cancel()
@@ -115,10 +119,12 @@ func TestRaceDoubleAccept(t *testing.T) {
 			t.Fatalf("round %d: %v", round, err)
 		}
 		var chats [2]protocol.Chat
-		errs := together(
-			func() (err error) { chats[0], err = b.Accept(ctx, ia.ID); return err },
-			func() (err error) { chats[1], err = b2.Accept(ctx, ic.ID); return err },
-		)
+		accept := func(inv string, chat *protocol.Chat) func() error {
+			return func() error {
+				return natsrpc.Call(ctx, nc, protocol.SubjectInvitesAccept, protocol.InvitationRequest{UserID: id(b), Invitation: inv}, chat)
+			}
+		}
+		errs := together(accept(ia.ID, &chats[0]), accept(ic.ID, &chats[1]))
 		snap := w.mustInvariants(st)
 		if len(snap.Chats) != 1 {
 			t.Fatalf("round %d: %d chats (errors %v)", round, len(snap.Chats), errs)
@@ -145,6 +151,37 @@ func TestRaceDoubleAccept(t *testing.T) {
 					v.Users[id(b)].State == protocol.StateAvailable
 			})
 		}
+	}
+}
+
+// A second tab that resumes a user (a duplicated tab copies its session)
+// takes the user over: the first tab's connection is closed with 4001 and
+// must not come back; the user stays online through the second.
+func TestResumeSupersedesOtherConnection(t *testing.T) {
+	t.Parallel()
+	w := mustWorld(t, replicated, settings{grace: 300e6})
+	a, b := w.join("Ann"), w.join("Bob")
+	w.sees(id(b), protocol.StateAvailable, a)
+	ctx, cancel := w.wctx()
+	defer cancel()
+	a2 := w.dial()
+	if _, err := a2.Resume(ctx, id(a), a.View().Secret); err != nil {
+		t.Fatal(err)
+	}
+	_, _ = a.WaitView(ctx, func(client.View) bool { return false }) // returns when closed
+	if code, closed := a.CloseCode(); !closed || code != protocol.CloseSuperseded {
+		t.Fatalf("first tab: closed %t with %d, want %d", closed, code, protocol.CloseSuperseded)
+	}
+	// Well past the grace period (a third user's leave shows it), Ann is
+	// still online, through her second tab.
+	c := w.join("Cy")
+	w.sees(id(c), protocol.StateAvailable, b)
+	cyID := id(c)
+	_ = c.Close()
+	w.sees(cyID, "", b)
+	w.sees(a2.View().Me.ID, protocol.StateAvailable, b)
+	if _, err := a2.Invite(ctx, id(b)); err != nil {
+		t.Fatalf("the second tab cannot act: %v", err)
 	}
 }
 

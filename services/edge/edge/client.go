@@ -243,6 +243,12 @@ func (c *client) handle(f protocol.ClientFrame) {
 // event is missed.
 func (c *client) subscribeEvents(userID string) error {
 	sub, err := c.e.nc.Subscribe(protocol.EventSubject(userID), func(m *nats.Msg) {
+		if m.Header.Get(protocol.HeaderControl) == protocol.ControlSuperseded {
+			if string(m.Data) != c.id {
+				c.close(protocol.CloseSuperseded, string(protocol.CodeSuperseded))
+			}
+			return
+		}
 		c.evMu.Lock()
 		defer c.evMu.Unlock()
 		if c.welcomed {
@@ -315,6 +321,13 @@ func (c *client) resume(f protocol.ClientFrame) {
 	}
 	c.userID = f.UserID
 	c.welcome(f.Ref, p, "")
+	// One connection per user: any other connection of this user (a
+	// duplicated tab, or a connection not yet known to be dead) closes.
+	msg := &nats.Msg{Subject: protocol.EventSubject(f.UserID), Data: []byte(c.id), Header: nats.Header{}}
+	msg.Header.Set(protocol.HeaderControl, protocol.ControlSuperseded)
+	if err := c.e.nc.PublishMsg(msg); err != nil {
+		c.e.log.Warn("superseding other connections failed", "user", f.UserID, "err", err)
+	}
 }
 
 func (c *client) welcome(ref string, p protocol.Personal, secret string) {

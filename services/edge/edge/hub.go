@@ -38,6 +38,9 @@ func (h *hub) watch(ctx context.Context, kv jetstream.KeyValue) error {
 		return err
 	}
 	defer func() { _ = w.Stop() }()
+	// The initial values name everyone online now. After a restart, users
+	// that left while no watcher ran are not among them, and are dropped.
+	initial := map[string]bool{}
 	for {
 		select {
 		case <-ctx.Done():
@@ -46,8 +49,39 @@ func (h *hub) watch(ctx context.Context, kv jetstream.KeyValue) error {
 			if !ok {
 				return cmp.Or(ctx.Err(), errors.New("user watcher closed"))
 			}
+			if initial != nil {
+				if e == nil {
+					h.dropExcept(initial)
+					initial = nil
+				} else {
+					initial[strings.TrimPrefix(e.Key(), state.UserPrefix)] = true
+				}
+			}
 			h.apply(e)
 		}
+	}
+}
+
+// dropExcept removes every user not in keep and tells the subscribers.
+func (h *hub) dropExcept(keep map[string]bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for id := range h.users {
+		if keep[id] {
+			continue
+		}
+		delete(h.users, id)
+		h.broadcastLocked(protocol.ServerFrame{Type: protocol.TypeUserLeft, UserID: id, Revision: h.rev})
+	}
+}
+
+func (h *hub) broadcastLocked(frame protocol.ServerFrame) {
+	data, err := json.Marshal(frame)
+	if err != nil {
+		return
+	}
+	for c := range h.subs {
+		c.send(data)
 	}
 }
 
@@ -79,13 +113,7 @@ func (h *hub) apply(e jetstream.KeyValueEntry) {
 		h.users[id] = pub
 		frame = protocol.ServerFrame{Type: protocol.TypeUser, User: &pub, Revision: e.Revision()}
 	}
-	data, err := json.Marshal(frame)
-	if err != nil {
-		return
-	}
-	for c := range h.subs {
-		c.send(data)
-	}
+	h.broadcastLocked(frame)
 }
 
 // subscribe adds c to the fan-out and, under the same lock, hands first the

@@ -78,7 +78,7 @@ func (c Config) withDefaults() Config {
 func (s *Service) Run(ctx context.Context) error {
 	srv := natsrpc.NewServer(ctx, s.log, 64, 10*time.Second)
 	reaperDone := make(chan error, 1)
-	go func() { reaperDone <- s.reap(ctx) }()
+	go func() { reaperDone <- s.reapUntilDone(ctx) }()
 	err := srv.Serve(s.nc, micro.Config{Name: protocol.ServicePresence, Version: Version, Description: "BuddyTok presence: joins, resumes, disconnects, leaves"},
 		natsrpc.Endpoint{Name: "join", Subject: protocol.SubjectPresenceJoin, Handler: natsrpc.Handle(srv, s.join)},
 		natsrpc.Endpoint{Name: "resume", Subject: protocol.SubjectPresenceResume, Handler: natsrpc.Handle(srv, s.resume)},

@@ -43,6 +43,23 @@ type reaper struct {
 // without flooding the other services.
 const maxActions = 32
 
+// reapUntilDone runs the reaper until ctx ends, restarting it (with fresh
+// watchers and caches) if it fails.
+func (s *Service) reapUntilDone(ctx context.Context) error {
+	for {
+		err := s.reap(ctx)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		s.log.Warn("reaper restarting", "err", err)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
+}
+
 func (s *Service) reap(ctx context.Context) error {
 	uw, err := s.store.KV().Watch(ctx, state.UserPrefix+">")
 	if err != nil {
