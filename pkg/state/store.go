@@ -322,9 +322,13 @@ func (s *Store) snapshotOnce(ctx context.Context) (Snapshot, bool, error) {
 			break
 		}
 	}
-	for key, n := range newer {
-		if _, ok := atLast[key]; !ok && n >= History {
-			return snap, false, nil // its revision at last may have been dropped
+	// A key with History revisions newer than last may have lost, while it
+	// was being read, the revision it had at last: the history limit drops
+	// the oldest first, and only once History newer ones exist. Then the
+	// snapshot cannot be trusted, and is read again.
+	for _, n := range newer {
+		if n >= History {
+			return snap, false, nil
 		}
 	}
 	for key, m := range atLast {
