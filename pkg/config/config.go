@@ -98,14 +98,6 @@ func (e *Env) Err() error {
 	return fmt.Errorf("configuration: %w", errors.Join(e.errs...))
 }
 
-// Mask hides a secret for printing: only its length shows.
-func Mask(secret string) string {
-	if secret == "" {
-		return ""
-	}
-	return fmt.Sprintf("****(%d chars)", len(secret))
-}
-
 // Logger returns the process logger: JSON lines on stderr (LOG_FORMAT=text
 // for people), at LOG_LEVEL (debug, info, warn, error; default info).
 func (e *Env) Logger() *slog.Logger {

@@ -30,7 +30,6 @@ const (
 	CodeInternal       Code = "internal"        // an unexpected server fault (details are in the server log)
 	CodeVideoFailed    Code = "video_failed"    // the video provider refused or could not be reached
 	CodeOriginRefused  Code = "origin_refused"  // the page's origin is not allowed (HTTP, before upgrade)
-	CodeNotChatting    Code = "not_chatting"    // a chat-only operation outside a chat
 	CodeSlowConsumer   Code = "slow_consumer"   // close reason: the client did not read its frames
 	CodeServerShutdown Code = "server_shutdown" // close reason: the edge is stopping; reconnect
 	CodeSuperseded     Code = "superseded"      // close reason: another tab resumed this user
