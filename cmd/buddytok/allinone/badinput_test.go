@@ -24,10 +24,7 @@ func TestBadInput(t *testing.T) {
 	w.sees(id(b), protocol.StateAvailable, a)
 	ctx, cancel := w.wctx()
 	defer cancel()
-	inv, err := a.Invite(ctx, id(b))
-	if err != nil {
-		t.Fatal(err)
-	}
+	inv := w.invite(a, b)
 	w.waitView(b, "incoming", func(v client.View) bool { return len(v.Incoming) == 1 })
 	before := w.mustInvariants(st)
 

@@ -18,20 +18,8 @@ func TestEdgeDeathRemovesItsUsers(t *testing.T) {
 	// Tabs alternate between the edges: ann, cy on edge 0; bob, dee on edge 1.
 	ann, bob, cy, dee := w.join("Ann"), w.join("Bob"), w.join("Cy"), w.join("Dee")
 	w.sees(id(dee), protocol.StateAvailable, ann, cy)
-	ctx, cancel := w.wctx()
-	defer cancel()
-	inv, err := ann.Invite(ctx, id(bob))
-	if err != nil {
-		t.Fatal(err)
-	}
-	chat, err := bob.Accept(ctx, inv.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	invDee, err := cy.Invite(ctx, id(dee))
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, chat := w.chat(ann, bob)
+	invDee := w.invite(cy, dee)
 	w.sees(id(cy), protocol.StateInviting, ann)
 
 	bobID, deeID := id(bob), id(dee)

@@ -99,10 +99,7 @@ func flowInvite(t *testing.T, w *world) {
 	w.sees(id(c), protocol.StateAvailable, a, b)
 	ctx, cancel := w.wctx()
 	defer cancel()
-	inv, err := a.Invite(ctx, id(b))
-	if err != nil {
-		t.Fatal(err)
-	}
+	inv := w.invite(a, b)
 	if inv.From != id(a) || inv.To != id(b) || inv.FromName != "Ann" {
 		t.Fatalf("invitation = %+v", inv)
 	}
@@ -110,7 +107,7 @@ func flowInvite(t *testing.T, w *world) {
 	w.sees(id(b), protocol.StateAvailable, a, c) // an invitee stays available
 	w.waitView(b, "incoming invitation", func(v client.View) bool { _, ok := v.Incoming[inv.ID]; return ok })
 
-	_, err = a.Invite(ctx, id(c))
+	_, err := a.Invite(ctx, id(c))
 	mustCode(t, err, protocol.CodeBusy) // one outgoing invitation at a time
 	_, err = c.Invite(ctx, id(a))
 	mustCode(t, err, protocol.CodeNotAvailable) // nobody can invite an inviting user
@@ -126,10 +123,7 @@ func flowCancel(t *testing.T, w *world) {
 	w.sees(id(b), protocol.StateAvailable, a)
 	ctx, cancel := w.wctx()
 	defer cancel()
-	inv, err := a.Invite(ctx, id(b))
-	if err != nil {
-		t.Fatal(err)
-	}
+	inv := w.invite(a, b)
 	w.waitView(b, "incoming", func(v client.View) bool { return len(v.Incoming) == 1 })
 	if err := a.Cancel(ctx, inv.ID); err != nil {
 		t.Fatal(err)
@@ -144,16 +138,8 @@ func flowCancel(t *testing.T, w *world) {
 func flowReceive(t *testing.T, w *world) {
 	a, b, c := w.join("Ann"), w.join("Bob"), w.join("Cy")
 	w.sees(id(b), protocol.StateAvailable, a, c)
-	ctx, cancel := w.wctx()
-	defer cancel()
-	ia, err := a.Invite(ctx, id(b))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ic, err := c.Invite(ctx, id(b))
-	if err != nil {
-		t.Fatal(err)
-	}
+	ia := w.invite(a, b)
+	ic := w.invite(c, b)
 	v := w.waitView(b, "two invitations", func(v client.View) bool { return len(v.Incoming) == 2 })
 	if v.Incoming[ia.ID].FromName != "Ann" || v.Incoming[ic.ID].FromName != "Cy" || v.Incoming[ia.ID].CreatedAt == 0 {
 		t.Fatalf("incoming = %+v", v.Incoming)
@@ -165,10 +151,7 @@ func flowDecline(t *testing.T, w *world) {
 	w.sees(id(b), protocol.StateAvailable, a)
 	ctx, cancel := w.wctx()
 	defer cancel()
-	inv, err := a.Invite(ctx, id(b))
-	if err != nil {
-		t.Fatal(err)
-	}
+	inv := w.invite(a, b)
 	w.waitView(b, "incoming", func(v client.View) bool { return len(v.Incoming) == 1 })
 	mustCode(t, a.Decline(ctx, inv.ID), protocol.CodeNotParty) // the inviter cannot decline
 	if err := b.Decline(ctx, inv.ID); err != nil {
@@ -186,24 +169,12 @@ func flowAccept(t *testing.T, w *world) {
 	w.sees(id(e), protocol.StateAvailable, a, b, c, d)
 	ctx, cancel := w.wctx()
 	defer cancel()
-	ia, err := a.Invite(ctx, id(b))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ic, err := c.Invite(ctx, id(b))
-	if err != nil {
-		t.Fatal(err)
-	}
+	ia := w.invite(a, b)
+	ic := w.invite(c, b)
 	w.waitView(b, "two invitations", func(v client.View) bool { return len(v.Incoming) == 2 })
 	// Bob, holding two invitations, invites Dee; Eve invites Dee too.
-	ib, err := b.Invite(ctx, id(d))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ie, err := e.Invite(ctx, id(d))
-	if err != nil {
-		t.Fatal(err)
-	}
+	ib := w.invite(b, d)
+	ie := w.invite(e, d)
 
 	chat, err := b.Accept(ctx, ia.ID)
 	if err != nil {
@@ -284,21 +255,9 @@ func flowEndChat(t *testing.T, w *world) {
 func flowLeave(t *testing.T, w *world) {
 	a, b, c, d := w.join("Ann"), w.join("Bob"), w.join("Cy"), w.join("Dee")
 	w.sees(id(d), protocol.StateAvailable, a, b, c)
-	ctx, cancel := w.wctx()
-	defer cancel()
 	// Ann chats with Bob; Cy invites Dee.
-	ia, err := a.Invite(ctx, id(b))
-	if err != nil {
-		t.Fatal(err)
-	}
-	chat, err := b.Accept(ctx, ia.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ic, err := c.Invite(ctx, id(d))
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, chat := w.chat(a, b)
+	ic := w.invite(c, d)
 	w.sees(id(c), protocol.StateInviting, a, b, d)
 
 	// Ann closes her tab: she disappears and Bob's chat ends.
@@ -318,10 +277,7 @@ func flowLeave(t *testing.T, w *world) {
 	w.sees(id(c), protocol.StateAvailable, b, c)
 
 	// Cy invites Bob, then leaves: Bob's invitation disappears.
-	ic2, err := c.Invite(ctx, id(b))
-	if err != nil {
-		t.Fatal(err)
-	}
+	ic2 := w.invite(c, b)
 	w.waitView(b, "incoming", func(v client.View) bool { return len(v.Incoming) == 1 })
 	_ = c.Close()
 	w.event(b, "invitation from leaver ended", isEnded(ic2.ID, protocol.ReasonLeft))
@@ -334,14 +290,7 @@ func flowResume(t *testing.T, w *world) {
 	w.sees(id(c), protocol.StateAvailable, a, b)
 	ctx, cancel := w.wctx()
 	defer cancel()
-	inv, err := a.Invite(ctx, id(b))
-	if err != nil {
-		t.Fatal(err)
-	}
-	chat, err := b.Accept(ctx, inv.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, chat := w.chat(a, b)
 	av := w.waitView(a, "in chat", func(v client.View) bool { return v.Chat != nil })
 
 	// Ann's tab reloads; Cy's closes just after. Cy's leave, once Bob sees
@@ -351,7 +300,7 @@ func flowResume(t *testing.T, w *world) {
 	_ = c.Drop()
 	w.dial() // skip an edge, so the reconnect lands on another one
 	a2 := w.dial()
-	_, err = a2.Resume(ctx, av.Me.ID, strings.Repeat("0", 64))
+	_, err := a2.Resume(ctx, av.Me.ID, strings.Repeat("0", 64))
 	mustCode(t, err, protocol.CodeResumeFailed) // nobody resumes without the secret
 	if _, err := a2.Resume(ctx, av.Me.ID, av.Secret); err != nil {
 		t.Fatal(err)

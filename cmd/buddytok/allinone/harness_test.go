@@ -221,3 +221,28 @@ func (w *world) mustInvariants(st *state.Store) state.Snapshot {
 	}
 	return snap
 }
+
+// invite has from invite to, and fails the test if that is refused.
+func (w *world) invite(from, to *client.Client) protocol.Invitation {
+	w.t.Helper()
+	ctx, cancel := w.wctx()
+	defer cancel()
+	inv, err := from.Invite(ctx, id(to))
+	if err != nil {
+		w.t.Fatalf("%s invites %s: %v", from.View().Me.Name, to.View().Me.Name, err)
+	}
+	return inv
+}
+
+// chat has from invite to and to accept; it returns both.
+func (w *world) chat(from, to *client.Client) (protocol.Invitation, protocol.Chat) {
+	w.t.Helper()
+	inv := w.invite(from, to)
+	ctx, cancel := w.wctx()
+	defer cancel()
+	chat, err := to.Accept(ctx, inv.ID)
+	if err != nil {
+		w.t.Fatalf("%s accepts %s: %v", to.View().Me.Name, from.View().Me.Name, err)
+	}
+	return inv, chat
+}

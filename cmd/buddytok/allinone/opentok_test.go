@@ -110,14 +110,7 @@ func TestOpenTokChat(t *testing.T) {
 			}
 			ctx, cancel := w.wctx()
 			defer cancel()
-			inv, err := ann.Invite(ctx, id(bob))
-			if err != nil {
-				t.Fatal(err)
-			}
-			chat, err := bob.Accept(ctx, inv.ID)
-			if err != nil {
-				t.Fatal(err)
-			}
+			_, chat := w.chat(ann, bob)
 			if chat.Mode != protocol.ModeOpenTok || srv.Sessions() != 1 {
 				t.Fatalf("chat %+v, %d sessions created", chat, srv.Sessions())
 			}
@@ -153,7 +146,7 @@ func TestOpenTokChat(t *testing.T) {
 			if len(tokensSeen) != 2 {
 				t.Fatal("both parties got the same token")
 			}
-			_, err = cy.Credentials(ctx, chat.ID)
+			_, err := cy.Credentials(ctx, chat.ID)
 			mustCode(t, err, protocol.CodeNotParty) // tokens only for the two parties
 
 			// Nothing the system emitted during the flow carries the secret:
@@ -252,11 +245,8 @@ func TestOpenTokFailureFailsAcceptCleanly(t *testing.T) {
 			w.sees(id(bob), protocol.StateAvailable, ann)
 			ctx, cancel := w.wctx()
 			defer cancel()
-			inv, err := ann.Invite(ctx, id(bob))
-			if err != nil {
-				t.Fatal(err)
-			}
-			_, err = bob.Accept(ctx, inv.ID)
+			inv := w.invite(ann, bob)
+			_, err := bob.Accept(ctx, inv.ID)
 			mustCode(t, err, protocol.CodeVideoFailed)
 			if pe := protocol.AsError(err); !strings.Contains(pe.Message, "OpenTok") {
 				t.Fatalf("message %q does not say why", pe.Message)

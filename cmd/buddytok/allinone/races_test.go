@@ -238,10 +238,7 @@ func TestRaceLeaves(t *testing.T) {
 		// Invitee leaves while the inviter cancels.
 		a, b := w.join("Ann"), w.join("Bob")
 		w.sees(id(b), protocol.StateAvailable, a)
-		inv, err := a.Invite(ctx, id(b))
-		if err != nil {
-			t.Fatal(err)
-		}
+		inv := w.invite(a, b)
 		errs := together(
 			func() error { return b.Drop() },
 			func() error { return a.Cancel(ctx, inv.ID) },
@@ -256,10 +253,7 @@ func TestRaceLeaves(t *testing.T) {
 		// Inviter leaves while the invitee accepts.
 		c := w.join("Cy")
 		w.sees(id(c), protocol.StateAvailable, a)
-		inv, err = a.Invite(ctx, id(c))
-		if err != nil {
-			t.Fatal(err)
-		}
+		inv = w.invite(a, c)
 		w.waitView(c, "incoming", func(v client.View) bool { return len(v.Incoming) == 1 })
 		errs = together(
 			func() error { return a.Drop() },
@@ -284,13 +278,10 @@ func TestNonPartiesAreRefused(t *testing.T) {
 	w.sees(id(m), protocol.StateAvailable, a, b)
 	ctx, cancel := w.wctx()
 	defer cancel()
-	inv, err := a.Invite(ctx, id(b))
-	if err != nil {
-		t.Fatal(err)
-	}
+	inv := w.invite(a, b)
 	mustCode(t, m.Cancel(ctx, inv.ID), protocol.CodeNotParty)
 	mustCode(t, m.Decline(ctx, inv.ID), protocol.CodeNotParty)
-	_, err = m.Accept(ctx, inv.ID)
+	_, err := m.Accept(ctx, inv.ID)
 	mustCode(t, err, protocol.CodeNotParty)
 	_, err = a.Accept(ctx, inv.ID) // the inviter cannot accept their own invitation
 	mustCode(t, err, protocol.CodeNotParty)
