@@ -193,6 +193,8 @@ func (s *Service) decline(ctx context.Context, req protocol.InvitationRequest) (
 	})
 }
 
+var errInChat = protocol.Errorf(protocol.CodeBusy, "you are already in a chat")
+
 func (s *Service) accept(ctx context.Context, req protocol.InvitationRequest) (protocol.Chat, error) {
 	// Check the request before making a video session for it.
 	inv, _, err := s.store.GetInvitation(ctx, req.Invitation)
@@ -204,6 +206,11 @@ func (s *Service) accept(ctx context.Context, req protocol.InvitationRequest) (p
 	}
 	if inv.To != req.UserID {
 		return protocol.Chat{}, protocol.Errorf(protocol.CodeNotParty, "only the invited user can answer an invitation")
+	}
+	// The same refusal as in the transition below, checked early so that
+	// a doomed accept makes no video session. The transition decides.
+	if accepter, _, err := s.store.GetUser(ctx, inv.To); err == nil && accepter.State == protocol.StateChatting {
+		return protocol.Chat{}, errInChat
 	}
 	chat := state.Chat{Chat: protocol.Chat{
 		ID:      protocol.NewID(),
@@ -229,7 +236,7 @@ func (s *Service) accept(ctx context.Context, req protocol.InvitationRequest) (p
 			return err
 		}
 		if accepter.State == protocol.StateChatting {
-			return protocol.Errorf(protocol.CodeBusy, "you are already in a chat")
+			return errInChat
 		}
 		inviter, err := c.user(ctx, inv.From)
 		if err != nil {
