@@ -61,6 +61,7 @@ func (c *client) send(data []byte) {
 	case c.out <- data:
 	default:
 		c.close(websocket.ClosePolicyViolation, string(protocol.CodeSlowConsumer))
+		c.e.log.Warn("client too slow to read its frames; disconnecting", "user", c.userID, "queued", len(c.out))
 	}
 }
 
@@ -87,20 +88,23 @@ func (c *client) writeLoop(done chan<- struct{}) {
 	defer close(done)
 	ping := time.NewTicker(c.e.cfg.PingEvery)
 	defer ping.Stop()
+	write := func(mt int, data []byte) bool {
+		_ = c.ws.SetWriteDeadline(time.Now().Add(c.e.cfg.WriteTimeout))
+		if err := c.ws.WriteMessage(mt, data); err != nil {
+			c.close(websocket.CloseAbnormalClosure, "")
+			c.stopReader(0)
+			return false
+		}
+		return true
+	}
 	for {
 		select {
 		case data := <-c.out:
-			_ = c.ws.SetWriteDeadline(time.Now().Add(c.e.cfg.WriteTimeout))
-			if err := c.ws.WriteMessage(websocket.TextMessage, data); err != nil {
-				c.close(websocket.CloseAbnormalClosure, "")
-				_ = c.ws.Close()
+			if !write(websocket.TextMessage, data) {
 				return
 			}
 		case <-ping.C:
-			_ = c.ws.SetWriteDeadline(time.Now().Add(c.e.cfg.WriteTimeout))
-			if err := c.ws.WriteMessage(websocket.PingMessage, nil); err != nil {
-				c.close(websocket.CloseAbnormalClosure, "")
-				_ = c.ws.Close()
+			if !write(websocket.PingMessage, nil) {
 				return
 			}
 		case <-c.quit:
@@ -108,17 +112,30 @@ func (c *client) writeLoop(done chan<- struct{}) {
 				msg := websocket.FormatCloseMessage(c.closeCd, c.closeTx)
 				_ = c.ws.WriteControl(websocket.CloseMessage, msg, time.Now().Add(time.Second))
 			}
-			// Closing the socket ends the reader's blocked read.
-			_ = c.ws.Close()
+			// Give the client a moment to answer the close, then end the read.
+			c.stopReader(time.Second)
 			return
 		}
 	}
 }
 
+// stopReader makes the reader's blocked read fail after grace. Closing the
+// socket would not do it: a hijacked fasthttp connection is only closed
+// once the handler returns, so a read deadline is what ends the read.
+func (c *client) stopReader(grace time.Duration) {
+	_ = c.ws.UnderlyingConn().SetReadDeadline(time.Now().Add(grace))
+}
+
 // readLoop reads frames until the connection ends.
 func (c *client) readLoop() {
 	c.ws.SetReadLimit(protocol.HardFrameBytes)
-	deadline := func() { _ = c.ws.SetReadDeadline(time.Now().Add(2*c.e.cfg.PingEvery + 5*time.Second)) }
+	deadline := func() {
+		select {
+		case <-c.quit: // closing: stopReader has set the last deadline
+		default:
+			_ = c.ws.SetReadDeadline(time.Now().Add(2*c.e.cfg.PingEvery + 5*time.Second))
+		}
+	}
 	deadline()
 	c.ws.SetPongHandler(func(string) error { deadline(); return nil })
 	for {

@@ -1,0 +1,83 @@
+package allinone_test
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/fasthttp/websocket"
+
+	"github.com/buddytok/buddytok/pkg/protocol"
+)
+
+// A client that stops reading is disconnected once its queue fills; it
+// never slows the edge down for anyone else.
+func TestSlowClientIsDisconnected(t *testing.T) {
+	t.Parallel()
+	w := mustWorld(t, topologies[0], settings{grace: 200 * time.Millisecond, rapid: true})
+	ann := w.join("Ann")
+	ctx, cancel := w.wctx()
+	defer cancel()
+
+	// Bob is a bare WebSocket: he joins and accepts Ann's invitation, then
+	// reads nothing more.
+	url := "ws" + strings.TrimPrefix(w.sys.EdgeURLs[0], "http") + "/ws"
+	bob, _, err := websocket.DefaultDialer.DialContext(ctx, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bob.Close()
+	send := func(f protocol.ClientFrame) {
+		data, _ := json.Marshal(f)
+		if err := bob.WriteMessage(websocket.TextMessage, data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	readUntil := func(what string, ok func(protocol.ServerFrame) bool) protocol.ServerFrame {
+		for {
+			_ = bob.SetReadDeadline(time.Now().Add(waitFor))
+			_, data, err := bob.ReadMessage()
+			if err != nil {
+				t.Fatalf("Bob waiting for %s: %v", what, err)
+			}
+			var f protocol.ServerFrame
+			if json.Unmarshal(data, &f) == nil && ok(f) {
+				return f
+			}
+		}
+	}
+	send(protocol.ClientFrame{Type: protocol.TypeJoin, Name: "Bob", Ref: "j"})
+	bobID := readUntil("welcome", func(f protocol.ServerFrame) bool { return f.Type == protocol.TypeWelcome }).You.ID
+	w.sees(bobID, protocol.StateAvailable, ann)
+	inv, err := ann.Invite(ctx, bobID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	readUntil("invitation", func(f protocol.ServerFrame) bool { return f.Type == protocol.TypeInvitation })
+	send(protocol.ClientFrame{Type: protocol.TypeAccept, Invitation: inv.ID, Ref: "a"})
+	chat := readUntil("chat", func(f protocol.ServerFrame) bool { return f.Type == protocol.TypeOK && f.Ref == "a" }).Chat
+
+	// Ann floods Bob with large WebRTC signals; Bob reads none of them.
+	payload, _ := json.Marshal(map[string]string{"sdp": strings.Repeat("x", 40<<10)})
+	flood, stop := context.WithCancel(ctx)
+	defer stop()
+	go func() {
+		for flood.Err() == nil {
+			if err := ann.Signal(flood, chat.ID, payload); err != nil {
+				return // Bob's chat has ended: he is gone
+			}
+		}
+	}()
+	// The edge gives up on Bob: he leaves every list, and Ann, whose own
+	// connection was never held up, is available again.
+	w.sees(bobID, "", ann)
+	stop()
+	w.sees(id(ann), protocol.StateAvailable, ann)
+	pctx, cancelPing := w.wctx()
+	defer cancelPing()
+	if _, err := ann.Request(pctx, protocol.ClientFrame{Type: protocol.TypePing}); err != nil {
+		t.Fatalf("Ann's connection suffered: %v", err)
+	}
+}
