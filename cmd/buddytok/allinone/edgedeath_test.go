@@ -4,6 +4,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fasthttp/websocket"
+
 	"github.com/buddytok/buddytok/cmd/buddytok/allinone"
 	"github.com/buddytok/buddytok/pkg/client"
 	"github.com/buddytok/buddytok/pkg/protocol"
@@ -37,4 +39,42 @@ func TestEdgeDeathRemovesItsUsers(t *testing.T) {
 		})
 	}
 	w.mustInvariants(w.store())
+}
+
+// A replica restart must not cost a user their chat (spec §2.9): an edge
+// that stops closes its sockets with 1001, and a user who reconnects to
+// another edge within the grace period is back in the same chat.
+func TestEdgeRestartKeepsTheChat(t *testing.T) {
+	t.Parallel()
+	w := mustWorld(t, replicated, settings{grace: 5 * time.Second})
+	bob, ann := w.join("Bob"), w.join("Ann") // Bob on edge 0, Ann on edge 1
+	w.sees(id(ann), protocol.StateAvailable, bob)
+	_, chat := w.chat(bob, ann)
+	annView := w.waitView(ann, "in the chat", func(v client.View) bool { return v.Chat != nil })
+
+	if err := w.sys.Stop(allinone.Edge, 1); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := w.wctx()
+	defer cancel()
+	_, _ = ann.WaitView(ctx, func(client.View) bool { return false }) // returns once closed
+	if code, closed := ann.CloseCode(); !closed || code != websocket.CloseGoingAway {
+		t.Fatalf("Ann's socket: closed %t, code %d; want 1001", closed, code)
+	}
+	again, err := client.Dial(ctx, w.sys.EdgeURLs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer again.Close()
+	if _, err := again.Resume(ctx, annView.Me.ID, annView.Secret); err != nil {
+		t.Fatal(err)
+	}
+	if v := again.View(); v.Chat == nil || v.Chat.ID != chat.ID || v.Me.State != protocol.StateChatting {
+		t.Fatalf("after the restart: %+v", v)
+	}
+	w.sees(annView.Me.ID, protocol.StateChatting, bob)
+	if err := again.EndChat(ctx, chat.ID); err != nil {
+		t.Fatal(err)
+	}
+	w.sees(id(bob), protocol.StateAvailable, bob, again)
 }
