@@ -147,27 +147,33 @@ func (c *client) readLoop() {
 			return
 		}
 		deadline()
+		// Every frame counts against the rate limit. A malformed frame over
+		// the limit is dropped unanswered; a request over it is refused with
+		// its own ref, so the client knows which one.
+		allowed := c.limiter.Allow()
+		refuse := func(err error) {
+			if allowed {
+				c.sendFrame(protocol.ErrorFrame("", err))
+			}
+		}
 		if mt != websocket.TextMessage {
-			c.sendFrame(protocol.ErrorFrame("", protocol.Errorf(protocol.CodeBadJSON, "only text frames holding JSON are accepted")))
+			refuse(protocol.Errorf(protocol.CodeBadJSON, "only text frames holding JSON are accepted"))
 			continue
 		}
 		if len(data) > protocol.MaxFrameBytes {
-			c.sendFrame(protocol.ErrorFrame("", protocol.Errorf(protocol.CodeFrameTooLarge,
-				"frame is %d bytes; the limit is %d", len(data), protocol.MaxFrameBytes)))
+			refuse(protocol.Errorf(protocol.CodeFrameTooLarge, "frame is %d bytes; the limit is %d", len(data), protocol.MaxFrameBytes))
 			continue
 		}
 		var f protocol.ClientFrame
 		if err := json.Unmarshal(data, &f); err != nil {
-			c.sendFrame(protocol.ErrorFrame("", protocol.Errorf(protocol.CodeBadJSON, "frame is not a valid JSON object")))
+			refuse(protocol.Errorf(protocol.CodeBadJSON, "frame is not a valid JSON object"))
 			continue
 		}
 		if len(f.Ref) > protocol.MaxRefBytes {
-			c.sendFrame(protocol.ErrorFrame("", protocol.Errorf(protocol.CodeBadRequest, "ref is longer than %d bytes", protocol.MaxRefBytes)))
+			refuse(protocol.Errorf(protocol.CodeBadRequest, "ref is longer than %d bytes", protocol.MaxRefBytes))
 			continue
 		}
-		// The limit is checked after decoding so that the refusal answers
-		// the request it refuses.
-		if !c.limiter.Allow() {
+		if !allowed {
 			c.sendFrame(protocol.ErrorFrame(f.Ref, protocol.Errorf(protocol.CodeRateLimited,
 				"too many messages; at most %g per second", float64(c.limiter.Limit()))))
 			continue
