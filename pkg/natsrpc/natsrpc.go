@@ -79,9 +79,6 @@ func NewServer(ctx context.Context, log *slog.Logger, workers int, timeout time.
 	return &Server{log: log, slots: make(chan struct{}, workers), timeout: timeout, ctx: ctx}
 }
 
-// Wait blocks until every handler that has started has replied.
-func (s *Server) Wait() { s.wg.Wait() }
-
 // Handle adapts fn to a micro.Handler: it decodes the JSON request,
 // validates it when it can, runs fn on the pool and replies with fn's result
 // or a micro error carrying the protocol error code.
@@ -195,6 +192,6 @@ func (s *Server) Serve(nc *nats.Conn, cfg micro.Config, endpoints ...Endpoint) e
 	}
 	<-s.ctx.Done()
 	err = svc.Stop()
-	s.Wait()
+	s.wg.Wait() // every handler that started has replied
 	return err
 }

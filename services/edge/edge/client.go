@@ -182,16 +182,16 @@ func (c *client) readLoop() {
 	}
 }
 
-// call relays a request to a service and answers the frame with its reply.
-func (c *client) call(f protocol.ClientFrame, subject string, req any, reply func(ref string) (any, protocol.ServerFrame)) {
+// relay sends req to a service, decoding its reply into resp (which
+// answer may point into), and answers the client with answer or the error.
+func (c *client) relay(ref, subject string, req, resp any, answer protocol.ServerFrame) {
 	ctx, cancel := context.WithTimeout(context.Background(), c.e.cfg.RequestTimeout)
 	defer cancel()
-	resp, frame := reply(f.Ref)
 	if err := natsrpc.Call(ctx, c.e.nc, subject, req, resp); err != nil {
-		c.replyErr(f.Ref, subject, err)
+		c.replyErr(ref, subject, err)
 		return
 	}
-	c.sendFrame(frame)
+	c.sendFrame(answer)
 }
 
 func (c *client) replyErr(ref, subject string, err error) {
@@ -228,36 +228,28 @@ func (c *client) handle(f protocol.ClientFrame) {
 		return
 	}
 	uid := c.userID
-	ok := func(ref string) protocol.ServerFrame { return protocol.ServerFrame{Type: protocol.TypeOK, Ref: ref} }
+	ok := protocol.ServerFrame{Type: protocol.TypeOK, Ref: f.Ref}
 	switch f.Type {
 	case protocol.TypeInvite:
 		var inv protocol.Invitation
-		c.call(f, protocol.SubjectInvitesInvite, protocol.InviteRequest{From: uid, To: f.To}, func(ref string) (any, protocol.ServerFrame) {
-			return &inv, protocol.ServerFrame{Type: protocol.TypeOK, Ref: ref, Invitation: &inv}
-		})
-	case protocol.TypeCancel, protocol.TypeDecline:
-		subject := map[string]string{protocol.TypeCancel: protocol.SubjectInvitesCancel, protocol.TypeDecline: protocol.SubjectInvitesDecline}[f.Type]
-		c.call(f, subject, protocol.InvitationRequest{UserID: uid, Invitation: f.Invitation}, func(ref string) (any, protocol.ServerFrame) {
-			return nil, ok(ref)
-		})
+		ok.Invitation = &inv
+		c.relay(f.Ref, protocol.SubjectInvitesInvite, protocol.InviteRequest{From: uid, To: f.To}, &inv, ok)
+	case protocol.TypeCancel:
+		c.relay(f.Ref, protocol.SubjectInvitesCancel, protocol.InvitationRequest{UserID: uid, Invitation: f.Invitation}, nil, ok)
+	case protocol.TypeDecline:
+		c.relay(f.Ref, protocol.SubjectInvitesDecline, protocol.InvitationRequest{UserID: uid, Invitation: f.Invitation}, nil, ok)
 	case protocol.TypeAccept:
 		var chat protocol.Chat
-		c.call(f, protocol.SubjectInvitesAccept, protocol.InvitationRequest{UserID: uid, Invitation: f.Invitation}, func(ref string) (any, protocol.ServerFrame) {
-			return &chat, protocol.ServerFrame{Type: protocol.TypeOK, Ref: ref, Chat: &chat}
-		})
+		ok.Chat = &chat
+		c.relay(f.Ref, protocol.SubjectInvitesAccept, protocol.InvitationRequest{UserID: uid, Invitation: f.Invitation}, &chat, ok)
 	case protocol.TypeEndChat:
-		c.call(f, protocol.SubjectInvitesEnd, protocol.ChatRequest{UserID: uid, Chat: f.Chat}, func(ref string) (any, protocol.ServerFrame) {
-			return nil, ok(ref)
-		})
+		c.relay(f.Ref, protocol.SubjectInvitesEnd, protocol.ChatRequest{UserID: uid, Chat: f.Chat}, nil, ok)
 	case protocol.TypeCredentials:
 		var cred protocol.Credentials
-		c.call(f, protocol.SubjectTokensCredentials, protocol.ChatRequest{UserID: uid, Chat: f.Chat}, func(ref string) (any, protocol.ServerFrame) {
-			return &cred, protocol.ServerFrame{Type: protocol.TypeCredentials, Ref: ref, Credentials: &cred}
-		})
+		answer := protocol.ServerFrame{Type: protocol.TypeCredentials, Ref: f.Ref, Credentials: &cred}
+		c.relay(f.Ref, protocol.SubjectTokensCredentials, protocol.ChatRequest{UserID: uid, Chat: f.Chat}, &cred, answer)
 	case protocol.TypeSignal:
-		c.call(f, protocol.SubjectTokensSignal, protocol.SignalRequest{UserID: uid, Chat: f.Chat, Data: f.Data}, func(ref string) (any, protocol.ServerFrame) {
-			return nil, ok(ref)
-		})
+		c.relay(f.Ref, protocol.SubjectTokensSignal, protocol.SignalRequest{UserID: uid, Chat: f.Chat, Data: f.Data}, nil, ok)
 	}
 }
 
