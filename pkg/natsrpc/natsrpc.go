@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"sync"
 	"time"
 
@@ -23,18 +24,25 @@ const DefaultTimeout = 10 * time.Second
 
 // Call sends req as JSON on subject and decodes the reply into resp (which
 // may be nil). A service error comes back as *protocol.Error; no responders
-// or a timeout as CodeUnavailable.
+// or a timeout as CodeUnavailable. The time left until ctx's deadline
+// travels with the request (protocol.HeaderBudget), so the service gives up
+// when the caller does.
 func Call(ctx context.Context, nc *nats.Conn, subject string, req, resp any) error {
 	data, err := json.Marshal(req)
 	if err != nil {
 		return fmt.Errorf("natsrpc: encode %s request: %w", subject, err)
 	}
-	if _, ok := ctx.Deadline(); !ok {
+	deadline, ok := ctx.Deadline()
+	if !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, DefaultTimeout)
 		defer cancel()
+		deadline, _ = ctx.Deadline()
 	}
-	msg, err := nc.RequestWithContext(ctx, subject, data)
+	out := nats.NewMsg(subject)
+	out.Data = data
+	out.Header.Set(protocol.HeaderBudget, strconv.FormatInt(time.Until(deadline).Milliseconds(), 10))
+	msg, err := nc.RequestMsgWithContext(ctx, out)
 	switch {
 	case errors.Is(err, nats.ErrNoResponders):
 		return &protocol.Error{Code: protocol.CodeUnavailable, Message: "a service is not reachable right now; try again"}
@@ -82,8 +90,14 @@ func NewServer(ctx context.Context, log *slog.Logger, workers int, timeout time.
 // Handle adapts fn to a micro.Handler: it decodes the JSON request,
 // validates it when it can, runs fn on the pool and replies with fn's result
 // or a micro error carrying the protocol error code.
+//
+// fn's context ends when the caller stops waiting (its budget, less a
+// margin for the reply's way back) or after the Server's timeout, whichever
+// comes first. A request still waiting for a free worker when that happens
+// is not run at all: work the caller gave up on must not change the state.
 func Handle[Req, Resp any](s *Server, fn func(context.Context, Req) (Resp, error)) micro.Handler {
 	return micro.HandlerFunc(func(r micro.Request) {
+		received := time.Now()
 		var req Req
 		if err := json.Unmarshal(r.Data(), &req); err != nil {
 			s.respondErr(r, protocol.Errorf(protocol.CodeBadRequest, "request is not valid JSON"))
@@ -95,16 +109,22 @@ func Handle[Req, Resp any](s *Server, fn func(context.Context, Req) (Resp, error
 				return
 			}
 		}
-		s.slots <- struct{}{}
+		ctx, cancel := context.WithDeadline(context.WithoutCancel(s.ctx), s.deadline(r, received))
+		select {
+		case s.slots <- struct{}{}:
+		case <-ctx.Done():
+			cancel()
+			s.log.Warn("request expired while waiting for a worker; dropped", "subject", r.Subject(), "queued", time.Since(received))
+			s.respondErr(r, errExpired)
+			return
+		}
 		s.wg.Add(1)
 		go func() {
-			defer func() { <-s.slots; s.wg.Done() }()
-			ctx, cancel := context.WithTimeout(context.WithoutCancel(s.ctx), s.timeout)
-			defer cancel()
-			start := time.Now()
+			defer func() { cancel(); <-s.slots; s.wg.Done() }()
+			started := time.Now()
 			resp, err := fn(ctx, req)
-			if d := time.Since(start); d > slowRequest {
-				s.log.Warn("slow request", "subject", r.Subject(), "duration", d, "err", err)
+			if d := time.Since(received); d > slowRequest {
+				s.log.Warn("slow request", "subject", r.Subject(), "queued", started.Sub(received), "ran", time.Since(started), "err", err)
 			}
 			if err != nil {
 				s.respondErrAsync(r, err)
@@ -115,6 +135,30 @@ func Handle[Req, Resp any](s *Server, fn func(context.Context, Req) (Resp, error
 			}
 		}()
 	})
+}
+
+// errExpired answers a request whose time ran out before it could finish.
+var errExpired = &protocol.Error{Code: protocol.CodeUnavailable, Message: "the service could not finish in time; try again"}
+
+// deadline is when a request received at received must be finished: the
+// caller's budget less a twentieth for the way back, and never later than
+// the Server's own timeout. A request without a budget (a person using the
+// nats CLI) gets the Server's timeout.
+func (s *Server) deadline(r micro.Request, received time.Time) time.Time {
+	limit := received.Add(s.timeout)
+	h := r.Headers().Get(protocol.HeaderBudget)
+	if h == "" {
+		return limit
+	}
+	ms, err := strconv.ParseInt(h, 10, 64)
+	if err != nil {
+		return limit
+	}
+	budget := time.Duration(ms) * time.Millisecond
+	if d := received.Add(budget - budget/20); d.Before(limit) {
+		return d
+	}
+	return limit
 }
 
 // respondErr answers with a micro service error from the handler's own
@@ -142,7 +186,14 @@ func (s *Server) respondErrAsync(r micro.Request, err error) {
 }
 
 func (s *Server) logged(r micro.Request, err error) *protocol.Error {
-	pe := protocol.AsError(err)
+	var pe *protocol.Error
+	if !errors.As(err, &pe) && (errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout)) {
+		// Out of time (a busy state store, a slow peer): the caller may
+		// retry, and nothing is wrong with the request itself.
+		s.log.Warn("request ran out of time", "subject", r.Subject(), "err", err)
+		return errExpired
+	}
+	pe = protocol.AsError(err)
 	if pe.Code == protocol.CodeInternal {
 		s.log.Error("request failed", "subject", r.Subject(), "err", err)
 	}

@@ -32,6 +32,13 @@ const (
 	eventPrefix = "buddytok.events."
 )
 
+// HeaderBudget carries, on every service request, how many milliseconds the
+// caller will still wait for the reply when it sends it. A service never
+// starts, and never commits, work its caller has already given up on. It is
+// relative, not a wall-clock deadline, so that clock skew between hosts does
+// not matter.
+const HeaderBudget = "BuddyTok-Budget-Ms"
+
 // HeaderControl marks a message on a user's event subject that is meant
 // for the edges, not the browser. Its only value so far is
 // ControlSuperseded, whose body is the connection ID that now serves the

@@ -3,10 +3,13 @@ package state_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/buddytok/buddytok/pkg/embeddednats"
 	"github.com/buddytok/buddytok/pkg/protocol"
@@ -137,5 +140,103 @@ func TestPurgeDeletedRemovesOnlyOldTombstones(t *testing.T) {
 	}
 	if _, _, err := st.GetUser(ctx, "kept"); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A transaction of one write is a single guarded publish, not an atomic
+// batch (see Commit), with exactly the same revision rules.
+func TestSingleWriteCommit(t *testing.T) {
+	t.Parallel()
+	st := mustStore(t)
+	ctx := context.Background()
+	var create state.Txn
+	create.Put(state.UserKey("u"), 0, state.User{ID: "u", Name: "U"})
+	if err := st.Commit(ctx, &create); err != nil {
+		t.Fatal(err)
+	}
+	_, rev, err := st.GetUser(ctx, "u")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name     string
+		write    func(*state.Txn)
+		conflict bool
+	}{
+		{"create an existing key", func(x *state.Txn) { x.Put(state.UserKey("u"), 0, state.User{ID: "u"}) }, true},
+		{"update at a stale revision", func(x *state.Txn) { x.Put(state.UserKey("u"), rev+7, state.User{ID: "u"}) }, true},
+		{"delete at a stale revision", func(x *state.Txn) { x.Delete(state.UserKey("u"), rev-1) }, true},
+		{"update at the read revision", func(x *state.Txn) { x.Put(state.UserKey("u"), rev, state.User{ID: "u", Name: "V"}) }, false},
+		{"update at the old revision again", func(x *state.Txn) { x.Put(state.UserKey("u"), rev, state.User{ID: "u", Name: "W"}) }, true},
+	}
+	for _, tt := range tests {
+		var txn state.Txn
+		tt.write(&txn)
+		err := st.Commit(ctx, &txn)
+		if tt.conflict != errors.Is(err, state.ErrConflict) || !tt.conflict && err != nil {
+			t.Fatalf("%s: got %v, want conflict %v", tt.name, err, tt.conflict)
+		}
+	}
+	if got, _, _ := st.GetUser(ctx, "u"); got.Name != "V" {
+		t.Fatalf("name = %q, want only the good update (V) applied", got.Name)
+	}
+	e, err := st.KV().Get(ctx, state.UserKey("u"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg, err := rawMessage(ctx, st, e.Revision())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id := msg.Header.Get("Nats-Batch-Id"); id != "" {
+		t.Fatalf("a single write went as an atomic batch (%s)", id)
+	}
+}
+
+func rawMessage(ctx context.Context, st *state.Store, seq uint64) (*jetstream.RawStreamMsg, error) {
+	s, err := st.JetStream().Stream(ctx, "KV_"+state.Bucket)
+	if err != nil {
+		return nil, err
+	}
+	return s.GetMsg(ctx, seq)
+}
+
+// BenchmarkCommit measures a transition of one key (a guarded publish) and
+// of two keys (an atomic batch), alone and with many committers at once.
+// The batch's cost, and that batches do not run in parallel on a
+// single-replica file stream, are why Commit avoids batches where it can
+// and why the invites service queues transitions of the same user.
+func BenchmarkCommit(b *testing.B) {
+	for _, keys := range []int{1, 2} {
+		for _, par := range []int{1, 16} {
+			b.Run(fmt.Sprintf("keys=%d/committers=%d", keys, par), func(b *testing.B) {
+				st := mustStore(b)
+				ctx := context.Background()
+				var n atomic.Int64
+				b.SetParallelism(par)
+				b.RunParallel(func(pb *testing.PB) {
+					id := fmt.Sprint(n.Add(1))
+					revs := make([]uint64, keys)
+					for pb.Next() {
+						var txn state.Txn
+						for k := range keys {
+							txn.Put(state.UserKey(fmt.Sprintf("%s-%d", id, k)), revs[k], state.User{ID: id})
+						}
+						if err := st.Commit(ctx, &txn); err != nil {
+							b.Error(err)
+							return
+						}
+						for k := range keys {
+							_, rev, err := st.GetUser(ctx, fmt.Sprintf("%s-%d", id, k))
+							if err != nil {
+								b.Error(err)
+								return
+							}
+							revs[k] = rev
+						}
+					}
+				})
+			})
+		}
 	}
 }

@@ -41,6 +41,7 @@ type player struct {
 
 type tally struct {
 	ops, refused, resumes, joins atomic.Int64
+	took                         latencies
 }
 
 func (p *player) act(ctx context.Context, t *tally) error {
@@ -177,7 +178,9 @@ func randomRun(t *testing.T, w *world, players, opsEach int, seed uint64, midRun
 			defer wg.Done()
 			for n := range opsEach {
 				opCtx, cancelOp := context.WithTimeout(ctx, waitFor)
+				started := time.Now()
 				err := ps[i].act(opCtx, &t0)
+				t0.took.add(time.Since(started))
 				cancelOp()
 				if err != nil {
 					errs <- fmt.Errorf("player %d op %d: %w", i, n, err)
@@ -201,6 +204,7 @@ func randomRun(t *testing.T, w *world, players, opsEach int, seed uint64, midRun
 	}
 	t.Logf("%d operations (%d refused as expected), %d joins, %d resumes; %d invariant checks during the run",
 		t0.ops.Load(), t0.refused.Load(), t0.joins.Load(), t0.resumes.Load(), res.checks)
+	t0.took.report(t)
 	if res.checks == 0 {
 		t.Fatal("the checker never completed a check during the run")
 	}

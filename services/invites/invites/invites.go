@@ -42,6 +42,7 @@ type Service struct {
 	nc    *nats.Conn
 	log   *slog.Logger
 	store *state.Store
+	locks *userLocks
 	now   func() time.Time
 }
 
@@ -51,7 +52,7 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*Ser
 	if err != nil {
 		return nil, fmt.Errorf("invites: %w", err)
 	}
-	return &Service{nc: nc, log: log, store: store, now: time.Now}, nil
+	return &Service{nc: nc, log: log, store: store, locks: newUserLocks(), now: time.Now}, nil
 }
 
 // Run serves the endpoints until ctx ends, then waits for requests in flight.
@@ -67,11 +68,18 @@ func (s *Service) Run(ctx context.Context) error {
 	)
 }
 
-// run retries build+commit on conflicts, then publishes the events of the
-// change that committed.
-func (s *Service) run(ctx context.Context, build func(context.Context, *change) error) error {
+// run waits for this replica's earlier transitions of the same users, then
+// retries build+commit on conflicts and publishes the events of the change
+// that committed. users names whom the transition is expected to change;
+// a user it changes without naming is still guarded by revisions.
+func (s *Service) run(ctx context.Context, users []string, build func(context.Context, *change) error) error {
+	unlock, err := s.locks.lock(ctx, users...)
+	if err != nil {
+		return fmt.Errorf("invites: waiting for an earlier change of the same users: %w", err)
+	}
+	defer unlock()
 	var done *change
-	err := state.Retry(ctx, func(ctx context.Context) error {
+	err = state.Retry(ctx, func(ctx context.Context) error {
 		c := newChange(s.store)
 		if err := build(ctx, c); err != nil {
 			return err
@@ -116,7 +124,7 @@ func (s *Service) invite(ctx context.Context, req protocol.InviteRequest) (proto
 		return protocol.Invitation{}, protocol.Errorf(protocol.CodeSelfInvite, "you cannot invite yourself")
 	}
 	var inv protocol.Invitation
-	err := s.run(ctx, func(ctx context.Context, c *change) error {
+	err := s.run(ctx, []string{req.From, req.To}, func(ctx context.Context, c *change) error {
 		from, err := c.user(ctx, req.From)
 		if err != nil {
 			return err
@@ -173,8 +181,19 @@ func invitationFor(ctx context.Context, c *change, id, userID string, asInviter 
 	return inv, rev, nil
 }
 
+// invitationParties names the users a request about an invitation is
+// expected to change: the requester and, while the invitation exists, both
+// of its parties.
+func (s *Service) invitationParties(ctx context.Context, req protocol.InvitationRequest) []string {
+	users := []string{req.UserID}
+	if inv, _, err := s.store.GetInvitation(ctx, req.Invitation); err == nil {
+		users = append(users, inv.From, inv.To)
+	}
+	return users
+}
+
 func (s *Service) cancel(ctx context.Context, req protocol.InvitationRequest) (protocol.Empty, error) {
-	return protocol.Empty{}, s.run(ctx, func(ctx context.Context, c *change) error {
+	return protocol.Empty{}, s.run(ctx, s.invitationParties(ctx, req), func(ctx context.Context, c *change) error {
 		inv, rev, err := invitationFor(ctx, c, req.Invitation, req.UserID, true)
 		if err != nil {
 			return err
@@ -184,7 +203,7 @@ func (s *Service) cancel(ctx context.Context, req protocol.InvitationRequest) (p
 }
 
 func (s *Service) decline(ctx context.Context, req protocol.InvitationRequest) (protocol.Empty, error) {
-	return protocol.Empty{}, s.run(ctx, func(ctx context.Context, c *change) error {
+	return protocol.Empty{}, s.run(ctx, s.invitationParties(ctx, req), func(ctx context.Context, c *change) error {
 		inv, rev, err := invitationFor(ctx, c, req.Invitation, req.UserID, false)
 		if err != nil {
 			return err
@@ -226,7 +245,7 @@ func (s *Service) accept(ctx context.Context, req protocol.InvitationRequest) (p
 	}
 	chat.Mode, chat.SessionID = sess.Mode, sess.SessionID
 
-	err = s.run(ctx, func(ctx context.Context, c *change) error {
+	err = s.run(ctx, []string{inv.From, inv.To}, func(ctx context.Context, c *change) error {
 		inv, rev, err := invitationFor(ctx, c, req.Invitation, req.UserID, false)
 		if err != nil {
 			return err
@@ -277,7 +296,7 @@ func (s *Service) accept(ctx context.Context, req protocol.InvitationRequest) (p
 // the accepter.
 func (s *Service) failAccept(ctx context.Context, inv protocol.Invitation, cause error) error {
 	s.log.Warn("video session failed; ending the invitation", "invitation", inv.ID, "err", cause)
-	err := s.run(ctx, func(ctx context.Context, c *change) error {
+	err := s.run(ctx, []string{inv.From, inv.To}, func(ctx context.Context, c *change) error {
 		return c.endInvitation(ctx, inv.ID, protocol.ReasonFailed)
 	})
 	if err != nil && protocol.CodeOf(err) != protocol.CodeNotFound {
@@ -290,7 +309,11 @@ func (s *Service) failAccept(ctx context.Context, inv protocol.Invitation, cause
 }
 
 func (s *Service) end(ctx context.Context, req protocol.ChatRequest) (protocol.Empty, error) {
-	return protocol.Empty{}, s.run(ctx, func(ctx context.Context, c *change) error {
+	users := []string{req.UserID}
+	if chat, _, err := s.store.GetChat(ctx, req.Chat); err == nil {
+		users = append(users, chat.Parties[:]...)
+	}
+	return protocol.Empty{}, s.run(ctx, users, func(ctx context.Context, c *change) error {
 		chat, _, err := s.store.GetChat(ctx, req.Chat)
 		if errors.Is(err, state.ErrNotFound) {
 			return protocol.Errorf(protocol.CodeNotFound, "that chat has already ended")
@@ -308,7 +331,7 @@ func (s *Service) end(ctx context.Context, req protocol.ChatRequest) (protocol.E
 // leave removes a user whose grace period ran out: their outgoing
 // invitation is cancelled, incoming ones declined, their chat ended.
 func (s *Service) leave(ctx context.Context, req protocol.LeaveRequest) (protocol.Empty, error) {
-	return protocol.Empty{}, s.run(ctx, func(ctx context.Context, c *change) error {
+	return protocol.Empty{}, s.run(ctx, []string{req.UserID}, func(ctx context.Context, c *change) error {
 		u, err := c.user(ctx, req.UserID)
 		if err != nil {
 			return err

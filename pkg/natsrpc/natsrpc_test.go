@@ -1,0 +1,188 @@
+package natsrpc_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
+
+	"github.com/buddytok/buddytok/pkg/embeddednats"
+	"github.com/buddytok/buddytok/pkg/natsrpc"
+	"github.com/buddytok/buddytok/pkg/protocol"
+)
+
+type request struct {
+	Name string `json:"name"`
+}
+
+type reply struct {
+	Deadline time.Time `json:"deadline"`
+}
+
+// serve starts a micro service with one endpoint, "test.<name>", whose
+// handler is fn, on a pool of workers; it returns a client connection.
+func serve(t *testing.T, workers int, timeout time.Duration, fn func(context.Context, request) (reply, error)) *nats.Conn {
+	t.Helper()
+	srv, err := embeddednats.Start(embeddednats.Options{StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Shutdown)
+	connect := func() *nats.Conn {
+		nc, err := nats.Connect(srv.ClientURL())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(nc.Close)
+		return nc
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := natsrpc.NewServer(ctx, slog.New(slog.DiscardHandler), workers, timeout)
+	done := make(chan error, 1)
+	served := connect()
+	go func() {
+		done <- s.Serve(served, micro.Config{Name: "test", Version: "0.0.1"},
+			natsrpc.Endpoint{Name: "do", Subject: "test.do", Handler: natsrpc.Handle(s, fn)})
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	})
+	nc := connect()
+	// Wait until the endpoint answers.
+	for {
+		err := natsrpc.Call(context.Background(), nc, "test.do", request{Name: "ping"}, nil)
+		if protocol.CodeOf(err) != protocol.CodeUnavailable {
+			return nc
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// A request that waited for a worker longer than its caller would wait is
+// dropped, not run: its caller has been told "unavailable" and may retry,
+// so running it later would make the change twice or behind their back.
+func TestExpiredRequestIsNotRun(t *testing.T) {
+	t.Parallel()
+	release := make(chan struct{})
+	var ran atomic.Int64
+	ranNames := make(chan string, 10)
+	nc := serve(t, 1, 10*time.Second, func(ctx context.Context, r request) (reply, error) {
+		if r.Name == "ping" {
+			return reply{}, nil
+		}
+		ran.Add(1)
+		ranNames <- r.Name
+		if r.Name == "blocker" {
+			<-release
+		}
+		return reply{}, nil
+	})
+
+	blocked := make(chan error, 1)
+	go func() { blocked <- natsrpc.Call(context.Background(), nc, "test.do", request{Name: "blocker"}, nil) }()
+	if got := <-ranNames; got != "blocker" {
+		t.Fatalf("first to run: %s", got)
+	}
+	// The only worker is busy: this one waits, and its caller gives up.
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	err := natsrpc.Call(ctx, nc, "test.do", request{Name: "late"}, nil)
+	cancel()
+	if protocol.CodeOf(err) != protocol.CodeUnavailable {
+		t.Fatalf("late request: got %v, want unavailable", err)
+	}
+	close(release)
+	if err := <-blocked; err != nil {
+		t.Fatal(err)
+	}
+	// Requests of one endpoint are taken in order: once this one has run,
+	// the late one has been dropped or run.
+	if err := natsrpc.Call(context.Background(), nc, "test.do", request{Name: "after"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	close(ranNames)
+	var names []string
+	for n := range ranNames {
+		names = append(names, n)
+	}
+	if fmt.Sprint(names) != "[after]" {
+		t.Fatalf("ran after the blocker: %v; the late request must not run", names)
+	}
+}
+
+// The handler's context ends when the caller stops waiting, not later.
+func TestHandlerDeadlineFollowsTheCaller(t *testing.T) {
+	t.Parallel()
+	nc := serve(t, 4, time.Minute, func(ctx context.Context, r request) (reply, error) {
+		d, ok := ctx.Deadline()
+		if !ok {
+			return reply{}, errors.New("no deadline")
+		}
+		return reply{Deadline: d}, nil
+	})
+	tests := []struct {
+		name   string
+		budget time.Duration
+	}{
+		{"short budget", 300 * time.Millisecond},
+		{"long budget", 5 * time.Second},
+	}
+	for _, tt := range tests {
+		ctx, cancel := context.WithTimeout(context.Background(), tt.budget)
+		callerDeadline, _ := ctx.Deadline()
+		var r reply
+		err := natsrpc.Call(ctx, nc, "test.do", request{Name: tt.name}, &r)
+		cancel()
+		if err != nil {
+			t.Fatalf("%s: %v", tt.name, err)
+		}
+		if r.Deadline.After(callerDeadline) {
+			t.Errorf("%s: handler deadline %s is after the caller's %s", tt.name, r.Deadline, callerDeadline)
+		}
+	}
+}
+
+// Errors reach the caller with the code a client can act on: running out
+// of time is "unavailable" (try again), never "internal".
+func TestErrorCodes(t *testing.T) {
+	t.Parallel()
+	errs := map[string]error{
+		"deadline":     fmt.Errorf("state: commit: %w", context.DeadlineExceeded),
+		"nats timeout": fmt.Errorf("state: get: %w", nats.ErrTimeout),
+		"protocol":     protocol.Errorf(protocol.CodeNotFound, "gone"),
+		"wrapped":      fmt.Errorf("invites: %w", protocol.Errorf(protocol.CodeBusy, "busy")),
+		"unexpected":   errors.New("disk on fire"),
+		"said why":     fmt.Errorf("%w: %w", protocol.Errorf(protocol.CodeVideoFailed, "OpenTok could not be reached"), context.DeadlineExceeded),
+	}
+	nc := serve(t, 4, time.Minute, func(ctx context.Context, r request) (reply, error) {
+		return reply{}, errs[r.Name]
+	})
+	tests := []struct {
+		name string
+		want protocol.Code
+	}{
+		{"deadline", protocol.CodeUnavailable},
+		{"nats timeout", protocol.CodeUnavailable},
+		{"protocol", protocol.CodeNotFound},
+		{"wrapped", protocol.CodeBusy},
+		{"unexpected", protocol.CodeInternal},
+		{"said why", protocol.CodeVideoFailed},
+	}
+	for _, tt := range tests {
+		err := natsrpc.Call(context.Background(), nc, "test.do", request{Name: tt.name}, nil)
+		if got := protocol.CodeOf(err); got != tt.want {
+			t.Errorf("%s: got %v (%s), want %s", tt.name, err, got, tt.want)
+		}
+		if tt.want == protocol.CodeInternal && err != nil && protocol.AsError(err).Message != "internal server error" {
+			t.Errorf("%s: internals reached the caller: %v", tt.name, err)
+		}
+	}
+}
