@@ -78,14 +78,18 @@ type Server struct {
 	slots   chan struct{}
 	wg      sync.WaitGroup
 	timeout time.Duration
-	ctx     context.Context
+	ready   chan struct{}
 }
 
 // NewServer returns a Server that runs at most workers handlers at once,
-// each with a context derived from ctx and bounded by timeout.
-func NewServer(ctx context.Context, log *slog.Logger, workers int, timeout time.Duration) *Server {
-	return &Server{log: log, slots: make(chan struct{}, workers), timeout: timeout, ctx: ctx}
+// each bounded by timeout.
+func NewServer(log *slog.Logger, workers int, timeout time.Duration) *Server {
+	return &Server{log: log, slots: make(chan struct{}, workers), timeout: timeout, ready: make(chan struct{})}
 }
+
+// Ready is closed once Serve has every endpoint subscribed on the NATS
+// server, so that a request sent after it finds a responder.
+func (s *Server) Ready() <-chan struct{} { return s.ready }
 
 // Handle adapts fn to a micro.Handler: it decodes the JSON request,
 // validates it when it can, runs fn on the pool and replies with fn's result
@@ -109,7 +113,7 @@ func Handle[Req, Resp any](s *Server, fn func(context.Context, Req) (Resp, error
 				return
 			}
 		}
-		ctx, cancel := context.WithDeadline(context.WithoutCancel(s.ctx), s.deadline(r, received))
+		ctx, cancel := context.WithDeadline(context.Background(), s.deadline(r, received))
 		select {
 		case s.slots <- struct{}{}:
 		case <-ctx.Done():
@@ -220,6 +224,25 @@ func Connect(url, name string, log *slog.Logger) (*nats.Conn, error) {
 	return nc, nil
 }
 
+// awaitSubscribed waits until the NATS server has confirmed every
+// subscription made so far on nc (a flush round trip). While NATS is
+// unreachable it keeps trying: the subscriptions are sent again on
+// reconnect. It reports false if ctx ended first.
+func (s *Server) awaitSubscribed(ctx context.Context, nc *nats.Conn) bool {
+	for {
+		err := nc.FlushTimeout(5 * time.Second)
+		if err == nil {
+			return true
+		}
+		s.log.Warn("waiting for NATS to confirm the endpoints", "err", err)
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(time.Second):
+		}
+	}
+}
+
 // Endpoint is one micro endpoint of a service.
 type Endpoint struct {
 	Name    string
@@ -228,9 +251,10 @@ type Endpoint struct {
 }
 
 // Serve registers a micro service (default queue group, so replicas share
-// the load) with its endpoints on nc and serves until the Server's context
-// ends; then it stops taking requests and waits for the handlers in flight.
-func (s *Server) Serve(nc *nats.Conn, cfg micro.Config, endpoints ...Endpoint) error {
+// the load) with its endpoints on nc and serves until ctx ends; then it
+// stops taking requests and waits for the handlers in flight, whose own
+// contexts are not cut short.
+func (s *Server) Serve(ctx context.Context, nc *nats.Conn, cfg micro.Config, endpoints ...Endpoint) error {
 	svc, err := micro.AddService(nc, cfg)
 	if err != nil {
 		return fmt.Errorf("%s: add service: %w", cfg.Name, err)
@@ -241,7 +265,10 @@ func (s *Server) Serve(nc *nats.Conn, cfg micro.Config, endpoints ...Endpoint) e
 			return fmt.Errorf("%s: add endpoint %s: %w", cfg.Name, e.Name, err)
 		}
 	}
-	<-s.ctx.Done()
+	if s.awaitSubscribed(ctx, nc) {
+		close(s.ready)
+		<-ctx.Done()
+	}
 	err = svc.Stop()
 	s.wg.Wait() // every handler that started has replied
 	return err

@@ -43,11 +43,11 @@ func serve(t *testing.T, workers int, timeout time.Duration, fn func(context.Con
 		return nc
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	s := natsrpc.NewServer(ctx, slog.New(slog.DiscardHandler), workers, timeout)
+	s := natsrpc.NewServer(slog.New(slog.DiscardHandler), workers, timeout)
 	done := make(chan error, 1)
 	served := connect()
 	go func() {
-		done <- s.Serve(served, micro.Config{Name: "test", Version: "0.0.1"},
+		done <- s.Serve(ctx, served, micro.Config{Name: "test", Version: "0.0.1"},
 			natsrpc.Endpoint{Name: "do", Subject: "test.do", Handler: natsrpc.Handle(s, fn)})
 	}()
 	t.Cleanup(func() {
@@ -56,15 +56,17 @@ func serve(t *testing.T, workers int, timeout time.Duration, fn func(context.Con
 			t.Errorf("serve: %v", err)
 		}
 	})
-	nc := connect()
-	// Wait until the endpoint answers.
-	for {
-		err := natsrpc.Call(context.Background(), nc, "test.do", request{Name: "ping"}, nil)
-		if protocol.CodeOf(err) != protocol.CodeUnavailable {
-			return nc
-		}
-		time.Sleep(10 * time.Millisecond)
+	select {
+	case <-s.Ready():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the server never became ready")
 	}
+	// Ready means subscribed: the very first request finds a responder.
+	nc := connect()
+	if err := natsrpc.Call(context.Background(), nc, "test.do", request{Name: "ping"}, nil); err != nil {
+		t.Fatalf("first request after Ready: %v", err)
+	}
+	return nc
 }
 
 // A request that waited for a worker longer than its caller would wait is

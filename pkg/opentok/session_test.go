@@ -3,7 +3,6 @@ package opentok_test
 import (
 	"context"
 	"errors"
-	"net"
 	"strings"
 	"testing"
 	"time"
@@ -92,15 +91,7 @@ func TestCreateSessionOptionsChecked(t *testing.T) {
 func TestCreateSessionErrors(t *testing.T) {
 	t.Parallel()
 	wrongSecret := "fedcba9876543210fedcba9876543210fedcba98"
-	closed := func() string {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		addr := ln.Addr().String()
-		ln.Close()
-		return "http://" + addr
-	}()
+	closed := opentoktest.RefusedURL(t)
 	tests := []struct {
 		name     string
 		setup    func(*opentoktest.Server)

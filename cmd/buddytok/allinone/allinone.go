@@ -69,6 +69,9 @@ type replica struct {
 
 type runner interface{ Run(context.Context) error }
 
+// readier is a runner that says when it takes requests.
+type readier interface{ Ready() <-chan struct{} }
+
 // Start starts the system; Close stops it.
 func Start(ctx context.Context, opts Options) (sys *System, err error) {
 	if opts.Log == nil {
@@ -130,8 +133,7 @@ func (sys *System) startService(ctx context.Context, opts Options, kind Kind, i 
 		nc.Close()
 		return err
 	}
-	sys.run(kind, nc, r)
-	return nil
+	return sys.run(ctx, kind, nc, r)
 }
 
 func (sys *System) startEdge(ctx context.Context, opts Options, listen string) error {
@@ -151,8 +153,7 @@ func (sys *System) startEdge(ctx context.Context, opts Options, listen string) e
 		return fmt.Errorf("listen on %s: %w", listen, err)
 	}
 	sys.EdgeURLs = append(sys.EdgeURLs, "http://"+ln.Addr().String())
-	sys.run(Edge, nc, edgeOn{e, ln})
-	return nil
+	return sys.run(ctx, Edge, nc, edgeOn{e, ln})
 }
 
 type edgeOn struct {
@@ -162,13 +163,28 @@ type edgeOn struct {
 
 func (x edgeOn) Run(ctx context.Context) error { return x.e.Run(ctx, x.ln) }
 
-func (sys *System) run(kind Kind, nc *nats.Conn, r runner) {
+// run starts r and, if r says when it is ready, waits for that (or for
+// startCtx to end), so that Start returns a system that takes requests.
+func (sys *System) run(startCtx context.Context, kind Kind, nc *nats.Conn, r runner) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	rep := &replica{nc: nc, cancel: cancel, done: make(chan error, 1)}
 	go func() { rep.done <- r.Run(ctx) }()
 	sys.mu.Lock()
 	sys.replicas[kind] = append(sys.replicas[kind], rep)
 	sys.mu.Unlock()
+	rd, ok := r.(readier)
+	if !ok {
+		return nil
+	}
+	select {
+	case <-rd.Ready():
+		return nil
+	case err := <-rep.done:
+		rep.done <- err // for stop
+		return fmt.Errorf("%s stopped while starting: %w", kind, err)
+	case <-startCtx.Done():
+		return fmt.Errorf("%s: not ready: %w", kind, startCtx.Err())
+	}
 }
 
 // Stop stops replica i of kind (in start order) as a clean shutdown

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"io"
-	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -207,14 +206,7 @@ func verifyToken(t *testing.T, typ opentok.TokenType, token string) map[string]s
 // available again, and no half-made chat is left.
 func TestOpenTokFailureFailsAcceptCleanly(t *testing.T) {
 	t.Parallel()
-	closedURL := func() string {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer ln.Close()
-		return "http://" + ln.Addr().String()
-	}()
+	closedURL := opentoktest.RefusedURL(t)
 	tests := []struct {
 		name  string
 		setup func(*opentoktest.Server) opentok.Config

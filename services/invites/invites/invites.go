@@ -44,6 +44,7 @@ type Service struct {
 	store *state.Store
 	locks *userLocks
 	now   func() time.Time
+	srv   *natsrpc.Server
 }
 
 // New opens the state bucket and returns a replica ready to Run.
@@ -52,19 +53,22 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*Ser
 	if err != nil {
 		return nil, fmt.Errorf("invites: %w", err)
 	}
-	return &Service{nc: nc, log: log, store: store, locks: newUserLocks(), now: time.Now}, nil
+	return &Service{nc: nc, log: log, store: store, locks: newUserLocks(), now: time.Now,
+		srv: natsrpc.NewServer(log, 64, 15*time.Second)}, nil
 }
+
+// Ready is closed once the replica takes requests.
+func (s *Service) Ready() <-chan struct{} { return s.srv.Ready() }
 
 // Run serves the endpoints until ctx ends, then waits for requests in flight.
 func (s *Service) Run(ctx context.Context) error {
-	srv := natsrpc.NewServer(ctx, s.log, 64, 15*time.Second)
-	return srv.Serve(s.nc, micro.Config{Name: protocol.ServiceInvites, Version: Version, Description: "BuddyTok invitations and chats"},
-		natsrpc.Endpoint{Name: "invite", Subject: protocol.SubjectInvitesInvite, Handler: natsrpc.Handle(srv, s.invite)},
-		natsrpc.Endpoint{Name: "cancel", Subject: protocol.SubjectInvitesCancel, Handler: natsrpc.Handle(srv, s.cancel)},
-		natsrpc.Endpoint{Name: "accept", Subject: protocol.SubjectInvitesAccept, Handler: natsrpc.Handle(srv, s.accept)},
-		natsrpc.Endpoint{Name: "decline", Subject: protocol.SubjectInvitesDecline, Handler: natsrpc.Handle(srv, s.decline)},
-		natsrpc.Endpoint{Name: "end", Subject: protocol.SubjectInvitesEnd, Handler: natsrpc.Handle(srv, s.end)},
-		natsrpc.Endpoint{Name: "leave", Subject: protocol.SubjectInvitesLeave, Handler: natsrpc.Handle(srv, s.leave)},
+	return s.srv.Serve(ctx, s.nc, micro.Config{Name: protocol.ServiceInvites, Version: Version, Description: "BuddyTok invitations and chats"},
+		natsrpc.Endpoint{Name: "invite", Subject: protocol.SubjectInvitesInvite, Handler: natsrpc.Handle(s.srv, s.invite)},
+		natsrpc.Endpoint{Name: "cancel", Subject: protocol.SubjectInvitesCancel, Handler: natsrpc.Handle(s.srv, s.cancel)},
+		natsrpc.Endpoint{Name: "accept", Subject: protocol.SubjectInvitesAccept, Handler: natsrpc.Handle(s.srv, s.accept)},
+		natsrpc.Endpoint{Name: "decline", Subject: protocol.SubjectInvitesDecline, Handler: natsrpc.Handle(s.srv, s.decline)},
+		natsrpc.Endpoint{Name: "end", Subject: protocol.SubjectInvitesEnd, Handler: natsrpc.Handle(s.srv, s.end)},
+		natsrpc.Endpoint{Name: "leave", Subject: protocol.SubjectInvitesLeave, Handler: natsrpc.Handle(s.srv, s.leave)},
 	)
 }
 

@@ -49,6 +49,7 @@ type Service struct {
 	store  *state.Store
 	leases jetstream.KeyValue
 	now    func() time.Time
+	srv    *natsrpc.Server
 }
 
 // New opens the buckets and returns a replica ready to Run.
@@ -62,7 +63,8 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*Ser
 	if err != nil {
 		return nil, fmt.Errorf("presence: %w", err)
 	}
-	return &Service{nc: nc, cfg: cfg, log: log, store: store, leases: leases, now: time.Now}, nil
+	return &Service{nc: nc, cfg: cfg, log: log, store: store, leases: leases, now: time.Now,
+		srv: natsrpc.NewServer(log, 64, 10*time.Second)}, nil
 }
 
 // withDefaults fills the settings that must not be zero. A zero Grace is
@@ -73,16 +75,18 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
+// Ready is closed once the replica takes requests.
+func (s *Service) Ready() <-chan struct{} { return s.srv.Ready() }
+
 // Run serves the presence endpoints and runs the reaper until ctx ends,
 // then stops taking requests and waits for those in flight.
 func (s *Service) Run(ctx context.Context) error {
-	srv := natsrpc.NewServer(ctx, s.log, 64, 10*time.Second)
 	reaperDone := make(chan error, 1)
 	go func() { reaperDone <- s.reapUntilDone(ctx) }()
-	err := srv.Serve(s.nc, micro.Config{Name: protocol.ServicePresence, Version: Version, Description: "BuddyTok presence: joins, resumes, disconnects, leaves"},
-		natsrpc.Endpoint{Name: "join", Subject: protocol.SubjectPresenceJoin, Handler: natsrpc.Handle(srv, s.join)},
-		natsrpc.Endpoint{Name: "resume", Subject: protocol.SubjectPresenceResume, Handler: natsrpc.Handle(srv, s.resume)},
-		natsrpc.Endpoint{Name: "disconnect", Subject: protocol.SubjectPresenceDisconnect, Handler: natsrpc.Handle(srv, s.disconnect)},
+	err := s.srv.Serve(ctx, s.nc, micro.Config{Name: protocol.ServicePresence, Version: Version, Description: "BuddyTok presence: joins, resumes, disconnects, leaves"},
+		natsrpc.Endpoint{Name: "join", Subject: protocol.SubjectPresenceJoin, Handler: natsrpc.Handle(s.srv, s.join)},
+		natsrpc.Endpoint{Name: "resume", Subject: protocol.SubjectPresenceResume, Handler: natsrpc.Handle(s.srv, s.resume)},
+		natsrpc.Endpoint{Name: "disconnect", Subject: protocol.SubjectPresenceDisconnect, Handler: natsrpc.Handle(s.srv, s.disconnect)},
 	)
 	if rerr := <-reaperDone; rerr != nil && !errors.Is(rerr, context.Canceled) {
 		err = errors.Join(err, rerr)

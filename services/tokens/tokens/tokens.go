@@ -63,6 +63,7 @@ type Service struct {
 	log      *slog.Logger
 	store    *state.Store
 	provider Provider
+	srv      *natsrpc.Server
 }
 
 // New opens the state bucket and returns a replica ready to Run.
@@ -76,17 +77,20 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*Ser
 		p = WebRTC{}
 	}
 	log.Info("video provider", "mode", p.Mode())
-	return &Service{nc: nc, log: log, store: store, provider: p}, nil
+	return &Service{nc: nc, log: log, store: store, provider: p,
+		srv: natsrpc.NewServer(log, 128, 20*time.Second)}, nil
 }
+
+// Ready is closed once the replica takes requests.
+func (s *Service) Ready() <-chan struct{} { return s.srv.Ready() }
 
 // Run serves the endpoints until ctx ends, then waits for requests in flight.
 func (s *Service) Run(ctx context.Context) error {
-	srv := natsrpc.NewServer(ctx, s.log, 128, 20*time.Second)
-	return srv.Serve(s.nc, micro.Config{Name: protocol.ServiceTokens, Version: Version, Description: "BuddyTok video sessions, credentials and WebRTC signalling (" + s.provider.Mode() + ")"},
-		natsrpc.Endpoint{Name: "session", Subject: protocol.SubjectTokensSession, Handler: natsrpc.Handle(srv, s.session)},
-		natsrpc.Endpoint{Name: "credentials", Subject: protocol.SubjectTokensCredentials, Handler: natsrpc.Handle(srv, s.credentials)},
-		natsrpc.Endpoint{Name: "signal", Subject: protocol.SubjectTokensSignal, Handler: natsrpc.Handle(srv, s.signal)},
-		natsrpc.Endpoint{Name: "mode", Subject: protocol.SubjectTokensMode, Handler: natsrpc.Handle(srv, s.mode)},
+	return s.srv.Serve(ctx, s.nc, micro.Config{Name: protocol.ServiceTokens, Version: Version, Description: "BuddyTok video sessions, credentials and WebRTC signalling (" + s.provider.Mode() + ")"},
+		natsrpc.Endpoint{Name: "session", Subject: protocol.SubjectTokensSession, Handler: natsrpc.Handle(s.srv, s.session)},
+		natsrpc.Endpoint{Name: "credentials", Subject: protocol.SubjectTokensCredentials, Handler: natsrpc.Handle(s.srv, s.credentials)},
+		natsrpc.Endpoint{Name: "signal", Subject: protocol.SubjectTokensSignal, Handler: natsrpc.Handle(s.srv, s.signal)},
+		natsrpc.Endpoint{Name: "mode", Subject: protocol.SubjectTokensMode, Handler: natsrpc.Handle(s.srv, s.mode)},
 	)
 }
 
