@@ -6,58 +6,110 @@ import (
 	"fmt"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/buddytok/buddytok/pkg/protocol"
 	"github.com/buddytok/buddytok/pkg/state"
 )
 
-// Writers keep moving pairs of keys together in atomic batches; every
-// snapshot taken meanwhile must show each pair in step.
+// Writers keep moving groups of keys together in atomic batches; every
+// snapshot taken meanwhile must show each group in step. Wide batches take
+// the server long enough to store that snapshots often begin, or reach the
+// end of the stream, in the middle of one.
 func TestSnapshotIsConsistentUnderWrites(t *testing.T) {
 	t.Parallel()
-	st := mustStore(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	const pairs = 6
-	var wg sync.WaitGroup
-	for p := range pairs {
-		a, b := fmt.Sprintf("a%d", p), fmt.Sprintf("b%d", p)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for n := 0; ctx.Err() == nil; n++ {
-				err := state.Retry(ctx, func(ctx context.Context) error {
-					ua, ra, errA := st.GetUser(ctx, a)
-					_, rb, errB := st.GetUser(ctx, b)
-					if errA != nil && !errors.Is(errA, state.ErrNotFound) || errB != nil && !errors.Is(errB, state.ErrNotFound) {
-						return errors.Join(errA, errB)
+	tests := []struct {
+		name          string
+		groups, width int
+	}{
+		{"many pairs", 6, 2},
+		{"wide batches", 2, 150},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			st := mustStore(t)
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			key := func(g, k int) string { return fmt.Sprintf("g%d-%d", g, k) }
+			var wg sync.WaitGroup
+			for g := range tt.groups {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for ctx.Err() == nil {
+						err := state.Retry(ctx, func(ctx context.Context) error {
+							var txn state.Txn
+							var n int64
+							for k := range tt.width {
+								u, rev, err := st.GetUser(ctx, key(g, k))
+								if err != nil && !errors.Is(err, state.ErrNotFound) {
+									return err
+								}
+								n = max(n, u.JoinedAt)
+								txn.Put(state.UserKey(key(g, k)), rev, state.User{ID: key(g, k), JoinedAt: n + 1, State: protocol.StateAvailable})
+							}
+							return st.Commit(ctx, &txn)
+						})
+						if err != nil && ctx.Err() == nil {
+							t.Error(err)
+							return
+						}
 					}
-					next := state.User{ID: a, Name: fmt.Sprint(ua.JoinedAt + 1), JoinedAt: ua.JoinedAt + 1, State: protocol.StateAvailable}
-					var txn state.Txn
-					txn.Put(state.UserKey(a), ra, next)
-					next.ID = b
-					txn.Put(state.UserKey(b), rb, next)
-					return st.Commit(ctx, &txn)
-				})
-				if err != nil && ctx.Err() == nil {
-					t.Error(err)
-					return
+				}()
+			}
+			for range 100 {
+				snap, err := st.Snapshot(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for g := range tt.groups {
+					first := snap.Users[key(g, 0)].JoinedAt
+					for k := range tt.width {
+						if u := snap.Users[key(g, k)]; u.JoinedAt != first {
+							t.Fatalf("snapshot at %d: group %d out of step: %s at %d, %s at %d", snap.Sequence, g, key(g, 0), first, key(g, k), u.JoinedAt)
+						}
+					}
 				}
 			}
-		}()
+			cancel()
+			wg.Wait()
+		})
 	}
-	for range 200 {
-		snap, err := st.Snapshot(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for p := range pairs {
-			a, b := snap.Users[fmt.Sprintf("a%d", p)], snap.Users[fmt.Sprintf("b%d", p)]
-			if a.Name != b.Name {
-				t.Fatalf("snapshot at %d: pair %d out of step: %q vs %q", snap.Sequence, p, a.Name, b.Name)
-			}
-		}
+}
+
+// A stream can end inside a batch for good: PurgeDeleted removes every
+// message of a deleted key, and so can take a batch's last message (and
+// with it the commit mark) while the batch's first ones stay. A snapshot
+// must not wait for the rest of such a batch.
+func TestSnapshotOfAStreamEndingInAPurgedBatch(t *testing.T) {
+	t.Parallel()
+	st := mustStore(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var both state.Txn
+	both.Put(state.UserKey("kept"), 0, state.User{ID: "kept", Name: "K"})
+	both.Put(state.UserKey("gone"), 0, state.User{ID: "gone", Name: "G"})
+	if err := st.Commit(ctx, &both); err != nil {
+		t.Fatal(err)
 	}
-	cancel()
-	wg.Wait()
+	_, rev, err := st.GetUser(ctx, "gone")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var del state.Txn
+	del.Delete(state.UserKey("gone"), rev)
+	if err := st.Commit(ctx, &del); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := st.PurgeDeleted(ctx, -time.Second); err != nil || n != 1 {
+		t.Fatalf("purge: n=%d err=%v", n, err)
+	}
+	snap, err := st.Snapshot(ctx)
+	if err != nil {
+		t.Fatalf("snapshot of a stream ending in a purged batch: %v", err)
+	}
+	if len(snap.Users) != 1 || snap.Users["kept"].Name != "K" {
+		t.Fatalf("snapshot users = %+v, want only kept", snap.Users)
+	}
 }

@@ -35,9 +35,13 @@ var (
 	ErrConflict = errors.New("state: record changed concurrently")
 )
 
-// headerBatchSequence numbers the messages of an atomic batch from 1; the
-// server keeps it on stored messages.
-const headerBatchSequence = "Nats-Batch-Sequence"
+// headerBatchSequence numbers the messages of an atomic batch from 1, and
+// headerBatchCommit marks its last message; the server keeps both on the
+// stored messages.
+const (
+	headerBatchSequence = "Nats-Batch-Sequence"
+	headerBatchCommit   = "Nats-Batch-Commit"
+)
 
 // Options configure the buckets.
 type Options struct {
@@ -345,7 +349,20 @@ func (s *Store) snapshotOnce(ctx context.Context) (Snapshot, bool, error) {
 		} else {
 			newer[key]++
 		}
-		if meta.NumPending == 0 {
+		if meta.NumPending > 0 {
+			continue
+		}
+		// The end of the stream. A batch's messages are stored one after
+		// the other, so it may end, for a moment, in the middle of one;
+		// then the rest of the batch belongs to the snapshot too.
+		if batchSeq == 0 || m.Headers().Get(headerBatchCommit) != "" {
+			break
+		}
+		more, err := storedAfter(ctx, st, seq)
+		if err != nil {
+			return snap, false, err
+		}
+		if !more {
 			break
 		}
 	}
@@ -367,6 +384,23 @@ func (s *Store) snapshotOnce(ctx context.Context) (Snapshot, bool, error) {
 		}
 	}
 	return snap, true, nil
+}
+
+// storedAfter reports whether the stream holds a message after seq, once
+// any batch being stored has been stored whole: a message read is isolated
+// from batch writes (the server holds readers off until a batch is
+// complete). A stream that still ends inside a batch after that lost the
+// batch's last messages to a purge (PurgeDeleted), and ends there.
+func storedAfter(ctx context.Context, st jetstream.Stream, seq uint64) (bool, error) {
+	_, err := st.GetMsg(ctx, seq+1, jetstream.WithGetMsgSubject(">"))
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+		return false, nil
+	default:
+		return false, fmt.Errorf("state: snapshot: %w", err)
+	}
 }
 
 // PurgeDeleted removes every revision of keys deleted longer than
