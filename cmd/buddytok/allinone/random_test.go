@@ -96,6 +96,16 @@ func (p *player) act(ctx context.Context, t *tally) error {
 	return err
 }
 
+// maxThink bounds a player's pause between operations; pauses are uniform
+// in [0, maxThink). 32 players then offer about 150 operations a second,
+// below what one file-backed state stream commits (BenchmarkCommit), so
+// latencies measure the system rather than a queue that only grows.
+const maxThink = 300 * time.Millisecond
+
+func (p *player) thinkTime() time.Duration {
+	return time.Duration(p.rng.Int64N(int64(maxThink)))
+}
+
 func (p *player) connect(ctx context.Context, t *tally) error {
 	c := p.w.dial()
 	if p.userID != "" && p.rng.IntN(2) == 0 {
@@ -177,6 +187,15 @@ func randomRun(t *testing.T, w *world, players, opsEach int, seed uint64, midRun
 		go func() {
 			defer wg.Done()
 			for n := range opsEach {
+				// A person looks before they click: each player pauses
+				// between operations, so the run stays a race between
+				// people rather than a flood no deployment would see.
+				select {
+				case <-ctx.Done():
+					errs <- fmt.Errorf("player %d op %d: %w", i, n, ctx.Err())
+					return
+				case <-time.After(ps[i].thinkTime()):
+				}
 				opCtx, cancelOp := context.WithTimeout(ctx, waitFor)
 				started := time.Now()
 				err := ps[i].act(opCtx, &t0)
