@@ -270,6 +270,32 @@ func (s *Server) Serve(ctx context.Context, nc *nats.Conn, cfg micro.Config, end
 		<-ctx.Done()
 	}
 	err = svc.Stop()
+	s.awaitDrained(nc)
 	s.wg.Wait() // every handler that started has replied
 	return err
+}
+
+// drainTimeout bounds how long a stopping Server waits for the requests it
+// had already received to be handed to their handlers.
+const drainTimeout = 5 * time.Second
+
+// awaitDrained waits until every request the NATS server routed to the
+// stopped endpoints has reached Handle (and so is counted in s.wg): Stop
+// unsubscribes and drains, but does not wait for the requests still queued
+// in the client, which would be lost with the connection. A flush makes
+// sure nothing more is on its way; a barrier runs once every subscription
+// of nc has handled what it held at that moment.
+func (s *Server) awaitDrained(nc *nats.Conn) {
+	if err := nc.FlushTimeout(drainTimeout); err != nil {
+		return // disconnected: nothing more arrives, and replies could not go
+	}
+	done := make(chan struct{})
+	if err := nc.Barrier(func() { close(done) }); err != nil {
+		return
+	}
+	select {
+	case <-done:
+	case <-time.After(drainTimeout):
+		s.log.Warn("requests still queued after stopping; some may go unanswered", "waited", drainTimeout)
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -185,6 +186,86 @@ func TestErrorCodes(t *testing.T) {
 		}
 		if tt.want == protocol.CodeInternal && err != nil && protocol.AsError(err).Message != "internal server error" {
 			t.Errorf("%s: internals reached the caller: %v", tt.name, err)
+		}
+	}
+}
+
+// Requests already queued at a replica when it stops are answered before
+// its Serve returns (after which the process closes its connection or
+// exits): stopping a replica loses no request.
+func TestStopAnswersEveryQueuedRequest(t *testing.T) {
+	t.Parallel()
+	srv, err := embeddednats.Start(embeddednats.Options{StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Shutdown)
+	served, err := nats.Connect(srv.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	caller, err := nats.Connect(srv.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(caller.Close)
+
+	release, started := make(chan struct{}), make(chan struct{}, 1)
+	s := natsrpc.NewServer(slog.New(slog.DiscardHandler), 1, 10*time.Second)
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- s.Serve(ctx, served, micro.Config{Name: "test", Version: "0.0.1"},
+			natsrpc.Endpoint{Name: "do", Subject: "test.do", Handler: natsrpc.Handle(s, func(_ context.Context, r request) (reply, error) {
+				if r.Name == "blocker" {
+					started <- struct{}{}
+					<-release
+				}
+				return reply{}, nil
+			})})
+	}()
+	<-s.Ready()
+	go func() { _ = natsrpc.Call(context.Background(), caller, "test.do", request{Name: "blocker"}, nil) }()
+	<-started
+
+	// Queue requests behind the busy worker; the flush makes sure the
+	// server has routed them to the replica.
+	const queued = 5
+	replies, err := caller.SubscribeSync(nats.NewInbox())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range queued {
+		msg := nats.NewMsg("test.do")
+		msg.Reply = replies.Subject
+		msg.Data = []byte(fmt.Sprintf(`{"name":"queued %d"}`, i))
+		msg.Header.Set(protocol.HeaderBudget, "10000")
+		if err := caller.PublishMsg(msg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := caller.Flush(); err != nil {
+		t.Fatal(err)
+	}
+
+	// Stop the replica, and wait until NATS no longer routes to it.
+	stop()
+	for {
+		probe, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		err := natsrpc.Call(probe, caller, "test.do", request{Name: "probe"}, nil)
+		cancel()
+		if pe := protocol.AsError(err); pe.Code == protocol.CodeUnavailable && strings.Contains(pe.Message, "not reachable") {
+			break
+		}
+	}
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	served.Close() // as a process does once its service has stopped
+	for i := range queued {
+		if _, err := replies.NextMsg(5 * time.Second); err != nil {
+			t.Fatalf("%d of %d queued requests answered; then: %v", i, queued, err)
 		}
 	}
 }

@@ -35,9 +35,10 @@ type client struct {
 	userID string
 	events *nats.Subscription
 
-	// Directed events that arrive between subscribing and the welcome frame
-	// wait in early and follow the welcome, so the client applies them on
-	// top of its snapshot, in order.
+	// Frames that must follow the welcome (buddy-list deltas after the
+	// snapshot it carries, directed events) and arrive before it is sent
+	// wait in early, so the client applies them on top of its snapshot, in
+	// order.
 	evMu     sync.Mutex
 	welcomed bool
 	early    [][]byte
@@ -264,23 +265,29 @@ func (c *client) subscribeEvents(userID string) error {
 			}
 			return
 		}
-		c.evMu.Lock()
-		defer c.evMu.Unlock()
-		if c.welcomed {
-			c.send(m.Data)
-			return
-		}
-		if len(c.early) >= protocol.SendQueueFrames {
-			c.close(websocket.ClosePolicyViolation, string(protocol.CodeSlowConsumer))
-			return
-		}
-		c.early = append(c.early, m.Data)
+		c.deliver(m.Data)
 	})
 	if err != nil {
 		return err
 	}
 	c.events = sub
 	return nil
+}
+
+// deliver queues a frame that must come after the welcome: at once if the
+// welcome has gone, else after it.
+func (c *client) deliver(data []byte) {
+	c.evMu.Lock()
+	defer c.evMu.Unlock()
+	if c.welcomed {
+		c.send(data)
+		return
+	}
+	if len(c.early) >= protocol.SendQueueFrames {
+		c.close(websocket.ClosePolicyViolation, string(protocol.CodeSlowConsumer))
+		return
+	}
+	c.early = append(c.early, data)
 }
 
 // unsubscribeEvents stops the relay after a failed join or resume.
@@ -348,19 +355,35 @@ func (c *client) resume(f protocol.ClientFrame) {
 func (c *client) welcome(ref string, p protocol.Personal, secret string) {
 	you := p.User
 	mode := c.e.mode()
-	c.e.hub.subscribe(c, func(users []protocol.User, rev uint64) {
-		c.evMu.Lock()
-		defer c.evMu.Unlock()
-		c.sendFrame(protocol.ServerFrame{
-			Type: protocol.TypeWelcome, Ref: ref, Version: protocol.Version, Mode: mode,
-			You: &you, Secret: secret, Users: users, Revision: rev,
-			Incoming: p.Incoming, Outgoing: p.Outgoing, Chat: p.Chat,
-		})
-		for _, data := range c.early {
-			c.send(data)
-		}
-		c.early, c.welcomed = nil, true
+	// Subscribing takes the list as it is and has every later change
+	// delivered after the welcome; sorting and encoding the list (the
+	// costly part with thousands online) happen outside the hub's lock,
+	// so joins do not queue behind each other or behind the fan-out.
+	users, rev := c.e.hub.subscribe(c)
+	sortUsers(users)
+	data, err := json.Marshal(protocol.ServerFrame{
+		Type: protocol.TypeWelcome, Ref: ref, Version: protocol.Version, Mode: mode,
+		You: &you, Secret: secret, Users: users, Revision: rev,
+		Incoming: p.Incoming, Outgoing: p.Outgoing, Chat: p.Chat,
 	})
+	if err != nil {
+		c.e.log.Error("encode welcome", "err", err)
+		c.close(websocket.CloseInternalServerErr, string(protocol.CodeInternal))
+		return
+	}
+	c.sendWelcome(data)
+}
+
+// sendWelcome sends the encoded welcome, then the frames delivered before
+// it, and from then on lets deliver send at once.
+func (c *client) sendWelcome(data []byte) {
+	c.evMu.Lock()
+	defer c.evMu.Unlock()
+	c.send(data)
+	for _, early := range c.early {
+		c.send(early)
+	}
+	c.early, c.welcomed = nil, true
 }
 
 // cleanup runs after the reader stopped: the user stops receiving events

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -81,7 +82,7 @@ func (h *hub) broadcastLocked(frame protocol.ServerFrame) {
 		return
 	}
 	for c := range h.subs {
-		c.send(data)
+		c.deliver(data)
 	}
 }
 
@@ -116,13 +117,14 @@ func (h *hub) apply(e jetstream.KeyValueEntry) {
 	h.broadcastLocked(frame)
 }
 
-// subscribe adds c to the fan-out and, under the same lock, hands first the
-// current list to welcome, so no delta can come before the snapshot.
-func (h *hub) subscribe(c *client, welcome func(users []protocol.User, rev uint64)) {
+// subscribe adds c to the fan-out and returns, taken under the same lock,
+// the list (unsorted, a copy) and its revision: every change after it goes
+// to c.deliver, none before.
+func (h *hub) subscribe(c *client) ([]protocol.User, uint64) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	welcome(h.sortedLocked(), h.rev)
 	h.subs[c] = struct{}{}
+	return slices.Collect(maps.Values(h.users)), h.rev
 }
 
 func (h *hub) unsubscribe(c *client) {
@@ -134,19 +136,17 @@ func (h *hub) unsubscribe(c *client) {
 // list returns the online users in the page's order: by name, then join time.
 func (h *hub) list() []protocol.User {
 	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.sortedLocked()
+	users := slices.Collect(maps.Values(h.users))
+	h.mu.Unlock()
+	sortUsers(users)
+	return users
 }
 
-func (h *hub) sortedLocked() []protocol.User {
-	out := make([]protocol.User, 0, len(h.users))
-	for _, u := range h.users {
-		out = append(out, u)
-	}
-	slices.SortFunc(out, func(a, b protocol.User) int {
+// sortUsers puts users in the page's order: by name, then join time.
+func sortUsers(users []protocol.User) {
+	slices.SortFunc(users, func(a, b protocol.User) int {
 		return cmp.Or(cmp.Compare(a.Name, b.Name), cmp.Compare(a.JoinedAt, b.JoinedAt), cmp.Compare(a.ID, b.ID))
 	})
-	return out
 }
 
 func (h *hub) isReady() bool {
