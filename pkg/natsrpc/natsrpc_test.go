@@ -26,16 +26,16 @@ type reply struct {
 	Deadline time.Time `json:"deadline"`
 }
 
-// serve starts a micro service with one endpoint, "test.<name>", whose
-// handler is fn, on a pool of workers; it returns a client connection.
-func serve(t *testing.T, workers int, timeout time.Duration, fn func(context.Context, request) (reply, error)) *nats.Conn {
+// startNATS starts an embedded NATS server for the test and returns a
+// function that opens connections to it (closed when the test ends).
+func startNATS(t *testing.T) func() *nats.Conn {
 	t.Helper()
 	srv, err := embeddednats.Start(embeddednats.Options{StoreDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(srv.Shutdown)
-	connect := func() *nats.Conn {
+	return func() *nats.Conn {
 		nc, err := nats.Connect(srv.ClientURL())
 		if err != nil {
 			t.Fatal(err)
@@ -43,6 +43,13 @@ func serve(t *testing.T, workers int, timeout time.Duration, fn func(context.Con
 		t.Cleanup(nc.Close)
 		return nc
 	}
+}
+
+// serve starts a micro service with one endpoint, "test.<name>", whose
+// handler is fn, on a pool of workers; it returns a client connection.
+func serve(t *testing.T, workers int, timeout time.Duration, fn func(context.Context, request) (reply, error)) *nats.Conn {
+	t.Helper()
+	connect := startNATS(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	s := natsrpc.NewServer(slog.New(slog.DiscardHandler), workers, timeout)
 	done := make(chan error, 1)
@@ -195,20 +202,8 @@ func TestErrorCodes(t *testing.T) {
 // exits): stopping a replica loses no request.
 func TestStopAnswersEveryQueuedRequest(t *testing.T) {
 	t.Parallel()
-	srv, err := embeddednats.Start(embeddednats.Options{StoreDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Shutdown)
-	served, err := nats.Connect(srv.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	caller, err := nats.Connect(srv.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(caller.Close)
+	connect := startNATS(t)
+	served, caller := connect(), connect()
 
 	release, started := make(chan struct{}), make(chan struct{}, 1)
 	s := natsrpc.NewServer(slog.New(slog.DiscardHandler), 1, 10*time.Second)
