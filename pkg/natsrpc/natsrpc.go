@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go/micro"
 
 	"github.com/buddytok/buddytok/pkg/protocol"
+	"github.com/buddytok/buddytok/pkg/retry"
 )
 
 // DefaultTimeout bounds a call whose context has no deadline.
@@ -229,18 +230,14 @@ func Connect(url, name string, log *slog.Logger) (*nats.Conn, error) {
 // unreachable it keeps trying: the subscriptions are sent again on
 // reconnect. It reports false if ctx ended first.
 func (s *Server) awaitSubscribed(ctx context.Context, nc *nats.Conn) bool {
-	for {
+	err := retry.Do(ctx, retry.Policy{Initial: 100 * time.Millisecond, Max: time.Second}, func(context.Context) error {
 		err := nc.FlushTimeout(5 * time.Second)
-		if err == nil {
-			return true
+		if err != nil {
+			s.log.Warn("waiting for NATS to confirm the endpoints", "err", err)
 		}
-		s.log.Warn("waiting for NATS to confirm the endpoints", "err", err)
-		select {
-		case <-ctx.Done():
-			return false
-		case <-time.After(time.Second):
-		}
-	}
+		return err
+	})
+	return err == nil
 }
 
 // Endpoint is one micro endpoint of a service.

@@ -11,6 +11,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/buddytok/buddytok/pkg/retry"
 )
 
 // MediaMode says how media flows in a session.
@@ -138,19 +140,19 @@ func (c *Client) CreateSession(ctx context.Context, opts SessionOptions) (string
 		return "", err
 	}
 	endpoint := c.baseURL.JoinPath("session", "create").String()
-	backoff := 200 * time.Millisecond
-	for attempt := 0; ; attempt++ {
-		id, err := c.createOnce(ctx, endpoint, form.Encode())
-		if err == nil || !errors.Is(err, ErrUnavailable) || attempt >= c.retries {
-			return id, err
-		}
-		select {
-		case <-ctx.Done():
-			return "", fmt.Errorf("%w: %w", ErrUnavailable, ctx.Err())
-		case <-time.After(backoff):
-		}
-		backoff *= 2
+	var id string
+	err = retry.Do(ctx, retry.Policy{
+		Initial: 200 * time.Millisecond, Max: 2 * time.Second, Attempts: c.retries + 1,
+		Retryable: func(err error) bool { return errors.Is(err, ErrUnavailable) },
+	}, func(ctx context.Context) error {
+		var err error
+		id, err = c.createOnce(ctx, endpoint, form.Encode())
+		return err
+	})
+	if err != nil && ctx.Err() != nil && !errors.Is(err, ErrUnavailable) {
+		err = fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
+	return id, err
 }
 
 func (c *Client) createOnce(ctx context.Context, endpoint, body string) (string, error) {

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"strconv"
 	"strings"
 	"time"
@@ -15,6 +14,7 @@ import (
 	"github.com/synadia-io/orbit.go/jetstreamext"
 
 	"github.com/buddytok/buddytok/pkg/protocol"
+	"github.com/buddytok/buddytok/pkg/retry"
 )
 
 // Bucket is the KV bucket that holds users, invitations and chats. They
@@ -246,38 +246,25 @@ func (s *Store) Commit(ctx context.Context, t *Txn) error {
 	return fmt.Errorf("state: commit: %w", err)
 }
 
-// maxAttempts bounds optimistic retries of one transition whose context has
-// no deadline; with a deadline, the deadline ends them first.
-const maxAttempts = 100
+// conflictRetry spaces the optimistic retries of one transition: the
+// losers of one round back off at random so they do not collide again.
+// The attempts bound a context without a deadline; with one, the deadline
+// ends them first.
+var conflictRetry = retry.Policy{
+	Initial: time.Millisecond, Max: 50 * time.Millisecond, Attempts: 100,
+	Retryable: func(err error) bool { return errors.Is(err, ErrConflict) },
+}
 
 // Retry runs attempt until it returns something other than ErrConflict or
-// ctx ends, backing off between attempts (exponentially, with full jitter,
-// so that the losers of one round do not collide again in the next). When
-// ctx ends the error wraps ctx.Err(); after maxAttempts conflicts it is a
-// CodeConflict protocol error.
+// ctx ends, backing off between attempts. When ctx ends the error wraps
+// ctx.Err(); when the attempts run out it is a CodeConflict protocol error.
 func Retry(ctx context.Context, attempt func(context.Context) error) error {
-	for i := range maxAttempts {
-		err := attempt(ctx)
-		if !errors.Is(err, ErrConflict) {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("state: retry after %d conflicts: %w", i+1, ctx.Err())
-		case <-time.After(backoff(i)):
-		}
+	err := retry.Do(ctx, conflictRetry, attempt)
+	if errors.Is(err, ErrConflict) && ctx.Err() == nil {
+		return protocol.Errorf(protocol.CodeConflict, "too many concurrent changes; try again")
 	}
-	return protocol.Errorf(protocol.CodeConflict, "too many concurrent changes; try again")
+	return err
 }
-
-// backoff is the pause after the n-th conflict (from 0): a random duration
-// up to 1 ms doubled n times, at most maxBackoff.
-func backoff(n int) time.Duration {
-	ceiling := min(time.Millisecond<<min(n, 16), maxBackoff)
-	return time.Duration(1 + rand.Int64N(int64(ceiling)))
-}
-
-const maxBackoff = 50 * time.Millisecond
 
 // Snapshot is the whole state at one stream sequence.
 type Snapshot struct {
@@ -287,16 +274,27 @@ type Snapshot struct {
 	Chats       map[string]Chat
 }
 
+var errSnapshotMoved = errors.New("state: snapshot: keys change too fast to read a consistent state")
+
 // Snapshot reads every record as of one point in the stream, so that the
 // invariants can be checked on a consistent state while writes go on.
 func (s *Store) Snapshot(ctx context.Context) (Snapshot, error) {
-	for range 20 {
-		snap, ok, err := s.snapshotOnce(ctx)
-		if err != nil || ok {
-			return snap, err
-		}
+	var snap Snapshot
+	err := retry.Do(ctx, retry.Policy{Initial: time.Millisecond, Max: 10 * time.Millisecond, Attempts: 20,
+		Retryable: func(err error) bool { return errors.Is(err, errSnapshotMoved) }},
+		func(ctx context.Context) error {
+			var ok bool
+			var err error
+			snap, ok, err = s.snapshotOnce(ctx)
+			if err == nil && !ok {
+				return errSnapshotMoved
+			}
+			return err
+		})
+	if err != nil {
+		return Snapshot{}, err
 	}
-	return Snapshot{}, errors.New("state: snapshot: keys change too fast to read a consistent state")
+	return snap, nil
 }
 
 // snapshotOnce reads the state at the stream's current last sequence. It

@@ -78,3 +78,25 @@ func TestEdgeRestartKeepsTheChat(t *testing.T) {
 	}
 	w.sees(id(bob), protocol.StateAvailable, bob, again)
 }
+
+// An edge told to stop while presence is unreachable must still stop in
+// bounded time: its disconnect reports give up with the shutdown (the
+// lease it drops tells presence instead), they do not retry for a minute.
+func TestEdgeStopsWhilePresenceIsUnreachable(t *testing.T) {
+	t.Parallel()
+	w := mustWorld(t, topologies[0], settings{grace: 5 * time.Second, shutdown: time.Second})
+	w.join("Ann")
+	if err := w.sys.Stop(allinone.Presence, 0); err != nil {
+		t.Fatal(err)
+	}
+	stopped := make(chan error, 1)
+	go func() { stopped <- w.sys.Stop(allinone.Edge, 0) }()
+	select {
+	case err := <-stopped:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(waitFor):
+		t.Fatal("the edge did not stop: its disconnect report ignores the shutdown")
+	}
+}

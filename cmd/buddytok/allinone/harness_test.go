@@ -1,6 +1,7 @@
 package allinone_test
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -49,6 +50,8 @@ type settings struct {
 	video tokens.Provider
 	// logs, if set, receives every log line of the system as JSON.
 	logs io.Writer
+	// shutdown bounds an edge's shutdown (default waitFor).
+	shutdown time.Duration
 }
 
 func options(top topology, s settings) allinone.Options {
@@ -71,7 +74,7 @@ func options(top topology, s settings) allinone.Options {
 		Presence: presence.Config{Grace: s.grace, LeaseTTL: time.Second, SweepEvery: 25 * time.Millisecond, Replicas: 1},
 		Edge: edge.Config{
 			LeaseTTL: time.Second, PingEvery: 5 * time.Second, WriteTimeout: 5 * time.Second,
-			RequestTimeout: 10 * time.Second, Replicas: 1, FramesPerSecond: fps,
+			RequestTimeout: 10 * time.Second, Replicas: 1, FramesPerSecond: fps, ShutdownTimeout: cmp.Or(s.shutdown, waitFor),
 		},
 	}
 }

@@ -28,6 +28,7 @@ import (
 	"github.com/buddytok/buddytok/pkg/config"
 	"github.com/buddytok/buddytok/pkg/natsrpc"
 	"github.com/buddytok/buddytok/pkg/protocol"
+	"github.com/buddytok/buddytok/pkg/retry"
 	"github.com/buddytok/buddytok/pkg/state"
 	"github.com/buddytok/buddytok/web"
 )
@@ -48,10 +49,14 @@ type Config struct {
 	// FramesPerSecond and FrameBurst limit each connection's frames.
 	FramesPerSecond float64
 	FrameBurst      int
+	// ShutdownTimeout bounds a shutdown: closing the sockets and reporting
+	// their users' disconnects.
+	ShutdownTimeout time.Duration
 }
 
 // ConfigFromEnv reads HOST, PORT, ALLOWED_ORIGINS, EDGE_LEASE_TTL,
-// WS_PING_INTERVAL, WS_RATE_LIMIT, WS_RATE_BURST and KV_REPLICAS.
+// WS_PING_INTERVAL, WS_RATE_LIMIT, WS_RATE_BURST, SHUTDOWN_TIMEOUT and
+// KV_REPLICAS.
 func ConfigFromEnv(env *config.Env) Config {
 	return Config{
 		Listen:          net.JoinHostPort(env.String("HOST", ""), strconv.Itoa(env.Int("PORT", 8080, 0, 65535))),
@@ -63,6 +68,7 @@ func ConfigFromEnv(env *config.Env) Config {
 		Replicas:        env.Int("KV_REPLICAS", 1, 1, 5),
 		FramesPerSecond: float64(env.Int("WS_RATE_LIMIT", protocol.FramesPerSecond, 1, 100000)),
 		FrameBurst:      env.Int("WS_RATE_BURST", protocol.FrameBurst, 1, 100000),
+		ShutdownTimeout: env.Duration("SHUTDOWN_TIMEOUT", 10*time.Second, time.Second, 10*time.Minute),
 	}
 }
 
@@ -74,6 +80,7 @@ func (c Config) withDefaults() Config {
 	c.RequestTimeout = cmp.Or(c.RequestTimeout, 20*time.Second)
 	c.FramesPerSecond = cmp.Or(c.FramesPerSecond, protocol.FramesPerSecond)
 	c.FrameBurst = cmp.Or(c.FrameBurst, protocol.FrameBurst)
+	c.ShutdownTimeout = cmp.Or(c.ShutdownTimeout, 10*time.Second)
 	return c
 }
 
@@ -95,6 +102,11 @@ type Edge struct {
 
 	conns   sync.WaitGroup // WebSocket handlers
 	reports sync.WaitGroup // disconnect reports in flight
+
+	// life ends once the edge has shut down; work started for a
+	// connection (retries included) ends with it.
+	life    context.Context
+	endLife context.CancelFunc
 }
 
 // New opens the buckets and builds the HTTP app.
@@ -112,6 +124,7 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*Edg
 		id: protocol.NewID(), nc: nc, cfg: cfg, log: log, store: store, leases: leases,
 		hub: newHub(), clients: map[*client]struct{}{},
 	}
+	e.life, e.endLife = context.WithCancel(context.Background())
 	e.log = log.With("edge", e.id)
 	e.app = e.routes()
 	return e, nil
@@ -214,29 +227,44 @@ func (e *Edge) untrack(c *client) {
 	delete(e.clients, c)
 }
 
-// reportDisconnect tells presence a connection ended, retrying for a while
-// if presence is unreachable: a lost report would keep the user online.
+// reportDisconnect tells presence a connection ended. A lost report would
+// keep the user online, so it is retried for up to reportFor while presence
+// is unreachable or failing, and no longer than the edge lives: a shutdown
+// cuts the retries short, and the lease the edge then drops tells presence
+// about every user still attached to it.
 func (e *Edge) reportDisconnect(userID, connID string) {
 	e.reports.Add(1)
 	go func() {
 		defer e.reports.Done()
+		ctx, cancel := context.WithTimeout(e.life, reportFor)
+		defer cancel()
 		req := protocol.DisconnectRequest{UserID: userID, Conn: connID}
-		backoff := 100 * time.Millisecond
-		deadline := time.Now().Add(time.Minute)
-		for {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			err := natsrpc.Call(ctx, e.nc, protocol.SubjectPresenceDisconnect, req, nil)
-			cancel()
-			if err == nil || protocol.CodeOf(err) != protocol.CodeUnavailable || time.Now().After(deadline) {
-				if err != nil {
-					e.log.Warn("disconnect report failed", "user", userID, "err", err)
-				}
-				return
-			}
-			time.Sleep(backoff)
-			backoff = min(2*backoff, 2*time.Second)
+		policy := retry.Policy{Initial: 100 * time.Millisecond, Max: 2 * time.Second,
+			Retryable: func(err error) bool { return transient(err) && !e.nc.IsClosed() }}
+		err := retry.Do(ctx, policy, func(ctx context.Context) error {
+			callCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			defer cancel()
+			return natsrpc.Call(callCtx, e.nc, protocol.SubjectPresenceDisconnect, req, nil)
+		})
+		if err != nil {
+			e.log.Warn("disconnect report failed", "user", userID, "conn", connID, "err", err)
 		}
 	}()
+}
+
+// reportFor bounds the retries of one disconnect report. Every failure but
+// a refusal of the request itself is retried, while the edge has NATS.
+const reportFor = time.Minute
+
+// transient reports whether a failed call to a service may succeed if made
+// again: the service was unreachable or slow, or failed in a way that is
+// not an answer about the request.
+func transient(err error) bool {
+	switch protocol.CodeOf(err) {
+	case protocol.CodeUnavailable, protocol.CodeInternal, protocol.CodeConflict:
+		return true
+	}
+	return false
 }
 
 // mode asks the tokens service which video mode it runs, once.
@@ -293,12 +321,13 @@ func (e *Edge) Run(ctx context.Context, ln net.Listener) error {
 	go func() { defer wg.Done(); e.renewLease(bg) }()
 	go func() {
 		defer wg.Done()
-		for bg.Err() == nil {
-			if err := e.hub.watch(bg, e.store.KV()); err != nil && bg.Err() == nil {
+		_ = retry.Do(bg, retry.Policy{Initial: 100 * time.Millisecond, Max: 5 * time.Second}, func(ctx context.Context) error {
+			err := e.hub.watch(ctx, e.store.KV())
+			if ctx.Err() == nil {
 				e.log.Warn("buddy list watcher restarting", "err", err)
-				time.Sleep(time.Second)
 			}
-		}
+			return err
+		})
 	}()
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- e.app.Listener(ln) }()
@@ -309,7 +338,7 @@ func (e *Edge) Run(ctx context.Context, ln net.Listener) error {
 	case err = <-serveErr:
 		err = fmt.Errorf("edge: serve: %w", err)
 	}
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), e.cfg.ShutdownTimeout)
 	defer cancel()
 	if serr := e.app.ShutdownWithContext(shutdownCtx); serr != nil {
 		err = errors.Join(err, serr)
@@ -321,10 +350,17 @@ func (e *Edge) Run(ctx context.Context, ln net.Listener) error {
 	e.clients = nil
 	e.mu.Unlock()
 	e.conns.Wait()
+	// Disconnect reports get what is left of the shutdown time; those
+	// still failing then are covered by dropping the lease.
+	stopReports := context.AfterFunc(shutdownCtx, e.endLife)
 	e.reports.Wait()
+	stopReports()
+	e.endLife()
 	stopBG()
 	wg.Wait()
-	if derr := e.leases.Delete(shutdownCtx, e.id); derr != nil {
+	leaseCtx, cancelLease := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancelLease()
+	if derr := e.leases.Delete(leaseCtx, e.id); derr != nil {
 		e.log.Warn("lease delete failed", "err", derr)
 	}
 	return err

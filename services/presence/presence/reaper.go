@@ -14,6 +14,7 @@ import (
 
 	"github.com/buddytok/buddytok/pkg/natsrpc"
 	"github.com/buddytok/buddytok/pkg/protocol"
+	"github.com/buddytok/buddytok/pkg/retry"
 	"github.com/buddytok/buddytok/pkg/state"
 )
 
@@ -46,18 +47,13 @@ const maxActions = 32
 // reapUntilDone runs the reaper until ctx ends, restarting it (with fresh
 // watchers and caches) if it fails.
 func (s *Service) reapUntilDone(ctx context.Context) error {
-	for {
+	return retry.Do(ctx, retry.Policy{Initial: 100 * time.Millisecond, Max: 5 * time.Second}, func(ctx context.Context) error {
 		err := s.reap(ctx)
-		if ctx.Err() != nil {
-			return ctx.Err()
+		if ctx.Err() == nil {
+			s.log.Warn("reaper restarting", "err", err)
 		}
-		s.log.Warn("reaper restarting", "err", err)
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(time.Second):
-		}
-	}
+		return err
+	})
 }
 
 func (s *Service) reap(ctx context.Context) error {
