@@ -31,10 +31,18 @@ func main() {
 func run() error {
 	env := config.FromOS()
 	log := env.Logger()
+	storeDir := env.String("NATS_STORE_DIR", "")
+	if storeDir == "" && env.String("NATS_URL", "") == "" {
+		dir, err := allinone.DefaultStoreDir(os.Getenv)
+		if err != nil {
+			env.Fail("%v", err)
+		}
+		storeDir = dir
+	}
 	opts := allinone.Options{
 		NATSURL:  env.String("NATS_URL", ""),
 		NATSPort: env.Int("NATS_PORT", 0, 0, 65535),
-		StoreDir: env.String("NATS_STORE_DIR", ""),
+		StoreDir: storeDir,
 		Listen:   net.JoinHostPort(env.String("HOST", "127.0.0.1"), strconv.Itoa(env.Int("PORT", 8080, 0, 65535))),
 		Presence: presence.ConfigFromEnv(env),
 		Invites:  invites.ConfigFromEnv(env),
@@ -53,7 +61,7 @@ func run() error {
 	}
 	nats := sys.URL
 	if opts.NATSURL == "" {
-		nats += " (embedded)"
+		nats += " (embedded, data in " + opts.StoreDir + ")"
 	}
 	fmt.Printf("BuddyTok is running: open %s in two browser tabs\nNATS: %s\nPress Ctrl-C to stop.\n", sys.EdgeURLs[0], nats)
 	<-ctx.Done()

@@ -38,6 +38,11 @@ func Start(opts Options) (*Server, error) {
 	}
 	s := &Server{}
 	dir := opts.StoreDir
+	if dir != "" {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, fmt.Errorf("embeddednats: store dir: %w", err)
+		}
+	}
 	if dir == "" {
 		tmp, err := os.MkdirTemp("", "buddytok-nats-*")
 		if err != nil {

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"path/filepath"
 	"sync"
 
 	"github.com/nats-io/nats.go"
@@ -71,6 +72,23 @@ type runner interface{ Run(context.Context) error }
 
 // readier is a runner that says when it takes requests.
 type readier interface{ Ready() <-chan struct{} }
+
+// DefaultStoreDir is where the buddytok command keeps the embedded server's
+// JetStream data unless NATS_STORE_DIR says otherwise: a directory that
+// outlives the process, so that a restart (an upgrade) keeps every user,
+// invitation and chat and pages resume within the grace period. It follows
+// the XDG base directories: $XDG_STATE_HOME/buddytok/nats, else
+// ~/.local/state/buddytok/nats; getenv reads the environment.
+func DefaultStoreDir(getenv func(string) string) (string, error) {
+	if base := getenv("XDG_STATE_HOME"); filepath.IsAbs(base) {
+		return filepath.Join(base, "buddytok", "nats"), nil
+	}
+	home := getenv("HOME")
+	if !filepath.IsAbs(home) {
+		return "", errors.New("no directory to keep state in: set NATS_STORE_DIR (or HOME, or XDG_STATE_HOME)")
+	}
+	return filepath.Join(home, ".local", "state", "buddytok", "nats"), nil
+}
 
 // Start starts the system; Close stops it.
 func Start(ctx context.Context, opts Options) (sys *System, err error) {
