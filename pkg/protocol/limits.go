@@ -28,7 +28,27 @@ const (
 	// SendQueueFrames is how many outgoing frames may wait for a slow
 	// client before the edge disconnects it.
 	SendQueueFrames = 512
+	// MaxIncomingInvitations is the default number of pending invitations
+	// one user may hold (MAX_PENDING_INVITATIONS); more are refused with
+	// CodeTooManyInvited until the invitee answers some.
+	MaxIncomingInvitations = 100
+	// IncomingInvitationsCeiling is the highest MAX_PENDING_INVITATIONS
+	// allowed. An accept ends every other invitation of both parties in the
+	// same atomic batch: with at most this many each, the batch stays well
+	// under the NATS server's limit of 1,000 messages (AcceptBatchMessages).
+	IncomingInvitationsCeiling = 200
+	// AcceptBatchMessages is the largest atomic batch an accept can write:
+	// for both parties' other invitations, the invitation and its inviter;
+	// the accepted invitation, both users, the chat, and the accepter's
+	// own outgoing invitation with its invitee.
+	AcceptBatchMessages = 2*2*IncomingInvitationsCeiling + 6
+	// ServerBatchLimit is the NATS server's limit on the messages of one
+	// atomic batch.
+	ServerBatchLimit = 1000
 )
+
+// The build fails if an accept could outgrow the server's batch limit.
+var _ [ServerBatchLimit - AcceptBatchMessages]struct{}
 
 // NormalizeName trims a display name and checks it against the name rules:
 // 1–100 characters after trimming, valid UTF-8, no control characters.

@@ -7,6 +7,7 @@ import (
 
 	"github.com/buddytok/buddytok/pkg/client"
 	"github.com/buddytok/buddytok/pkg/protocol"
+	"github.com/buddytok/buddytok/services/invites/invites"
 )
 
 // A popular user invited by many people at the same moment: every one of
@@ -65,5 +66,74 @@ func TestPopularInviteeIsInvitedByEveryoneAtOnce(t *testing.T) {
 	snap := w.mustInvariants(st)
 	if n := len(snap.Invitations); n != 0 {
 		t.Fatalf("%d invitations still pending after the accept", n)
+	}
+}
+
+// A user holds at most MaxIncoming pending invitations: one more is
+// refused with a clear code (so that an accept, which ends all the others
+// in one batch, always fits the server's batch limit), and room made by an
+// answer can be taken again.
+func TestPendingInvitationsAreCapped(t *testing.T) {
+	t.Parallel()
+	const limit = 3
+	w := mustWorld(t, replicated, settings{grace: 5e9, invites: invites.Config{MaxIncoming: limit}})
+	star := w.join("Star")
+	fans := make([]*client.Client, limit+2)
+	for i := range fans {
+		fans[i] = w.join(fmt.Sprintf("Fan%d", i))
+		w.sees(id(star), protocol.StateAvailable, fans[i])
+	}
+	ctx, cancel := w.wctx()
+	defer cancel()
+	var first protocol.Invitation
+	for i, f := range fans {
+		inv, err := f.Invite(ctx, id(star))
+		switch {
+		case i < limit && err != nil:
+			t.Fatalf("invitation %d: %v", i+1, err)
+		case i == 0:
+			first = inv
+		case i >= limit && protocol.CodeOf(err) != protocol.CodeTooManyInvited:
+			t.Fatalf("invitation %d over the limit of %d: got %v, want %s", i+1, limit, err, protocol.CodeTooManyInvited)
+		}
+	}
+	if v := fans[limit].View(); v.Me.State != protocol.StateAvailable || v.Outgoing != nil {
+		t.Fatalf("a refused inviter must stay available: %+v", v.Me)
+	}
+	if err := star.Decline(ctx, first.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fans[limit].Invite(ctx, id(star)); err != nil {
+		t.Fatalf("an invitation after a decline made room: %v", err)
+	}
+	w.mustInvariants(w.store())
+}
+
+// A user who leaves while holding more invitations than one step of a
+// leave ends goes in several steps: every inviter is told and freed, and
+// nothing is left behind.
+func TestLeaveEndsManyInvitationsInSteps(t *testing.T) {
+	t.Parallel()
+	const fansN = 7
+	w := mustWorld(t, replicated, settings{grace: 0, invites: invites.Config{LeaveBatch: 2}})
+	st := w.store()
+	star := w.join("Star")
+	fans := make([]*client.Client, fansN)
+	invs := make([]protocol.Invitation, fansN)
+	for i := range fans {
+		fans[i] = w.join(fmt.Sprintf("Fan%d", i))
+		w.sees(id(star), protocol.StateAvailable, fans[i])
+		invs[i] = w.invite(fans[i], star)
+	}
+	starID := id(star)
+	_ = star.Close()
+	for i, f := range fans {
+		w.event(f, "the invitation ends: Star left", isEnded(invs[i].ID, protocol.ReasonLeft))
+		w.waitView(f, "available again", func(v client.View) bool { return v.Outgoing == nil && v.Me.State == protocol.StateAvailable })
+	}
+	w.sees(starID, "", fans...)
+	snap := w.mustInvariants(st)
+	if n := len(snap.Invitations); n != 0 {
+		t.Fatalf("%d invitations left after the leave", n)
 	}
 }

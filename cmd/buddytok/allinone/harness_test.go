@@ -20,6 +20,7 @@ import (
 	"github.com/buddytok/buddytok/pkg/protocol"
 	"github.com/buddytok/buddytok/pkg/state"
 	"github.com/buddytok/buddytok/services/edge/edge"
+	"github.com/buddytok/buddytok/services/invites/invites"
 	"github.com/buddytok/buddytok/services/presence/presence"
 	"github.com/buddytok/buddytok/services/tokens/tokens"
 )
@@ -52,6 +53,8 @@ type settings struct {
 	logs io.Writer
 	// shutdown bounds an edge's shutdown (default waitFor).
 	shutdown time.Duration
+	// invites replaces the invites service's settings.
+	invites invites.Config
 }
 
 func options(top topology, s settings) allinone.Options {
@@ -69,6 +72,7 @@ func options(top topology, s settings) allinone.Options {
 	return allinone.Options{
 		Log:      log,
 		Tokens:   tokens.Config{Provider: s.video},
+		Invites:  s.invites,
 		Edges:    top.edges,
 		Replicas: top.replicas,
 		Presence: presence.Config{Grace: s.grace, LeaseTTL: time.Second, SweepEvery: 25 * time.Millisecond, Replicas: 1},

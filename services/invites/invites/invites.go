@@ -30,15 +30,41 @@ const Version = "0.1.0"
 // Config tunes the service.
 type Config struct {
 	Replicas int // of the state bucket
+	// MaxIncoming is how many pending invitations one user may hold
+	// (default protocol.MaxIncomingInvitations, at most
+	// protocol.IncomingInvitationsCeiling).
+	MaxIncoming int
+	// LeaveBatch is how many invitations one step of a leave ends (default
+	// defaultLeaveBatch): a user holding more leaves in several steps, so
+	// that no batch nears the server's limit whatever the state holds.
+	LeaveBatch int
 }
 
-// ConfigFromEnv reads KV_REPLICAS.
+// defaultLeaveBatch keeps a leave step (the invitations, their inviters,
+// the user, a chat and its peer) far below protocol.ServerBatchLimit.
+const defaultLeaveBatch = 100
+
+// ConfigFromEnv reads KV_REPLICAS and MAX_PENDING_INVITATIONS.
 func ConfigFromEnv(env *config.Env) Config {
-	return Config{Replicas: env.Int("KV_REPLICAS", 1, 1, 5)}
+	return Config{
+		Replicas:    env.Int("KV_REPLICAS", 1, 1, 5),
+		MaxIncoming: env.Int("MAX_PENDING_INVITATIONS", protocol.MaxIncomingInvitations, 1, protocol.IncomingInvitationsCeiling),
+	}
+}
+
+func (c Config) withDefaults() Config {
+	if c.MaxIncoming <= 0 || c.MaxIncoming > protocol.IncomingInvitationsCeiling {
+		c.MaxIncoming = protocol.MaxIncomingInvitations
+	}
+	if c.LeaveBatch <= 0 || c.LeaveBatch > defaultLeaveBatch {
+		c.LeaveBatch = defaultLeaveBatch
+	}
+	return c
 }
 
 // Service is one invites replica.
 type Service struct {
+	cfg   Config
 	nc    *nats.Conn
 	log   *slog.Logger
 	store *state.Store
@@ -53,7 +79,7 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*Ser
 	if err != nil {
 		return nil, fmt.Errorf("invites: %w", err)
 	}
-	return &Service{nc: nc, log: log, store: store, locks: newUserLocks(), now: time.Now,
+	return &Service{cfg: cfg.withDefaults(), nc: nc, log: log, store: store, locks: newUserLocks(), now: time.Now,
 		srv: natsrpc.NewServer(log, 64, 15*time.Second)}, nil
 }
 
@@ -148,6 +174,9 @@ func (s *Service) invite(ctx context.Context, req protocol.InviteRequest) (proto
 		}
 		if to.State != protocol.StateAvailable {
 			return protocol.Errorf(protocol.CodeNotAvailable, "%s is %s and cannot be invited now", to.Name, to.State)
+		}
+		if len(to.Incoming) >= s.cfg.MaxIncoming {
+			return protocol.Errorf(protocol.CodeTooManyInvited, "%s has %d invitations waiting for an answer; try again later", to.Name, len(to.Incoming))
 		}
 		inv = protocol.Invitation{
 			ID: protocol.NewID(), From: from.ID, FromName: from.Name, To: to.ID, ToName: to.Name,
@@ -333,9 +362,25 @@ func (s *Service) end(ctx context.Context, req protocol.ChatRequest) (protocol.E
 }
 
 // leave removes a user whose grace period ran out: their outgoing
-// invitation is cancelled, incoming ones declined, their chat ended.
+// invitation is cancelled, incoming ones declined, their chat ended. It
+// ends the incoming invitations LeaveBatch at a time, each step a
+// transition of its own, and removes the user with the last one.
 func (s *Service) leave(ctx context.Context, req protocol.LeaveRequest) (protocol.Empty, error) {
-	return protocol.Empty{}, s.run(ctx, []string{req.UserID}, func(ctx context.Context, c *change) error {
+	for {
+		left, err := s.leaveStep(ctx, req)
+		if err != nil || left {
+			return protocol.Empty{}, err
+		}
+	}
+}
+
+// leaveStep ends up to LeaveBatch of the user's incoming invitations and,
+// when no more remain, the rest of the user; it reports whether the user
+// is gone.
+func (s *Service) leaveStep(ctx context.Context, req protocol.LeaveRequest) (bool, error) {
+	var left bool
+	err := s.run(ctx, []string{req.UserID}, func(ctx context.Context, c *change) error {
+		left = false
 		u, err := c.user(ctx, req.UserID)
 		if err != nil {
 			return err
@@ -343,7 +388,18 @@ func (s *Service) leave(ctx context.Context, req protocol.LeaveRequest) (protoco
 		if u.Connected || u.Conn != req.Conn {
 			return protocol.Errorf(protocol.CodeConflict, "the user has resumed")
 		}
-		outgoing, incoming, chat := u.Outgoing, slices.Clone(u.Incoming), u.Chat
+		incoming := slices.Clone(u.Incoming)
+		if len(incoming) > s.cfg.LeaveBatch {
+			for _, id := range incoming[:s.cfg.LeaveBatch] {
+				if err := c.endInvitation(ctx, id, protocol.ReasonLeft); err != nil {
+					return err
+				}
+				// An invitation already gone is still dropped from the list.
+				*u = u.WithoutIncoming(id)
+			}
+			return nil
+		}
+		outgoing, chat := u.Outgoing, u.Chat
 		if outgoing != "" {
 			if err := c.endInvitation(ctx, outgoing, protocol.ReasonLeft); err != nil {
 				return err
@@ -360,7 +416,11 @@ func (s *Service) leave(ctx context.Context, req protocol.LeaveRequest) (protoco
 			}
 		}
 		c.deleteUser(u.ID)
-		s.log.Info("user left", "user", u.ID)
+		left = true
 		return nil
 	})
+	if err == nil && left {
+		s.log.Info("user left", "user", req.UserID)
+	}
+	return left, err
 }
