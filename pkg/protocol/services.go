@@ -15,6 +15,7 @@ const (
 	SubjectPresenceJoin       = "buddytok.presence.join"       // JoinRequest -> JoinReply
 	SubjectPresenceResume     = "buddytok.presence.resume"     // ResumeRequest -> Personal
 	SubjectPresenceDisconnect = "buddytok.presence.disconnect" // DisconnectRequest -> Empty
+	SubjectPresenceAttach     = "buddytok.presence.attach"     // AttachRequest -> Empty (edges only)
 
 	SubjectInvitesInvite  = "buddytok.invites.invite"  // InviteRequest -> Invitation
 	SubjectInvitesCancel  = "buddytok.invites.cancel"  // InvitationRequest -> Empty
@@ -87,6 +88,16 @@ type Personal struct {
 // the grace period. Conn guards against a late report after a resume.
 type DisconnectRequest struct {
 	UserID string `json:"user_id"`
+	Conn   string `json:"conn"`
+}
+
+// AttachRequest marks a user connected again through a connection that
+// never closed, after presence detached it (the edge's lease lapsed: a NATS
+// outage, a paused process). It succeeds only while the user is still
+// served by exactly this edge and connection.
+type AttachRequest struct {
+	UserID string `json:"user_id"`
+	Edge   string `json:"edge"`
 	Conn   string `json:"conn"`
 }
 

@@ -74,3 +74,8 @@ func (r *SignalRequest) Validate() error {
 func (r *SessionRequest) Validate() error {
 	return checkIDs("chat_id", r.ChatID, "parties[0]", r.Parties[0], "parties[1]", r.Parties[1])
 }
+
+// Validate checks the request's fields.
+func (r *AttachRequest) Validate() error {
+	return checkIDs("user_id", r.UserID, "edge", r.Edge, "conn", r.Conn)
+}

@@ -79,6 +79,7 @@ func options(top topology, s settings) allinone.Options {
 		Edge: edge.Config{
 			LeaseTTL: time.Second, PingEvery: 5 * time.Second, WriteTimeout: 5 * time.Second,
 			RequestTimeout: 10 * time.Second, Replicas: 1, FramesPerSecond: fps, ShutdownTimeout: cmp.Or(s.shutdown, waitFor),
+			ReconcileEvery: 100 * time.Millisecond,
 		},
 	}
 }

@@ -35,6 +35,10 @@ type client struct {
 	userID string
 	events *nats.Subscription
 
+	// joinedID is userID for other goroutines (the reconcile loop).
+	joinedMu sync.Mutex
+	joinedID string
+
 	// Frames that must follow the welcome (buddy-list deltas after the
 	// snapshot it carries, directed events) and arrive before it is sent
 	// wait in early, so the client applies them on top of its snapshot, in
@@ -274,6 +278,27 @@ func (c *client) subscribeEvents(userID string) error {
 	return nil
 }
 
+// setJoined records the user this connection serves.
+func (c *client) setJoined(uid string) {
+	c.userID = uid
+	c.joinedMu.Lock()
+	c.joinedID = uid
+	c.joinedMu.Unlock()
+}
+
+// joined returns the user this connection serves, or "" (none yet, or the
+// connection is ending).
+func (c *client) joined() string {
+	select {
+	case <-c.quit:
+		return ""
+	default:
+	}
+	c.joinedMu.Lock()
+	defer c.joinedMu.Unlock()
+	return c.joinedID
+}
+
 // deliver queues a frame that must come after the welcome: at once if the
 // welcome has gone, else after it.
 func (c *client) deliver(data []byte) {
@@ -317,9 +342,14 @@ func (c *client) join(f protocol.ClientFrame) {
 	if err := natsrpc.Call(ctx, c.e.nc, protocol.SubjectPresenceJoin, req, &reply); err != nil {
 		c.unsubscribeEvents()
 		c.replyErr(f.Ref, protocol.SubjectPresenceJoin, err)
+		if transient(err) {
+			// The join may have committed without its reply reaching us:
+			// the user must not stay online with no connection.
+			c.e.reportDisconnect(uid, c.id)
+		}
 		return
 	}
-	c.userID = uid
+	c.setJoined(uid)
 	c.welcome(f.Ref, protocol.Personal{User: reply.User}, reply.Secret)
 }
 
@@ -339,9 +369,14 @@ func (c *client) resume(f protocol.ClientFrame) {
 	if err := natsrpc.Call(ctx, c.e.nc, protocol.SubjectPresenceResume, req, &p); err != nil {
 		c.unsubscribeEvents()
 		c.replyErr(f.Ref, protocol.SubjectPresenceResume, err)
+		if transient(err) {
+			// The resume may have attached the user to this connection
+			// without its reply reaching us: detach it again.
+			c.e.reportDisconnect(f.UserID, c.id)
+		}
 		return
 	}
-	c.userID = f.UserID
+	c.setJoined(f.UserID)
 	c.welcome(f.Ref, p, "")
 	// One connection per user: any other connection of this user (a
 	// duplicated tab, or a connection not yet known to be dead) closes.
@@ -389,6 +424,9 @@ func (c *client) sendWelcome(data []byte) {
 // cleanup runs after the reader stopped: the user stops receiving events
 // and presence starts the grace period.
 func (c *client) cleanup() {
+	c.joinedMu.Lock()
+	c.joinedID = "" // no longer to be reconciled: it is being reported
+	c.joinedMu.Unlock()
 	c.e.hub.unsubscribe(c)
 	if c.events != nil {
 		_ = c.events.Unsubscribe()

@@ -49,14 +49,17 @@ type Config struct {
 	// FramesPerSecond and FrameBurst limit each connection's frames.
 	FramesPerSecond float64
 	FrameBurst      int
+	// ReconcileEvery is how often the edge reconciles its sockets with the
+	// state (reconcile.go).
+	ReconcileEvery time.Duration
 	// ShutdownTimeout bounds a shutdown: closing the sockets and reporting
 	// their users' disconnects.
 	ShutdownTimeout time.Duration
 }
 
 // ConfigFromEnv reads HOST, PORT, ALLOWED_ORIGINS, EDGE_LEASE_TTL,
-// WS_PING_INTERVAL, WS_RATE_LIMIT, WS_RATE_BURST, SHUTDOWN_TIMEOUT and
-// KV_REPLICAS.
+// WS_PING_INTERVAL, WS_RATE_LIMIT, WS_RATE_BURST, SHUTDOWN_TIMEOUT,
+// RECONCILE_INTERVAL and KV_REPLICAS.
 func ConfigFromEnv(env *config.Env) Config {
 	return Config{
 		Listen:          net.JoinHostPort(env.String("HOST", ""), strconv.Itoa(env.Int("PORT", 8080, 0, 65535))),
@@ -69,6 +72,7 @@ func ConfigFromEnv(env *config.Env) Config {
 		FramesPerSecond: float64(env.Int("WS_RATE_LIMIT", protocol.FramesPerSecond, 1, 100000)),
 		FrameBurst:      env.Int("WS_RATE_BURST", protocol.FrameBurst, 1, 100000),
 		ShutdownTimeout: env.Duration("SHUTDOWN_TIMEOUT", 10*time.Second, time.Second, 10*time.Minute),
+		ReconcileEvery:  env.Duration("RECONCILE_INTERVAL", time.Second, 10*time.Millisecond, time.Minute),
 	}
 }
 
@@ -81,6 +85,7 @@ func (c Config) withDefaults() Config {
 	c.FramesPerSecond = cmp.Or(c.FramesPerSecond, protocol.FramesPerSecond)
 	c.FrameBurst = cmp.Or(c.FrameBurst, protocol.FrameBurst)
 	c.ShutdownTimeout = cmp.Or(c.ShutdownTimeout, 10*time.Second)
+	c.ReconcileEvery = cmp.Or(c.ReconcileEvery, time.Second)
 	return c
 }
 
@@ -107,6 +112,7 @@ type Edge struct {
 	// connection (retries included) ends with it.
 	life    context.Context
 	endLife context.CancelFunc
+	kick    chan struct{} // asks for a reconcile pass now
 }
 
 // New opens the buckets and builds the HTTP app.
@@ -122,7 +128,7 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*Edg
 	}
 	e := &Edge{
 		id: protocol.NewID(), nc: nc, cfg: cfg, log: log, store: store, leases: leases,
-		hub: newHub(), clients: map[*client]struct{}{},
+		hub: newHub(), clients: map[*client]struct{}{}, kick: make(chan struct{}, 1),
 	}
 	e.life, e.endLife = context.WithCancel(context.Background())
 	e.log = log.With("edge", e.id)
@@ -287,23 +293,41 @@ func (e *Edge) mode() string {
 	return reply.Mode
 }
 
-// renewLease keeps the edge's lease alive until ctx ends.
-func (e *Edge) renewLease(ctx context.Context) {
-	every := e.cfg.LeaseTTL / 3
-	t := time.NewTicker(every)
+// renewLease keeps the edge's lease (at revision rev) alive until ctx
+// ends. Each renewal expects the revision of the last: if the lease was
+// removed meanwhile (it expired while NATS was away or the process was
+// paused, and presence detached this edge's users), the renewal makes a new
+// one and asks for a reconcile pass at once, to attach the users again
+// within their grace period. So does a renewal after failed ones.
+func (e *Edge) renewLease(ctx context.Context, rev uint64) {
+	t := time.NewTicker(e.cfg.LeaseTTL / 3)
 	defer t.Stop()
 	for {
-		_, err := e.leases.Put(ctx, e.id, []byte(time.Now().UTC().Format(time.RFC3339Nano)))
-		if err != nil && ctx.Err() == nil {
-			e.log.Warn("lease renewal failed", "err", err)
-		}
-		e.mu.Lock()
-		e.leaseOK = err == nil
-		e.mu.Unlock()
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		}
+		val := []byte(time.Now().UTC().Format(time.RFC3339Nano))
+		next, err := e.leases.Update(ctx, e.id, val, rev)
+		lost := errors.Is(err, jetstream.ErrKeyRevisionMismatch)
+		if lost {
+			next, err = e.leases.Put(ctx, e.id, val)
+		}
+		if err != nil {
+			if ctx.Err() == nil {
+				e.log.Warn("lease renewal failed", "err", err)
+			}
+		} else {
+			rev = next
+		}
+		e.mu.Lock()
+		lapsed := err == nil && (lost || !e.leaseOK)
+		e.leaseOK = err == nil
+		e.mu.Unlock()
+		if lapsed {
+			e.log.Warn("lease renewed after a lapse; reconciling sockets with the state", "lost", lost)
+			e.kickReconcile()
 		}
 	}
 }
@@ -312,13 +336,18 @@ func (e *Edge) renewLease(ctx context.Context) {
 // accepting, close every WebSocket with 1001, report the disconnects, drop
 // the lease.
 func (e *Edge) Run(ctx context.Context, ln net.Listener) error {
-	if _, err := e.leases.Put(ctx, e.id, []byte(time.Now().UTC().Format(time.RFC3339Nano))); err != nil {
+	leaseRev, err := e.leases.Put(ctx, e.id, []byte(time.Now().UTC().Format(time.RFC3339Nano)))
+	if err != nil {
 		return fmt.Errorf("edge: first lease: %w", err)
 	}
+	e.mu.Lock()
+	e.leaseOK = true
+	e.mu.Unlock()
 	bg, stopBG := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { defer wg.Done(); e.renewLease(bg) }()
+	wg.Add(3)
+	go func() { defer wg.Done(); e.renewLease(bg, leaseRev) }()
+	go func() { defer wg.Done(); e.reconcileUntilDone(bg) }()
 	go func() {
 		defer wg.Done()
 		_ = retry.Do(bg, retry.Policy{Initial: 100 * time.Millisecond, Max: 5 * time.Second}, func(ctx context.Context) error {
@@ -332,7 +361,7 @@ func (e *Edge) Run(ctx context.Context, ln net.Listener) error {
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- e.app.Listener(ln) }()
 
-	var err error
+	err = nil
 	select {
 	case <-ctx.Done():
 	case err = <-serveErr:

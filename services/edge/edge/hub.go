@@ -23,13 +23,20 @@ import (
 type hub struct {
 	mu    sync.Mutex
 	users map[string]protocol.User
+	conns map[string]attachment // by user ID, for reconciling sockets with the state
 	rev   uint64
 	ready bool
 	subs  map[*client]struct{}
 }
 
+// attachment is which connection serves a user, as the state says.
+type attachment struct {
+	edge, conn string
+	connected  bool
+}
+
 func newHub() *hub {
-	return &hub{users: map[string]protocol.User{}, subs: map[*client]struct{}{}}
+	return &hub{users: map[string]protocol.User{}, conns: map[string]attachment{}, subs: map[*client]struct{}{}}
 }
 
 // watch applies the watcher's entries until ctx ends or the watcher fails.
@@ -72,6 +79,7 @@ func (h *hub) dropExcept(keep map[string]bool) {
 			continue
 		}
 		delete(h.users, id)
+		delete(h.conns, id)
 		h.broadcastLocked(protocol.ServerFrame{Type: protocol.TypeUserLeft, UserID: id, Revision: h.rev})
 	}
 }
@@ -97,6 +105,7 @@ func (h *hub) apply(e jetstream.KeyValueEntry) {
 	id := strings.TrimPrefix(e.Key(), state.UserPrefix)
 	var frame protocol.ServerFrame
 	if e.Operation() != jetstream.KeyValuePut {
+		delete(h.conns, id)
 		if _, ok := h.users[id]; !ok {
 			return
 		}
@@ -107,6 +116,7 @@ func (h *hub) apply(e jetstream.KeyValueEntry) {
 		if err := json.Unmarshal(e.Value(), &u); err != nil {
 			return
 		}
+		h.conns[id] = attachment{edge: u.Edge, conn: u.Conn, connected: u.Connected}
 		pub := u.Public()
 		if old, ok := h.users[id]; ok && old == pub {
 			return // a change others cannot see (invitations, connection)
@@ -147,6 +157,14 @@ func sortUsers(users []protocol.User) {
 	slices.SortFunc(users, func(a, b protocol.User) int {
 		return cmp.Or(cmp.Compare(a.Name, b.Name), cmp.Compare(a.JoinedAt, b.JoinedAt), cmp.Compare(a.ID, b.ID))
 	})
+}
+
+// attachments returns, as of the latest change applied, which connection
+// serves each user (a copy).
+func (h *hub) attachments() (map[string]attachment, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return maps.Clone(h.conns), h.ready
 }
 
 func (h *hub) isReady() bool {

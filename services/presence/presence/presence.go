@@ -87,6 +87,7 @@ func (s *Service) Run(ctx context.Context) error {
 		natsrpc.Endpoint{Name: "join", Subject: protocol.SubjectPresenceJoin, Handler: natsrpc.Handle(s.srv, s.join)},
 		natsrpc.Endpoint{Name: "resume", Subject: protocol.SubjectPresenceResume, Handler: natsrpc.Handle(s.srv, s.resume)},
 		natsrpc.Endpoint{Name: "disconnect", Subject: protocol.SubjectPresenceDisconnect, Handler: natsrpc.Handle(s.srv, s.disconnect)},
+		natsrpc.Endpoint{Name: "attach", Subject: protocol.SubjectPresenceAttach, Handler: natsrpc.Handle(s.srv, s.attach)},
 	)
 	if rerr := <-reaperDone; rerr != nil && !errors.Is(rerr, context.Canceled) {
 		err = errors.Join(err, rerr)
@@ -191,6 +192,34 @@ func (s *Service) personal(ctx context.Context, u state.User) (protocol.Personal
 
 func (s *Service) disconnect(ctx context.Context, req protocol.DisconnectRequest) (protocol.Empty, error) {
 	return protocol.Empty{}, s.detach(ctx, req.UserID, req.Conn)
+}
+
+// attach marks a user connected again through the connection that served
+// it, still open, after the user was detached (its edge's lease lapsed).
+func (s *Service) attach(ctx context.Context, req protocol.AttachRequest) (protocol.Empty, error) {
+	return protocol.Empty{}, state.Retry(ctx, func(ctx context.Context) error {
+		u, rev, err := s.store.GetUser(ctx, req.UserID)
+		if errors.Is(err, state.ErrNotFound) {
+			return protocol.Errorf(protocol.CodeNotFound, "that user has left")
+		}
+		if err != nil {
+			return err
+		}
+		if u.Edge != req.Edge || u.Conn != req.Conn {
+			return protocol.Errorf(protocol.CodeSuperseded, "another connection serves that user")
+		}
+		if u.Connected {
+			return nil
+		}
+		u.Connected, u.DisconnectedAt = true, 0
+		var txn state.Txn
+		txn.Put(state.UserKey(u.ID), rev, u)
+		if err := s.store.Commit(ctx, &txn); err != nil {
+			return err
+		}
+		s.log.Info("user attached again", "user", u.ID, "edge", u.Edge, "conn", u.Conn)
+		return nil
+	})
 }
 
 // detach marks the user's connection conn as ended, starting the grace

@@ -1,0 +1,175 @@
+package allinone_test
+
+import (
+	"context"
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/fasthttp/websocket"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/buddytok/buddytok/pkg/client"
+	"github.com/buddytok/buddytok/pkg/protocol"
+	"github.com/buddytok/buddytok/pkg/state"
+)
+
+// userRecord reads a user's stored record, or reports that it is gone.
+func (w *world) userRecord(st *state.Store, userID string) (state.User, bool) {
+	w.t.Helper()
+	ctx, cancel := w.wctx()
+	defer cancel()
+	u, _, err := st.GetUser(ctx, userID)
+	if err != nil {
+		return u, false
+	}
+	return u, true
+}
+
+// watchUser delivers every stored revision of a user's record (a deleted
+// record as a zero User with ok false).
+func (w *world) watchUser(st *state.Store, userID string) <-chan state.User {
+	w.t.Helper()
+	ctx, cancel := context.WithCancel(w.ctx)
+	w.t.Cleanup(cancel)
+	kw, err := st.KV().Watch(ctx, state.UserKey(userID), jetstream.UpdatesOnly())
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	out := make(chan state.User, 64)
+	go func() {
+		defer func() { _ = kw.Stop() }()
+		for e := range kw.Updates() {
+			var u state.User
+			if e != nil && e.Operation() == jetstream.KeyValuePut {
+				_ = json.Unmarshal(e.Value(), &u)
+			}
+			select {
+			case out <- u:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return out
+}
+
+// A live edge whose lease lapses once (NATS away, the process paused) must
+// not lose its users: presence detaches them, and the edge, its sockets
+// still open, attaches them again within the grace period. They stay
+// online and can act.
+func TestLapsedLeaseKeepsOpenSocketsOnline(t *testing.T) {
+	t.Parallel()
+	const grace = 500 * time.Millisecond
+	w := mustWorld(t, topologies[0], settings{grace: grace})
+	st := w.store()
+	ann, bob := w.join("Ann"), w.join("Bob")
+	w.sees(id(bob), protocol.StateAvailable, ann)
+	rec, _ := w.userRecord(st, id(ann))
+	changes := w.watchUser(st, id(ann))
+	leases, err := st.JetStream().KeyValue(w.ctx, state.LeaseBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// The lease lapses: it is gone, as if it had expired. Presence detaches
+	// the edge's users unless the edge renews it first; try until it has.
+	detached := false
+	for !detached {
+		if err := leases.Delete(w.ctx, rec.Edge); err != nil {
+			t.Fatal(err)
+		}
+		timeout := time.After(waitFor)
+	wait:
+		for {
+			select {
+			case u := <-changes:
+				if u.ID != "" && !u.Connected {
+					detached = true
+					break wait
+				}
+			case <-time.After(time.Second):
+				break wait // the lease came back before presence noticed; again
+			case <-timeout:
+				t.Fatal("presence never detached the edge's users")
+			}
+		}
+	}
+	ctx, cancel := w.wctx()
+	defer cancel()
+	for {
+		select {
+		case u := <-changes:
+			if u.ID == "" {
+				t.Fatal("Ann was removed while her socket stayed open")
+			}
+			if !u.Connected {
+				continue
+			}
+		case <-ctx.Done():
+			t.Fatal("Ann was never attached again")
+		}
+		break
+	}
+	time.Sleep(3 * grace) // past the grace period the detach started
+	if u, ok := w.userRecord(st, id(ann)); !ok || !u.Connected {
+		t.Fatalf("Ann after the grace period: online %t, %+v", ok, u)
+	}
+	w.invite(ann, bob)
+	w.sees(id(ann), protocol.StateInviting, bob)
+	w.mustInvariants(st)
+}
+
+// No open socket may belong to a user who no longer exists: the edge
+// closes it with 1001, so that the page reconnects and starts over.
+func TestSocketOfARemovedUserIsClosed(t *testing.T) {
+	t.Parallel()
+	w := mustWorld(t, topologies[0], settings{grace: 5 * time.Second})
+	st := w.store()
+	ann, bob := w.join("Ann"), w.join("Bob")
+	w.sees(id(bob), protocol.StateAvailable, ann)
+	ctx, cancel := w.wctx()
+	defer cancel()
+	// Removed behind the edge's back, as a leave after a lapsed lease does.
+	_, rev, err := st.GetUser(ctx, id(ann))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var txn state.Txn
+	txn.Delete(state.UserKey(id(ann)), rev)
+	if err := st.Commit(ctx, &txn); err != nil {
+		t.Fatal(err)
+	}
+	_, _ = ann.WaitView(ctx, func(client.View) bool { return false }) // returns once closed
+	if code, closed := ann.CloseCode(); !closed || code != websocket.CloseGoingAway {
+		t.Fatalf("Ann's socket: closed %t, code %d; want 1001", closed, code)
+	}
+	if _, closed := bob.CloseCode(); closed {
+		t.Fatal("Bob's socket was closed too")
+	}
+}
+
+// A user the state says an edge serves through a connection that edge no
+// longer has (its disconnect report or its join reply was lost) is a
+// ghost: the edge reports it, and it leaves after the grace period.
+func TestGhostUserOfALiveEdgeLeaves(t *testing.T) {
+	t.Parallel()
+	w := mustWorld(t, topologies[0], settings{grace: 300 * time.Millisecond})
+	st := w.store()
+	bob := w.join("Bob")
+	rec, _ := w.userRecord(st, id(bob))
+	ghost := state.User{
+		ID: protocol.NewID(), Name: "Ghost", State: protocol.StateAvailable, JoinedAt: time.Now().UnixMilli(),
+		SecretHash: rec.SecretHash, Edge: rec.Edge, Conn: protocol.NewID(), Connected: true,
+	}
+	ctx, cancel := w.wctx()
+	defer cancel()
+	var txn state.Txn
+	txn.Put(state.UserKey(ghost.ID), 0, ghost)
+	if err := st.Commit(ctx, &txn); err != nil {
+		t.Fatal(err)
+	}
+	w.sees(ghost.ID, protocol.StateAvailable, bob)
+	w.sees(ghost.ID, "", bob)
+	w.mustInvariants(st)
+}

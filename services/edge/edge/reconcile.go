@@ -1,0 +1,184 @@
+package edge
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/fasthttp/websocket"
+
+	"github.com/buddytok/buddytok/pkg/natsrpc"
+	"github.com/buddytok/buddytok/pkg/protocol"
+	"github.com/buddytok/buddytok/pkg/state"
+)
+
+// The edge reconciles its open sockets with the state, so that neither can
+// drift from the other for long, whatever was lost on the way (a lease
+// that lapsed while the edge was cut off or paused, a disconnect report or
+// a join reply that never arrived):
+//
+//   - a socket whose user the state detached from it (the lease lapsed) is
+//     attached again;
+//   - a socket whose user no longer exists is closed with 1001 and
+//     session_lost, so the page reconnects (and, its user gone, starts
+//     over); one whose user another connection now serves is closed as
+//     superseded;
+//   - a user the state says this edge serves through a connection it no
+//     longer has (a ghost) is reported disconnected, so it leaves after
+//     the grace period.
+//
+// It runs every ReconcileEvery, and at once when the lease is renewed
+// after a lapse. Acting on a mismatch other than a detach needs it twice
+// in a row and confirmed by a fresh read, because the buddy-list watcher
+// may lag a join or resume that has just committed.
+
+// reconciler is the state of the reconcile loop (one goroutine).
+type reconciler struct {
+	e *Edge
+	// suspects are the mismatches seen in the previous pass: socket
+	// connection IDs and ghost users, by connection ID.
+	suspects map[string]bool
+}
+
+func (e *Edge) reconcileUntilDone(ctx context.Context) {
+	r := &reconciler{e: e, suspects: map[string]bool{}}
+	t := time.NewTicker(e.cfg.ReconcileEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-e.kick:
+		}
+		r.pass(ctx)
+	}
+}
+
+// kickReconcile asks for a pass now (the lease was renewed after a lapse).
+func (e *Edge) kickReconcile() {
+	select {
+	case e.kick <- struct{}{}:
+	default:
+	}
+}
+
+func (r *reconciler) pass(ctx context.Context) {
+	e := r.e
+	local := e.localConns()
+	records, ready := e.hub.attachments()
+	if !ready {
+		return
+	}
+	seen := map[string]bool{}
+	for connID, c := range local {
+		uid := c.joined()
+		if uid == "" {
+			continue
+		}
+		a, ok := records[uid]
+		switch {
+		case ok && a.edge == e.id && a.conn == connID && a.connected:
+			continue
+		case ok && a.edge == e.id && a.conn == connID:
+			// Detached while the socket stayed open: no doubt about it.
+			e.attach(ctx, c, uid)
+			continue
+		}
+		seen[connID] = true
+		if r.suspects[connID] {
+			e.settle(ctx, c, uid)
+		}
+	}
+	for uid, a := range records {
+		if a.edge != e.id || !a.connected {
+			continue
+		}
+		if _, ok := local[a.conn]; ok {
+			continue
+		}
+		seen[a.conn] = true
+		if r.suspects[a.conn] {
+			e.exorcise(ctx, uid, a.conn)
+		}
+	}
+	r.suspects = seen
+}
+
+// localConns returns the open sockets by connection ID.
+func (e *Edge) localConns() map[string]*client {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := make(map[string]*client, len(e.clients))
+	for c := range e.clients {
+		out[c.id] = c
+	}
+	return out
+}
+
+func (e *Edge) hasConn(connID string) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for c := range e.clients {
+		if c.id == connID {
+			return true
+		}
+	}
+	return false
+}
+
+// attach asks presence to mark the user connected through c again.
+func (e *Edge) attach(ctx context.Context, c *client, uid string) {
+	ctx, cancel := context.WithTimeout(ctx, e.cfg.RequestTimeout)
+	defer cancel()
+	err := natsrpc.Call(ctx, e.nc, protocol.SubjectPresenceAttach, protocol.AttachRequest{UserID: uid, Edge: e.id, Conn: c.id}, nil)
+	switch protocol.CodeOf(err) {
+	case "":
+	case protocol.CodeNotFound:
+		e.log.Info("closing a socket whose user has left", "user", uid, "conn", c.id)
+		c.close(websocket.CloseGoingAway, string(protocol.CodeSessionLost))
+	case protocol.CodeSuperseded:
+		c.close(protocol.CloseSuperseded, string(protocol.CodeSuperseded))
+	default:
+		if err != nil {
+			e.log.Warn("attaching a user again failed; next pass retries", "user", uid, "err", err)
+			return
+		}
+	}
+	if err == nil {
+		e.log.Info("user attached again after a lapse", "user", uid, "conn", c.id)
+	}
+}
+
+// settle acts on a socket whose user the state, read afresh, does not
+// serve through it.
+func (e *Edge) settle(ctx context.Context, c *client, uid string) {
+	u, _, err := e.store.GetUser(ctx, uid)
+	switch {
+	case errors.Is(err, state.ErrNotFound):
+		e.log.Info("closing a socket whose user has left", "user", uid, "conn", c.id)
+		c.close(websocket.CloseGoingAway, string(protocol.CodeSessionLost))
+	case err != nil:
+		e.log.Warn("reconcile read failed; next pass retries", "user", uid, "err", err)
+	case u.Edge != e.id || u.Conn != c.id:
+		c.close(protocol.CloseSuperseded, string(protocol.CodeSuperseded))
+	case !u.Connected:
+		e.attach(ctx, c, uid)
+	}
+}
+
+// exorcise reports disconnected a user the state says this edge serves
+// through a connection it no longer has.
+func (e *Edge) exorcise(ctx context.Context, uid, connID string) {
+	u, _, err := e.store.GetUser(ctx, uid)
+	if err != nil || u.Edge != e.id || u.Conn != connID || !u.Connected {
+		return
+	}
+	// A connection is tracked before its join or resume is sent, and never
+	// again once it has ended: if it is not tracked now, it is gone.
+	if e.hasConn(connID) {
+		return
+	}
+	e.log.Warn("user attached to a connection that has ended; reporting it", "user", uid, "conn", connID)
+	e.reportDisconnect(uid, connID)
+}
