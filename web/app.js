@@ -38,19 +38,43 @@ function connect() {
 async function onOpen() {
   reconnectDelay = 500;
   setConnection("Connected");
-  const saved = loadSession();
-  if (saved) {
-    try {
-      await request({ type: "resume", user_id: saved.user_id, secret: saved.secret });
-    } catch (err) {
-      clearSession();
-      view.joined = false;
-      notice(err.code === "resume_failed" ? "Your earlier session has ended; please join again." : err.message, true);
-      render();
-    }
+  if (loadSession()) {
+    resumeSaved(ws, 0);
   } else {
     render();
   }
+}
+
+// resumeSaved resumes the saved user on socket. Only resume_failed (the
+// user is gone, or the secret is wrong) starts over; any other error (a
+// service restarting, a timeout) keeps the secret and tries again, with
+// backoff and jitter, for as long as the socket lasts. A new socket starts
+// again from onOpen.
+async function resumeSaved(socket, attempt) {
+  const saved = loadSession();
+  if (!saved || socket !== ws) return;
+  try {
+    await request({ type: "resume", user_id: saved.user_id, secret: saved.secret });
+    setConnection("Connected");
+  } catch (err) {
+    if (socket !== ws) return;
+    if (err.code === "resume_failed") {
+      clearSession();
+      view.joined = false;
+      notice("Your earlier session has ended; please join again.", true);
+      render();
+      return;
+    }
+    if (err.code === "closed") return; // onClose reconnects, and resumes again
+    setConnection("Reconnecting — the server is busy; trying again…");
+    setTimeout(() => resumeSaved(socket, attempt + 1), jittered(Math.min(250 * 2 ** attempt, 5000)));
+  }
+}
+
+// jittered spreads retries of many pages: a random delay between half and
+// all of ms.
+function jittered(ms) {
+  return ms / 2 + Math.random() * (ms / 2);
 }
 
 function onClose(ev) {
@@ -67,7 +91,7 @@ function onClose(ev) {
     render();
   }
   setConnection(view.joined ? "Connection lost — reconnecting…" : "Disconnected — reconnecting…");
-  setTimeout(connect, reconnectDelay);
+  setTimeout(connect, jittered(reconnectDelay));
   reconnectDelay = Math.min(reconnectDelay * 2, 5000);
 }
 

@@ -58,6 +58,7 @@ type System struct {
 	EdgeURLs []string // http://host:port of each edge
 
 	nats     *embeddednats.Server
+	opts     Options
 	mu       sync.Mutex
 	replicas map[Kind][]*replica
 }
@@ -99,7 +100,7 @@ func Start(ctx context.Context, opts Options) (sys *System, err error) {
 	if opts.Listen == "" {
 		opts.Listen = "127.0.0.1:0"
 	}
-	sys = &System{URL: opts.NATSURL, replicas: map[Kind][]*replica{}}
+	sys = &System{URL: opts.NATSURL, opts: opts, replicas: map[Kind][]*replica{}}
 	defer func() {
 		if err != nil {
 			sys.Close()
@@ -203,6 +204,18 @@ func (sys *System) run(startCtx context.Context, kind Kind, nc *nats.Conn, r run
 	case <-startCtx.Done():
 		return fmt.Errorf("%s: not ready: %w", kind, startCtx.Err())
 	}
+}
+
+// AddReplica starts one more replica of a service (not an edge), as an
+// operator scaling up or restarting one would.
+func (sys *System) AddReplica(ctx context.Context, kind Kind) error {
+	if kind == Edge {
+		return errors.New("allinone: AddReplica starts services, not edges")
+	}
+	sys.mu.Lock()
+	i := len(sys.replicas[kind])
+	sys.mu.Unlock()
+	return sys.startService(ctx, sys.opts, kind, i)
 }
 
 // Stop stops replica i of kind (in start order) as a clean shutdown

@@ -350,3 +350,44 @@ func TestPageFlows(t *testing.T) {
 	ann.absent("button", "End chat")
 	ann.textOf("region", "You", "available once Bob left", has("available"))
 }
+
+// A page whose resume fails for a passing reason (presence restarting)
+// keeps its secret and tries again: once presence is back, it is the same
+// user, in the same chat. Only resume_failed starts over.
+func TestPageResumesThroughAPresenceRestart(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	sys, err := allinone.Start(ctx, allinone.Options{
+		Presence: presence.Config{Grace: time.Minute, LeaseTTL: time.Second, SweepEvery: 50 * time.Millisecond},
+		Edge:     edge.Config{LeaseTTL: time.Second, PingEvery: 5 * time.Second, WriteTimeout: 5 * time.Second, RequestTimeout: 10 * time.Second},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sys.Close() })
+	browser := newBrowser(t)
+	url := sys.EdgeURLs[0]
+	ann := openTab(t, browser, url, "Ann")
+	ann.join()
+	bob := openTab(t, browser, url, "Bob")
+	bob.join()
+	ann.click("button", "Invite Bob")
+	bob.click("button", "Accept Ann")
+	ann.one("button", "End chat")
+
+	if err := sys.Stop(allinone.Presence, 0); err != nil {
+		t.Fatal(err)
+	}
+	ann.do("reload", chromedp.Reload())
+	ann.textOf("status", "Connection", "a resume that failed and is retried", has("trying again"))
+	ann.until("the secret is kept", `sessionStorage.getItem("buddytok.session") !== null`)
+	if err := sys.AddReplica(ctx, allinone.Presence); err != nil {
+		t.Fatal(err)
+	}
+	ann.textOf("region", "You", "resumed in the chat", has("Ann", "chatting"))
+	ann.one("button", "End chat")
+	ann.textOf("status", "Connection", "connected", has("Connected"))
+	bob.textOf("list", "Buddies", "one Ann, still chatting", func(s string) bool {
+		return strings.Count(s, "Ann") == 1 && strings.Contains(s, "chatting")
+	})
+}
