@@ -2,6 +2,7 @@ package state
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -14,24 +15,51 @@ import (
 // markers), which is how presence learns that an edge died.
 const LeaseBucket = "buddytok_edges"
 
-// OpenLeases creates or opens the edge lease bucket. ttl is how long an edge
-// may go without renewing before it counts as dead.
-func OpenLeases(ctx context.Context, nc *nats.Conn, ttl time.Duration, opts Options) (jetstream.KeyValue, error) {
+// DefaultLeaseTTL is the lease TTL of a deployment whose first process
+// did not set EDGE_LEASE_TTL.
+const DefaultLeaseTTL = 3 * time.Second
+
+// ErrSettingMismatch: a process was configured with a shared setting that
+// differs from the one the deployment's buckets already carry. Starting
+// anyway would make processes disagree (leases lapsing between renewals,
+// replicas that are not there), so the process refuses to start.
+var ErrSettingMismatch = errors.New("shared setting differs from the deployment's")
+
+// OpenLeases creates or opens the edge lease bucket and returns it with
+// the deployment's lease TTL: how long an edge may go without renewing
+// before it counts as dead. The bucket carries the TTL, so every process
+// uses the same one: ttl 0 takes the bucket's (DefaultLeaseTTL for a new
+// bucket); any other ttl must equal it, or the error wraps
+// ErrSettingMismatch.
+func OpenLeases(ctx context.Context, nc *nats.Conn, ttl time.Duration, opts Options) (jetstream.KeyValue, time.Duration, error) {
 	js, err := jetstream.New(nc)
 	if err != nil {
-		return nil, fmt.Errorf("state: jetstream: %w", err)
+		return nil, 0, fmt.Errorf("state: jetstream: %w", err)
 	}
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	want := ttl
+	if want == 0 {
+		want = DefaultLeaseTTL
+	}
+	kv, err := openOrCreate(ctx, js, jetstream.KeyValueConfig{
 		Bucket:         LeaseBucket,
 		Description:    "BuddyTok edge leases",
 		History:        1,
-		TTL:            ttl,
-		LimitMarkerTTL: ttl,
+		TTL:            want,
+		LimitMarkerTTL: want,
 		Storage:        jetstream.FileStorage,
 		Replicas:       max(opts.Replicas, 1),
-	})
+	}, opts)
 	if err != nil {
-		return nil, fmt.Errorf("state: open bucket %s: %w", LeaseBucket, err)
+		return nil, 0, err
 	}
-	return kv, nil
+	st, err := kv.Status(ctx)
+	if err != nil {
+		return nil, 0, fmt.Errorf("state: bucket %s: %w", LeaseBucket, err)
+	}
+	have := st.TTL()
+	if ttl != 0 && ttl != have {
+		return nil, 0, fmt.Errorf("state: EDGE_LEASE_TTL is %s here but the deployment's leases (bucket %s) use %s: set it to %s or leave it unset: %w",
+			ttl, LeaseBucket, have, have, ErrSettingMismatch)
+	}
+	return kv, have, nil
 }

@@ -45,7 +45,10 @@ const (
 
 // Options configure the buckets.
 type Options struct {
-	// Replicas of each bucket's stream (1 on a single server, 3 in a cluster).
+	// Replicas of each bucket's stream (1 on a single server, 3 in a
+	// cluster). 0 takes what the buckets have (1 for a new one); any other
+	// number must equal it (ErrSettingMismatch): a bucket's replicas are
+	// chosen when the deployment is created.
 	Replicas int
 }
 
@@ -71,7 +74,7 @@ func Open(ctx context.Context, nc *nats.Conn, opts Options) (*Store, error) {
 		History:     History,
 		Storage:     jetstream.FileStorage,
 		Replicas:    max(opts.Replicas, 1),
-	})
+	}, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -83,26 +86,48 @@ func Open(ctx context.Context, nc *nats.Conn, opts Options) (*Store, error) {
 }
 
 // openOrCreate opens an existing bucket as it is (its stream carries
-// settings that a plain KV update would reset) or creates it.
-func openOrCreate(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
-	for range 3 {
-		kv, err := js.KeyValue(ctx, cfg.Bucket)
-		if err == nil {
-			return kv, nil
-		}
-		if !errors.Is(err, jetstream.ErrBucketNotFound) {
-			return nil, fmt.Errorf("state: open bucket %s: %w", cfg.Bucket, err)
-		}
-		kv, err = js.CreateKeyValue(ctx, cfg)
-		if err == nil {
-			return kv, nil
-		}
-		if !errors.Is(err, jetstream.ErrBucketExists) {
-			return nil, fmt.Errorf("state: create bucket %s: %w", cfg.Bucket, err)
-		}
-		// Another replica created it meanwhile: open it.
+// settings that a plain KV update would reset) or creates it, and checks
+// that its replicas are those opts asks for, if it asks.
+func openOrCreate(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig, opts Options) (jetstream.KeyValue, error) {
+	var kv jetstream.KeyValue
+	// Another process may create the bucket between our open and create:
+	// then open it again.
+	err := retry.Do(ctx, retry.Policy{Initial: time.Millisecond, Max: 10 * time.Millisecond, Attempts: 3,
+		Retryable: func(err error) bool { return errors.Is(err, jetstream.ErrBucketExists) }},
+		func(ctx context.Context) error {
+			var err error
+			kv, err = js.KeyValue(ctx, cfg.Bucket)
+			if err == nil {
+				return nil
+			}
+			if !errors.Is(err, jetstream.ErrBucketNotFound) {
+				return fmt.Errorf("state: open bucket %s: %w", cfg.Bucket, err)
+			}
+			kv, err = js.CreateKeyValue(ctx, cfg)
+			if err != nil {
+				return fmt.Errorf("state: create bucket %s: %w", cfg.Bucket, err)
+			}
+			return nil
+		})
+	if err != nil {
+		return nil, err
 	}
-	return nil, fmt.Errorf("state: bucket %s: could not open or create", cfg.Bucket)
+	if opts.Replicas == 0 {
+		return kv, nil
+	}
+	st, err := kv.Status(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("state: bucket %s: %w", cfg.Bucket, err)
+	}
+	bs, ok := st.(*jetstream.KeyValueBucketStatus)
+	if !ok {
+		return nil, fmt.Errorf("state: bucket %s: no stream status to check its replicas", cfg.Bucket)
+	}
+	if have := bs.StreamInfo().Config.Replicas; have != opts.Replicas {
+		return nil, fmt.Errorf("state: KV_REPLICAS is %d here but the deployment's bucket %s has %d: set it to %d or leave it unset: %w",
+			opts.Replicas, cfg.Bucket, have, have, ErrSettingMismatch)
+	}
+	return kv, nil
 }
 
 // enableStreamFeatures turns on atomic batch publishing on a KV bucket's

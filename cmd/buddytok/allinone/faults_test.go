@@ -173,3 +173,46 @@ func TestGhostUserOfALiveEdgeLeaves(t *testing.T) {
 	w.sees(ghost.ID, "", bob)
 	w.mustInvariants(st)
 }
+
+// The grace period is measured on the NATS server's time stamps, not on
+// the wall clock of whichever replica wrote the detach: a detach written by
+// a replica whose clock runs an hour behind still leaves the user the whole
+// grace period to resume.
+func TestGraceIgnoresReplicaClocks(t *testing.T) {
+	t.Parallel()
+	w := mustWorld(t, topologies[0], settings{grace: 5 * time.Second})
+	st := w.store()
+	ann := w.join("Ann")
+	annView := ann.View()
+	_ = ann.Close()
+	ctx, cancel := w.wctx()
+	defer cancel()
+	var u state.User
+	var rev uint64
+	for {
+		var err error
+		u, rev, err = st.GetUser(ctx, annView.Me.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !u.Connected {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatal("Ann was never detached")
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	u.DisconnectedAt = time.Now().Add(-time.Hour).UnixMilli()
+	var txn state.Txn
+	txn.Put(state.UserKey(u.ID), rev, u)
+	if err := st.Commit(ctx, &txn); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond) // many sweeps, well within the grace period
+	again := w.dial()
+	if _, err := again.Resume(ctx, annView.Me.ID, annView.Secret); err != nil {
+		t.Fatalf("resume within the grace period: %v", err)
+	}
+}

@@ -40,7 +40,8 @@ type Config struct {
 	// AllowedOrigins may open WebSockets besides the edge's own origin;
 	// "*" allows any.
 	AllowedOrigins []string
-	// LeaseTTL must match presence's EDGE_LEASE_TTL.
+	// LeaseTTL is the deployment's lease TTL: 0 takes the one its lease
+	// bucket carries; any other value must equal it.
 	LeaseTTL       time.Duration
 	PingEvery      time.Duration
 	WriteTimeout   time.Duration
@@ -64,11 +65,11 @@ func ConfigFromEnv(env *config.Env) Config {
 	return Config{
 		Listen:          net.JoinHostPort(env.String("HOST", ""), strconv.Itoa(env.Int("PORT", 8080, 0, 65535))),
 		AllowedOrigins:  env.List("ALLOWED_ORIGINS"),
-		LeaseTTL:        env.Duration("EDGE_LEASE_TTL", 3*time.Second, time.Second, time.Minute),
+		LeaseTTL:        env.Duration("EDGE_LEASE_TTL", 0, time.Second, time.Minute),
 		PingEvery:       env.Duration("WS_PING_INTERVAL", 20*time.Second, time.Second, 5*time.Minute),
 		WriteTimeout:    10 * time.Second,
 		RequestTimeout:  20 * time.Second,
-		Replicas:        env.Int("KV_REPLICAS", 1, 1, 5),
+		Replicas:        env.Int("KV_REPLICAS", 0, 1, 5),
 		FramesPerSecond: float64(env.Int("WS_RATE_LIMIT", protocol.FramesPerSecond, 1, 100000)),
 		FrameBurst:      env.Int("WS_RATE_BURST", protocol.FrameBurst, 1, 100000),
 		ShutdownTimeout: env.Duration("SHUTDOWN_TIMEOUT", 10*time.Second, time.Second, 10*time.Minute),
@@ -78,7 +79,6 @@ func ConfigFromEnv(env *config.Env) Config {
 
 // withDefaults fills the settings left zero.
 func (c Config) withDefaults() Config {
-	c.LeaseTTL = cmp.Or(c.LeaseTTL, 3*time.Second)
 	c.PingEvery = cmp.Or(c.PingEvery, 20*time.Second)
 	c.WriteTimeout = cmp.Or(c.WriteTimeout, 10*time.Second)
 	c.RequestTimeout = cmp.Or(c.RequestTimeout, 20*time.Second)
@@ -122,10 +122,11 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*Edg
 	if err != nil {
 		return nil, fmt.Errorf("edge: %w", err)
 	}
-	leases, err := state.OpenLeases(ctx, nc, cfg.LeaseTTL, state.Options{Replicas: cfg.Replicas})
+	leases, ttl, err := state.OpenLeases(ctx, nc, cfg.LeaseTTL, state.Options{Replicas: cfg.Replicas})
 	if err != nil {
 		return nil, fmt.Errorf("edge: %w", err)
 	}
+	cfg.LeaseTTL = ttl
 	e := &Edge{
 		id: protocol.NewID(), nc: nc, cfg: cfg, log: log, store: store, leases: leases,
 		hub: newHub(), clients: map[*client]struct{}{}, kick: make(chan struct{}, 1),

@@ -47,7 +47,7 @@ const defaultLeaveBatch = 100
 // ConfigFromEnv reads KV_REPLICAS and MAX_PENDING_INVITATIONS.
 func ConfigFromEnv(env *config.Env) Config {
 	return Config{
-		Replicas:    env.Int("KV_REPLICAS", 1, 1, 5),
+		Replicas:    env.Int("KV_REPLICAS", 0, 1, 5),
 		MaxIncoming: env.Int("MAX_PENDING_INVITATIONS", protocol.MaxIncomingInvitations, 1, protocol.IncomingInvitationsCeiling),
 	}
 }

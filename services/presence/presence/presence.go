@@ -33,7 +33,8 @@ type Config struct {
 	// Grace is how long a detached user is kept for a resume (spec §2.9).
 	Grace time.Duration
 	// LeaseTTL is how long an edge may go silent before its users count as
-	// detached; it must match the edges' setting.
+	// detached: 0 takes the deployment's (its lease bucket carries it); any
+	// other value must equal it.
 	LeaseTTL time.Duration
 	// SweepEvery is how often the reaper looks for users to detach or remove.
 	SweepEvery time.Duration
@@ -59,10 +60,11 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*Ser
 	if err != nil {
 		return nil, fmt.Errorf("presence: %w", err)
 	}
-	leases, err := state.OpenLeases(ctx, nc, cfg.LeaseTTL, state.Options{Replicas: cfg.Replicas})
+	leases, ttl, err := state.OpenLeases(ctx, nc, cfg.LeaseTTL, state.Options{Replicas: cfg.Replicas})
 	if err != nil {
 		return nil, fmt.Errorf("presence: %w", err)
 	}
+	cfg.LeaseTTL = ttl
 	return &Service{nc: nc, cfg: cfg, log: log, store: store, leases: leases, now: time.Now,
 		srv: natsrpc.NewServer(log, 64, 10*time.Second)}, nil
 }
@@ -70,7 +72,6 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*Ser
 // withDefaults fills the settings that must not be zero. A zero Grace is
 // valid: users leave as soon as they are detached.
 func (c Config) withDefaults() Config {
-	c.LeaseTTL = cmp.Or(c.LeaseTTL, 3*time.Second)
 	c.SweepEvery = cmp.Or(c.SweepEvery, 500*time.Millisecond)
 	return c
 }
@@ -252,8 +253,8 @@ func (s *Service) detach(ctx context.Context, userID, conn string) error {
 func ConfigFromEnv(env *config.Env) Config {
 	return Config{
 		Grace:      env.Duration("GRACE_PERIOD", 5*time.Second, 0, time.Hour),
-		LeaseTTL:   env.Duration("EDGE_LEASE_TTL", 3*time.Second, time.Second, time.Minute),
+		LeaseTTL:   env.Duration("EDGE_LEASE_TTL", 0, time.Second, time.Minute),
 		SweepEvery: env.Duration("SWEEP_INTERVAL", 500*time.Millisecond, 10*time.Millisecond, time.Minute),
-		Replicas:   env.Int("KV_REPLICAS", 1, 1, 5),
+		Replicas:   env.Int("KV_REPLICAS", 0, 1, 5),
 	}
 }

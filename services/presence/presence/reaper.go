@@ -31,6 +31,8 @@ const (
 // out. Every replica runs one; compare-and-set makes duplicates harmless.
 type reaper struct {
 	users      map[string]state.User
+	detached   map[string]time.Time // server time each detached user was first seen detached
+	clock      serverClock
 	edges      map[string]bool
 	leasesSeen bool                 // the lease watcher delivered its initial values
 	edgeGone   map[string]time.Time // edges first seen without a lease
@@ -69,7 +71,7 @@ func (s *Service) reap(ctx context.Context) error {
 	defer func() { _ = lw.Stop() }()
 
 	r := &reaper{
-		users: map[string]state.User{}, edges: map[string]bool{}, edgeGone: map[string]time.Time{},
+		users: map[string]state.User{}, detached: map[string]time.Time{}, edges: map[string]bool{}, edgeGone: map[string]time.Time{},
 		inflight: map[string]bool{}, finished: make(chan string, maxActions), slots: make(chan struct{}, maxActions),
 	}
 	var actions sync.WaitGroup
@@ -106,18 +108,53 @@ func (s *Service) reap(ctx context.Context) error {
 	}
 }
 
+// serverClock estimates the NATS server's current time from the time
+// stamps the server puts on stored entries, advanced by this process's
+// monotonic clock since the latest one arrived. Grace periods are measured
+// on it, so replicas whose wall clocks disagree still agree on when a grace
+// period ends.
+type serverClock struct {
+	latest time.Time // the newest server time stamp seen
+	seenAt time.Time // when it arrived (monotonic)
+}
+
+func (c *serverClock) observe(stamp time.Time) {
+	if stamp.After(c.latest) {
+		c.latest, c.seenAt = stamp, time.Now()
+	}
+}
+
+func (c *serverClock) now() time.Time {
+	if c.latest.IsZero() {
+		return time.Now()
+	}
+	return c.latest.Add(time.Since(c.seenAt))
+}
+
 func (r *reaper) applyUser(e jetstream.KeyValueEntry) {
 	if e == nil {
 		return
 	}
+	r.clock.observe(e.Created())
 	id := strings.TrimPrefix(e.Key(), state.UserPrefix)
 	if e.Operation() != jetstream.KeyValuePut {
 		delete(r.users, id)
+		delete(r.detached, id)
 		return
 	}
 	var u state.User
 	if err := json.Unmarshal(e.Value(), &u); err != nil {
 		return
+	}
+	prev, known := r.users[id]
+	switch {
+	case u.Connected:
+		delete(r.detached, id)
+	case !known || prev.Connected || prev.Conn != u.Conn || r.detached[id].IsZero():
+		// The grace period starts at the server's time stamp of the first
+		// revision seen detached (for a user first seen already detached,
+		// a little later than the detach: never earlier).
+		r.detached[id] = e.Created()
 	}
 	r.users[id] = u
 }
@@ -127,6 +164,7 @@ func (r *reaper) applyLease(e jetstream.KeyValueEntry) {
 		r.leasesSeen = true
 		return
 	}
+	r.clock.observe(e.Created())
 	if e.Operation() == jetstream.KeyValuePut {
 		r.edges[e.Key()] = true
 		delete(r.edgeGone, e.Key())
@@ -137,6 +175,7 @@ func (r *reaper) applyLease(e jetstream.KeyValueEntry) {
 
 func (s *Service) sweep(ctx context.Context, r *reaper, actions *sync.WaitGroup) {
 	now := s.now()
+	serverNow := r.clock.now()
 	for id, u := range r.users {
 		if r.inflight[id] {
 			continue
@@ -159,7 +198,7 @@ func (s *Service) sweep(ctx context.Context, r *reaper, actions *sync.WaitGroup)
 					s.log.Warn("detach after lease expiry failed", "user", id, "edge", u.Edge, "err", err)
 				}
 			}
-		case !u.Connected && now.Sub(time.UnixMilli(u.DisconnectedAt)) >= s.cfg.Grace:
+		case !u.Connected && serverNow.Sub(r.detached[id]) >= s.cfg.Grace:
 			action = func(ctx context.Context) {
 				err := natsrpc.Call(ctx, s.nc, protocol.SubjectInvitesLeave, protocol.LeaveRequest{UserID: id, Conn: u.Conn}, nil)
 				switch code := protocol.CodeOf(err); {

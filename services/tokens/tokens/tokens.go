@@ -36,7 +36,7 @@ type Config struct {
 // OPENTOK_TOKEN_TYPE=t1|jwt); without them, direct WebRTC. A half or
 // malformed OpenTok configuration is an error, never a silent fallback.
 func ConfigFromEnv(env *config.Env) Config {
-	cfg := Config{Replicas: env.Int("KV_REPLICAS", 1, 1, 5)}
+	cfg := Config{Replicas: env.Int("KV_REPLICAS", 0, 1, 5)}
 	key, secret := env.String("OPENTOK_KEY", ""), env.String("OPENTOK_SECRET", "")
 	apiURL, tokenType := env.String("OPENTOK_API_URL", ""), env.String("OPENTOK_TOKEN_TYPE", "")
 	if key == "" && secret == "" {
