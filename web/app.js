@@ -13,10 +13,11 @@ const view = {
   incoming: new Map(), // invitation id -> invitation
   outgoing: null,
   chat: null,
-  // IDs of invitations and chats known to be over. Events come from
-  // whichever service replica made each change, so "ended" may overtake
-  // "started"; an ID, once ended, is never shown again.
-  ended: new Set(),
+  // incoming, outgoing and chat come only from the welcome and the sync
+  // frames that follow it, which the edge derives from the state in the
+  // order of its changes. Events and replies only add a notice: they come
+  // from whichever replica made a change, may overtake each other, and may
+  // be lost.
 };
 
 let ws = null;
@@ -153,15 +154,12 @@ function apply(f) {
       view.users = new Map([[f.you.id, f.you]]);
       for (const u of f.users || []) view.users.set(u.id, u);
       view.me = view.users.get(f.you.id);
-      const live = (x) => (x && !view.ended.has(x.id) ? x : null);
-      view.incoming = new Map((f.incoming || []).filter(live).map((i) => [i.id, i]));
-      view.outgoing = live(f.outgoing);
-      const chat = live(f.chat);
-      const hadChat = view.chat && chat && view.chat.id === chat.id;
-      view.chat = chat;
-      if (view.chat && !hadChat) startVideo(view.chat);
+      setPersonal(f, false);
       break;
     }
+    case "sync":
+      setPersonal(f, true);
+      break;
     case "user":
       view.users.set(f.user.id, f.user);
       if (view.me && f.user.id === view.me.id) view.me = f.user;
@@ -169,28 +167,11 @@ function apply(f) {
     case "user_left":
       view.users.delete(f.user_id);
       break;
-    case "invitation":
-      if (view.ended.has(f.invitation.id)) break;
-      view.incoming.set(f.invitation.id, f.invitation);
-      announceInvitation(f.invitation);
-      break;
     case "invitation_ended":
-      view.ended.add(f.invitation.id);
       onInvitationEnded(f.invitation, f.reason);
       break;
-    case "ok":
-      if (f.invitation && !view.ended.has(f.invitation.id)) view.outgoing = f.invitation;
-      break;
-    case "chat_started":
-      if (view.ended.has(f.chat.id)) break;
-      view.chat = f.chat;
-      startVideo(f.chat);
-      break;
     case "chat_ended":
-      view.ended.add(f.chat.id);
-      if (view.chat && view.chat.id === f.chat.id) {
-        view.chat = null;
-        stopVideo();
+      if (view.me && f.chat.parties.includes(view.me.id)) {
         const peer = peerName(f.chat);
         notice(f.reason === "left" ? `${peer} went offline; the chat ended.` : `The chat with ${peer} ended.`);
       }
@@ -201,11 +182,24 @@ function apply(f) {
   }
 }
 
+// setPersonal takes the user's invitations and chat from a welcome or sync
+// frame, which carries them complete, and starts or stops the video.
+function setPersonal(f, announce) {
+  const before = view.incoming;
+  view.incoming = new Map((f.incoming || []).map((i) => [i.id, i]));
+  if (announce) {
+    for (const [id, inv] of view.incoming) if (!before.has(id)) announceInvitation(inv);
+  }
+  view.outgoing = f.outgoing || null;
+  view.chat = f.chat || null;
+  // The video runs exactly while there is a chat (a resume after a lost
+  // connection starts it again).
+  if (view.chat && (!video || video.chatId !== view.chat.id)) startVideo(view.chat);
+  if (!view.chat && video) stopVideo();
+}
+
 function onInvitationEnded(inv, reason) {
-  const wasMine = view.outgoing && view.outgoing.id === inv.id;
-  view.incoming.delete(inv.id);
-  if (wasMine) view.outgoing = null;
-  if (wasMine) {
+  if (view.me && inv.from === view.me.id) {
     const who = inv.to_name;
     const why = {
       declined: `${who} declined your invitation.`,

@@ -33,10 +33,10 @@ type View struct {
 	Incoming map[string]protocol.Invitation
 	Outgoing *protocol.Invitation
 	Chat     *protocol.Chat
-	// Ended holds the IDs of invitations and chats known to be over.
-	// Events about one user come from whichever service replica handled
-	// each change, so "ended" may overtake "started"; an ID, once ended,
-	// is never shown again.
+	// Ended holds the IDs of invitations and chats that ended events
+	// were received for. The view's own invitations and chat do not
+	// depend on them: they come only from the welcome and the sync frames
+	// (derived from the state, in order); events may be late or lost.
 	Ended map[string]bool
 }
 
@@ -152,19 +152,9 @@ func (c *Client) applyLocked(f protocol.ServerFrame) {
 		}
 		// The list's copy of me is in step with the deltas that follow.
 		v.Me = v.Users[v.Me.ID]
-		v.Incoming = map[string]protocol.Invitation{}
-		for _, inv := range f.Incoming {
-			if !v.Ended[inv.ID] {
-				v.Incoming[inv.ID] = inv
-			}
-		}
-		v.Outgoing, v.Chat = nil, nil
-		if f.Outgoing != nil && !v.Ended[f.Outgoing.ID] {
-			v.Outgoing = f.Outgoing
-		}
-		if f.Chat != nil && !v.Ended[f.Chat.ID] {
-			v.Chat = f.Chat
-		}
+		v.setPersonal(f)
+	case protocol.TypeSync:
+		v.setPersonal(f)
 	case protocol.TypeUser:
 		v.Users[f.User.ID] = *f.User
 		if f.User.ID == v.Me.ID {
@@ -172,31 +162,21 @@ func (c *Client) applyLocked(f protocol.ServerFrame) {
 		}
 	case protocol.TypeUserLeft:
 		delete(v.Users, f.UserID)
-	case protocol.TypeInvitation:
-		if !v.Ended[f.Invitation.ID] {
-			v.Incoming[f.Invitation.ID] = *f.Invitation
-		}
 	case protocol.TypeInvitationEnded:
 		v.Ended[f.Invitation.ID] = true
-		delete(v.Incoming, f.Invitation.ID)
-		if v.Outgoing != nil && v.Outgoing.ID == f.Invitation.ID {
-			v.Outgoing = nil
-		}
-	case protocol.TypeOK:
-		if f.Invitation != nil && !v.Ended[f.Invitation.ID] {
-			inv := *f.Invitation
-			v.Outgoing = &inv
-		}
-	case protocol.TypeChatStarted:
-		if !v.Ended[f.Chat.ID] {
-			v.Chat = f.Chat
-		}
 	case protocol.TypeChatEnded:
 		v.Ended[f.Chat.ID] = true
-		if v.Chat != nil && v.Chat.ID == f.Chat.ID {
-			v.Chat = nil
-		}
 	}
+}
+
+// setPersonal takes the user's invitations and chat from a welcome or a
+// sync frame, which carries them complete.
+func (v *View) setPersonal(f protocol.ServerFrame) {
+	v.Incoming = map[string]protocol.Invitation{}
+	for _, inv := range f.Incoming {
+		v.Incoming[inv.ID] = inv
+	}
+	v.Outgoing, v.Chat = f.Outgoing, f.Chat
 }
 
 // View returns a copy of the client's current view.

@@ -87,6 +87,7 @@ const (
 	TypeInvitationEnded = "invitation_ended"
 	TypeChatStarted     = "chat_started"
 	TypeChatEnded       = "chat_ended"
+	TypeSync            = "sync" // your invitations and chat, complete, as the state now has them
 	TypeOK              = "ok"
 	TypeError           = "error"
 	TypePong            = "pong"

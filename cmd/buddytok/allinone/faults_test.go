@@ -216,3 +216,72 @@ func TestGraceIgnoresReplicaClocks(t *testing.T) {
 		t.Fatalf("resume within the grace period: %v", err)
 	}
 }
+
+// What a page must know follows from the state, not from the directed
+// events: a change committed without any event (its publisher died right
+// after the commit) still reaches both parties' views, through the sync
+// frames their edges derive from the state's changes.
+func TestChangesReachPagesWithoutTheirEvents(t *testing.T) {
+	t.Parallel()
+	w := mustWorld(t, replicated, settings{grace: 5 * time.Second})
+	st := w.store()
+	ann, bob := w.join("Ann"), w.join("Bob") // on different edges
+	w.sees(id(bob), protocol.StateAvailable, ann)
+	ctx, cancel := w.wctx()
+	defer cancel()
+	annRec, annRev, err := st.GetUser(ctx, id(ann))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bobRec, bobRev, err := st.GetUser(ctx, id(bob))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// An invitation, as the invites service commits it; no event follows.
+	inv := protocol.Invitation{ID: protocol.NewID(), From: annRec.ID, FromName: annRec.Name, To: bobRec.ID, ToName: bobRec.Name, CreatedAt: time.Now().UnixMilli()}
+	annRec.State, annRec.Outgoing = protocol.StateInviting, inv.ID
+	bobRec.Incoming = []string{inv.ID}
+	var txn state.Txn
+	txn.Put(state.InvitationKey(inv.ID), 0, inv)
+	txn.Put(state.UserKey(annRec.ID), annRev, annRec)
+	txn.Put(state.UserKey(bobRec.ID), bobRev, bobRec)
+	if err := st.Commit(ctx, &txn); err != nil {
+		t.Fatal(err)
+	}
+	w.waitView(ann, "her invitation, with no event", func(v client.View) bool { return v.Outgoing != nil && v.Outgoing.ID == inv.ID })
+	w.waitView(bob, "the invitation, with no event", func(v client.View) bool { _, ok := v.Incoming[inv.ID]; return ok })
+
+	// Bob accepts: the chat starts for both whatever happens to the events.
+	if _, err := bob.Accept(ctx, inv.ID); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []*client.Client{ann, bob} {
+		w.waitView(c, "in the chat", func(v client.View) bool {
+			return v.Chat != nil && v.Outgoing == nil && len(v.Incoming) == 0
+		})
+	}
+
+	// The chat ends behind the services' back (as an end whose events
+	// were lost): both views follow.
+	chatID := ann.View().Chat.ID
+	annRec, annRev, _ = st.GetUser(ctx, id(ann))
+	bobRec, bobRev, _ = st.GetUser(ctx, id(bob))
+	_, chatRev, err := st.GetChat(ctx, chatID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var end state.Txn
+	end.Delete(state.ChatKey(chatID), chatRev)
+	end.Put(state.UserKey(annRec.ID), annRev, annRec.Available())
+	end.Put(state.UserKey(bobRec.ID), bobRev, bobRec.Available())
+	if err := st.Commit(ctx, &end); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []*client.Client{ann, bob} {
+		w.waitView(c, "out of the chat, with no event", func(v client.View) bool {
+			return v.Chat == nil && v.Me.State == protocol.StateAvailable
+		})
+	}
+	w.mustInvariants(st)
+}

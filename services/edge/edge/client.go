@@ -394,7 +394,13 @@ func (c *client) welcome(ref string, p protocol.Personal, secret string) {
 	// delivered after the welcome; sorting and encoding the list (the
 	// costly part with thousands online) happen outside the hub's lock,
 	// so joins do not queue behind each other or behind the fan-out.
-	users, rev := c.e.hub.subscribe(c)
+	// The user's own invitations and chat come from the hub too when it
+	// has them, at the same revision as the list, so that the sync frames
+	// that follow apply on top of them.
+	users, rev, own := c.e.hub.subscribe(c, c.userID)
+	if own != nil {
+		p.Incoming, p.Outgoing, p.Chat = own.Incoming, own.Outgoing, own.Chat
+	}
 	sortUsers(users)
 	data, err := json.Marshal(protocol.ServerFrame{
 		Type: protocol.TypeWelcome, Ref: ref, Version: protocol.Version, Mode: mode,

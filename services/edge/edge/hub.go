@@ -16,17 +16,38 @@ import (
 	"github.com/buddytok/buddytok/pkg/state"
 )
 
-// hub is the edge's one view of the buddy list. A single KV watcher on the
-// user keys feeds it; it fans each change out to every joined local
-// connection. A subscriber gets the snapshot and all later deltas in order,
-// because both happen under one lock.
+// hub is the edge's one view of the state. A single KV watcher on the
+// whole state bucket feeds it; it fans each buddy-list change out to every
+// joined local connection. A subscriber gets the snapshot and all later
+// deltas in order, because both happen under one lock.
+//
+// It also keeps the pending invitations and running chats, so that it can
+// tell each local user, in the order of the state's changes, what that
+// user's own invitations and chat now are (a sync frame) whenever they
+// change: a directed event that was lost (its publisher died after the
+// commit, the edge was reconnecting) costs the page nothing but the notice.
 type hub struct {
 	mu    sync.Mutex
 	users map[string]protocol.User
 	conns map[string]attachment // by user ID, for reconciling sockets with the state
+	own   map[string]ownRefs    // by user ID: their invitations and chat
+	invs  map[string]protocol.Invitation
+	chats map[string]protocol.Chat
 	rev   uint64
 	ready bool
 	subs  map[*client]struct{}
+	local map[string]map[*client]struct{} // subscribers by user ID
+}
+
+// ownRefs names a user's own invitations and chat, as its record does.
+type ownRefs struct {
+	outgoing string
+	incoming string // IDs joined by commas, in the record's order
+	chat     string
+}
+
+func refsOf(u state.User) ownRefs {
+	return ownRefs{outgoing: u.Outgoing, incoming: strings.Join(u.Incoming, ","), chat: u.Chat}
 }
 
 // attachment is which connection serves a user, as the state says.
@@ -36,18 +57,22 @@ type attachment struct {
 }
 
 func newHub() *hub {
-	return &hub{users: map[string]protocol.User{}, conns: map[string]attachment{}, subs: map[*client]struct{}{}}
+	return &hub{
+		users: map[string]protocol.User{}, conns: map[string]attachment{}, own: map[string]ownRefs{},
+		invs: map[string]protocol.Invitation{}, chats: map[string]protocol.Chat{},
+		subs: map[*client]struct{}{}, local: map[string]map[*client]struct{}{},
+	}
 }
 
 // watch applies the watcher's entries until ctx ends or the watcher fails.
 func (h *hub) watch(ctx context.Context, kv jetstream.KeyValue) error {
-	w, err := kv.Watch(ctx, state.UserPrefix+">")
+	w, err := kv.WatchAll(ctx)
 	if err != nil {
 		return err
 	}
 	defer func() { _ = w.Stop() }()
-	// The initial values name everyone online now. After a restart, users
-	// that left while no watcher ran are not among them, and are dropped.
+	// The initial values name every record now. After a restart, records
+	// deleted while no watcher ran are not among them, and are dropped.
 	initial := map[string]bool{}
 	for {
 		select {
@@ -62,7 +87,7 @@ func (h *hub) watch(ctx context.Context, kv jetstream.KeyValue) error {
 					h.dropExcept(initial)
 					initial = nil
 				} else {
-					initial[strings.TrimPrefix(e.Key(), state.UserPrefix)] = true
+					initial[e.Key()] = true
 				}
 			}
 			h.apply(e)
@@ -70,16 +95,28 @@ func (h *hub) watch(ctx context.Context, kv jetstream.KeyValue) error {
 	}
 }
 
-// dropExcept removes every user not in keep and tells the subscribers.
+// dropExcept removes every record whose key is not in keep and tells the
+// subscribers about users that left.
 func (h *hub) dropExcept(keep map[string]bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	for id := range h.invs {
+		if !keep[state.InvitationKey(id)] {
+			delete(h.invs, id)
+		}
+	}
+	for id := range h.chats {
+		if !keep[state.ChatKey(id)] {
+			delete(h.chats, id)
+		}
+	}
 	for id := range h.users {
-		if keep[id] {
+		if keep[state.UserKey(id)] {
 			continue
 		}
 		delete(h.users, id)
 		delete(h.conns, id)
+		delete(h.own, id)
 		h.broadcastLocked(protocol.ServerFrame{Type: protocol.TypeUserLeft, UserID: id, Revision: h.rev})
 	}
 }
@@ -102,45 +139,127 @@ func (h *hub) apply(e jetstream.KeyValueEntry) {
 		return
 	}
 	h.rev = e.Revision()
-	id := strings.TrimPrefix(e.Key(), state.UserPrefix)
-	var frame protocol.ServerFrame
-	if e.Operation() != jetstream.KeyValuePut {
+	put := e.Operation() == jetstream.KeyValuePut
+	switch key := e.Key(); {
+	case strings.HasPrefix(key, state.UserPrefix):
+		h.applyUser(e, strings.TrimPrefix(key, state.UserPrefix), put)
+	case strings.HasPrefix(key, state.InvitationPrefix):
+		id := strings.TrimPrefix(key, state.InvitationPrefix)
+		var inv protocol.Invitation
+		if !put || json.Unmarshal(e.Value(), &inv) != nil {
+			delete(h.invs, id)
+			return
+		}
+		h.invs[id] = inv
+	case strings.HasPrefix(key, state.ChatPrefix):
+		id := strings.TrimPrefix(key, state.ChatPrefix)
+		var c state.Chat
+		if !put || json.Unmarshal(e.Value(), &c) != nil {
+			delete(h.chats, id)
+			return
+		}
+		h.chats[id] = c.Chat
+	}
+}
+
+func (h *hub) applyUser(e jetstream.KeyValueEntry, id string, put bool) {
+	if !put {
 		delete(h.conns, id)
+		delete(h.own, id)
 		if _, ok := h.users[id]; !ok {
 			return
 		}
 		delete(h.users, id)
-		frame = protocol.ServerFrame{Type: protocol.TypeUserLeft, UserID: id, Revision: e.Revision()}
-	} else {
-		var u state.User
-		if err := json.Unmarshal(e.Value(), &u); err != nil {
-			return
-		}
-		h.conns[id] = attachment{edge: u.Edge, conn: u.Conn, connected: u.Connected}
-		pub := u.Public()
-		if old, ok := h.users[id]; ok && old == pub {
-			return // a change others cannot see (invitations, connection)
-		}
-		h.users[id] = pub
-		frame = protocol.ServerFrame{Type: protocol.TypeUser, User: &pub, Revision: e.Revision()}
+		h.broadcastLocked(protocol.ServerFrame{Type: protocol.TypeUserLeft, UserID: id, Revision: e.Revision()})
+		return
 	}
-	h.broadcastLocked(frame)
+	var u state.User
+	if err := json.Unmarshal(e.Value(), &u); err != nil {
+		return
+	}
+	h.conns[id] = attachment{edge: u.Edge, conn: u.Conn, connected: u.Connected}
+	refs := refsOf(u)
+	if old, ok := h.own[id]; !ok || old != refs {
+		h.own[id] = refs
+		// The records a user's record names are written before it in the
+		// same batch, so they are known by now.
+		if subs := h.local[id]; len(subs) > 0 {
+			if data, err := json.Marshal(h.syncLocked(id, e.Revision())); err == nil {
+				for c := range subs {
+					c.deliver(data)
+				}
+			}
+		}
+	}
+	pub := u.Public()
+	if old, ok := h.users[id]; ok && old == pub {
+		return // a change others cannot see (invitations, connection)
+	}
+	h.users[id] = pub
+	h.broadcastLocked(protocol.ServerFrame{Type: protocol.TypeUser, User: &pub, Revision: e.Revision()})
 }
 
-// subscribe adds c to the fan-out and returns, taken under the same lock,
-// the list (unsorted, a copy) and its revision: every change after it goes
-// to c.deliver, none before.
-func (h *hub) subscribe(c *client) ([]protocol.User, uint64) {
+// syncLocked is the sync frame of user id: its invitations and chat as the
+// hub knows them at rev.
+func (h *hub) syncLocked(id string, rev uint64) protocol.ServerFrame {
+	p := h.personalLocked(id)
+	return protocol.ServerFrame{Type: protocol.TypeSync, Revision: rev, Incoming: p.Incoming, Outgoing: p.Outgoing, Chat: p.Chat}
+}
+
+// personalLocked gathers user id's own invitations and chat from the
+// records the hub holds.
+func (h *hub) personalLocked(id string) protocol.Personal {
+	var p protocol.Personal
+	refs := h.own[id]
+	if refs.incoming != "" {
+		for _, inv := range strings.Split(refs.incoming, ",") {
+			if v, ok := h.invs[inv]; ok {
+				p.Incoming = append(p.Incoming, v)
+			}
+		}
+	}
+	if v, ok := h.invs[refs.outgoing]; ok && refs.outgoing != "" {
+		p.Outgoing = &v
+	}
+	if v, ok := h.chats[refs.chat]; ok && refs.chat != "" {
+		p.Chat = &v
+	}
+	return p
+}
+
+// subscribe adds c, the connection of user uid, to the fan-out and
+// returns, taken under the same lock, the list (unsorted, a copy), its
+// revision and, if the hub holds uid's record, uid's own invitations and
+// chat: every change after them goes to c.deliver, none before.
+func (h *hub) subscribe(c *client, uid string) ([]protocol.User, uint64, *protocol.Personal) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.subs[c] = struct{}{}
-	return slices.Collect(maps.Values(h.users)), h.rev
+	if uid != "" {
+		if h.local[uid] == nil {
+			h.local[uid] = map[*client]struct{}{}
+		}
+		h.local[uid][c] = struct{}{}
+	}
+	var own *protocol.Personal
+	if _, ok := h.own[uid]; ok && uid != "" {
+		p := h.personalLocked(uid)
+		own = &p
+	}
+	return slices.Collect(maps.Values(h.users)), h.rev, own
 }
 
 func (h *hub) unsubscribe(c *client) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	delete(h.subs, c)
+	// Called on c's reader goroutine, which owns c.userID.
+	if subs := h.local[c.userID]; subs != nil {
+		delete(subs, c)
+		if len(subs) == 0 {
+			delete(h.local, c.userID)
+		}
+	}
 }
 
 // list returns the online users in the page's order: by name, then join time.

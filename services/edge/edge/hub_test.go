@@ -88,7 +88,7 @@ func TestHubSnapshotThenDeltas(t *testing.T) {
 			var subs []joined
 			for range 8 {
 				c := testClient()
-				users, rev := h.subscribe(c)
+				users, rev, _ := h.subscribe(c, "")
 				sortUsers(users)
 				data, err := json.Marshal(protocol.ServerFrame{Type: protocol.TypeWelcome, Users: users, Revision: rev})
 				if err != nil {
@@ -136,5 +136,70 @@ func TestHubSnapshotThenDeltas(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// A joined user's own invitations and chat reach its connection as sync
+// frames, in the state's order, each complete: applied one after the other
+// they end where the state ends.
+func TestHubSyncsAUsersOwnRecords(t *testing.T) {
+	t.Parallel()
+	h := newHub()
+	c := testClient()
+	c.userID = "ann"
+	put := func(rev uint64, key string, v any) {
+		val, _ := json.Marshal(v)
+		h.apply(entry{key: key, val: val, rev: rev, op: jetstream.KeyValuePut})
+	}
+	del := func(rev uint64, key string) {
+		h.apply(entry{key: key, rev: rev, op: jetstream.KeyValueDelete})
+	}
+	ann := state.User{ID: "ann", Name: "Ann", State: protocol.StateAvailable}
+	put(1, state.UserKey("ann"), ann)
+	_, _, own := h.subscribe(c, "ann")
+	if own == nil || own.Incoming != nil || own.Outgoing != nil || own.Chat != nil {
+		t.Fatalf("subscribe: own records %+v, want known and empty", own)
+	}
+	c.sendWelcome([]byte(`{"type":"welcome"}`))
+	<-c.out
+
+	inv := protocol.Invitation{ID: "i1", From: "bob", To: "ann"}
+	put(2, state.InvitationKey("i1"), inv)
+	ann.Incoming = []string{"i1"}
+	put(3, state.UserKey("ann"), ann)
+	put(4, state.UserKey("ann"), ann) // nothing of hers changed: no sync
+	chat := state.Chat{Chat: protocol.Chat{ID: "c1", Parties: [2]string{"bob", "ann"}}}
+	put(5, state.ChatKey("c1"), chat)
+	del(6, state.InvitationKey("i1"))
+	ann.Incoming, ann.Chat, ann.State = nil, "c1", protocol.StateChatting
+	put(7, state.UserKey("ann"), ann)
+
+	var syncs []protocol.ServerFrame
+	for len(c.out) > 0 {
+		var f protocol.ServerFrame
+		if err := json.Unmarshal(<-c.out, &f); err != nil {
+			t.Fatal(err)
+		}
+		if f.Type == protocol.TypeSync {
+			syncs = append(syncs, f)
+		}
+	}
+	want := []struct {
+		rev      uint64
+		incoming int
+		chat     string
+	}{{3, 1, ""}, {7, 0, "c1"}}
+	if len(syncs) != len(want) {
+		t.Fatalf("%d syncs %+v, want %d", len(syncs), syncs, len(want))
+	}
+	for i, w := range want {
+		f := syncs[i]
+		chatID := ""
+		if f.Chat != nil {
+			chatID = f.Chat.ID
+		}
+		if f.Revision != w.rev || len(f.Incoming) != w.incoming || chatID != w.chat {
+			t.Fatalf("sync %d: %+v, want revision %d with %d incoming and chat %q", i, f, w.rev, w.incoming, w.chat)
+		}
 	}
 }
