@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
 
 	"github.com/buddytok/buddytok/pkg/protocol"
@@ -145,6 +146,26 @@ func Handle[Req, Resp any](s *Server, fn func(context.Context, Req) (Resp, error
 // errExpired answers a request whose time ran out before it could finish.
 var errExpired = &protocol.Error{Code: protocol.CodeUnavailable, Message: "the service could not finish in time; try again"}
 
+var errNATSTrouble = &protocol.Error{Code: protocol.CodeUnavailable, Message: "the service's storage is recovering; try again"}
+
+// natsTrouble reports whether err is NATS or JetStream being briefly
+// unable to serve (a node restarting, a stream electing a leader, the
+// connection reconnecting): nothing is wrong with the request, and the
+// same request may succeed in a moment.
+func natsTrouble(err error) bool {
+	var apiErr *jetstream.APIError
+	switch {
+	case errors.Is(err, nats.ErrNoResponders), errors.Is(err, jetstream.ErrNoStreamResponse),
+		errors.Is(err, nats.ErrConnectionClosed), errors.Is(err, nats.ErrConnectionReconnecting),
+		errors.Is(err, nats.ErrConnectionDraining), errors.Is(err, nats.ErrDisconnected),
+		errors.Is(err, jetstream.ErrJetStreamNotEnabled):
+		return true
+	case errors.As(err, &apiErr):
+		return apiErr.Code == 503
+	}
+	return false
+}
+
 // deadline is when a request received at received must be finished: the
 // caller's budget less a twentieth for the way back, and never later than
 // the Server's own timeout. A request without a budget (a person using the
@@ -197,6 +218,10 @@ func (s *Server) logged(r micro.Request, err error) *protocol.Error {
 		// retry, and nothing is wrong with the request itself.
 		s.log.Warn("request ran out of time", "subject", r.Subject(), "err", err)
 		return errExpired
+	}
+	if !errors.As(err, &pe) && natsTrouble(err) {
+		s.log.Warn("request failed while NATS recovers", "subject", r.Subject(), "err", err)
+		return errNATSTrouble
 	}
 	pe = protocol.AsError(err)
 	if pe.Code == protocol.CodeInternal {

@@ -32,6 +32,17 @@ var ErrSettingMismatch = errors.New("shared setting differs from the deployment'
 // bucket); any other ttl must equal it, or the error wraps
 // ErrSettingMismatch.
 func OpenLeases(ctx context.Context, nc *nats.Conn, ttl time.Duration, opts Options) (jetstream.KeyValue, time.Duration, error) {
+	var kv jetstream.KeyValue
+	var have time.Duration
+	err := retryJetStream(ctx, func(ctx context.Context) error {
+		var err error
+		kv, have, err = openLeases(ctx, nc, ttl, opts)
+		return err
+	})
+	return kv, have, err
+}
+
+func openLeases(ctx context.Context, nc *nats.Conn, ttl time.Duration, opts Options) (jetstream.KeyValue, time.Duration, error) {
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return nil, 0, fmt.Errorf("state: jetstream: %w", err)

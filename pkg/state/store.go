@@ -64,9 +64,45 @@ type Store struct {
 // stream, and returns a Store. Every service replica calls it at start;
 // it is idempotent.
 func Open(ctx context.Context, nc *nats.Conn, opts Options) (*Store, error) {
+	var st *Store
+	err := retryJetStream(ctx, func(ctx context.Context) error {
+		var err error
+		st, err = open(ctx, nc, opts)
+		return err
+	})
+	return st, err
+}
+
+// retryJetStream runs a JetStream set-up step until it succeeds, fails
+// with a setting mismatch, or ctx ends, each attempt bounded by a few
+// seconds. On a cluster the JetStream API does not answer, for a moment,
+// requests about a stream that is being created or is electing a leader:
+// a process starting with others, or while a NATS node restarts, tries
+// again rather than waiting out one long timeout or giving up.
+func retryJetStream(ctx context.Context, step func(context.Context) error) error {
+	return retry.Do(ctx, retry.Policy{
+		Initial: 100 * time.Millisecond, Max: 2 * time.Second,
+		Retryable: func(err error) bool { return !errors.Is(err, ErrSettingMismatch) },
+	}, func(ctx context.Context) error {
+		ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		defer cancel()
+		return step(ctx)
+	})
+}
+
+func open(ctx context.Context, nc *nats.Conn, opts Options) (*Store, error) {
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return nil, fmt.Errorf("state: jetstream: %w", err)
+	}
+	stream := "KV_" + Bucket
+	if err := createStateStream(ctx, js, stream, opts); err != nil {
+		return nil, err
+	}
+	// A bucket made by an earlier version may need its settings fixed; the
+	// KV handle opened below reads them.
+	if err := enableStreamFeatures(ctx, js, stream); err != nil {
+		return nil, err
 	}
 	kv, err := openOrCreate(ctx, js, jetstream.KeyValueConfig{
 		Bucket:      Bucket,
@@ -76,10 +112,6 @@ func Open(ctx context.Context, nc *nats.Conn, opts Options) (*Store, error) {
 		Replicas:    max(opts.Replicas, 1),
 	}, opts)
 	if err != nil {
-		return nil, err
-	}
-	stream := "KV_" + Bucket
-	if err := enableStreamFeatures(ctx, js, stream); err != nil {
 		return nil, err
 	}
 	return &Store{js: js, kv: kv, stream: stream, prefix: "$KV." + Bucket + "."}, nil
@@ -130,18 +162,60 @@ func openOrCreate(ctx context.Context, js jetstream.JetStream, cfg jetstream.Key
 	return kv, nil
 }
 
-// enableStreamFeatures turns on atomic batch publishing on a KV bucket's
-// stream.
+// createStateStream creates the state bucket's stream, if it does not
+// exist, as a KV bucket's stream with atomic batches enabled from the
+// start. Creating it as a bucket and then updating the stream would be
+// simpler, but on a NATS cluster concurrent stream updates from replicas
+// starting together stall the JetStream API for everyone (seen with
+// nats-server 2.15.2: every request timed out for 30 s), while identical
+// concurrent creates are idempotent.
+func createStateStream(ctx context.Context, js jetstream.JetStream, stream string, opts Options) error {
+	if _, err := js.Stream(ctx, stream); err == nil {
+		return nil
+	} else if !errors.Is(err, jetstream.ErrStreamNotFound) {
+		return fmt.Errorf("state: stream %s: %w", stream, err)
+	}
+	_, err := js.CreateStream(ctx, jetstream.StreamConfig{
+		Name:               stream,
+		Description:        "BuddyTok users, invitations and chats",
+		Subjects:           []string{"$KV." + Bucket + ".>"},
+		MaxMsgsPerSubject:  History,
+		MaxBytes:           -1,
+		MaxMsgSize:         -1,
+		MaxMsgs:            -1,
+		MaxConsumers:       -1,
+		Storage:            jetstream.FileStorage,
+		Replicas:           max(opts.Replicas, 1),
+		AllowRollup:        true,
+		DenyDelete:         true,
+		AllowDirect:        false, // see enableStreamFeatures
+		Duplicates:         2 * time.Minute,
+		Discard:            jetstream.DiscardNew,
+		AllowAtomicPublish: true,
+	})
+	if err != nil && !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+		return fmt.Errorf("state: create stream %s: %w", stream, err)
+	}
+	return nil
+}
+
+// enableStreamFeatures turns on atomic batch publishing on the state
+// bucket's stream, and turns off direct gets. A direct get may be answered
+// by any replica of the stream, and a follower may not have applied the
+// latest writes yet: a transition that read "this chat no longer exists"
+// from a lagging follower would remove a user while its chat stays (the
+// cluster test found exactly that). A record's absence cannot be guarded
+// by a revision, so reads go to the stream's leader.
 func enableStreamFeatures(ctx context.Context, js jetstream.JetStream, stream string) error {
 	s, err := js.Stream(ctx, stream)
 	if err != nil {
 		return fmt.Errorf("state: stream %s: %w", stream, err)
 	}
 	cfg := s.CachedInfo().Config
-	if cfg.AllowAtomicPublish {
+	if cfg.AllowAtomicPublish && !cfg.AllowDirect {
 		return nil
 	}
-	cfg.AllowAtomicPublish = true
+	cfg.AllowAtomicPublish, cfg.AllowDirect = true, false
 	if _, err := js.UpdateStream(ctx, cfg); err != nil {
 		return fmt.Errorf("state: enable atomic batches on %s: %w", stream, err)
 	}
@@ -169,9 +243,24 @@ func (s *Store) GetChat(ctx context.Context, id string) (Chat, uint64, error) {
 	return get[Chat](ctx, s, ChatKey(id))
 }
 
+// readAttempt bounds one read of a record. A read sent on a connection
+// that dies, or to a stream leader that just went away, is never answered:
+// after readAttempt it is sent again (reads are safe to repeat) for as long
+// as the caller's context lasts.
+const readAttempt = 2 * time.Second
+
 func get[T any](ctx context.Context, s *Store, key string) (T, uint64, error) {
 	var v T
-	e, err := s.kv.Get(ctx, key)
+	var e jetstream.KeyValueEntry
+	err := retry.Do(ctx, retry.Policy{Initial: 20 * time.Millisecond, Max: 500 * time.Millisecond,
+		Retryable: func(err error) bool { return !errors.Is(err, jetstream.ErrKeyNotFound) }},
+		func(ctx context.Context) error {
+			actx, cancel := context.WithTimeout(ctx, readAttempt)
+			defer cancel()
+			var err error
+			e, err = s.kv.Get(actx, key)
+			return err
+		})
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return v, 0, fmt.Errorf("%s: %w", key, ErrNotFound)
 	}

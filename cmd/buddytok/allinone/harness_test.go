@@ -55,6 +55,8 @@ type settings struct {
 	shutdown time.Duration
 	// invites replaces the invites service's settings.
 	invites invites.Config
+	// ping is the edge's keepalive interval (default 5 s).
+	ping time.Duration
 }
 
 func options(top topology, s settings) allinone.Options {
@@ -77,7 +79,7 @@ func options(top topology, s settings) allinone.Options {
 		Replicas: top.replicas,
 		Presence: presence.Config{Grace: s.grace, LeaseTTL: time.Second, SweepEvery: 25 * time.Millisecond, Replicas: 1},
 		Edge: edge.Config{
-			LeaseTTL: time.Second, PingEvery: 5 * time.Second, WriteTimeout: 5 * time.Second,
+			LeaseTTL: time.Second, PingEvery: cmp.Or(s.ping, 5*time.Second), WriteTimeout: 5 * time.Second,
 			RequestTimeout: 10 * time.Second, Replicas: 1, FramesPerSecond: fps, ShutdownTimeout: cmp.Or(s.shutdown, waitFor),
 			ReconcileEvery: 100 * time.Millisecond,
 		},

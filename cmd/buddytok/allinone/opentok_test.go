@@ -257,3 +257,29 @@ func TestOpenTokFailureFailsAcceptCleanly(t *testing.T) {
 		})
 	}
 }
+
+// A request may take longer than the silence an edge allows a socket (a
+// slow video provider, a service restarting): the socket must outlive it,
+// since the client's pongs are only read once the request is answered.
+func TestSlowRequestKeepsTheSocket(t *testing.T) {
+	t.Parallel()
+	srv := opentoktest.NewServer(otKey, otSecret)
+	defer srv.Close()
+	const ping = 300 * time.Millisecond // silence allowed: 2 × ping + 5 s
+	srv.Delay(2*ping + 5*time.Second + time.Second)
+	video := openTokProvider(t, opentok.Config{APIKey: otKey, APISecret: otSecret, APIURL: srv.URL, Timeout: time.Minute})
+	w := mustWorld(t, topologies[0], settings{grace: 5 * time.Second, video: video, ping: ping})
+	ann, bob := w.join("Ann"), w.join("Bob")
+	w.sees(id(bob), protocol.StateAvailable, ann)
+	inv := w.invite(ann, bob)
+	ctx, cancel := w.wctx()
+	defer cancel()
+	if _, err := bob.Accept(ctx, inv.ID); err != nil {
+		t.Fatalf("slow accept: %v", err)
+	}
+	// Another request on the same socket proves it is still open.
+	w.waitView(bob, "in the chat", func(v client.View) bool { return v.Chat != nil })
+	if _, err := bob.Credentials(ctx, bob.View().Chat.ID); err != nil {
+		t.Fatalf("after the slow accept: %v", err)
+	}
+}

@@ -141,9 +141,12 @@ func (c *client) readLoop() {
 			_ = c.ws.SetReadDeadline(time.Now().Add(2*c.e.cfg.PingEvery + 5*time.Second))
 		}
 	}
-	deadline()
 	c.ws.SetPongHandler(func(string) error { deadline(); return nil })
 	for {
+		// The silence allowed runs from now: a request handled below may
+		// take longer than it (a service restarting), and pongs that
+		// arrived meanwhile are only read now.
+		deadline()
 		mt, data, err := c.ws.ReadMessage()
 		if err != nil {
 			if errors.Is(err, websocket.ErrReadLimit) {
@@ -151,7 +154,6 @@ func (c *client) readLoop() {
 			}
 			return
 		}
-		deadline()
 		// Every frame counts against the rate limit. A malformed frame over
 		// the limit is dropped unanswered; a request over it is refused with
 		// its own ref, so the client knows which one.

@@ -310,11 +310,16 @@ func (e *Edge) renewLease(ctx context.Context, rev uint64) {
 		case <-t.C:
 		}
 		val := []byte(time.Now().UTC().Format(time.RFC3339Nano))
-		next, err := e.leases.Update(ctx, e.id, val, rev)
+		// A renewal that has not been answered by the next one is lost
+		// (its request went out on a connection that died): waiting for
+		// it longer would only hide a lapse.
+		rctx, cancel := context.WithTimeout(ctx, e.cfg.LeaseTTL/3)
+		next, err := e.leases.Update(rctx, e.id, val, rev)
 		lost := errors.Is(err, jetstream.ErrKeyRevisionMismatch)
 		if lost {
-			next, err = e.leases.Put(ctx, e.id, val)
+			next, err = e.leases.Put(rctx, e.id, val)
 		}
+		cancel()
 		if err != nil {
 			if ctx.Err() == nil {
 				e.log.Warn("lease renewal failed", "err", err)

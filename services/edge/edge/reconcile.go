@@ -82,7 +82,12 @@ func (r *reconciler) pass(ctx context.Context) {
 			continue
 		case ok && a.edge == e.id && a.conn == connID:
 			// Detached while the socket stayed open: no doubt about it.
-			e.attach(ctx, c, uid)
+			// While the lease is not renewed, presence would detach the
+			// user again at once: attach once it is (renewLease asks for a
+			// pass then).
+			if e.leaseHeld() {
+				e.attach(ctx, c, uid)
+			}
 			continue
 		}
 		seen[connID] = true
@@ -103,6 +108,13 @@ func (r *reconciler) pass(ctx context.Context) {
 		}
 	}
 	r.suspects = seen
+}
+
+// leaseHeld reports whether the last lease renewal succeeded.
+func (e *Edge) leaseHeld() bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.leaseOK
 }
 
 // localConns returns the open sockets by connection ID.
