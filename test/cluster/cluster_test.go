@@ -194,6 +194,14 @@ func TestClusterSurvivesFaults(t *testing.T) {
 			t.Logf("%-62s retryable failures %4d, resumes after a lost connection %4d, longest %s", f.name, n, len(o), worst.Round(time.Millisecond))
 		}
 	}
+	longest := time.Duration(0)
+	for _, o := range tl.outages {
+		for _, d := range o {
+			longest = max(longest, d)
+		}
+	}
+	report(t, fmt.Sprintf("cluster: %d users, %d operations, %d resumes, %d lost, %d unexpected failures, longest interruption %s, %d invariant checks",
+		users, tl.ops, tl.resumes, len(tl.lost), len(tl.unexpected), longest.Round(time.Millisecond), checks))
 	for _, s := range tl.lost {
 		t.Error("lost: " + s)
 	}
@@ -408,5 +416,24 @@ func awaitEmpty(t *testing.T, ctx context.Context, st *state.Store, limit time.D
 			}
 		}
 		time.Sleep(500 * time.Millisecond)
+	}
+}
+
+// report appends a summary line to $BUDDYTOK_REPORT (scripts/soak-tests
+// collects them). It asserts nothing.
+func report(t *testing.T, line string) {
+	t.Log(line)
+	path := os.Getenv("BUDDYTOK_REPORT")
+	if path == "" {
+		return
+	}
+	f, err := os.OpenFile(path, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+	if err != nil {
+		t.Errorf("report: %v", err)
+		return
+	}
+	defer f.Close()
+	if _, err := fmt.Fprintln(f, line); err != nil {
+		t.Errorf("report: %v", err)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/fasthttp/websocket"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/buddytok/buddytok/cmd/buddytok/allinone"
 	"github.com/buddytok/buddytok/pkg/client"
 	"github.com/buddytok/buddytok/pkg/protocol"
 	"github.com/buddytok/buddytok/pkg/state"
@@ -284,4 +285,33 @@ func TestChangesReachPagesWithoutTheirEvents(t *testing.T) {
 		})
 	}
 	w.mustInvariants(st)
+}
+
+// An accept while the tokens service is out of reach (restarting) is
+// answered unavailable and changes nothing: the invitation stays pending,
+// and the same accept succeeds once tokens is back. Only a refusal of the
+// video provider itself ends the invitation (video_failed).
+func TestAcceptWhileTokensIsDownCanBeRetried(t *testing.T) {
+	t.Parallel()
+	w := mustWorld(t, topologies[0], settings{grace: 5 * time.Second})
+	ann, bob := w.join("Ann"), w.join("Bob")
+	w.sees(id(bob), protocol.StateAvailable, ann)
+	inv := w.invite(ann, bob)
+	if err := w.sys.Stop(allinone.Tokens, 0); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := w.wctx()
+	defer cancel()
+	_, err := bob.Accept(ctx, inv.ID)
+	mustCode(t, err, protocol.CodeUnavailable)
+	w.waitView(ann, "still inviting", func(v client.View) bool { return v.Outgoing != nil && v.Outgoing.ID == inv.ID })
+	if err := w.sys.AddReplica(ctx, allinone.Tokens); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bob.Accept(ctx, inv.ID); err != nil {
+		t.Fatalf("accept once tokens is back: %v", err)
+	}
+	for _, c := range []*client.Client{ann, bob} {
+		w.waitView(c, "in the chat", func(v client.View) bool { return v.Chat != nil })
+	}
 }

@@ -274,6 +274,13 @@ func (s *Service) accept(ctx context.Context, req protocol.InvitationRequest) (p
 	var sess protocol.SessionReply
 	if err := natsrpc.Call(ctx, s.nc, protocol.SubjectTokensSession,
 		protocol.SessionRequest{ChatID: chat.ID, Parties: chat.Parties}, &sess); err != nil {
+		if protocol.CodeOf(err) == protocol.CodeUnavailable {
+			// The tokens service is out of reach for a moment (restarting,
+			// NATS recovering): nothing has changed, and the invitation
+			// stays pending for the accepter to try again. Only a refusal
+			// of the video provider itself ends it.
+			return protocol.Chat{}, err
+		}
 		return protocol.Chat{}, s.failAccept(ctx, inv, err)
 	}
 	chat.Mode, chat.SessionID = sess.Mode, sess.SessionID
