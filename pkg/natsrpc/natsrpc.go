@@ -237,6 +237,11 @@ func Connect(url, name string, log *slog.Logger) (*nats.Conn, error) {
 		nats.Name(name),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(250*time.Millisecond),
+		// A connection that went silent (a network partition, a NAT that
+		// forgot it) is found within about 15 s, not the default 4 min:
+		// until then the process can neither serve nor renew anything.
+		nats.PingInterval(5*time.Second),
+		nats.MaxPingsOutstanding(3),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err != nil {
 				log.Warn("NATS disconnected", "err", err)

@@ -143,9 +143,11 @@ func (p *player) outcome(ctx context.Context, err error) {
 	case code == protocol.CodeUnavailable:
 		p.owes = true
 		p.t.add(func(t *tally) { t.ops++; t.retryable[t.fault]++ })
-	case errors.Is(err, client.ErrClosed), errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil:
-		// No answer: the edge is gone, paused or cut off. Do what the
-		// page does: drop the socket, reconnect and resume.
+	case errors.Is(err, client.ErrClosed), errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil,
+		!errors.As(err, new(*protocol.Error)) && ctx.Err() == nil:
+		// No answer, or the socket failed (a write timed out): the edge
+		// is gone, paused or cut off. Do what the page does: drop the
+		// socket, reconnect and resume.
 		p.owes = true
 		p.t.add(func(t *tally) { t.ops++; t.retryable[t.fault]++ })
 		_ = p.c.Drop()

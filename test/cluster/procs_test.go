@@ -3,9 +3,7 @@ package cluster_test
 import (
 	"bufio"
 	"context"
-	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -231,17 +229,21 @@ func (n *natsNode) awaitReady(limit time.Duration) error {
 	return fmt.Errorf("%s not ready after %s: %w", n.name, limit, last)
 }
 
-// proxy forwards TCP connections to target until cut: then it drops every
-// connection and refuses new ones until healed. An edge that reaches NATS
-// through proxies can be partitioned from NATS while its browsers still
+// proxy forwards TCP connections to target. Cut, it partitions them the
+// way a network failure does: silently. No connection is closed; bytes
+// simply stop flowing both ways (they wait, unread, until the partition
+// heals), and new connections are accepted but get no answer. Each side
+// finds out only through its own keepalives. An edge that reaches NATS
+// through proxies can so be cut off from NATS while its browsers still
 // reach it.
 type proxy struct {
 	ln     net.Listener
 	target string
 
-	mu    sync.Mutex
-	cut   bool
-	conns map[net.Conn]struct{}
+	mu     sync.Mutex
+	cut    bool
+	healed chan struct{} // closed when a cut ends
+	conns  map[net.Conn]struct{}
 }
 
 func newProxy(t *testing.T, target string) *proxy {
@@ -250,8 +252,9 @@ func newProxy(t *testing.T, target string) *proxy {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &proxy{ln: ln, target: target, conns: map[net.Conn]struct{}{}}
-	t.Cleanup(func() { _ = ln.Close(); p.setCut(true) })
+	p := &proxy{ln: ln, target: target, conns: map[net.Conn]struct{}{}, healed: make(chan struct{})}
+	close(p.healed)
+	t.Cleanup(p.close)
 	go p.serve()
 	return p
 }
@@ -264,44 +267,79 @@ func (p *proxy) serve() {
 		if err != nil {
 			return
 		}
-		p.mu.Lock()
-		cut := p.cut
-		p.mu.Unlock()
-		if cut {
-			_ = in.Close()
-			continue
-		}
-		out, err := net.DialTimeout("tcp", p.target, time.Second)
-		if err != nil {
-			_ = in.Close()
-			continue
-		}
-		p.mu.Lock()
-		p.conns[in], p.conns[out] = struct{}{}, struct{}{}
-		p.mu.Unlock()
-		pipe := func(dst, src net.Conn) {
-			_, _ = io.Copy(dst, src)
-			_ = dst.Close()
-			_ = src.Close()
+		go func() {
+			p.wait() // a connection made during a cut hangs until it heals
+			out, err := net.DialTimeout("tcp", p.target, time.Second)
+			if err != nil {
+				_ = in.Close()
+				return
+			}
 			p.mu.Lock()
-			delete(p.conns, dst)
-			delete(p.conns, src)
+			p.conns[in], p.conns[out] = struct{}{}, struct{}{}
 			p.mu.Unlock()
-		}
-		go pipe(in, out)
-		go pipe(out, in)
+			go p.pipe(in, out)
+			go p.pipe(out, in)
+		}()
 	}
+}
+
+// pipe copies src to dst, pausing (reading nothing) while the proxy is cut.
+func (p *proxy) pipe(dst, src net.Conn) {
+	defer func() {
+		_ = dst.Close()
+		_ = src.Close()
+		p.mu.Lock()
+		delete(p.conns, dst)
+		delete(p.conns, src)
+		p.mu.Unlock()
+	}()
+	buf := make([]byte, 32<<10)
+	for {
+		p.wait()
+		_ = src.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+		n, err := src.Read(buf)
+		if n > 0 {
+			p.wait() // read just before a cut: deliver it after
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			if ne, ok := err.(net.Error); ok && ne.Timeout() {
+				continue
+			}
+			return
+		}
+	}
+}
+
+func (p *proxy) wait() {
+	p.mu.Lock()
+	healed := p.healed
+	p.mu.Unlock()
+	<-healed
 }
 
 func (p *proxy) setCut(cut bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if cut == p.cut {
+		return
+	}
 	p.cut = cut
 	if cut {
-		for c := range p.conns {
-			_ = c.Close()
-		}
+		p.healed = make(chan struct{})
+	} else {
+		close(p.healed)
 	}
 }
 
-var errStopped = errors.New("stopped")
+func (p *proxy) close() {
+	_ = p.ln.Close()
+	p.setCut(false)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for c := range p.conns {
+		_ = c.Close()
+	}
+}
