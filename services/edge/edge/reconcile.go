@@ -3,6 +3,7 @@ package edge
 import (
 	"context"
 	"errors"
+	"sync"
 	"time"
 
 	"github.com/fasthttp/websocket"
@@ -31,6 +32,9 @@ import (
 // after a lapse. Acting on a mismatch other than a detach needs it twice
 // in a row and confirmed by a fresh read, because the buddy-list watcher
 // may lag a join or resume that has just committed.
+
+// maxAttaches bounds the attach requests one pass has in flight.
+const maxAttaches = 32
 
 // reconciler is the state of the reconcile loop (one goroutine).
 type reconciler struct {
@@ -70,6 +74,11 @@ func (r *reconciler) pass(ctx context.Context) {
 	if !ready {
 		return
 	}
+	// After a lapse every socket of the edge needs an attach, all within
+	// the grace period: they run side by side, a bounded number at once.
+	var attaches sync.WaitGroup
+	defer attaches.Wait()
+	slots := make(chan struct{}, maxAttaches)
 	seen := map[string]bool{}
 	for connID, c := range local {
 		uid := c.joined()
@@ -86,7 +95,13 @@ func (r *reconciler) pass(ctx context.Context) {
 			// user again at once: attach once it is (renewLease asks for a
 			// pass then).
 			if e.leaseHeld() {
-				e.attach(ctx, c, uid)
+				slots <- struct{}{}
+				attaches.Add(1)
+				go func() {
+					defer attaches.Done()
+					e.attach(ctx, c, uid)
+					<-slots
+				}()
 			}
 			continue
 		}
