@@ -245,7 +245,7 @@ func checkThroughout(ctx context.Context, st *state.Store, violations chan<- err
 		if err == nil {
 			if cerr := state.Check(snap); cerr != nil {
 				select {
-				case violations <- fmt.Errorf("at sequence %d: %w", snap.Sequence, cerr):
+				case violations <- fmt.Errorf("at sequence %d: %w\n%s", snap.Sequence, cerr, evidence(ctx, st, cerr)):
 				default:
 				}
 			}
@@ -473,4 +473,26 @@ func report(t *testing.T, line string) {
 	if _, err := fmt.Fprintln(f, line); err != nil {
 		t.Errorf("report: %v", err)
 	}
+}
+
+// evidence dumps, right after a violation is seen, the stored history of
+// every record the violation names, so that a failed run says whether the
+// state was wrong (the bad revisions are there) or the snapshot was.
+func evidence(ctx context.Context, st *state.Store, violation error) string {
+	var b strings.Builder
+	for _, word := range strings.Fields(strings.NewReplacer(`"`, " ", "'", " ", ":", " ").Replace(violation.Error())) {
+		if len(word) != 16 || !protocol.ValidID(word) {
+			continue
+		}
+		for _, key := range []string{state.UserKey(word), state.InvitationKey(word), state.ChatKey(word)} {
+			hist, err := st.KV().History(ctx, key)
+			if err != nil {
+				continue
+			}
+			for _, e := range hist {
+				fmt.Fprintf(&b, "  %s rev=%d op=%v at %s %s\n", key, e.Revision(), e.Operation(), e.Created().Format("15:04:05.000"), e.Value())
+			}
+		}
+	}
+	return b.String()
 }
