@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -18,6 +19,7 @@ import (
 	"github.com/fasthttp/websocket"
 
 	"github.com/buddytok/buddytok/pkg/protocol"
+	"github.com/buddytok/buddytok/pkg/state"
 )
 
 // ErrClosed is returned once the connection has ended.
@@ -356,4 +358,31 @@ func (c *Client) Credentials(ctx context.Context, chat string) (protocol.Credent
 func (c *Client) Signal(ctx context.Context, chat string, data json.RawMessage) error {
 	_, err := c.Request(ctx, protocol.ClientFrame{Type: protocol.TypeSignal, Chat: chat, Data: data})
 	return err
+}
+
+// Differs says how the view differs from the stored state snap (nil if it
+// does not): the buddy list, and the user's own invitations and chat.
+func (v View) Differs(snap state.Snapshot) error {
+	if len(v.Users) != len(snap.Users) {
+		return fmt.Errorf("sees %d users, state has %d", len(v.Users), len(snap.Users))
+	}
+	for id, u := range snap.Users {
+		if v.Users[id] != u.Public() {
+			return fmt.Errorf("user %s: sees %+v, state %+v", id, v.Users[id], u.Public())
+		}
+	}
+	me, ok := snap.Users[v.Me.ID]
+	if !ok {
+		return fmt.Errorf("its user %s is not in the state", v.Me.ID)
+	}
+	if !slices.Equal(slices.Sorted(maps.Keys(v.Incoming)), slices.Sorted(slices.Values(me.Incoming))) {
+		return errors.New("incoming invitations differ")
+	}
+	if (v.Outgoing == nil) != (me.Outgoing == "") || v.Outgoing != nil && v.Outgoing.ID != me.Outgoing {
+		return errors.New("outgoing invitation differs")
+	}
+	if (v.Chat == nil) != (me.Chat == "") || v.Chat != nil && v.Chat.ID != me.Chat {
+		return errors.New("chat differs")
+	}
+	return nil
 }

@@ -96,12 +96,9 @@ func open(ctx context.Context, nc *nats.Conn, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("state: jetstream: %w", err)
 	}
 	stream := "KV_" + Bucket
-	if err := createStateStream(ctx, js, stream, opts); err != nil {
-		return nil, err
-	}
-	// A bucket made by an earlier version may need its settings fixed; the
-	// KV handle opened below reads them.
-	if err := enableStreamFeatures(ctx, js, stream); err != nil {
+	// The KV handle opened below reads the stream's settings, so they are
+	// right before it is opened.
+	if err := ensureStateStream(ctx, js, stream, opts); err != nil {
 		return nil, err
 	}
 	kv, err := openOrCreate(ctx, js, jetstream.KeyValueConfig{
@@ -162,52 +159,48 @@ func openOrCreate(ctx context.Context, js jetstream.JetStream, cfg jetstream.Key
 	return kv, nil
 }
 
-// createStateStream creates the state bucket's stream, if it does not
-// exist, as a KV bucket's stream with atomic batches enabled from the
-// start. Creating it as a bucket and then updating the stream would be
+// ensureStateStream makes the state bucket's stream exist with atomic
+// batches on and direct gets off, reading it once.
+//
+// A new stream is created as a KV bucket's stream with those settings from
+// the start. Creating it as a bucket and then updating the stream would be
 // simpler, but on a NATS cluster concurrent stream updates from replicas
 // starting together stall the JetStream API for everyone (seen with
 // nats-server 2.15.2: every request timed out for 30 s), while identical
-// concurrent creates are idempotent.
-func createStateStream(ctx context.Context, js jetstream.JetStream, stream string, opts Options) error {
-	if _, err := js.Stream(ctx, stream); err == nil {
-		return nil
-	} else if !errors.Is(err, jetstream.ErrStreamNotFound) {
-		return fmt.Errorf("state: stream %s: %w", stream, err)
-	}
-	_, err := js.CreateStream(ctx, jetstream.StreamConfig{
-		Name:               stream,
-		Description:        "BuddyTok users, invitations and chats",
-		Subjects:           []string{"$KV." + Bucket + ".>"},
-		MaxMsgsPerSubject:  History,
-		MaxBytes:           -1,
-		MaxMsgSize:         -1,
-		MaxMsgs:            -1,
-		MaxConsumers:       -1,
-		Storage:            jetstream.FileStorage,
-		Replicas:           max(opts.Replicas, 1),
-		AllowRollup:        true,
-		DenyDelete:         true,
-		AllowDirect:        false, // see enableStreamFeatures
-		Duplicates:         2 * time.Minute,
-		Discard:            jetstream.DiscardNew,
-		AllowAtomicPublish: true,
-	})
-	if err != nil && !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
-		return fmt.Errorf("state: create stream %s: %w", stream, err)
-	}
-	return nil
-}
-
-// enableStreamFeatures turns on atomic batch publishing on the state
-// bucket's stream, and turns off direct gets. A direct get may be answered
-// by any replica of the stream, and a follower may not have applied the
-// latest writes yet: a transition that read "this chat no longer exists"
-// from a lagging follower would remove a user while its chat stays (the
-// cluster test found exactly that). A record's absence cannot be guarded
-// by a revision, so reads go to the stream's leader.
-func enableStreamFeatures(ctx context.Context, js jetstream.JetStream, stream string) error {
+// concurrent creates are idempotent. Only a stream made by an earlier
+// version is updated.
+//
+// Direct gets are off because any replica may answer one, and a follower
+// may not have applied the latest writes yet: a transition that read "this
+// chat no longer exists" from a lagging follower would remove a user while
+// its chat stays (the cluster test found exactly that). A record's absence
+// cannot be guarded by a revision, so reads go to the stream's leader.
+func ensureStateStream(ctx context.Context, js jetstream.JetStream, stream string, opts Options) error {
 	s, err := js.Stream(ctx, stream)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		_, err = js.CreateStream(ctx, jetstream.StreamConfig{
+			Name:               stream,
+			Description:        "BuddyTok users, invitations and chats",
+			Subjects:           []string{"$KV." + Bucket + ".>"},
+			MaxMsgsPerSubject:  History,
+			MaxBytes:           -1,
+			MaxMsgSize:         -1,
+			MaxMsgs:            -1,
+			MaxConsumers:       -1,
+			Storage:            jetstream.FileStorage,
+			Replicas:           max(opts.Replicas, 1),
+			AllowRollup:        true,
+			DenyDelete:         true,
+			AllowDirect:        false,
+			Duplicates:         2 * time.Minute,
+			Discard:            jetstream.DiscardNew,
+			AllowAtomicPublish: true,
+		})
+		if err != nil && !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			return fmt.Errorf("state: create stream %s: %w", stream, err)
+		}
+		return nil
+	}
 	if err != nil {
 		return fmt.Errorf("state: stream %s: %w", stream, err)
 	}

@@ -8,26 +8,15 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/buddytok/buddytok/pkg/embeddednats"
 	"github.com/buddytok/buddytok/pkg/protocol"
 	"github.com/buddytok/buddytok/pkg/state"
 )
 
 func mustStore(tb testing.TB) *state.Store {
 	tb.Helper()
-	srv, err := embeddednats.Start(embeddednats.Options{StoreDir: tb.TempDir()})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(srv.Shutdown)
-	nc, err := nats.Connect(srv.ClientURL())
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(nc.Close)
+	nc := mustNATS(tb)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	st, err := state.Open(ctx, nc, state.Options{})

@@ -157,10 +157,10 @@ func TestClusterSurvivesFaults(t *testing.T) {
 	snap := settle(t, ctx, st)
 	for _, p := range players {
 		wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		v, err := p.c.WaitView(wctx, func(v client.View) bool { return viewMatches(v, snap) == nil })
+		v, err := p.c.WaitView(wctx, func(v client.View) bool { return v.Differs(snap) == nil })
 		cancel()
 		if err != nil {
-			t.Errorf("player %d never matched the state: %v; last difference: %v", p.i, err, viewMatches(v, snap))
+			t.Errorf("player %d never matched the state: %v; last difference: %v", p.i, err, v.Differs(snap))
 		}
 	}
 	everyoneCanAct(t, ctx, players)

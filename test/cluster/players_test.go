@@ -12,7 +12,6 @@ import (
 
 	"github.com/buddytok/buddytok/pkg/client"
 	"github.com/buddytok/buddytok/pkg/protocol"
-	"github.com/buddytok/buddytok/pkg/state"
 )
 
 // refusals are answers a random operation may get because other users act
@@ -215,30 +214,4 @@ func (p *player) connect(ctx context.Context) {
 	v := c.View()
 	p.c, p.userID, p.secret, p.owes, p.downSince = c, v.Me.ID, v.Secret, false, time.Time{}
 	p.t.add(func(t *tally) { t.joins++ })
-}
-
-// viewMatches says how a tab's view differs from the stored state.
-func viewMatches(v client.View, snap state.Snapshot) error {
-	if len(v.Users) != len(snap.Users) {
-		return fmt.Errorf("sees %d users, state has %d", len(v.Users), len(snap.Users))
-	}
-	for id, u := range snap.Users {
-		if v.Users[id] != u.Public() {
-			return fmt.Errorf("user %s: sees %+v, state %+v", id, v.Users[id], u.Public())
-		}
-	}
-	me, ok := snap.Users[v.Me.ID]
-	if !ok {
-		return fmt.Errorf("its user %s is not in the state", v.Me.ID)
-	}
-	if !slices.Equal(slices.Sorted(maps.Keys(v.Incoming)), slices.Sorted(slices.Values(me.Incoming))) {
-		return errors.New("incoming invitations differ")
-	}
-	if (v.Outgoing == nil) != (me.Outgoing == "") || v.Outgoing != nil && v.Outgoing.ID != me.Outgoing {
-		return errors.New("outgoing invitation differs")
-	}
-	if (v.Chat == nil) != (me.Chat == "") || v.Chat != nil && v.Chat.ID != me.Chat {
-		return errors.New("chat differs")
-	}
-	return nil
 }

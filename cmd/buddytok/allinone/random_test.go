@@ -2,7 +2,6 @@ package allinone_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"maps"
 	"math/rand/v2"
@@ -236,10 +235,10 @@ func randomRun(t *testing.T, w *world, players, opsEach int, seed uint64, midRun
 			continue
 		}
 		wctx, cancel := w.wctx()
-		v, err := p.c.WaitView(wctx, func(v client.View) bool { return viewMatches(v, snap) == nil })
+		v, err := p.c.WaitView(wctx, func(v client.View) bool { return v.Differs(snap) == nil })
 		cancel()
 		if err != nil {
-			t.Errorf("player %d (%s) never matched the state: %v; last difference: %v", i, v.Me.ID, err, viewMatches(v, snap))
+			t.Errorf("player %d (%s) never matched the state: %v; last difference: %v", i, v.Me.ID, err, v.Differs(snap))
 		}
 	}
 }
@@ -270,29 +269,6 @@ func (w *world) quiesce(st *state.Store) state.Snapshot {
 		case <-watch.Updates():
 		}
 	}
-}
-
-// viewMatches says how a tab's view differs from the stored state.
-func viewMatches(v client.View, snap state.Snapshot) error {
-	if len(v.Users) != len(snap.Users) {
-		return fmt.Errorf("sees %d users, state has %d", len(v.Users), len(snap.Users))
-	}
-	for id, u := range snap.Users {
-		if v.Users[id] != u.Public() {
-			return fmt.Errorf("user %s: sees %+v, state %+v", id, v.Users[id], u.Public())
-		}
-	}
-	me := snap.Users[v.Me.ID]
-	if !slices.Equal(slices.Sorted(maps.Keys(v.Incoming)), slices.Sorted(slices.Values(me.Incoming))) {
-		return errors.New("incoming invitations differ")
-	}
-	if (v.Outgoing == nil) != (me.Outgoing == "") || v.Outgoing != nil && v.Outgoing.ID != me.Outgoing {
-		return errors.New("outgoing invitation differs")
-	}
-	if (v.Chat == nil) != (me.Chat == "") || v.Chat != nil && v.Chat.ID != me.Chat {
-		return errors.New("chat differs")
-	}
-	return nil
 }
 
 func TestRandomOperationsKeepInvariants(t *testing.T) {

@@ -277,17 +277,25 @@ func (tb *tab) join() {
 	tb.textOf("region", "You", "own name", has(tb.name, "available"))
 }
 
-func TestPageFlows(t *testing.T) {
+// startSystem starts the all-in-one system the pages talk to, with users
+// kept grace after their tab goes.
+func startSystem(t *testing.T, grace time.Duration) *allinone.System {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	sys, err := allinone.Start(ctx, allinone.Options{
-		Presence: presence.Config{Grace: 2 * time.Second, LeaseTTL: time.Second, SweepEvery: 50 * time.Millisecond},
+		Presence: presence.Config{Grace: grace, LeaseTTL: time.Second, SweepEvery: 50 * time.Millisecond},
 		Edge:     edge.Config{LeaseTTL: time.Second, PingEvery: 5 * time.Second, WriteTimeout: 5 * time.Second, RequestTimeout: 10 * time.Second},
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = sys.Close() })
+	return sys
+}
+
+func TestPageFlows(t *testing.T) {
+	sys := startSystem(t, 2*time.Second)
 	browser := newBrowser(t)
 	url := sys.EdgeURLs[0]
 
@@ -355,16 +363,9 @@ func TestPageFlows(t *testing.T) {
 // keeps its secret and tries again: once presence is back, it is the same
 // user, in the same chat. Only resume_failed starts over.
 func TestPageResumesThroughAPresenceRestart(t *testing.T) {
+	sys := startSystem(t, time.Minute)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	sys, err := allinone.Start(ctx, allinone.Options{
-		Presence: presence.Config{Grace: time.Minute, LeaseTTL: time.Second, SweepEvery: 50 * time.Millisecond},
-		Edge:     edge.Config{LeaseTTL: time.Second, PingEvery: 5 * time.Second, WriteTimeout: 5 * time.Second, RequestTimeout: 10 * time.Second},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = sys.Close() })
 	browser := newBrowser(t)
 	url := sys.EdgeURLs[0]
 	ann := openTab(t, browser, url, "Ann")

@@ -160,10 +160,8 @@ func (e *Edge) attach(ctx context.Context, c *client, uid string) {
 	defer cancel()
 	err := natsrpc.Call(ctx, e.nc, protocol.SubjectPresenceAttach, protocol.AttachRequest{UserID: uid, Edge: e.id, Conn: c.id}, nil)
 	switch protocol.CodeOf(err) {
-	case "":
 	case protocol.CodeNotFound:
-		e.log.Info("closing a socket whose user has left", "user", uid, "conn", c.id)
-		c.close(websocket.CloseGoingAway, string(protocol.CodeSessionLost))
+		e.closeLost(c, uid)
 	case protocol.CodeSuperseded:
 		c.close(protocol.CloseSuperseded, string(protocol.CodeSuperseded))
 	default:
@@ -171,10 +169,15 @@ func (e *Edge) attach(ctx context.Context, c *client, uid string) {
 			e.log.Warn("attaching a user again failed; next pass retries", "user", uid, "err", err)
 			return
 		}
-	}
-	if err == nil {
 		e.log.Info("user attached again after a lapse", "user", uid, "conn", c.id)
 	}
+}
+
+// closeLost closes a socket whose user no longer exists: the page
+// reconnects, and starts over when its resume is refused.
+func (e *Edge) closeLost(c *client, uid string) {
+	e.log.Info("closing a socket whose user has left", "user", uid, "conn", c.id)
+	c.close(websocket.CloseGoingAway, string(protocol.CodeSessionLost))
 }
 
 // settle acts on a socket whose user the state, read afresh, does not
@@ -183,8 +186,7 @@ func (e *Edge) settle(ctx context.Context, c *client, uid string) {
 	u, _, err := e.store.GetUser(ctx, uid)
 	switch {
 	case errors.Is(err, state.ErrNotFound):
-		e.log.Info("closing a socket whose user has left", "user", uid, "conn", c.id)
-		c.close(websocket.CloseGoingAway, string(protocol.CodeSessionLost))
+		e.closeLost(c, uid)
 	case err != nil:
 		e.log.Warn("reconcile read failed; next pass retries", "user", uid, "err", err)
 	case u.Edge != e.id || u.Conn != c.id:
