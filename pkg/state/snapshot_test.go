@@ -21,14 +21,22 @@ func TestSnapshotIsConsistentUnderWrites(t *testing.T) {
 	tests := []struct {
 		name          string
 		groups, width int
+		nodes         int // a cluster of that many, the stream on every node
 	}{
-		{"many pairs", 6, 2},
-		{"wide batches", 2, 150},
+		{"many pairs", 6, 2, 1},
+		{"wide batches", 2, 150, 1},
+		{"many pairs on a cluster", 6, 2, 3},
+		{"wide batches on a cluster", 2, 150, 3},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			st := mustStore(t)
+			var st *state.Store
+			if tt.nodes > 1 {
+				st = mustClusterStore(t, tt.nodes)
+			} else {
+				st = mustStore(t)
+			}
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
 			key := func(g, k int) string { return fmt.Sprintf("g%d-%d", g, k) }
@@ -111,5 +119,71 @@ func TestSnapshotOfAStreamEndingInAPurgedBatch(t *testing.T) {
 	}
 	if len(snap.Users) != 1 || snap.Users["kept"].Name != "K" {
 		t.Fatalf("snapshot users = %+v, want only kept", snap.Users)
+	}
+}
+
+// PurgeDeleted removes every message of a deleted key, its delete marker
+// included. A snapshot reading while a purge goes on may have read a key's
+// last put and then find its delete gone: the key was deleted all the same
+// and must not appear.
+func TestSnapshotWhilePurging(t *testing.T) {
+	t.Parallel()
+	st := mustStore(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	const keys = 300
+	write := func(del bool) {
+		for lo := 0; lo < keys; lo += 100 {
+			var txn state.Txn
+			for i := lo; i < lo+100; i++ {
+				id := fmt.Sprintf("k%03d", i)
+				if del {
+					_, rev, err := st.GetUser(ctx, id)
+					if err != nil {
+						t.Fatal(err)
+					}
+					txn.Delete(state.UserKey(id), rev)
+					continue
+				}
+				txn.Put(state.UserKey(id), 0, state.User{ID: id, State: protocol.StateAvailable})
+			}
+			if err := st.Commit(ctx, &txn); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	var live state.Txn
+	live.Put(state.UserKey("live"), 0, state.User{ID: "live", State: protocol.StateAvailable})
+	if err := st.Commit(ctx, &live); err != nil {
+		t.Fatal(err)
+	}
+	for round := range 10 {
+		// Every put first, every delete after: a snapshot spends most of its
+		// read between a key's put and its delete.
+		write(false)
+		write(true)
+		purged := make(chan error, 1)
+		go func() {
+			_, err := st.PurgeDeleted(ctx, -time.Second)
+			purged <- err
+		}()
+		for {
+			snap, err := st.Snapshot(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(snap.Users) != 1 {
+				t.Fatalf("round %d: snapshot at %d shows %d users, want only the live one", round, snap.Sequence, len(snap.Users))
+			}
+			select {
+			case err := <-purged:
+				if err != nil {
+					t.Fatal(err)
+				}
+			default:
+				continue
+			}
+			break
+		}
 	}
 }

@@ -404,10 +404,22 @@ func (s *Store) Snapshot(ctx context.Context) (Snapshot, error) {
 	return snap, nil
 }
 
+// snapshotReadLimit bounds how long one snapshot may read. A key that
+// PurgeDeleted removes while a snapshot reads it was deleted at least the
+// purge's age before; as long as that age exceeds this limit, the delete
+// came before the snapshot's sequence (see snapshotOnce).
+const snapshotReadLimit = time.Minute
+
+// snapshotIdle is how long a snapshot waits for the next message before it
+// asks the stream whether any is left to read.
+const snapshotIdle = 500 * time.Millisecond
+
 // snapshotOnce reads the state at the stream's current last sequence. It
 // reports !ok when some key changed so often since that its revision at
-// that sequence is no longer kept.
+// that sequence is no longer kept, or when the read took so long that a
+// purge may have misled it.
 func (s *Store) snapshotOnce(ctx context.Context) (Snapshot, bool, error) {
+	began := time.Now()
 	snap := Snapshot{Users: map[string]User{}, Invitations: map[string]protocol.Invitation{}, Chats: map[string]Chat{}}
 	st, err := s.js.Stream(ctx, s.stream)
 	if err != nil {
@@ -436,8 +448,22 @@ func (s *Store) snapshotOnce(ctx context.Context) (Snapshot, bool, error) {
 	// at or before last belongs to the snapshot too.
 	atLast := map[string]jetstream.Msg{} // each key's newest message in the snapshot
 	newer := map[string]int{}            // how many newer ones each key has
+	var read uint64                      // the last sequence read
 	for {
-		m, err := it.Next(jetstream.NextContext(ctx))
+		m, err := nextWithin(ctx, it, snapshotIdle)
+		if errors.Is(err, errIdle) {
+			// Nothing came. A message that said more were pending may
+			// have been followed by a purge of all of them: read on
+			// only if the stream still holds a message after it.
+			more, err := storedAfter(ctx, st, read)
+			if err != nil {
+				return snap, false, err
+			}
+			if !more {
+				break
+			}
+			continue
+		}
 		if err != nil {
 			return snap, false, fmt.Errorf("state: snapshot read: %w", err)
 		}
@@ -447,6 +473,7 @@ func (s *Store) snapshotOnce(ctx context.Context) (Snapshot, bool, error) {
 		}
 		key := strings.TrimPrefix(m.Subject(), s.prefix)
 		seq := meta.Sequence.Stream
+		read = seq
 		batchSeq, _ := strconv.ParseUint(m.Headers().Get(headerBatchSequence), 10, 64)
 		if seq <= last || batchSeq > 1 && seq-batchSeq+1 <= last {
 			atLast[key] = m
@@ -480,8 +507,27 @@ func (s *Store) snapshotOnce(ctx context.Context) (Snapshot, bool, error) {
 			return snap, false, nil
 		}
 	}
+	live := map[string]jetstream.Msg{}
 	for key, m := range atLast {
-		if op := m.Headers().Get("KV-Operation"); op == "DEL" || op == "PURGE" {
+		if op := m.Headers().Get("KV-Operation"); op != "DEL" && op != "PURGE" {
+			live[key] = m
+		}
+	}
+	// PurgeDeleted removes every message of a key deleted long enough
+	// ago, its delete included. If it did so while this snapshot was
+	// reading, the snapshot may hold the key's last put without the delete
+	// that followed. Such a key holds no message now, and was deleted
+	// before the purge's age: before this snapshot began, if it read for
+	// less than that, so before last.
+	gone, err := s.emptyKeys(ctx, st, live)
+	if err != nil {
+		return snap, false, err
+	}
+	if time.Since(began) > snapshotReadLimit {
+		return snap, false, nil
+	}
+	for key, m := range live {
+		if gone[key] {
 			continue
 		}
 		if err := snap.add(key, m.Data()); err != nil {
@@ -489,6 +535,38 @@ func (s *Store) snapshotOnce(ctx context.Context) (Snapshot, bool, error) {
 		}
 	}
 	return snap, true, nil
+}
+
+// emptyKeys returns which of keys hold no message in the stream now.
+func (s *Store) emptyKeys(ctx context.Context, st jetstream.Stream, keys map[string]jetstream.Msg) (map[string]bool, error) {
+	if len(keys) == 0 {
+		return nil, nil
+	}
+	info, err := st.Info(ctx, jetstream.WithSubjectFilter(s.prefix+">"))
+	if err != nil {
+		return nil, fmt.Errorf("state: snapshot: %w", err)
+	}
+	empty := map[string]bool{}
+	for key := range keys {
+		if info.State.Subjects[s.prefix+key] == 0 {
+			empty[key] = true
+		}
+	}
+	return empty, nil
+}
+
+var errIdle = errors.New("state: no message within the wait")
+
+// nextWithin returns the iterator's next message, or errIdle when none
+// comes within wait.
+func nextWithin(ctx context.Context, it jetstream.MessagesContext, wait time.Duration) (jetstream.Msg, error) {
+	wctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	m, err := it.Next(jetstream.NextContext(wctx))
+	if err != nil && ctx.Err() == nil && wctx.Err() != nil {
+		return nil, errIdle
+	}
+	return m, err
 }
 
 // storedAfter reports whether the stream holds a message after seq, once
@@ -510,7 +588,8 @@ func storedAfter(ctx context.Context, st jetstream.Stream, seq uint64) (bool, er
 
 // PurgeDeleted removes every revision of keys deleted longer than
 // olderThan ago, so that ended invitations and chats and departed users
-// do not pile up. Recently deleted keys are kept for snapshots in flight.
+// do not pile up. A snapshot read while it purges stays exact if olderThan
+// is longer than a snapshot may read (snapshotReadLimit, a minute).
 func (s *Store) PurgeDeleted(ctx context.Context, olderThan time.Duration) (int, error) {
 	w, err := s.kv.WatchAll(ctx, jetstream.MetaOnly())
 	if err != nil {

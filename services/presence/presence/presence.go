@@ -84,6 +84,9 @@ func (s *Service) Ready() <-chan struct{} { return s.srv.Ready() }
 func (s *Service) Run(ctx context.Context) error {
 	reaperDone := make(chan error, 1)
 	go func() { reaperDone <- s.reapUntilDone(ctx) }()
+	purgeDone := make(chan struct{})
+	go func() { defer close(purgeDone); s.purgeUntilDone(ctx) }()
+	defer func() { <-purgeDone }()
 	err := s.srv.Serve(ctx, s.nc, micro.Config{Name: protocol.ServicePresence, Version: Version, Description: "BuddyTok presence: joins, resumes, disconnects, leaves"},
 		natsrpc.Endpoint{Name: "join", Subject: protocol.SubjectPresenceJoin, Handler: natsrpc.Handle(s.srv, s.join)},
 		natsrpc.Endpoint{Name: "resume", Subject: protocol.SubjectPresenceResume, Handler: natsrpc.Handle(s.srv, s.resume)},

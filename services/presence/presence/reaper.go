@@ -46,6 +46,27 @@ type reaper struct {
 // without flooding the other services.
 const maxActions = 32
 
+// purgeUntilDone removes, every purgeEvery until ctx ends, the records
+// deleted more than purgeAfter ago. It runs apart from the reaper: a purge
+// of thousands of keys is one request each, and the reaper's sweeps must
+// not wait behind it.
+func (s *Service) purgeUntilDone(ctx context.Context) {
+	tick := time.NewTicker(purgeEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		if n, err := s.store.PurgeDeleted(ctx, purgeAfter); err != nil && ctx.Err() == nil {
+			s.log.Warn("purging deleted records failed; the rest waits for the next round", "purged", n, "err", err)
+		} else if n > 0 {
+			s.log.Debug("purged deleted records", "count", n)
+		}
+	}
+}
+
 // reapUntilDone runs the reaper until ctx ends, restarting it (with fresh
 // watchers and caches) if it fails.
 func (s *Service) reapUntilDone(ctx context.Context) error {
@@ -78,8 +99,6 @@ func (s *Service) reap(ctx context.Context) error {
 	defer actions.Wait()
 	tick := time.NewTicker(s.cfg.SweepEvery)
 	defer tick.Stop()
-	purge := time.NewTicker(purgeEvery)
-	defer purge.Stop()
 	for {
 		select {
 		case <-ctx.Done():
@@ -98,12 +117,6 @@ func (s *Service) reap(ctx context.Context) error {
 			delete(r.inflight, id)
 		case <-tick.C:
 			s.sweep(ctx, r, &actions)
-		case <-purge.C:
-			if n, err := s.store.PurgeDeleted(ctx, purgeAfter); err != nil {
-				s.log.Warn("purging deleted records failed", "err", err)
-			} else if n > 0 {
-				s.log.Debug("purged deleted records", "count", n)
-			}
 		}
 	}
 }
