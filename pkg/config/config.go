@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/buddytok/buddytok/pkg/requestid"
 )
 
 // Env reads variables through Lookup (os.LookupEnv by default) and remembers
@@ -108,11 +110,11 @@ func (e *Env) Logger() *slog.Logger {
 	opts := &slog.HandlerOptions{Level: level}
 	switch f := e.String("LOG_FORMAT", "json"); f {
 	case "json":
-		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+		return slog.New(requestid.Handler(slog.NewJSONHandler(os.Stderr, opts)))
 	case "text":
-		return slog.New(slog.NewTextHandler(os.Stderr, opts))
+		return slog.New(requestid.Handler(slog.NewTextHandler(os.Stderr, opts)))
 	default:
 		e.Fail("LOG_FORMAT=%q: want json or text", f)
-		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+		return slog.New(requestid.Handler(slog.NewJSONHandler(os.Stderr, opts)))
 	}
 }

@@ -17,7 +17,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
 
+	"github.com/buddytok/buddytok/pkg/metrics"
 	"github.com/buddytok/buddytok/pkg/protocol"
+	"github.com/buddytok/buddytok/pkg/requestid"
 	"github.com/buddytok/buddytok/pkg/retry"
 )
 
@@ -44,6 +46,9 @@ func Call(ctx context.Context, nc *nats.Conn, subject string, req, resp any) err
 	out := nats.NewMsg(subject)
 	out.Data = data
 	out.Header.Set(protocol.HeaderBudget, strconv.FormatInt(time.Until(deadline).Milliseconds(), 10))
+	if id := requestid.From(ctx); id != "" {
+		out.Header.Set(protocol.HeaderRequestID, id)
+	}
 	msg, err := nc.RequestMsgWithContext(ctx, out)
 	switch {
 	case errors.Is(err, nats.ErrNoResponders):
@@ -77,6 +82,7 @@ type Validator interface {
 // micro endpoint otherwise handles one request at a time.
 type Server struct {
 	log     *slog.Logger
+	metrics *metrics.Metrics
 	slots   chan struct{}
 	wg      sync.WaitGroup
 	timeout time.Duration
@@ -84,9 +90,9 @@ type Server struct {
 }
 
 // NewServer returns a Server that runs at most workers handlers at once,
-// each bounded by timeout.
-func NewServer(log *slog.Logger, workers int, timeout time.Duration) *Server {
-	return &Server{log: log, slots: make(chan struct{}, workers), timeout: timeout, ready: make(chan struct{})}
+// each bounded by timeout, and counts them in m.
+func NewServer(log *slog.Logger, m *metrics.Metrics, workers int, timeout time.Duration) *Server {
+	return &Server{log: log, metrics: m, slots: make(chan struct{}, workers), timeout: timeout, ready: make(chan struct{})}
 }
 
 // Ready is closed once Serve has every endpoint subscribed on the NATS
@@ -106,22 +112,22 @@ func Handle[Req, Resp any](s *Server, fn func(context.Context, Req) (Resp, error
 		received := time.Now()
 		var req Req
 		if err := json.Unmarshal(r.Data(), &req); err != nil {
-			s.respondErr(r, protocol.Errorf(protocol.CodeBadRequest, "request is not valid JSON"))
+			s.respondErr(r, received, protocol.Errorf(protocol.CodeBadRequest, "request is not valid JSON"))
 			return
 		}
 		if v, ok := any(&req).(Validator); ok {
 			if err := v.Validate(); err != nil {
-				s.respondErr(r, err)
+				s.respondErr(r, received, err)
 				return
 			}
 		}
-		ctx, cancel := context.WithDeadline(context.Background(), s.deadline(r, received))
+		ctx, cancel := context.WithDeadline(requestContext(r), s.deadline(r, received))
 		select {
 		case s.slots <- struct{}{}:
 		case <-ctx.Done():
 			cancel()
-			s.log.Warn("request expired while waiting for a worker; dropped", "subject", r.Subject(), "queued", time.Since(received))
-			s.respondErr(r, errExpired)
+			s.log.WarnContext(ctx, "request expired while waiting for a worker; dropped", "subject", r.Subject(), "queued", time.Since(received))
+			s.respondErr(r, received, errExpired)
 			return
 		}
 		s.wg.Add(1)
@@ -130,17 +136,28 @@ func Handle[Req, Resp any](s *Server, fn func(context.Context, Req) (Resp, error
 			started := time.Now()
 			resp, err := fn(ctx, req)
 			if d := time.Since(received); d > slowRequest {
-				s.log.Warn("slow request", "subject", r.Subject(), "queued", started.Sub(received), "ran", time.Since(started), "err", err)
+				s.log.WarnContext(ctx, "slow request", "subject", r.Subject(), "queued", started.Sub(received), "ran", time.Since(started), "err", err)
 			}
 			if err != nil {
-				s.respondErrAsync(r, err)
+				s.respondErrAsync(ctx, r, received, err)
 				return
 			}
+			s.observe(r, received, "ok")
 			if err := r.RespondJSON(resp); err != nil {
-				s.log.Warn("reply failed", "subject", r.Subject(), "err", err)
+				s.log.WarnContext(ctx, "reply failed", "subject", r.Subject(), "err", err)
 			}
 		}()
 	})
+}
+
+// requestContext carries the request ID r came with, or a new one: a
+// request from the nats CLI gets one too.
+func requestContext(r micro.Request) context.Context {
+	id := r.Headers().Get(protocol.HeaderRequestID)
+	if id == "" || !protocol.ValidID(id) {
+		id = requestid.New()
+	}
+	return requestid.With(context.Background(), id)
 }
 
 // errExpired answers a request whose time ran out before it could finish.
@@ -189,8 +206,9 @@ func (s *Server) deadline(r micro.Request, received time.Time) time.Time {
 
 // respondErr answers with a micro service error from the handler's own
 // goroutine, so micro counts it in the endpoint's stats.
-func (s *Server) respondErr(r micro.Request, err error) {
-	pe := s.logged(r, err)
+func (s *Server) respondErr(r micro.Request, received time.Time, err error) {
+	pe := s.logged(requestContext(r), r, err)
+	s.observe(r, received, string(pe.Code))
 	if rerr := r.Error(string(pe.Code), pe.Message, nil); rerr != nil {
 		s.log.Warn("error reply failed", "subject", r.Subject(), "err", rerr)
 	}
@@ -200,8 +218,9 @@ func (s *Server) respondErr(r micro.Request, err error) {
 // micro's Request.Error records the error for the stats without a lock,
 // which races with the handler that already returned; Respond with the
 // error headers sends the identical reply without that write.
-func (s *Server) respondErrAsync(r micro.Request, err error) {
-	pe := s.logged(r, err)
+func (s *Server) respondErrAsync(ctx context.Context, r micro.Request, received time.Time, err error) {
+	pe := s.logged(ctx, r, err)
+	s.observe(r, received, string(pe.Code))
 	hdr := micro.WithHeaders(micro.Headers{
 		micro.ErrorHeader:     []string{pe.Message},
 		micro.ErrorCodeHeader: []string{string(pe.Code)},
@@ -211,21 +230,26 @@ func (s *Server) respondErrAsync(r micro.Request, err error) {
 	}
 }
 
-func (s *Server) logged(r micro.Request, err error) *protocol.Error {
+// observe counts a request received at received and answered with code.
+func (s *Server) observe(r micro.Request, received time.Time, code string) {
+	metrics.Since(s.metrics.Requests.WithLabelValues(r.Subject(), code), received)
+}
+
+func (s *Server) logged(ctx context.Context, r micro.Request, err error) *protocol.Error {
 	var pe *protocol.Error
 	if !errors.As(err, &pe) && (errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout)) {
 		// Out of time (a busy state store, a slow peer): the caller may
 		// retry, and nothing is wrong with the request itself.
-		s.log.Warn("request ran out of time", "subject", r.Subject(), "err", err)
+		s.log.WarnContext(ctx, "request ran out of time", "subject", r.Subject(), "err", err)
 		return errExpired
 	}
 	if !errors.As(err, &pe) && natsTrouble(err) {
-		s.log.Warn("request failed while NATS recovers", "subject", r.Subject(), "err", err)
+		s.log.WarnContext(ctx, "request failed while NATS recovers", "subject", r.Subject(), "err", err)
 		return errNATSTrouble
 	}
 	pe = protocol.AsError(err)
 	if pe.Code == protocol.CodeInternal {
-		s.log.Error("request failed", "subject", r.Subject(), "err", err)
+		s.log.ErrorContext(ctx, "request failed", "subject", r.Subject(), "err", err)
 	}
 	return pe
 }

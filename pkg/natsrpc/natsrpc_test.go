@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/micro"
 
 	"github.com/buddytok/buddytok/pkg/embeddednats"
+	"github.com/buddytok/buddytok/pkg/metrics"
 	"github.com/buddytok/buddytok/pkg/natsrpc"
 	"github.com/buddytok/buddytok/pkg/protocol"
 )
@@ -51,7 +52,7 @@ func serve(t *testing.T, workers int, timeout time.Duration, fn func(context.Con
 	t.Helper()
 	connect := startNATS(t)
 	ctx, cancel := context.WithCancel(context.Background())
-	s := natsrpc.NewServer(slog.New(slog.DiscardHandler), workers, timeout)
+	s := natsrpc.NewServer(slog.New(slog.DiscardHandler), metrics.New(), workers, timeout)
 	done := make(chan error, 1)
 	served := connect()
 	go func() {
@@ -206,7 +207,7 @@ func TestStopAnswersEveryQueuedRequest(t *testing.T) {
 	served, caller := connect(), connect()
 
 	release, started := make(chan struct{}), make(chan struct{}, 1)
-	s := natsrpc.NewServer(slog.New(slog.DiscardHandler), 1, 10*time.Second)
+	s := natsrpc.NewServer(slog.New(slog.DiscardHandler), metrics.New(), 1, 10*time.Second)
 	ctx, stop := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {

@@ -40,6 +40,11 @@ const (
 // not matter.
 const HeaderBudget = "BuddyTok-Budget-Ms"
 
+// HeaderRequestID carries the ID of the browser request (or reaper action)
+// a service request serves, so that every log line about it names it
+// (package requestid).
+const HeaderRequestID = "BuddyTok-Request-Id"
+
 // HeaderControl marks a message on a user's event subject that is meant
 // for the edges, not the browser. Its only value so far is
 // ControlSuperseded, whose body is the connection ID that now serves the

@@ -1,11 +1,15 @@
 // Package servicemain is the whole main function of a BuddyTok service
-// binary: read the environment, connect to NATS, run one replica until
+// binary: read the environment, connect to NATS, run one replica (and, for
+// a service other than the edge, its operator endpoints) until
 // SIGINT/SIGTERM, exit non-zero with a clear message on failure.
 package servicemain
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"syscall"
@@ -13,7 +17,9 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/buddytok/buddytok/pkg/config"
+	"github.com/buddytok/buddytok/pkg/metrics"
 	"github.com/buddytok/buddytok/pkg/natsrpc"
+	"github.com/buddytok/buddytok/pkg/opsserver"
 )
 
 // Runner is a service replica.
@@ -21,10 +27,22 @@ type Runner interface {
 	Run(ctx context.Context) error
 }
 
+// Readier is a Runner whose endpoints take requests once Ready is closed.
+// Main serves the operator endpoints (opsserver) of a Readier on OPS_ADDR;
+// a Runner that is not one serves its own (the edge).
+type Readier interface {
+	Runner
+	Ready() <-chan struct{}
+}
+
+// DefaultOpsAddr is where a service serves /healthz, /readyz and /metrics
+// unless OPS_ADDR says otherwise.
+const DefaultOpsAddr = ":9090"
+
 // Main runs the service called name. configFromEnv reads its settings;
 // newService builds the replica on a NATS connection.
 func Main[C any](name string, configFromEnv func(*config.Env) C,
-	newService func(context.Context, *nats.Conn, C, *slog.Logger) (Runner, error)) {
+	newService func(context.Context, *nats.Conn, C, *slog.Logger, *metrics.Metrics) (Runner, error)) {
 	if err := run(name, configFromEnv, newService); err != nil {
 		slog.Error(name+" stopped", "err", err)
 		os.Exit(1)
@@ -32,10 +50,11 @@ func Main[C any](name string, configFromEnv func(*config.Env) C,
 }
 
 func run[C any](name string, configFromEnv func(*config.Env) C,
-	newService func(context.Context, *nats.Conn, C, *slog.Logger) (Runner, error)) error {
+	newService func(context.Context, *nats.Conn, C, *slog.Logger, *metrics.Metrics) (Runner, error)) error {
 	env := config.FromOS()
 	log := env.Logger().With("service", name)
 	url := env.String("NATS_URL", "nats://127.0.0.1:4222")
+	opsAddr := env.String("OPS_ADDR", DefaultOpsAddr)
 	cfg := configFromEnv(env)
 	if err := env.Err(); err != nil {
 		return err
@@ -47,10 +66,30 @@ func run[C any](name string, configFromEnv func(*config.Env) C,
 		return err
 	}
 	defer nc.Close()
-	svc, err := newService(ctx, nc, cfg, log)
+	m := metrics.New()
+	svc, err := newService(ctx, nc, cfg, log, m)
 	if err != nil {
 		return err
 	}
-	log.Info(name+" running", "nats", nc.ConnectedUrlRedacted())
-	return svc.Run(ctx)
+	r, ok := svc.(Readier)
+	if !ok {
+		log.Info(name+" running", "nats", nc.ConnectedUrlRedacted())
+		return svc.Run(ctx)
+	}
+	ops, err := opsserver.New(nc, r.Ready(), m, log)
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", opsAddr)
+	if err != nil {
+		return fmt.Errorf("%s: operator endpoints: listen on %s (OPS_ADDR): %w", name, opsAddr, err)
+	}
+	log.Info(name+" running", "nats", nc.ConnectedUrlRedacted(), "ops", ln.Addr().String())
+	opsCtx, stopOps := context.WithCancel(context.WithoutCancel(ctx))
+	opsDone := make(chan error, 1)
+	go func() { opsDone <- ops.Run(opsCtx, ln) }()
+	err = svc.Run(ctx)
+	// /healthz answers until the replica has drained.
+	stopOps()
+	return errors.Join(err, <-opsDone)
 }

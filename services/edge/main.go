@@ -11,6 +11,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/buddytok/buddytok/pkg/metrics"
 	"github.com/buddytok/buddytok/pkg/servicemain"
 	"github.com/buddytok/buddytok/services/edge/edge"
 )
@@ -24,8 +25,8 @@ func (l listeningEdge) Run(ctx context.Context) error { return l.e.Run(ctx, l.ln
 
 func main() {
 	servicemain.Main("edge", edge.ConfigFromEnv,
-		func(ctx context.Context, nc *nats.Conn, cfg edge.Config, log *slog.Logger) (servicemain.Runner, error) {
-			e, err := edge.New(ctx, nc, cfg, log)
+		func(ctx context.Context, nc *nats.Conn, cfg edge.Config, log *slog.Logger, m *metrics.Metrics) (servicemain.Runner, error) {
+			e, err := edge.New(ctx, nc, cfg, log, m)
 			if err != nil {
 				return nil, err
 			}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net/http"
 	"os"
 	"slices"
 	"strings"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/buddytok/buddytok/pkg/client"
+	"github.com/buddytok/buddytok/pkg/metrics"
 	"github.com/buddytok/buddytok/pkg/protocol"
 	"github.com/buddytok/buddytok/pkg/state"
 )
@@ -47,6 +49,13 @@ func faults(sys *system) []fault {
 			time.Sleep(2 * time.Second)
 			restart(sys.edges[0].proc)
 		}},
+		{"SIGTERM of an edge: it drains, its users resume on the others", func(sys *system) {
+			// SHUTDOWN_TIMEOUT is 5s, and the lease is dropped in at most 2s more.
+			if err := sys.edges[0].stop(10 * time.Second); err != nil {
+				t.Error(err)
+			}
+			restart(sys.edges[0].proc)
+		}},
 		{"SIGSTOP of an edge past its lease, then SIGCONT", func(sys *system) {
 			sys.edges[1].signal(syscall.SIGSTOP)
 			time.Sleep(2*leaseTTL + time.Second)
@@ -61,6 +70,21 @@ func faults(sys *system) []fault {
 			sys.services[protocol.ServicePresence][1].signal(syscall.SIGSTOP)
 			time.Sleep(2*leaseTTL + time.Second)
 			sys.services[protocol.ServicePresence][1].signal(syscall.SIGCONT)
+		}},
+		{"rolling restart of every service replica by SIGTERM", func(sys *system) {
+			nc := sys.connect()
+			defer nc.Close()
+			for _, name := range serviceNames {
+				for _, p := range sys.services[name] {
+					if err := p.stop(15 * time.Second); err != nil {
+						t.Error(err)
+					}
+					restart(p)
+					for deadline := time.Now().Add(time.Minute); pingService(nc, name) < len(sys.services[name]) && time.Now().Before(deadline); {
+						time.Sleep(100 * time.Millisecond)
+					}
+				}
+			}
 		}},
 		{"SIGKILL of a NATS node", func(sys *system) {
 			n := sys.nats[1]
@@ -164,6 +188,11 @@ func TestClusterSurvivesFaults(t *testing.T) {
 		}
 	}
 	everyoneCanAct(t, ctx, players)
+	for _, name := range serviceNames {
+		for _, p := range sys.services[name] {
+			checkOps(t, p)
+		}
+	}
 
 	// Everyone leaves: nothing may stay behind (no ghost, no invitation
 	// stuck pending, no chat).
@@ -436,7 +465,16 @@ func awaitEmpty(t *testing.T, ctx context.Context, st *state.Store, limit time.D
 	deadline := time.Now().Add(limit)
 	started := time.Now()
 	for {
-		snap, err := st.Snapshot(ctx)
+		attempt := time.Now()
+		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		snap, err := st.Snapshot(sctx)
+		cancel()
+		if err != nil {
+			t.Logf("while leaving: snapshot failed after %s: %v", time.Since(attempt).Round(time.Millisecond), err)
+			if time.Now().After(deadline) {
+				t.Fatalf("after %s the state still cannot be read", limit)
+			}
+		}
 		if err == nil {
 			if err := state.Check(snap); err != nil {
 				t.Errorf("invariants while leaving: %v", err)
@@ -495,4 +533,42 @@ func evidence(ctx context.Context, st *state.Store, violation error) string {
 		}
 	}
 	return b.String()
+}
+
+// checkOps reads a service replica's operator endpoints after the run: it
+// is ready, and its metrics count the requests it handled since it last
+// started.
+func checkOps(t *testing.T, p *proc) {
+	t.Helper()
+	c := http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get(p.ops + "/readyz")
+	if err != nil {
+		t.Errorf("%s: /readyz: %v", p.name, err)
+		return
+	}
+	_ = resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("%s: /readyz: %s", p.name, resp.Status)
+	}
+	resp, err = c.Get(p.ops + "/metrics")
+	if err != nil {
+		t.Errorf("%s: /metrics: %v", p.name, err)
+		return
+	}
+	defer resp.Body.Close()
+	samples, err := metrics.ReadText(resp.Body)
+	if err != nil {
+		t.Errorf("%s: /metrics: %v", p.name, err)
+		return
+	}
+	var handled float64
+	for sample, v := range samples {
+		if strings.HasPrefix(sample, "buddytok_requests_seconds_count{") {
+			handled += v
+		}
+	}
+	if handled == 0 {
+		t.Errorf("%s: its metrics count no request handled", p.name)
+	}
+	t.Logf("%s: %g requests handled since it last started", p.name, handled)
 }

@@ -62,7 +62,9 @@ func startSystem(t *testing.T, replicas, edges int) *system {
 	}
 	for _, name := range serviceNames {
 		for i := range replicas {
-			p := &proc{name: fmt.Sprintf("%s-%d", name, i), path: filepath.Join(bin, name), env: common,
+			ops := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+			p := &proc{name: fmt.Sprintf("%s-%d", name, i), path: filepath.Join(bin, name),
+				env: append(append([]string(nil), common...), "OPS_ADDR="+ops), ops: "http://" + ops,
 				logs: filepath.Join(dir, fmt.Sprintf("%s-%d.log", name, i))}
 			if err := p.start(); err != nil {
 				t.Fatal(err)

@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/buddytok/buddytok/pkg/embeddednats"
+	"github.com/buddytok/buddytok/pkg/metrics"
 	"github.com/buddytok/buddytok/pkg/natsrpc"
 	"github.com/buddytok/buddytok/services/edge/edge"
 	"github.com/buddytok/buddytok/services/invites/invites"
@@ -56,6 +57,9 @@ const (
 type System struct {
 	URL      string   // NATS URL
 	EdgeURLs []string // http://host:port of each edge
+	// Metrics are the whole process's, shared by every replica; each edge
+	// serves them on /metrics.
+	Metrics *metrics.Metrics
 
 	nats     *embeddednats.Server
 	opts     Options
@@ -100,7 +104,7 @@ func Start(ctx context.Context, opts Options) (sys *System, err error) {
 	if opts.Listen == "" {
 		opts.Listen = "127.0.0.1:0"
 	}
-	sys = &System{URL: opts.NATSURL, opts: opts, replicas: map[Kind][]*replica{}}
+	sys = &System{URL: opts.NATSURL, Metrics: metrics.New(), opts: opts, replicas: map[Kind][]*replica{}}
 	defer func() {
 		if err != nil {
 			sys.Close()
@@ -142,11 +146,11 @@ func (sys *System) startService(ctx context.Context, opts Options, kind Kind, i 
 	var r runner
 	switch kind {
 	case Presence:
-		r, err = presence.New(ctx, nc, opts.Presence, log)
+		r, err = presence.New(ctx, nc, opts.Presence, log, sys.Metrics)
 	case Invites:
-		r, err = invites.New(ctx, nc, opts.Invites, log)
+		r, err = invites.New(ctx, nc, opts.Invites, log, sys.Metrics)
 	case Tokens:
-		r, err = tokens.New(ctx, nc, opts.Tokens, log)
+		r, err = tokens.New(ctx, nc, opts.Tokens, log, sys.Metrics)
 	}
 	if err != nil {
 		nc.Close()
@@ -161,7 +165,7 @@ func (sys *System) startEdge(ctx context.Context, opts Options, listen string) e
 	if err != nil {
 		return err
 	}
-	e, err := edge.New(ctx, nc, opts.Edge, log)
+	e, err := edge.New(ctx, nc, opts.Edge, log, sys.Metrics)
 	if err != nil {
 		nc.Close()
 		return err

@@ -18,6 +18,7 @@ import (
 	"github.com/buddytok/buddytok/cmd/buddytok/allinone"
 	"github.com/buddytok/buddytok/pkg/client"
 	"github.com/buddytok/buddytok/pkg/protocol"
+	"github.com/buddytok/buddytok/pkg/requestid"
 	"github.com/buddytok/buddytok/pkg/state"
 	"github.com/buddytok/buddytok/services/edge/edge"
 	"github.com/buddytok/buddytok/services/invites/invites"
@@ -63,9 +64,9 @@ func options(top topology, s settings) allinone.Options {
 	log := slog.New(slog.DiscardHandler)
 	switch {
 	case s.logs != nil:
-		log = slog.New(slog.NewJSONHandler(s.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		log = slog.New(requestid.Handler(slog.NewJSONHandler(s.logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	case os.Getenv("BUDDYTOK_TEST_LOG") != "":
-		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		log = slog.New(requestid.Handler(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	}
 	var fps float64
 	if s.rapid {

@@ -16,6 +16,7 @@ import (
 	"github.com/buddytok/buddytok/pkg/opentok"
 	"github.com/buddytok/buddytok/pkg/opentok/opentoktest"
 	"github.com/buddytok/buddytok/pkg/protocol"
+	"github.com/buddytok/buddytok/pkg/requestid"
 	"github.com/buddytok/buddytok/services/tokens/tokens"
 )
 
@@ -34,6 +35,19 @@ func (b *syncBuffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.Write(p)
+}
+
+// logLine returns the JSON log line of service whose message is msg.
+func logLine(t *testing.T, logs, service, msg string) map[string]any {
+	t.Helper()
+	for _, line := range strings.Split(logs, "\n") {
+		var m map[string]any
+		if json.Unmarshal([]byte(line), &m) == nil && m["service"] == service && m["msg"] == msg {
+			return m
+		}
+	}
+	t.Fatalf("no %s log line %q in:\n%s", service, msg, logs)
+	return nil
 }
 
 func (b *syncBuffer) String() string {
@@ -231,7 +245,8 @@ func TestOpenTokFailureFailsAcceptCleanly(t *testing.T) {
 			t.Parallel()
 			srv := opentoktest.NewServer(otKey, otSecret)
 			defer srv.Close()
-			w := mustWorld(t, topologies[0], settings{grace: 5 * time.Second, video: openTokProvider(t, tc.setup(srv))})
+			var logs syncBuffer
+			w := mustWorld(t, topologies[0], settings{grace: 5 * time.Second, logs: &logs, video: openTokProvider(t, tc.setup(srv))})
 			st := w.store()
 			ann, bob := w.join("Ann"), w.join("Bob")
 			w.sees(id(bob), protocol.StateAvailable, ann)
@@ -253,6 +268,13 @@ func TestOpenTokFailureFailsAcceptCleanly(t *testing.T) {
 			snap := w.mustInvariants(st)
 			if len(snap.Chats) != 0 || len(snap.Invitations) != 0 {
 				t.Fatalf("half-made state left: %d chats, %d invitations", len(snap.Chats), len(snap.Invitations))
+			}
+			// The accept's request ID went from the edge through invites
+			// to tokens: both services' lines about it name it.
+			tokensLine := logLine(t, logs.String(), "tokens", "video session failed")
+			invitesLine := logLine(t, logs.String(), "invites", "video session failed; ending the invitation")
+			if id := tokensLine[requestid.Attr]; id == nil || id != invitesLine[requestid.Attr] {
+				t.Errorf("request IDs: tokens %v, invites %v; want the same one", id, invitesLine[requestid.Attr])
 			}
 		})
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/buddytok/buddytok/pkg/natsrpc"
 	"github.com/buddytok/buddytok/pkg/protocol"
+	"github.com/buddytok/buddytok/pkg/requestid"
 )
 
 // client is one browser WebSocket connection. The handler goroutine reads;
@@ -66,6 +67,7 @@ func (c *client) send(data []byte) {
 	case c.out <- data:
 	default:
 		c.close(websocket.ClosePolicyViolation, string(protocol.CodeSlowConsumer))
+		c.e.metrics.SlowConsumerDisconnects.Inc()
 		c.e.log.Warn("client too slow to read its frames; disconnecting", "user", c.userID, "queued", len(c.out))
 	}
 }
@@ -76,6 +78,7 @@ func (c *client) sendFrame(f protocol.ServerFrame) {
 		c.e.log.Error("encode frame", "type", f.Type, "err", err)
 		return
 	}
+	c.e.metrics.FramesOut.WithLabelValues(f.Type).Inc()
 	c.send(data)
 }
 
@@ -164,18 +167,22 @@ func (c *client) readLoop() {
 			}
 		}
 		if mt != websocket.TextMessage {
+			c.e.metrics.FramesIn.WithLabelValues("invalid").Inc()
 			refuse(protocol.Errorf(protocol.CodeBadJSON, "only text frames holding JSON are accepted"))
 			continue
 		}
 		if len(data) > protocol.MaxFrameBytes {
+			c.e.metrics.FramesIn.WithLabelValues("invalid").Inc()
 			refuse(protocol.Errorf(protocol.CodeFrameTooLarge, "frame is %d bytes; the limit is %d", len(data), protocol.MaxFrameBytes))
 			continue
 		}
 		var f protocol.ClientFrame
 		if err := json.Unmarshal(data, &f); err != nil {
+			c.e.metrics.FramesIn.WithLabelValues("invalid").Inc()
 			refuse(protocol.Errorf(protocol.CodeBadJSON, "frame is not a valid JSON object"))
 			continue
 		}
+		c.e.metrics.FramesIn.WithLabelValues(frameTypeLabel(f.Type)).Inc()
 		if len(f.Ref) > protocol.MaxRefBytes {
 			refuse(protocol.Errorf(protocol.CodeBadRequest, "ref is longer than %d bytes", protocol.MaxRefBytes))
 			continue
@@ -191,24 +198,27 @@ func (c *client) readLoop() {
 
 // relay sends req to a service, decoding its reply into resp (which
 // answer may point into), and answers the client with answer or the error.
-func (c *client) relay(ref, subject string, req, resp any, answer protocol.ServerFrame) {
-	ctx, cancel := context.WithTimeout(context.Background(), c.e.cfg.RequestTimeout)
+func (c *client) relay(ctx context.Context, ref, subject string, req, resp any, answer protocol.ServerFrame) {
+	ctx, cancel := context.WithTimeout(ctx, c.e.cfg.RequestTimeout)
 	defer cancel()
 	if err := natsrpc.Call(ctx, c.e.nc, subject, req, resp); err != nil {
-		c.replyErr(ref, subject, err)
+		c.replyErr(ctx, ref, subject, err)
 		return
 	}
 	c.sendFrame(answer)
 }
 
-func (c *client) replyErr(ref, subject string, err error) {
+func (c *client) replyErr(ctx context.Context, ref, subject string, err error) {
 	if protocol.CodeOf(err) == protocol.CodeInternal {
-		c.e.log.Error("request failed", "subject", subject, "user", c.userID, "err", err)
+		c.e.log.ErrorContext(ctx, "request failed", "subject", subject, "user", c.userID, "err", err)
 	}
 	c.sendFrame(protocol.ErrorFrame(ref, err))
 }
 
 func (c *client) handle(f protocol.ClientFrame) {
+	// Every request a frame makes, and every log line about it, carries
+	// the same request ID.
+	ctx := requestid.With(context.Background(), requestid.New())
 	switch f.Type {
 	case protocol.TypePing:
 		c.sendFrame(protocol.ServerFrame{Type: protocol.TypePong, Ref: f.Ref})
@@ -219,9 +229,9 @@ func (c *client) handle(f protocol.ClientFrame) {
 			return
 		}
 		if f.Type == protocol.TypeJoin {
-			c.join(f)
+			c.join(ctx, f)
 		} else {
-			c.resume(f)
+			c.resume(ctx, f)
 		}
 		return
 	case protocol.TypeInvite, protocol.TypeCancel, protocol.TypeAccept, protocol.TypeDecline,
@@ -240,23 +250,23 @@ func (c *client) handle(f protocol.ClientFrame) {
 	case protocol.TypeInvite:
 		var inv protocol.Invitation
 		ok.Invitation = &inv
-		c.relay(f.Ref, protocol.SubjectInvitesInvite, protocol.InviteRequest{From: uid, To: f.To}, &inv, ok)
+		c.relay(ctx, f.Ref, protocol.SubjectInvitesInvite, protocol.InviteRequest{From: uid, To: f.To}, &inv, ok)
 	case protocol.TypeCancel:
-		c.relay(f.Ref, protocol.SubjectInvitesCancel, protocol.InvitationRequest{UserID: uid, Invitation: f.Invitation}, nil, ok)
+		c.relay(ctx, f.Ref, protocol.SubjectInvitesCancel, protocol.InvitationRequest{UserID: uid, Invitation: f.Invitation}, nil, ok)
 	case protocol.TypeDecline:
-		c.relay(f.Ref, protocol.SubjectInvitesDecline, protocol.InvitationRequest{UserID: uid, Invitation: f.Invitation}, nil, ok)
+		c.relay(ctx, f.Ref, protocol.SubjectInvitesDecline, protocol.InvitationRequest{UserID: uid, Invitation: f.Invitation}, nil, ok)
 	case protocol.TypeAccept:
 		var chat protocol.Chat
 		ok.Chat = &chat
-		c.relay(f.Ref, protocol.SubjectInvitesAccept, protocol.InvitationRequest{UserID: uid, Invitation: f.Invitation}, &chat, ok)
+		c.relay(ctx, f.Ref, protocol.SubjectInvitesAccept, protocol.InvitationRequest{UserID: uid, Invitation: f.Invitation}, &chat, ok)
 	case protocol.TypeEndChat:
-		c.relay(f.Ref, protocol.SubjectInvitesEnd, protocol.ChatRequest{UserID: uid, Chat: f.Chat}, nil, ok)
+		c.relay(ctx, f.Ref, protocol.SubjectInvitesEnd, protocol.ChatRequest{UserID: uid, Chat: f.Chat}, nil, ok)
 	case protocol.TypeCredentials:
 		var cred protocol.Credentials
 		answer := protocol.ServerFrame{Type: protocol.TypeCredentials, Ref: f.Ref, Credentials: &cred}
-		c.relay(f.Ref, protocol.SubjectTokensCredentials, protocol.ChatRequest{UserID: uid, Chat: f.Chat}, &cred, answer)
+		c.relay(ctx, f.Ref, protocol.SubjectTokensCredentials, protocol.ChatRequest{UserID: uid, Chat: f.Chat}, &cred, answer)
 	case protocol.TypeSignal:
-		c.relay(f.Ref, protocol.SubjectTokensSignal, protocol.SignalRequest{UserID: uid, Chat: f.Chat, Data: f.Data}, nil, ok)
+		c.relay(ctx, f.Ref, protocol.SubjectTokensSignal, protocol.SignalRequest{UserID: uid, Chat: f.Chat, Data: f.Data}, nil, ok)
 	}
 }
 
@@ -271,7 +281,7 @@ func (c *client) subscribeEvents(userID string) error {
 			}
 			return
 		}
-		c.deliver(m.Data)
+		c.deliver(eventType(m.Data), m.Data)
 	})
 	if err != nil {
 		return err
@@ -303,7 +313,8 @@ func (c *client) joined() string {
 
 // deliver queues a frame that must come after the welcome: at once if the
 // welcome has gone, else after it.
-func (c *client) deliver(data []byte) {
+func (c *client) deliver(typ string, data []byte) {
+	c.e.metrics.FramesOut.WithLabelValues(typ).Inc()
 	c.evMu.Lock()
 	defer c.evMu.Unlock()
 	if c.welcomed {
@@ -312,6 +323,7 @@ func (c *client) deliver(data []byte) {
 	}
 	if len(c.early) >= protocol.SendQueueFrames {
 		c.close(websocket.ClosePolicyViolation, string(protocol.CodeSlowConsumer))
+		c.e.metrics.SlowConsumerDisconnects.Inc()
 		return
 	}
 	c.early = append(c.early, data)
@@ -326,7 +338,7 @@ func (c *client) unsubscribeEvents() {
 	c.evMu.Unlock()
 }
 
-func (c *client) join(f protocol.ClientFrame) {
+func (c *client) join(ctx context.Context, f protocol.ClientFrame) {
 	name, err := protocol.NormalizeName(f.Name)
 	if err != nil {
 		c.sendFrame(protocol.ErrorFrame(f.Ref, err))
@@ -334,16 +346,16 @@ func (c *client) join(f protocol.ClientFrame) {
 	}
 	uid := protocol.NewID()
 	if err := c.subscribeEvents(uid); err != nil {
-		c.replyErr(f.Ref, protocol.SubjectPresenceJoin, err)
+		c.replyErr(ctx, f.Ref, protocol.SubjectPresenceJoin, err)
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), c.e.cfg.RequestTimeout)
+	ctx, cancel := context.WithTimeout(ctx, c.e.cfg.RequestTimeout)
 	defer cancel()
 	var reply protocol.JoinReply
 	req := protocol.JoinRequest{UserID: uid, Name: name, Edge: c.e.id, Conn: c.id}
 	if err := natsrpc.Call(ctx, c.e.nc, protocol.SubjectPresenceJoin, req, &reply); err != nil {
 		c.unsubscribeEvents()
-		c.replyErr(f.Ref, protocol.SubjectPresenceJoin, err)
+		c.replyErr(ctx, f.Ref, protocol.SubjectPresenceJoin, err)
 		if transient(err) {
 			// The join may have committed without its reply reaching us:
 			// the user must not stay online with no connection.
@@ -355,22 +367,22 @@ func (c *client) join(f protocol.ClientFrame) {
 	c.welcome(f.Ref, protocol.Personal{User: reply.User}, reply.Secret)
 }
 
-func (c *client) resume(f protocol.ClientFrame) {
+func (c *client) resume(ctx context.Context, f protocol.ClientFrame) {
 	if !protocol.ValidID(f.UserID) {
 		c.sendFrame(protocol.ErrorFrame(f.Ref, protocol.Errorf(protocol.CodeResumeFailed, "unknown user or wrong secret")))
 		return
 	}
 	if err := c.subscribeEvents(f.UserID); err != nil {
-		c.replyErr(f.Ref, protocol.SubjectPresenceResume, err)
+		c.replyErr(ctx, f.Ref, protocol.SubjectPresenceResume, err)
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), c.e.cfg.RequestTimeout)
+	ctx, cancel := context.WithTimeout(ctx, c.e.cfg.RequestTimeout)
 	defer cancel()
 	var p protocol.Personal
 	req := protocol.ResumeRequest{UserID: f.UserID, Secret: f.Secret, Edge: c.e.id, Conn: c.id}
 	if err := natsrpc.Call(ctx, c.e.nc, protocol.SubjectPresenceResume, req, &p); err != nil {
 		c.unsubscribeEvents()
-		c.replyErr(f.Ref, protocol.SubjectPresenceResume, err)
+		c.replyErr(ctx, f.Ref, protocol.SubjectPresenceResume, err)
 		if transient(err) {
 			// The resume may have attached the user to this connection
 			// without its reply reaching us: detach it again.
@@ -385,7 +397,7 @@ func (c *client) resume(f protocol.ClientFrame) {
 	msg := &nats.Msg{Subject: protocol.EventSubject(f.UserID), Data: []byte(c.id), Header: nats.Header{}}
 	msg.Header.Set(protocol.HeaderControl, protocol.ControlSuperseded)
 	if err := c.e.nc.PublishMsg(msg); err != nil {
-		c.e.log.Warn("superseding other connections failed", "user", f.UserID, "err", err)
+		c.e.log.WarnContext(ctx, "superseding other connections failed", "user", f.UserID, "err", err)
 	}
 }
 
@@ -422,6 +434,7 @@ func (c *client) welcome(ref string, p protocol.Personal, secret string) {
 func (c *client) sendWelcome(data []byte) {
 	c.evMu.Lock()
 	defer c.evMu.Unlock()
+	c.e.metrics.FramesOut.WithLabelValues(protocol.TypeWelcome).Inc()
 	c.send(data)
 	for _, early := range c.early {
 		c.send(early)
@@ -442,4 +455,42 @@ func (c *client) cleanup() {
 	if c.userID != "" {
 		c.e.reportDisconnect(c.userID, c.id)
 	}
+}
+
+// serverFrameTypes are the frame types an edge sends, the only values its
+// frames-out metric takes.
+var serverFrameTypes = map[string]bool{
+	protocol.TypeWelcome: true, protocol.TypeUser: true, protocol.TypeUserLeft: true,
+	protocol.TypeInvitation: true, protocol.TypeInvitationEnded: true, protocol.TypeChatStarted: true,
+	protocol.TypeChatEnded: true, protocol.TypeSync: true, protocol.TypeOK: true, protocol.TypeError: true,
+	protocol.TypePong: true, protocol.TypeCredentials: true, protocol.TypeSignal: true,
+}
+
+// eventType is the type of an event frame a service published, for the
+// frames-out metric.
+func eventType(data []byte) string {
+	var f struct {
+		Type string `json:"type"`
+	}
+	if json.Unmarshal(data, &f) != nil || !serverFrameTypes[f.Type] {
+		return "unknown"
+	}
+	return f.Type
+}
+
+// clientFrameTypes are the frame types a browser may send; any other
+// counts as "invalid" in the frames-in metric, whose label values must
+// not be the sender's to choose.
+var clientFrameTypes = map[string]bool{
+	protocol.TypeJoin: true, protocol.TypeResume: true, protocol.TypeInvite: true, protocol.TypeCancel: true,
+	protocol.TypeAccept: true, protocol.TypeDecline: true, protocol.TypeEndChat: true,
+	protocol.TypeCredentials: true, protocol.TypeSignal: true, protocol.TypePing: true,
+}
+
+// frameTypeLabel is a received frame's type for the frames-in metric.
+func frameTypeLabel(typ string) string {
+	if !clientFrameTypes[typ] {
+		return "invalid"
+	}
+	return typ
 }

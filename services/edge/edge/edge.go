@@ -21,13 +21,16 @@ import (
 
 	"github.com/gofiber/contrib/websocket"
 	"github.com/gofiber/fiber/v2"
+	"github.com/gofiber/fiber/v2/middleware/adaptor"
 	"github.com/gofiber/fiber/v2/middleware/filesystem"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/buddytok/buddytok/pkg/config"
+	"github.com/buddytok/buddytok/pkg/metrics"
 	"github.com/buddytok/buddytok/pkg/natsrpc"
 	"github.com/buddytok/buddytok/pkg/protocol"
+	"github.com/buddytok/buddytok/pkg/requestid"
 	"github.com/buddytok/buddytok/pkg/retry"
 	"github.com/buddytok/buddytok/pkg/state"
 	"github.com/buddytok/buddytok/web"
@@ -91,14 +94,15 @@ func (c Config) withDefaults() Config {
 
 // Edge is one edge replica.
 type Edge struct {
-	id     string
-	nc     *nats.Conn
-	cfg    Config
-	log    *slog.Logger
-	store  *state.Store
-	leases jetstream.KeyValue
-	hub    *hub
-	app    *fiber.App
+	id      string
+	nc      *nats.Conn
+	cfg     Config
+	log     *slog.Logger
+	metrics *metrics.Metrics
+	store   *state.Store
+	leases  jetstream.KeyValue
+	hub     *hub
+	app     *fiber.App
 
 	mu       sync.Mutex
 	clients  map[*client]struct{}
@@ -116,7 +120,7 @@ type Edge struct {
 }
 
 // New opens the buckets and builds the HTTP app.
-func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*Edge, error) {
+func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger, m *metrics.Metrics) (*Edge, error) {
 	cfg = cfg.withDefaults()
 	store, err := state.Open(ctx, nc, state.Options{Replicas: cfg.Replicas})
 	if err != nil {
@@ -129,7 +133,7 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*Edg
 	cfg.LeaseTTL = ttl
 	e := &Edge{
 		id: protocol.NewID(), nc: nc, cfg: cfg, log: log, store: store, leases: leases,
-		hub: newHub(), clients: map[*client]struct{}{}, kick: make(chan struct{}, 1),
+		metrics: m, hub: newHub(m), clients: map[*client]struct{}{}, kick: make(chan struct{}, 1),
 	}
 	e.life, e.endLife = context.WithCancel(context.Background())
 	e.log = log.With("edge", e.id)
@@ -156,6 +160,7 @@ func (e *Edge) routes() *fiber.App {
 	})
 	app.Get("/healthz", func(c *fiber.Ctx) error { return c.SendString("ok") })
 	app.Get("/readyz", e.readyz)
+	app.Get("/metrics", adaptor.HTTPHandler(e.metrics.Handler()))
 	app.Get("/api/users", func(c *fiber.Ctx) error { return c.JSON(e.hub.list()) })
 	app.Use("/ws", e.upgradeGate)
 	app.Get("/ws", websocket.New(e.serveWS, websocket.Config{
@@ -207,6 +212,8 @@ func (e *Edge) serveWS(ws *websocket.Conn) {
 		c.close(websocket.CloseGoingAway, string(protocol.CodeServerShutdown))
 	}
 	defer e.conns.Done()
+	e.metrics.Sockets.Inc()
+	defer e.metrics.Sockets.Dec()
 	writerDone := make(chan struct{})
 	go c.writeLoop(writerDone)
 	c.readLoop()
@@ -243,7 +250,7 @@ func (e *Edge) reportDisconnect(userID, connID string) {
 	e.reports.Add(1)
 	go func() {
 		defer e.reports.Done()
-		ctx, cancel := context.WithTimeout(e.life, reportFor)
+		ctx, cancel := context.WithTimeout(requestid.With(e.life, requestid.New()), reportFor)
 		defer cancel()
 		req := protocol.DisconnectRequest{UserID: userID, Conn: connID}
 		policy := retry.Policy{Initial: 100 * time.Millisecond, Max: 2 * time.Second,
@@ -254,7 +261,7 @@ func (e *Edge) reportDisconnect(userID, connID string) {
 			return natsrpc.Call(callCtx, e.nc, protocol.SubjectPresenceDisconnect, req, nil)
 		})
 		if err != nil {
-			e.log.Warn("disconnect report failed", "user", userID, "conn", connID, "err", err)
+			e.log.WarnContext(ctx, "disconnect report failed", "user", userID, "conn", connID, "err", err)
 		}
 	}()
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/buddytok/buddytok/pkg/metrics"
 	"github.com/buddytok/buddytok/pkg/protocol"
 	"github.com/buddytok/buddytok/pkg/state"
 )
@@ -27,16 +28,17 @@ import (
 // change: a directed event that was lost (its publisher died after the
 // commit, the edge was reconnecting) costs the page nothing but the notice.
 type hub struct {
-	mu    sync.Mutex
-	users map[string]protocol.User
-	conns map[string]attachment // by user ID, for reconciling sockets with the state
-	own   map[string]ownRefs    // by user ID: their invitations and chat
-	invs  map[string]protocol.Invitation
-	chats map[string]protocol.Chat
-	rev   uint64
-	ready bool
-	subs  map[*client]struct{}
-	local map[string]map[*client]struct{} // subscribers by user ID
+	metrics *metrics.Metrics
+	mu      sync.Mutex
+	users   map[string]protocol.User
+	conns   map[string]attachment // by user ID, for reconciling sockets with the state
+	own     map[string]ownRefs    // by user ID: their invitations and chat
+	invs    map[string]protocol.Invitation
+	chats   map[string]protocol.Chat
+	rev     uint64
+	ready   bool
+	subs    map[*client]struct{}
+	local   map[string]map[*client]struct{} // subscribers by user ID
 }
 
 // ownRefs names a user's own invitations and chat, as its record does.
@@ -56,8 +58,8 @@ type attachment struct {
 	connected  bool
 }
 
-func newHub() *hub {
-	return &hub{
+func newHub(m *metrics.Metrics) *hub {
+	return &hub{metrics: m,
 		users: map[string]protocol.User{}, conns: map[string]attachment{}, own: map[string]ownRefs{},
 		invs: map[string]protocol.Invitation{}, chats: map[string]protocol.Chat{},
 		subs: map[*client]struct{}{}, local: map[string]map[*client]struct{}{},
@@ -127,7 +129,7 @@ func (h *hub) broadcastLocked(frame protocol.ServerFrame) {
 		return
 	}
 	for c := range h.subs {
-		c.deliver(data)
+		c.deliver(frame.Type, data)
 	}
 }
 
@@ -137,6 +139,11 @@ func (h *hub) apply(e jetstream.KeyValueEntry) {
 	if e == nil {
 		h.ready = true
 		return
+	}
+	if h.ready {
+		// Whatever this change sends is queued on every socket when apply
+		// returns. The initial values are old news, not lag.
+		defer metrics.Since(h.metrics.FanoutLag, e.Created())
 	}
 	h.rev = e.Revision()
 	put := e.Operation() == jetstream.KeyValuePut
@@ -186,7 +193,7 @@ func (h *hub) applyUser(e jetstream.KeyValueEntry, id string, put bool) {
 		if subs := h.local[id]; len(subs) > 0 {
 			if data, err := json.Marshal(h.syncLocked(id, e.Revision())); err == nil {
 				for c := range subs {
-					c.deliver(data)
+					c.deliver(protocol.TypeSync, data)
 				}
 			}
 		}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/buddytok/buddytok/pkg/metrics"
 	"github.com/buddytok/buddytok/pkg/protocol"
 	"github.com/buddytok/buddytok/pkg/state"
 )
@@ -54,7 +55,7 @@ func changes(n int, seed uint64) []entry {
 
 func testClient() *client {
 	return &client{
-		e:    &Edge{log: slog.New(slog.DiscardHandler)},
+		e:    &Edge{log: slog.New(slog.DiscardHandler), metrics: metrics.New()},
 		out:  make(chan []byte, protocol.SendQueueFrames),
 		quit: make(chan struct{}),
 	}
@@ -70,7 +71,7 @@ func TestHubSnapshotThenDeltas(t *testing.T) {
 	for _, seed := range []uint64{1, 2, 3, 4} {
 		t.Run(fmt.Sprint("seed ", seed), func(t *testing.T) {
 			t.Parallel()
-			h := newHub()
+			h := newHub(metrics.New())
 			all := changes(400, seed)
 			var wg sync.WaitGroup
 			wg.Add(1)
@@ -144,7 +145,7 @@ func TestHubSnapshotThenDeltas(t *testing.T) {
 // they end where the state ends.
 func TestHubSyncsAUsersOwnRecords(t *testing.T) {
 	t.Parallel()
-	h := newHub()
+	h := newHub(metrics.New())
 	c := testClient()
 	c.userID = "ann"
 	put := func(rev uint64, key string, v any) {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/buddytok/buddytok/pkg/natsrpc"
 	"github.com/buddytok/buddytok/pkg/protocol"
+	"github.com/buddytok/buddytok/pkg/requestid"
 	"github.com/buddytok/buddytok/pkg/state"
 )
 
@@ -156,7 +157,7 @@ func (e *Edge) hasConn(connID string) bool {
 
 // attach asks presence to mark the user connected through c again.
 func (e *Edge) attach(ctx context.Context, c *client, uid string) {
-	ctx, cancel := context.WithTimeout(ctx, e.cfg.RequestTimeout)
+	ctx, cancel := context.WithTimeout(requestid.With(ctx, requestid.New()), e.cfg.RequestTimeout)
 	defer cancel()
 	err := natsrpc.Call(ctx, e.nc, protocol.SubjectPresenceAttach, protocol.AttachRequest{UserID: uid, Edge: e.id, Conn: c.id}, nil)
 	switch protocol.CodeOf(err) {
@@ -166,10 +167,10 @@ func (e *Edge) attach(ctx context.Context, c *client, uid string) {
 		c.close(protocol.CloseSuperseded, string(protocol.CodeSuperseded))
 	default:
 		if err != nil {
-			e.log.Warn("attaching a user again failed; next pass retries", "user", uid, "err", err)
+			e.log.WarnContext(ctx, "attaching a user again failed; next pass retries", "user", uid, "err", err)
 			return
 		}
-		e.log.Info("user attached again after a lapse", "user", uid, "conn", c.id)
+		e.log.InfoContext(ctx, "user attached again after a lapse", "user", uid, "conn", c.id)
 	}
 }
 

@@ -19,6 +19,7 @@ import (
 	"github.com/nats-io/nats.go/micro"
 
 	"github.com/buddytok/buddytok/pkg/config"
+	"github.com/buddytok/buddytok/pkg/metrics"
 	"github.com/buddytok/buddytok/pkg/natsrpc"
 	"github.com/buddytok/buddytok/pkg/protocol"
 	"github.com/buddytok/buddytok/pkg/state"
@@ -74,13 +75,13 @@ type Service struct {
 }
 
 // New opens the state bucket and returns a replica ready to Run.
-func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*Service, error) {
+func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger, m *metrics.Metrics) (*Service, error) {
 	store, err := state.Open(ctx, nc, state.Options{Replicas: cfg.Replicas})
 	if err != nil {
 		return nil, fmt.Errorf("invites: %w", err)
 	}
 	return &Service{cfg: cfg.withDefaults(), nc: nc, log: log, store: store, locks: newUserLocks(), now: time.Now,
-		srv: natsrpc.NewServer(log, 64, 15*time.Second)}, nil
+		srv: natsrpc.NewServer(log, m, 64, 15*time.Second)}, nil
 }
 
 // Ready is closed once the replica takes requests.
@@ -124,21 +125,21 @@ func (s *Service) run(ctx context.Context, users []string, build func(context.Co
 		return notFoundAsProtocol(err)
 	}
 	for _, e := range done.events {
-		s.publish(e.to, e.frame)
+		s.publish(ctx, e.to, e.frame)
 	}
 	return nil
 }
 
 // publish sends a directed event. Events are best effort: a user who is
 // between connections rebuilds its view from the resume reply.
-func (s *Service) publish(userID string, frame protocol.ServerFrame) {
+func (s *Service) publish(ctx context.Context, userID string, frame protocol.ServerFrame) {
 	data, err := json.Marshal(frame)
 	if err != nil {
-		s.log.Error("encode event", "err", err)
+		s.log.ErrorContext(ctx, "encode event", "err", err)
 		return
 	}
 	if err := s.nc.Publish(protocol.EventSubject(userID), data); err != nil {
-		s.log.Warn("publish event", "user", userID, "type", frame.Type, "err", err)
+		s.log.WarnContext(ctx, "publish event", "user", userID, "type", frame.Type, "err", err)
 	}
 }
 
@@ -335,12 +336,12 @@ func (s *Service) accept(ctx context.Context, req protocol.InvitationRequest) (p
 // users are told why and are available again, and returns the error for
 // the accepter.
 func (s *Service) failAccept(ctx context.Context, inv protocol.Invitation, cause error) error {
-	s.log.Warn("video session failed; ending the invitation", "invitation", inv.ID, "err", cause)
+	s.log.WarnContext(ctx, "video session failed; ending the invitation", "invitation", inv.ID, "err", cause)
 	err := s.run(ctx, []string{inv.From, inv.To}, func(ctx context.Context, c *change) error {
 		return c.endInvitation(ctx, inv.ID, protocol.ReasonFailed)
 	})
 	if err != nil && protocol.CodeOf(err) != protocol.CodeNotFound {
-		s.log.Warn("ending failed invitation", "invitation", inv.ID, "err", err)
+		s.log.WarnContext(ctx, "ending failed invitation", "invitation", inv.ID, "err", err)
 	}
 	if pe := protocol.AsError(cause); pe.Code != protocol.CodeInternal {
 		return protocol.Errorf(protocol.CodeVideoFailed, "the video chat could not be set up: %s", pe.Message)
@@ -427,7 +428,7 @@ func (s *Service) leaveStep(ctx context.Context, req protocol.LeaveRequest) (boo
 		return nil
 	})
 	if err == nil && left {
-		s.log.Info("user left", "user", req.UserID)
+		s.log.InfoContext(ctx, "user left", "user", req.UserID)
 	}
 	return left, err
 }

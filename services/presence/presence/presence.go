@@ -20,6 +20,7 @@ import (
 	"github.com/nats-io/nats.go/micro"
 
 	"github.com/buddytok/buddytok/pkg/config"
+	"github.com/buddytok/buddytok/pkg/metrics"
 	"github.com/buddytok/buddytok/pkg/natsrpc"
 	"github.com/buddytok/buddytok/pkg/protocol"
 	"github.com/buddytok/buddytok/pkg/state"
@@ -44,17 +45,18 @@ type Config struct {
 
 // Service is one presence replica.
 type Service struct {
-	nc     *nats.Conn
-	cfg    Config
-	log    *slog.Logger
-	store  *state.Store
-	leases jetstream.KeyValue
-	now    func() time.Time
-	srv    *natsrpc.Server
+	nc      *nats.Conn
+	cfg     Config
+	log     *slog.Logger
+	store   *state.Store
+	leases  jetstream.KeyValue
+	now     func() time.Time
+	srv     *natsrpc.Server
+	metrics *metrics.Metrics
 }
 
 // New opens the buckets and returns a replica ready to Run.
-func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*Service, error) {
+func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger, m *metrics.Metrics) (*Service, error) {
 	cfg = cfg.withDefaults()
 	store, err := state.Open(ctx, nc, state.Options{Replicas: cfg.Replicas})
 	if err != nil {
@@ -65,8 +67,8 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*Ser
 		return nil, fmt.Errorf("presence: %w", err)
 	}
 	cfg.LeaseTTL = ttl
-	return &Service{nc: nc, cfg: cfg, log: log, store: store, leases: leases, now: time.Now,
-		srv: natsrpc.NewServer(log, 64, 10*time.Second)}, nil
+	return &Service{nc: nc, cfg: cfg, log: log, store: store, leases: leases, now: time.Now, metrics: m,
+		srv: natsrpc.NewServer(log, m, 64, 10*time.Second)}, nil
 }
 
 // withDefaults fills the settings that must not be zero. A zero Grace is
@@ -124,7 +126,7 @@ func (s *Service) join(ctx context.Context, req protocol.JoinRequest) (protocol.
 		}
 		return protocol.JoinReply{}, err
 	}
-	s.log.Info("user joined", "user", u.ID, "edge", u.Edge)
+	s.log.InfoContext(ctx, "user joined", "user", u.ID, "edge", u.Edge)
 	return protocol.JoinReply{User: u.Public(), Secret: secret}, nil
 }
 
@@ -155,7 +157,7 @@ func (s *Service) resume(ctx context.Context, req protocol.ResumeRequest) (proto
 	if err != nil {
 		return protocol.Personal{}, err
 	}
-	s.log.Info("user resumed", "user", u.ID, "edge", u.Edge)
+	s.log.InfoContext(ctx, "user resumed", "user", u.ID, "edge", u.Edge)
 	return s.personal(ctx, u)
 }
 
@@ -221,7 +223,7 @@ func (s *Service) attach(ctx context.Context, req protocol.AttachRequest) (proto
 		if err := s.store.Commit(ctx, &txn); err != nil {
 			return err
 		}
-		s.log.Info("user attached again", "user", u.ID, "edge", u.Edge, "conn", u.Conn)
+		s.log.InfoContext(ctx, "user attached again", "user", u.ID, "edge", u.Edge, "conn", u.Conn)
 		return nil
 	})
 }
@@ -246,7 +248,7 @@ func (s *Service) detach(ctx context.Context, userID, conn string) error {
 		if err := s.store.Commit(ctx, &txn); err != nil {
 			return err
 		}
-		s.log.Info("user detached", "user", u.ID, "conn", conn)
+		s.log.InfoContext(ctx, "user detached", "user", u.ID, "conn", conn)
 		return nil
 	})
 }

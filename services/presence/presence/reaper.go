@@ -12,8 +12,10 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/buddytok/buddytok/pkg/metrics"
 	"github.com/buddytok/buddytok/pkg/natsrpc"
 	"github.com/buddytok/buddytok/pkg/protocol"
+	"github.com/buddytok/buddytok/pkg/requestid"
 	"github.com/buddytok/buddytok/pkg/retry"
 	"github.com/buddytok/buddytok/pkg/state"
 )
@@ -59,7 +61,10 @@ func (s *Service) purgeUntilDone(ctx context.Context) {
 			return
 		case <-tick.C:
 		}
-		if n, err := s.store.PurgeDeleted(ctx, purgeAfter); err != nil && ctx.Err() == nil {
+		n, err := s.store.PurgeDeleted(ctx, purgeAfter)
+		s.metrics.ReaperActions.WithLabelValues("purge", metrics.OK).Add(float64(n))
+		if err != nil && ctx.Err() == nil {
+			s.metrics.ReaperActions.WithLabelValues("purge", metrics.Failed).Inc()
 			s.log.Warn("purging deleted records failed; the rest waits for the next round", "purged", n, "err", err)
 		} else if n > 0 {
 			s.log.Debug("purged deleted records", "count", n)
@@ -207,8 +212,10 @@ func (s *Service) sweep(ctx context.Context, r *reaper, actions *sync.WaitGroup)
 				continue
 			}
 			action = func(ctx context.Context) {
-				if err := s.detach(ctx, id, u.Conn); err != nil {
-					s.log.Warn("detach after lease expiry failed", "user", id, "edge", u.Edge, "err", err)
+				err := s.detach(ctx, id, u.Conn)
+				s.metrics.ReaperActions.WithLabelValues("detach", outcome(err)).Inc()
+				if err != nil {
+					s.log.WarnContext(ctx, "detach after lease expiry failed", "user", id, "edge", u.Edge, "err", err)
 				}
 			}
 		case !u.Connected && serverNow.Sub(r.detached[id]) >= s.cfg.Grace:
@@ -217,8 +224,10 @@ func (s *Service) sweep(ctx context.Context, r *reaper, actions *sync.WaitGroup)
 				switch code := protocol.CodeOf(err); {
 				case err == nil, code == protocol.CodeConflict, code == protocol.CodeNotFound:
 					// Done, or resumed or removed meanwhile.
+					s.metrics.ReaperActions.WithLabelValues("leave", metrics.OK).Inc()
 				default:
-					s.log.Warn("leave after grace failed; retrying next sweep", "user", id, "err", err)
+					s.metrics.ReaperActions.WithLabelValues("leave", metrics.Failed).Inc()
+					s.log.WarnContext(ctx, "leave after grace failed; retrying next sweep", "user", id, "err", err)
 				}
 			}
 		default:
@@ -233,7 +242,8 @@ func (s *Service) sweep(ctx context.Context, r *reaper, actions *sync.WaitGroup)
 		actions.Add(1)
 		go func() {
 			defer actions.Done()
-			action(ctx)
+			// Each action is a request of its own, logged as one.
+			action(requestid.With(ctx, requestid.New()))
 			<-r.slots
 			select {
 			case r.finished <- id:
@@ -241,4 +251,12 @@ func (s *Service) sweep(ctx context.Context, r *reaper, actions *sync.WaitGroup)
 			}
 		}()
 	}
+}
+
+// outcome labels an action's result in the metrics.
+func outcome(err error) string {
+	if err != nil {
+		return metrics.Failed
+	}
+	return metrics.OK
 }

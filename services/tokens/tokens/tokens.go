@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go/micro"
 
 	"github.com/buddytok/buddytok/pkg/config"
+	"github.com/buddytok/buddytok/pkg/metrics"
 	"github.com/buddytok/buddytok/pkg/natsrpc"
 	"github.com/buddytok/buddytok/pkg/opentok"
 	"github.com/buddytok/buddytok/pkg/protocol"
@@ -64,10 +65,18 @@ type Service struct {
 	store    *state.Store
 	provider Provider
 	srv      *natsrpc.Server
+	metrics  *metrics.Metrics
+}
+
+func outcome(err error) string {
+	if err != nil {
+		return metrics.Failed
+	}
+	return metrics.OK
 }
 
 // New opens the state bucket and returns a replica ready to Run.
-func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*Service, error) {
+func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger, m *metrics.Metrics) (*Service, error) {
 	store, err := state.Open(ctx, nc, state.Options{Replicas: cfg.Replicas})
 	if err != nil {
 		return nil, fmt.Errorf("tokens: %w", err)
@@ -77,8 +86,8 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*Ser
 		p = WebRTC{}
 	}
 	log.Info("video provider", "mode", p.Mode())
-	return &Service{nc: nc, log: log, store: store, provider: p,
-		srv: natsrpc.NewServer(log, 128, 20*time.Second)}, nil
+	return &Service{nc: nc, log: log, store: store, provider: p, metrics: m,
+		srv: natsrpc.NewServer(log, m, 128, 20*time.Second)}, nil
 }
 
 // Ready is closed once the replica takes requests.
@@ -95,9 +104,14 @@ func (s *Service) Run(ctx context.Context) error {
 }
 
 func (s *Service) session(ctx context.Context, req protocol.SessionRequest) (protocol.SessionReply, error) {
+	started := time.Now()
 	id, err := s.provider.CreateSession(ctx, req)
+	if s.provider.Mode() == protocol.ModeOpenTok {
+		// OpenTok makes a session with a REST call; WebRTC needs none.
+		metrics.Since(s.metrics.OpenTokCalls.WithLabelValues("create_session", outcome(err)), started)
+	}
 	if err != nil {
-		s.log.Warn("video session failed", "chat", req.ChatID, "mode", s.provider.Mode(), "err", err)
+		s.log.WarnContext(ctx, "video session failed", "chat", req.ChatID, "mode", s.provider.Mode(), "err", err)
 		return protocol.SessionReply{}, err
 	}
 	return protocol.SessionReply{Mode: s.provider.Mode(), SessionID: id}, nil

@@ -1,0 +1,151 @@
+// Package metrics defines, once, every Prometheus metric BuddyTok exports,
+// and serves them. One Metrics belongs to one process: the replicas an
+// all-in-one runs share it, so each metric counts the whole process.
+// docs/operations.md says what each one means.
+package metrics
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Metrics holds the process's collectors.
+type Metrics struct {
+	reg *prometheus.Registry
+
+	// Edge.
+	Sockets                 prometheus.Gauge
+	FramesIn                *prometheus.CounterVec // by frame type ("invalid" for a frame refused before its type is known)
+	FramesOut               *prometheus.CounterVec // by frame type
+	FanoutLag               prometheus.Histogram   // state change stored → its frames queued on every socket
+	SlowConsumerDisconnects prometheus.Counter
+
+	// Every service (natsrpc): requests handled, by subject and code.
+	Requests *prometheus.HistogramVec
+
+	// Presence.
+	ReaperActions *prometheus.CounterVec // by action and outcome
+
+	// Tokens.
+	OpenTokCalls *prometheus.HistogramVec // by operation and outcome
+}
+
+// Outcomes of an action or a call.
+const (
+	OK     = "ok"
+	Failed = "failed"
+)
+
+// latencyBuckets run from half a millisecond to ten seconds.
+var latencyBuckets = prometheus.ExponentialBucketsRange(0.0005, 10, 16)
+
+// New returns a process's metrics on a registry of their own, with the Go
+// runtime's and the process's.
+func New() *Metrics {
+	reg := prometheus.NewRegistry()
+	f := factory{reg}
+	m := &Metrics{
+		reg: reg,
+		Sockets: f.gauge(prometheus.GaugeOpts{Name: "buddytok_edge_sockets",
+			Help: "WebSockets open on the edge."}),
+		FramesIn: f.counterVec(prometheus.CounterOpts{Name: "buddytok_edge_frames_in_total",
+			Help: "Frames received from browsers, by type."}, "type"),
+		FramesOut: f.counterVec(prometheus.CounterOpts{Name: "buddytok_edge_frames_out_total",
+			Help: "Frames queued for browsers, by type."}, "type"),
+		FanoutLag: f.histogram(prometheus.HistogramOpts{Name: "buddytok_edge_fanout_lag_seconds",
+			Help:    "Time from a state change being stored to its frames being queued on every socket of the edge.",
+			Buckets: latencyBuckets}),
+		SlowConsumerDisconnects: f.counter(prometheus.CounterOpts{Name: "buddytok_edge_slow_consumer_disconnects_total",
+			Help: "Sockets closed because their browser did not read its frames fast enough."}),
+		Requests: f.histogramVec(prometheus.HistogramOpts{Name: "buddytok_requests_seconds",
+			Help:    "Requests a service handled over NATS, by subject and result code (ok, or the protocol error code), and how long each took from arrival to reply.",
+			Buckets: latencyBuckets}, "subject", "code"),
+		ReaperActions: f.counterVec(prometheus.CounterOpts{Name: "buddytok_presence_reaper_actions_total",
+			Help: "What presence's reaper did: detach (an edge's lease expired), leave (a grace period ran out), purge (deleted records removed), by outcome."},
+			"action", "outcome"),
+		OpenTokCalls: f.histogramVec(prometheus.HistogramOpts{Name: "buddytok_tokens_opentok_calls_seconds",
+			Help:    "Calls to the OpenTok REST API, by operation and outcome.",
+			Buckets: latencyBuckets}, "operation", "outcome"),
+	}
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// Handler serves the metrics in the Prometheus exposition format.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})
+}
+
+// Gatherer is the registry, for tests that read values.
+func (m *Metrics) Gatherer() prometheus.Gatherer { return m.reg }
+
+// Since observes the seconds from start on o.
+func Since(o prometheus.Observer, start time.Time) { o.Observe(time.Since(start).Seconds()) }
+
+type factory struct{ reg prometheus.Registerer }
+
+func (f factory) gauge(o prometheus.GaugeOpts) prometheus.Gauge {
+	g := prometheus.NewGauge(o)
+	f.reg.MustRegister(g)
+	return g
+}
+
+func (f factory) counter(o prometheus.CounterOpts) prometheus.Counter {
+	c := prometheus.NewCounter(o)
+	f.reg.MustRegister(c)
+	return c
+}
+
+func (f factory) counterVec(o prometheus.CounterOpts, labels ...string) *prometheus.CounterVec {
+	c := prometheus.NewCounterVec(o, labels)
+	f.reg.MustRegister(c)
+	return c
+}
+
+func (f factory) histogram(o prometheus.HistogramOpts) prometheus.Histogram {
+	h := prometheus.NewHistogram(o)
+	f.reg.MustRegister(h)
+	return h
+}
+
+func (f factory) histogramVec(o prometheus.HistogramOpts, labels ...string) *prometheus.HistogramVec {
+	h := prometheus.NewHistogramVec(o, labels)
+	f.reg.MustRegister(h)
+	return h
+}
+
+// ReadText reads metrics in the Prometheus text format (what Handler
+// serves) into a map from each sample, its name and labels as written, to
+// its value. The tests and operators' scripts use it to check a scrape.
+func ReadText(r io.Reader) (map[string]float64, error) {
+	samples := map[string]float64{}
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		if i < 0 {
+			return nil, fmt.Errorf("metrics: line %q has no value", line)
+		}
+		v, err := strconv.ParseFloat(line[i+1:], 64)
+		if err != nil {
+			return nil, fmt.Errorf("metrics: line %q: %w", line, err)
+		}
+		samples[line[:i]] = v
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("metrics: %w", err)
+	}
+	return samples, nil
+}
