@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -410,8 +411,8 @@ func (s *Store) Snapshot(ctx context.Context) (Snapshot, error) {
 // came before the snapshot's sequence (see snapshotOnce).
 const snapshotReadLimit = time.Minute
 
-// snapshotIdle is how long a snapshot waits for the next message before it
-// asks the stream whether any is left to read.
+// snapshotIdle is how long a snapshot reads nothing before it asks the
+// stream whether any message is left to read.
 const snapshotIdle = 500 * time.Millisecond
 
 // snapshotOnce reads the state at the stream's current last sequence. It
@@ -437,7 +438,7 @@ func (s *Store) snapshotOnce(ctx context.Context) (Snapshot, bool, error) {
 	if err != nil {
 		return snap, false, fmt.Errorf("state: snapshot consumer: %w", err)
 	}
-	it, err := cons.Messages(jetstream.PullMaxMessages(1000))
+	it, err := cons.Messages(jetstream.PullMaxMessages(1000), jetstream.PullHeartbeat(2*time.Second))
 	if err != nil {
 		return snap, false, fmt.Errorf("state: snapshot consumer: %w", err)
 	}
@@ -448,32 +449,36 @@ func (s *Store) snapshotOnce(ctx context.Context) (Snapshot, bool, error) {
 	// at or before last belongs to the snapshot too.
 	atLast := map[string]jetstream.Msg{} // each key's newest message in the snapshot
 	newer := map[string]int{}            // how many newer ones each key has
-	var read uint64                      // the last sequence read
+	// A message that said more were pending may have been followed by a
+	// purge of all of them; then nothing more comes. A watcher ends the
+	// read when nothing came for a while and the stream holds no message
+	// after the last one read. (The read itself waits in one call, so the
+	// iterator's heartbeat check still finds a consumer that was lost, on
+	// a NATS node that restarted, and replaces it.)
+	readCtx, endRead := context.WithCancel(ctx)
+	var read, delivered atomic.Uint64
+	watcherDone := make(chan struct{})
+	go func() {
+		defer close(watcherDone)
+		endWhenDrained(readCtx, endRead, st, &read, &delivered)
+	}()
+	defer func() { endRead(); <-watcherDone }()
 	for {
-		m, err := nextWithin(ctx, it, snapshotIdle)
-		if errors.Is(err, errIdle) {
-			// Nothing came. A message that said more were pending may
-			// have been followed by a purge of all of them: read on
-			// only if the stream still holds a message after it.
-			more, err := storedAfter(ctx, st, read)
-			if err != nil {
-				return snap, false, err
-			}
-			if !more {
-				break
-			}
-			continue
+		m, err := it.Next(jetstream.NextContext(readCtx))
+		if err != nil && readCtx.Err() != nil && ctx.Err() == nil {
+			break // nothing left to read
 		}
 		if err != nil {
 			return snap, false, fmt.Errorf("state: snapshot read: %w", err)
 		}
+		delivered.Add(1)
 		meta, err := m.Metadata()
 		if err != nil {
 			return snap, false, fmt.Errorf("state: snapshot metadata: %w", err)
 		}
 		key := strings.TrimPrefix(m.Subject(), s.prefix)
 		seq := meta.Sequence.Stream
-		read = seq
+		read.Store(seq)
 		batchSeq, _ := strconv.ParseUint(m.Headers().Get(headerBatchSequence), 10, 64)
 		if seq <= last || batchSeq > 1 && seq-batchSeq+1 <= last {
 			atLast[key] = m
@@ -555,18 +560,28 @@ func (s *Store) emptyKeys(ctx context.Context, st jetstream.Stream, keys map[str
 	return empty, nil
 }
 
-var errIdle = errors.New("state: no message within the wait")
-
-// nextWithin returns the iterator's next message, or errIdle when none
-// comes within wait.
-func nextWithin(ctx context.Context, it jetstream.MessagesContext, wait time.Duration) (jetstream.Msg, error) {
-	wctx, cancel := context.WithTimeout(ctx, wait)
-	defer cancel()
-	m, err := it.Next(jetstream.NextContext(wctx))
-	if err != nil && ctx.Err() == nil && wctx.Err() != nil {
-		return nil, errIdle
+// endWhenDrained calls end once nothing was delivered for snapshotIdle
+// and the stream holds no message after the last one read, or when ctx
+// ends.
+func endWhenDrained(ctx context.Context, end context.CancelFunc, st jetstream.Stream, read, delivered *atomic.Uint64) {
+	tick := time.NewTicker(snapshotIdle)
+	defer tick.Stop()
+	seen := delivered.Load()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		if n := delivered.Load(); n != seen {
+			seen = n
+			continue
+		}
+		if more, err := storedAfter(ctx, st, read.Load()); err == nil && !more {
+			end()
+			return
+		}
 	}
-	return m, err
 }
 
 // storedAfter reports whether the stream holds a message after seq, once

@@ -313,7 +313,15 @@ func closed(c *client.Client) bool {
 func settle(t *testing.T, ctx context.Context, st *state.Store) state.Snapshot {
 	deadline := time.Now().Add(grace + 30*time.Second)
 	for {
-		snap, err := st.Snapshot(ctx)
+		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		snap, err := st.Snapshot(sctx)
+		cancel()
+		if err != nil {
+			t.Logf("settling: snapshot failed: %v", err)
+			if time.Now().After(deadline) {
+				t.Fatalf("the state still cannot be read")
+			}
+		}
 		if err == nil {
 			detached := 0
 			for _, u := range snap.Users {
