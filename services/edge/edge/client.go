@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -467,15 +468,19 @@ var serverFrameTypes = map[string]bool{
 }
 
 // eventType is the type of an event frame a service published, for the
-// frames-out metric.
+// frames-out metric. Services encode protocol.ServerFrame, whose first
+// field is its type, so the type is read off the frame's start: a signal
+// may be tens of KiB, and is relayed, not parsed.
 func eventType(data []byte) string {
-	var f struct {
-		Type string `json:"type"`
-	}
-	if json.Unmarshal(data, &f) != nil || !serverFrameTypes[f.Type] {
+	rest, ok := bytes.CutPrefix(data, []byte(`{"type":"`))
+	if !ok {
 		return "unknown"
 	}
-	return f.Type
+	end := bytes.IndexByte(rest, '"')
+	if end < 0 || !serverFrameTypes[string(rest[:end])] {
+		return "unknown"
+	}
+	return string(rest[:end])
 }
 
 // clientFrameTypes are the frame types a browser may send; any other
