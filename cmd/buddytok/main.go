@@ -53,13 +53,14 @@ func run() error {
 	if err := env.Err(); err != nil {
 		return err
 	}
+	log.Info("effective configuration", env.Effective())
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	sys, err := allinone.Start(ctx, opts)
 	if err != nil {
 		return err
 	}
-	nats := sys.URL
+	nats := config.RedactURLs(sys.URL)
 	if opts.NATSURL == "" {
 		nats += " (embedded, data in " + opts.StoreDir + ")"
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -19,6 +20,14 @@ import (
 type Env struct {
 	Lookup func(string) (string, bool)
 	errs   []error
+	read   []setting // every variable read, in order, once
+}
+
+// setting is one variable as the process uses it.
+type setting struct {
+	key, value string
+	set        bool // from the environment, not the default
+	secret     bool
 }
 
 // FromOS returns an Env that reads the process environment.
@@ -35,17 +44,66 @@ func (e *Env) get(key string) (string, bool) {
 	return v, ok && v != ""
 }
 
+// note records what key's setting is: v when set, else def.
+func (e *Env) note(key string, v string, set bool, def any, secret bool) {
+	for _, s := range e.read {
+		if s.key == key {
+			return
+		}
+	}
+	if !set {
+		v = fmt.Sprint(def)
+	}
+	e.read = append(e.read, setting{key: key, value: v, set: set, secret: secret})
+}
+
 // String returns the variable or def when it is unset or empty.
 func (e *Env) String(key, def string) string {
-	if v, ok := e.get(key); ok {
+	v, ok := e.get(key)
+	e.note(key, v, ok, def, false)
+	if ok {
 		return v
 	}
 	return def
 }
 
+// Secret is String for a value that must never be shown: the effective
+// configuration says only whether it is set.
+func (e *Env) Secret(key string) string {
+	v, ok := e.get(key)
+	e.note(key, v, ok, "", true)
+	return v
+}
+
+// Effective returns every setting read so far, for the log line a process
+// writes at start: each variable with its value and whether it came from
+// the environment or is the default; a secret shows only whether it is
+// set.
+func (e *Env) Effective() slog.Attr {
+	attrs := make([]any, 0, len(e.read))
+	for _, s := range e.read {
+		v := s.value
+		switch {
+		case s.secret && s.set:
+			v = "(set, not shown)"
+		case s.secret:
+			v = "(not set)"
+		case !s.set && v == "":
+			v = "(not set)"
+		case !s.set:
+			v += " (default)"
+		default:
+			v = RedactURLs(v)
+		}
+		attrs = append(attrs, slog.String(s.key, v))
+	}
+	return slog.Group("config", attrs...)
+}
+
 // Int returns the variable as an integer within [min, max], or def.
 func (e *Env) Int(key string, def, min, max int) int {
 	v, ok := e.get(key)
+	e.note(key, v, ok, def, false)
 	if !ok {
 		return def
 	}
@@ -61,6 +119,7 @@ func (e *Env) Int(key string, def, min, max int) int {
 // [min, max], or def.
 func (e *Env) Duration(key string, def, min, max time.Duration) time.Duration {
 	v, ok := e.get(key)
+	e.note(key, v, ok, def, false)
 	if !ok {
 		return def
 	}
@@ -75,6 +134,7 @@ func (e *Env) Duration(key string, def, min, max time.Duration) time.Duration {
 // List returns a comma-separated variable as trimmed, non-empty items.
 func (e *Env) List(key string) []string {
 	v, ok := e.get(key)
+	e.note(key, v, ok, "", false)
 	if !ok {
 		return nil
 	}
@@ -117,4 +177,16 @@ func (e *Env) Logger() *slog.Logger {
 		e.Fail("LOG_FORMAT=%q: want json or text", f)
 		return slog.New(requestid.Handler(slog.NewJSONHandler(os.Stderr, opts)))
 	}
+}
+
+// RedactURLs hides the password of every URL in a comma-separated value
+// (nats://user:password@host), for logs and error messages.
+func RedactURLs(v string) string {
+	parts := strings.Split(v, ",")
+	for i, p := range parts {
+		if u, err := url.Parse(strings.TrimSpace(p)); err == nil && u.User != nil {
+			parts[i] = u.Redacted()
+		}
+	}
+	return strings.Join(parts, ",")
 }

@@ -1,6 +1,9 @@
 package config_test
 
 import (
+	"bytes"
+	"encoding/json"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -40,6 +43,52 @@ func TestEnv(t *testing.T) {
 	for _, want := range []string{"BAD_PORT", "BIG_PORT", "BAD_GRACE"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("error %v does not name %s", err, want)
+		}
+	}
+}
+
+// The configuration a process logs at start shows every setting it read,
+// marks defaults, and never shows a secret or a password in a URL.
+func TestEffectiveConfiguration(t *testing.T) {
+	t.Parallel()
+	env := config.FromMap(map[string]string{
+		"PORT": "9090", "OPENTOK_SECRET": "s3cr3t-value",
+		"NATS_URL": "nats://app:hunter2@n1:4222,nats://n2:4222",
+	})
+	env.Int("PORT", 8080, 0, 65535)
+	env.Duration("GRACE_PERIOD", 5*time.Second, 0, time.Hour)
+	env.Secret("OPENTOK_SECRET")
+	env.Secret("OTHER_SECRET")
+	env.String("NATS_URL", "")
+	env.String("OPENTOK_API_URL", "")
+	env.Int("PORT", 1, 0, 65535) // read twice, listed once
+	var buf bytes.Buffer
+	slog.New(slog.NewJSONHandler(&buf, nil)).Info("effective configuration", env.Effective())
+	var line struct {
+		Config map[string]string `json:"config"`
+	}
+	if err := json.Unmarshal(buf.Bytes(), &line); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct{ key, want string }{
+		{"PORT", "9090"},
+		{"GRACE_PERIOD", "5s (default)"},
+		{"OPENTOK_SECRET", "(set, not shown)"},
+		{"OTHER_SECRET", "(not set)"},
+		{"NATS_URL", "nats://app:xxxxx@n1:4222,nats://n2:4222"},
+		{"OPENTOK_API_URL", "(not set)"},
+	}
+	for _, tt := range tests {
+		if got := line.Config[tt.key]; got != tt.want {
+			t.Errorf("%s = %q, want %q", tt.key, got, tt.want)
+		}
+	}
+	if len(line.Config) != len(tests) {
+		t.Errorf("config has %d settings, want %d: %v", len(line.Config), len(tests), line.Config)
+	}
+	for _, secret := range []string{"s3cr3t", "hunter2"} {
+		if strings.Contains(buf.String(), secret) {
+			t.Errorf("the log line shows %q: %s", secret, buf.String())
 		}
 	}
 }

@@ -59,6 +59,7 @@ func run[C any](name string, configFromEnv func(*config.Env) C,
 	if err := env.Err(); err != nil {
 		return err
 	}
+	log.Info("effective configuration", env.Effective())
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	nc, err := natsrpc.Connect(url, "buddytok-"+name, log)

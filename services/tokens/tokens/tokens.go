@@ -38,7 +38,7 @@ type Config struct {
 // malformed OpenTok configuration is an error, never a silent fallback.
 func ConfigFromEnv(env *config.Env) Config {
 	cfg := Config{Replicas: env.Int("KV_REPLICAS", 0, 1, 5)}
-	key, secret := env.String("OPENTOK_KEY", ""), env.String("OPENTOK_SECRET", "")
+	key, secret := env.String("OPENTOK_KEY", ""), env.Secret("OPENTOK_SECRET")
 	apiURL, tokenType := env.String("OPENTOK_API_URL", ""), env.String("OPENTOK_TOKEN_TYPE", "")
 	if key == "" && secret == "" {
 		if apiURL != "" || tokenType != "" {
