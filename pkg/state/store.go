@@ -405,8 +405,8 @@ func (s *Store) Snapshot(ctx context.Context) (Snapshot, error) {
 	return snap, nil
 }
 
-// snapshotReadLimit bounds how long one snapshot may read. A key that
-// PurgeDeleted removes while a snapshot reads it was deleted at least the
+// snapshotReadLimit bounds how long one snapshot may read. A record that
+// PurgeDeleted rolls up while a snapshot reads it was deleted at least the
 // purge's age before; as long as that age exceeds this limit, the delete
 // came before the snapshot's sequence (see snapshotOnce).
 const snapshotReadLimit = time.Minute
@@ -449,6 +449,7 @@ func (s *Store) snapshotOnce(ctx context.Context) (Snapshot, bool, error) {
 	// at or before last belongs to the snapshot too.
 	atLast := map[string]jetstream.Msg{} // each key's newest message in the snapshot
 	newer := map[string]int{}            // how many newer ones each key has
+	purged := map[string]bool{}          // keys PurgeDeleted rolled up
 	// A message that said more were pending may have been followed by a
 	// purge of all of them; then nothing more comes. A watcher ends the
 	// read when nothing came for a while and the stream holds no message
@@ -477,6 +478,11 @@ func (s *Store) snapshotOnce(ctx context.Context) (Snapshot, bool, error) {
 			return snap, false, fmt.Errorf("state: snapshot metadata: %w", err)
 		}
 		key := strings.TrimPrefix(m.Subject(), s.prefix)
+		if m.Headers().Get("KV-Operation") == "PURGE" {
+			// PurgeDeleted rolls up only records deleted long ago:
+			// before this snapshot began, however late the marker.
+			purged[key] = true
+		}
 		seq := meta.Sequence.Stream
 		read.Store(seq)
 		batchSeq, _ := strconv.ParseUint(m.Headers().Get(headerBatchSequence), 10, 64)
@@ -512,27 +518,15 @@ func (s *Store) snapshotOnce(ctx context.Context) (Snapshot, bool, error) {
 			return snap, false, nil
 		}
 	}
-	live := map[string]jetstream.Msg{}
-	for key, m := range atLast {
-		if op := m.Headers().Get("KV-Operation"); op != "DEL" && op != "PURGE" {
-			live[key] = m
-		}
-	}
-	// PurgeDeleted removes every message of a key deleted long enough
-	// ago, its delete included. If it did so while this snapshot was
-	// reading, the snapshot may hold the key's last put without the delete
-	// that followed. Such a key holds no message now, and was deleted
-	// before the purge's age: before this snapshot began, if it read for
-	// less than that, so before last.
-	gone, err := s.emptyKeys(ctx, st, live)
-	if err != nil {
-		return snap, false, err
-	}
+	// PurgeDeleted replaces the revisions of a record deleted long ago
+	// with one purge marker. A snapshot that read the record's last put
+	// before that then finds its delete gone, but the marker in its
+	// place, after last: the record counts as deleted.
 	if time.Since(began) > snapshotReadLimit {
 		return snap, false, nil
 	}
-	for key, m := range live {
-		if gone[key] {
+	for key, m := range atLast {
+		if op := m.Headers().Get("KV-Operation"); op == "DEL" || op == "PURGE" || purged[key] {
 			continue
 		}
 		if err := snap.add(key, m.Data()); err != nil {
@@ -540,24 +534,6 @@ func (s *Store) snapshotOnce(ctx context.Context) (Snapshot, bool, error) {
 		}
 	}
 	return snap, true, nil
-}
-
-// emptyKeys returns which of keys hold no message in the stream now.
-func (s *Store) emptyKeys(ctx context.Context, st jetstream.Stream, keys map[string]jetstream.Msg) (map[string]bool, error) {
-	if len(keys) == 0 {
-		return nil, nil
-	}
-	info, err := st.Info(ctx, jetstream.WithSubjectFilter(s.prefix+">"))
-	if err != nil {
-		return nil, fmt.Errorf("state: snapshot: %w", err)
-	}
-	empty := map[string]bool{}
-	for key := range keys {
-		if info.State.Subjects[s.prefix+key] == 0 {
-			empty[key] = true
-		}
-	}
-	return empty, nil
 }
 
 // endWhenDrained calls end once nothing was delivered for snapshotIdle
@@ -601,24 +577,34 @@ func storedAfter(ctx context.Context, st jetstream.Stream, seq uint64) (bool, er
 	}
 }
 
-// PurgeDeleted removes every revision of keys deleted longer than
-// olderThan ago, so that ended invitations and chats and departed users
-// do not pile up. A snapshot read while it purges stays exact if olderThan
-// is longer than a snapshot may read (snapshotReadLimit, a minute).
+// PurgeDeleted removes, in two steps, the records deleted longer than
+// olderThan ago, so that ended invitations and chats and departed users do
+// not pile up. First the revisions of such a record are rolled up into one
+// purge marker; a later call removes a marker older than olderThan. A
+// snapshot reading meanwhile sees either the record's delete or, if it read
+// the record before the roll-up, the marker that replaced it (see
+// snapshotOnce); it stays exact while olderThan is longer than a snapshot
+// may read (snapshotReadLimit, a minute). It returns how many records it
+// rolled up or removed.
 func (s *Store) PurgeDeleted(ctx context.Context, olderThan time.Duration) (int, error) {
 	w, err := s.kv.WatchAll(ctx, jetstream.MetaOnly())
 	if err != nil {
 		return 0, fmt.Errorf("state: purge: %w", err)
 	}
 	defer func() { _ = w.Stop() }()
-	var old []string
+	type old struct {
+		key string
+		rev uint64
+		op  jetstream.KeyValueOp
+	}
+	var olds []old
 	limit := time.Now().Add(-olderThan)
 	for e := range w.Updates() {
 		if e == nil {
 			break
 		}
 		if op := e.Operation(); (op == jetstream.KeyValueDelete || op == jetstream.KeyValuePurge) && e.Created().Before(limit) {
-			old = append(old, e.Key())
+			olds = append(olds, old{e.Key(), e.Revision(), op})
 		}
 	}
 	_ = w.Stop()
@@ -626,12 +612,17 @@ func (s *Store) PurgeDeleted(ctx context.Context, olderThan time.Duration) (int,
 	if err != nil {
 		return 0, fmt.Errorf("state: purge: %w", err)
 	}
-	for i, key := range old {
-		if err := st.Purge(ctx, jetstream.WithPurgeSubject(s.prefix+key)); err != nil {
-			return i, fmt.Errorf("state: purge %s: %w", key, err)
+	for i, o := range olds {
+		if o.op == jetstream.KeyValueDelete {
+			err = s.kv.Purge(ctx, o.key, jetstream.LastRevision(o.rev))
+		} else {
+			err = st.Purge(ctx, jetstream.WithPurgeSubject(s.prefix+o.key))
+		}
+		if err != nil {
+			return i, fmt.Errorf("state: purge %s: %w", o.key, err)
 		}
 	}
-	return len(old), nil
+	return len(olds), nil
 }
 
 func (snap *Snapshot) add(key string, data []byte) error {
