@@ -58,6 +58,8 @@ type settings struct {
 	invites invites.Config
 	// ping is the edge's keepalive interval (default 5 s).
 	ping time.Duration
+	// sendQueue is the edge's per-socket queue (default the protocol's).
+	sendQueue int
 }
 
 func options(top topology, s settings) allinone.Options {
@@ -82,7 +84,7 @@ func options(top topology, s settings) allinone.Options {
 		Edge: edge.Config{
 			LeaseTTL: time.Second, PingEvery: cmp.Or(s.ping, 5*time.Second), WriteTimeout: 5 * time.Second,
 			RequestTimeout: 10 * time.Second, Replicas: 1, FramesPerSecond: fps, ShutdownTimeout: cmp.Or(s.shutdown, waitFor),
-			ReconcileEvery: 100 * time.Millisecond,
+			ReconcileEvery: 100 * time.Millisecond, SendQueue: s.sendQueue,
 		},
 	}
 }

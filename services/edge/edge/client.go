@@ -55,7 +55,7 @@ func newClient(e *Edge, ws *websocket.Conn) *client {
 		e:       e,
 		ws:      ws,
 		id:      protocol.NewID(),
-		out:     make(chan []byte, protocol.SendQueueFrames),
+		out:     make(chan []byte, e.cfg.SendQueue),
 		quit:    make(chan struct{}),
 		limiter: rate.NewLimiter(rate.Limit(e.cfg.FramesPerSecond), e.cfg.FrameBurst),
 	}
@@ -322,7 +322,7 @@ func (c *client) deliver(typ string, data []byte) {
 		c.send(data)
 		return
 	}
-	if len(c.early) >= protocol.SendQueueFrames {
+	if len(c.early) >= c.e.cfg.SendQueue {
 		c.close(websocket.ClosePolicyViolation, string(protocol.CodeSlowConsumer))
 		c.e.metrics.SlowConsumerDisconnects.Inc()
 		return

@@ -59,6 +59,9 @@ type Config struct {
 	// ShutdownTimeout bounds a shutdown: closing the sockets and reporting
 	// their users' disconnects.
 	ShutdownTimeout time.Duration
+	// SendQueue is how many frames may wait for a slow reader before its
+	// socket is closed (default protocol.SendQueueFrames).
+	SendQueue int
 }
 
 // ConfigFromEnv reads HOST, PORT, ALLOWED_ORIGINS, EDGE_LEASE_TTL,
@@ -89,6 +92,7 @@ func (c Config) withDefaults() Config {
 	c.FrameBurst = cmp.Or(c.FrameBurst, protocol.FrameBurst)
 	c.ShutdownTimeout = cmp.Or(c.ShutdownTimeout, 10*time.Second)
 	c.ReconcileEvery = cmp.Or(c.ReconcileEvery, time.Second)
+	c.SendQueue = cmp.Or(c.SendQueue, protocol.SendQueueFrames)
 	return c
 }
 

@@ -55,7 +55,7 @@ func changes(n int, seed uint64) []entry {
 
 func testClient() *client {
 	return &client{
-		e:    &Edge{log: slog.New(slog.DiscardHandler), metrics: metrics.New()},
+		e:    &Edge{log: slog.New(slog.DiscardHandler), metrics: metrics.New(), cfg: Config{}.withDefaults()},
 		out:  make(chan []byte, protocol.SendQueueFrames),
 		quit: make(chan struct{}),
 	}
