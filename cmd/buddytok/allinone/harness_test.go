@@ -60,6 +60,8 @@ type settings struct {
 	ping time.Duration
 	// sendQueue is the edge's per-socket queue (default the protocol's).
 	sendQueue int
+	// writeTimeout bounds one WebSocket write (default 5 s).
+	writeTimeout time.Duration
 }
 
 func options(top topology, s settings) allinone.Options {
@@ -82,7 +84,7 @@ func options(top topology, s settings) allinone.Options {
 		Replicas: top.replicas,
 		Presence: presence.Config{Grace: s.grace, LeaseTTL: time.Second, SweepEvery: 25 * time.Millisecond, Replicas: 1},
 		Edge: edge.Config{
-			LeaseTTL: time.Second, PingEvery: cmp.Or(s.ping, 5*time.Second), WriteTimeout: 5 * time.Second,
+			LeaseTTL: time.Second, PingEvery: cmp.Or(s.ping, 5*time.Second), WriteTimeout: cmp.Or(s.writeTimeout, 5*time.Second),
 			RequestTimeout: 10 * time.Second, Replicas: 1, FramesPerSecond: fps, ShutdownTimeout: cmp.Or(s.shutdown, waitFor),
 			ReconcileEvery: 100 * time.Millisecond, SendQueue: s.sendQueue,
 		},

@@ -3,7 +3,9 @@ package allinone_test
 import (
 	"context"
 	"encoding/json"
+	"net"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -16,9 +18,10 @@ import (
 // never slows the edge down for anyone else.
 func TestSlowClientIsDisconnected(t *testing.T) {
 	t.Parallel()
-	// A short queue: how soon it fills then depends little on how fast a
+	// A short queue, and a write to a stalled reader given up after a
+	// second: how soon Bob is dropped then depends little on how fast a
 	// busy machine relays the flood.
-	w := mustWorld(t, topologies[0], settings{grace: 200 * time.Millisecond, rapid: true, sendQueue: 16})
+	w := mustWorld(t, topologies[0], settings{grace: 200 * time.Millisecond, rapid: true, sendQueue: 16, writeTimeout: time.Second})
 	ann := w.join("Ann")
 	ctx, cancel := w.wctx()
 	defer cancel()
@@ -26,7 +29,19 @@ func TestSlowClientIsDisconnected(t *testing.T) {
 	// Bob is a bare WebSocket: he joins and accepts Ann's invitation, then
 	// reads nothing more.
 	url := "ws" + strings.TrimPrefix(w.sys.EdgeURLs[0], "http") + "/ws"
-	bob, _, err := websocket.DefaultDialer.DialContext(ctx, url, nil)
+	// Bob's socket takes in little: the edge's writes to him stall at
+	// once instead of after megabytes of kernel buffers, however slowly a
+	// busy machine relays the flood.
+	small := websocket.Dialer{NetDialContext: (&net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		if err := c.Control(func(fd uintptr) {
+			serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
+		}); err != nil {
+			return err
+		}
+		return serr
+	}}).DialContext}
+	bob, _, err := small.DialContext(ctx, url, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
