@@ -45,6 +45,14 @@ const (
 	Failed = "failed"
 )
 
+// Outcome is the outcome label of a result.
+func Outcome(err error) string {
+	if err != nil {
+		return Failed
+	}
+	return OK
+}
+
 // latencyBuckets run from half a millisecond to ten seconds.
 var latencyBuckets = prometheus.ExponentialBucketsRange(0.0005, 10, 16)
 
@@ -52,29 +60,28 @@ var latencyBuckets = prometheus.ExponentialBucketsRange(0.0005, 10, 16)
 // runtime's and the process's.
 func New() *Metrics {
 	reg := prometheus.NewRegistry()
-	f := factory{reg}
 	m := &Metrics{
 		reg: reg,
-		Sockets: f.gauge(prometheus.GaugeOpts{Name: "buddytok_edge_sockets",
-			Help: "WebSockets open on the edge."}),
-		FramesIn: f.counterVec(prometheus.CounterOpts{Name: "buddytok_edge_frames_in_total",
-			Help: "Frames received from browsers, by type."}, "type"),
-		FramesOut: f.counterVec(prometheus.CounterOpts{Name: "buddytok_edge_frames_out_total",
-			Help: "Frames queued for browsers, by type."}, "type"),
-		FanoutLag: f.histogram(prometheus.HistogramOpts{Name: "buddytok_edge_fanout_lag_seconds",
+		Sockets: register(reg, prometheus.NewGauge(prometheus.GaugeOpts{Name: "buddytok_edge_sockets",
+			Help: "WebSockets open on the edge."})),
+		FramesIn: register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{Name: "buddytok_edge_frames_in_total",
+			Help: "Frames received from browsers, by type."}, []string{"type"})),
+		FramesOut: register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{Name: "buddytok_edge_frames_out_total",
+			Help: "Frames queued for browsers, by type."}, []string{"type"})),
+		FanoutLag: register(reg, prometheus.NewHistogram(prometheus.HistogramOpts{Name: "buddytok_edge_fanout_lag_seconds",
 			Help:    "Time from a state change being stored to its frames being queued on every socket of the edge.",
-			Buckets: latencyBuckets}),
-		SlowConsumerDisconnects: f.counter(prometheus.CounterOpts{Name: "buddytok_edge_slow_consumer_disconnects_total",
-			Help: "Sockets closed because their browser did not read its frames fast enough."}),
-		Requests: f.histogramVec(prometheus.HistogramOpts{Name: "buddytok_requests_seconds",
+			Buckets: latencyBuckets})),
+		SlowConsumerDisconnects: register(reg, prometheus.NewCounter(prometheus.CounterOpts{Name: "buddytok_edge_slow_consumer_disconnects_total",
+			Help: "Sockets closed because their browser did not read its frames fast enough."})),
+		Requests: register(reg, prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "buddytok_requests_seconds",
 			Help:    "Requests a service handled over NATS, by subject and result code (ok, or the protocol error code), and how long each took from arrival to reply.",
-			Buckets: latencyBuckets}, "subject", "code"),
-		ReaperActions: f.counterVec(prometheus.CounterOpts{Name: "buddytok_presence_reaper_actions_total",
+			Buckets: latencyBuckets}, []string{"subject", "code"})),
+		ReaperActions: register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{Name: "buddytok_presence_reaper_actions_total",
 			Help: "What presence's reaper did: detach (an edge's lease expired), leave (a grace period ran out), purge (deleted records removed), by outcome."},
-			"action", "outcome"),
-		OpenTokCalls: f.histogramVec(prometheus.HistogramOpts{Name: "buddytok_tokens_opentok_calls_seconds",
+			[]string{"action", "outcome"})),
+		OpenTokCalls: register(reg, prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "buddytok_tokens_opentok_calls_seconds",
 			Help:    "Calls to the OpenTok REST API, by operation and outcome.",
-			Buckets: latencyBuckets}, "operation", "outcome"),
+			Buckets: latencyBuckets}, []string{"operation", "outcome"})),
 	}
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
@@ -91,36 +98,10 @@ func (m *Metrics) Gatherer() prometheus.Gatherer { return m.reg }
 // Since observes the seconds from start on o.
 func Since(o prometheus.Observer, start time.Time) { o.Observe(time.Since(start).Seconds()) }
 
-type factory struct{ reg prometheus.Registerer }
-
-func (f factory) gauge(o prometheus.GaugeOpts) prometheus.Gauge {
-	g := prometheus.NewGauge(o)
-	f.reg.MustRegister(g)
-	return g
-}
-
-func (f factory) counter(o prometheus.CounterOpts) prometheus.Counter {
-	c := prometheus.NewCounter(o)
-	f.reg.MustRegister(c)
+// register adds c to reg and returns it.
+func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
+	reg.MustRegister(c)
 	return c
-}
-
-func (f factory) counterVec(o prometheus.CounterOpts, labels ...string) *prometheus.CounterVec {
-	c := prometheus.NewCounterVec(o, labels)
-	f.reg.MustRegister(c)
-	return c
-}
-
-func (f factory) histogram(o prometheus.HistogramOpts) prometheus.Histogram {
-	h := prometheus.NewHistogram(o)
-	f.reg.MustRegister(h)
-	return h
-}
-
-func (f factory) histogramVec(o prometheus.HistogramOpts, labels ...string) *prometheus.HistogramVec {
-	h := prometheus.NewHistogramVec(o, labels)
-	f.reg.MustRegister(h)
-	return h
 }
 
 // ReadText reads metrics in the Prometheus text format (what Handler

@@ -213,7 +213,7 @@ func (s *Service) sweep(ctx context.Context, r *reaper, actions *sync.WaitGroup)
 			}
 			action = func(ctx context.Context) {
 				err := s.detach(ctx, id, u.Conn)
-				s.metrics.ReaperActions.WithLabelValues("detach", outcome(err)).Inc()
+				s.metrics.ReaperActions.WithLabelValues("detach", metrics.Outcome(err)).Inc()
 				if err != nil {
 					s.log.WarnContext(ctx, "detach after lease expiry failed", "user", id, "edge", u.Edge, "err", err)
 				}
@@ -251,12 +251,4 @@ func (s *Service) sweep(ctx context.Context, r *reaper, actions *sync.WaitGroup)
 			}
 		}()
 	}
-}
-
-// outcome labels an action's result in the metrics.
-func outcome(err error) string {
-	if err != nil {
-		return metrics.Failed
-	}
-	return metrics.OK
 }

@@ -68,13 +68,6 @@ type Service struct {
 	metrics  *metrics.Metrics
 }
 
-func outcome(err error) string {
-	if err != nil {
-		return metrics.Failed
-	}
-	return metrics.OK
-}
-
 // New opens the state bucket and returns a replica ready to Run.
 func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger, m *metrics.Metrics) (*Service, error) {
 	store, err := state.Open(ctx, nc, state.Options{Replicas: cfg.Replicas})
@@ -108,7 +101,7 @@ func (s *Service) session(ctx context.Context, req protocol.SessionRequest) (pro
 	id, err := s.provider.CreateSession(ctx, req)
 	if s.provider.Mode() == protocol.ModeOpenTok {
 		// OpenTok makes a session with a REST call; WebRTC needs none.
-		metrics.Since(s.metrics.OpenTokCalls.WithLabelValues("create_session", outcome(err)), started)
+		metrics.Since(s.metrics.OpenTokCalls.WithLabelValues("create_session", metrics.Outcome(err)), started)
 	}
 	if err != nil {
 		s.log.WarnContext(ctx, "video session failed", "chat", req.ChatID, "mode", s.provider.Mode(), "err", err)
