@@ -15,9 +15,12 @@ import (
 // Options configure the embedded server. The zero value listens on a random
 // loopback port and keeps JetStream data in a fresh temporary directory.
 type Options struct {
-	Host     string // default 127.0.0.1
-	Port     int    // 0 picks a random free port
-	StoreDir string // JetStream storage; default a temporary directory removed on Shutdown
+	Host string // default 127.0.0.1
+	Port int    // 0 picks a random free port
+	// StoreDir is where JetStream keeps its files. Empty: a temporary
+	// directory, removed on Shutdown, in memory (tmpfs) when the machine
+	// has room there (see tempParent).
+	StoreDir string
 }
 
 // Server is a running embedded NATS server.
@@ -44,7 +47,10 @@ func Start(opts Options) (*Server, error) {
 		}
 	}
 	if dir == "" {
-		tmp, err := os.MkdirTemp("", "buddytok-nats-*")
+		tmp, err := os.MkdirTemp(tempParent(), "buddytok-nats-*")
+		if err != nil && tempParent() != "" {
+			tmp, err = os.MkdirTemp("", "buddytok-nats-*")
+		}
 		if err != nil {
 			return nil, fmt.Errorf("embeddednats: store dir: %w", err)
 		}

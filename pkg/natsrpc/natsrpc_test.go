@@ -31,7 +31,7 @@ type reply struct {
 // function that opens connections to it (closed when the test ends).
 func startNATS(t *testing.T) func() *nats.Conn {
 	t.Helper()
-	srv, err := embeddednats.Start(embeddednats.Options{StoreDir: t.TempDir()})
+	srv, err := embeddednats.Start(embeddednats.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -22,7 +22,7 @@ import (
 // endpoints subscribed and the state bucket there.
 func TestReadyzReportsEachCheck(t *testing.T) {
 	t.Parallel()
-	srv, err := embeddednats.Start(embeddednats.Options{StoreDir: t.TempDir()})
+	srv, err := embeddednats.Start(embeddednats.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

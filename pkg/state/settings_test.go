@@ -14,7 +14,14 @@ import (
 
 func mustNATS(tb testing.TB) *nats.Conn {
 	tb.Helper()
-	srv, err := embeddednats.Start(embeddednats.Options{StoreDir: tb.TempDir()})
+	return mustNATSIn(tb, "")
+}
+
+// mustNATSIn starts a server storing in dir (empty: a temporary store, on
+// tmpfs where the machine has one) and connects to it.
+func mustNATSIn(tb testing.TB, dir string) *nats.Conn {
+	tb.Helper()
+	srv, err := embeddednats.Start(embeddednats.Options{StoreDir: dir})
 	if err != nil {
 		tb.Fatal(err)
 	}

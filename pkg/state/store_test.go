@@ -16,7 +16,13 @@ import (
 
 func mustStore(tb testing.TB) *state.Store {
 	tb.Helper()
-	nc := mustNATS(tb)
+	return mustStoreIn(tb, "")
+}
+
+// mustStoreIn opens a store on a server storing in dir (see mustNATSIn).
+func mustStoreIn(tb testing.TB, dir string) *state.Store {
+	tb.Helper()
+	nc := mustNATSIn(tb, dir)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	st, err := state.Open(ctx, nc, state.Options{})
@@ -198,41 +204,53 @@ func rawMessage(ctx context.Context, st *state.Store, seq uint64) (*jetstream.Ra
 }
 
 // BenchmarkCommit measures a transition of one key (a guarded publish) and
-// of two keys (an atomic batch), alone and with many committers at once.
-// The batch's cost, and that batches do not run in parallel on a
-// single-replica file stream, are why Commit avoids batches where it can
-// and why the invites service queues transitions of the same user.
+// of two keys (an atomic batch), alone and with many committers at once,
+// with the server's files on disk (as the buddytok command keeps them) and
+// in a temporary store (tmpfs where the machine has one, as tests keep
+// them). The batch's cost on disk, and that batches do not run in parallel
+// on a single-replica file stream, are why Commit avoids batches where it
+// can and why the invites service queues transitions of the same user.
 func BenchmarkCommit(b *testing.B) {
-	for _, keys := range []int{1, 2} {
-		for _, par := range []int{1, 16} {
-			b.Run(fmt.Sprintf("keys=%d/committers=%d", keys, par), func(b *testing.B) {
-				st := mustStore(b)
-				ctx := context.Background()
-				var n atomic.Int64
-				b.SetParallelism(par)
-				b.RunParallel(func(pb *testing.PB) {
-					id := fmt.Sprint(n.Add(1))
-					revs := make([]uint64, keys)
-					for pb.Next() {
-						var txn state.Txn
-						for k := range keys {
-							txn.Put(state.UserKey(fmt.Sprintf("%s-%d", id, k)), revs[k], state.User{ID: id})
-						}
-						if err := st.Commit(ctx, &txn); err != nil {
-							b.Error(err)
-							return
-						}
-						for k := range keys {
-							_, rev, err := st.GetUser(ctx, fmt.Sprintf("%s-%d", id, k))
-							if err != nil {
-								b.Error(err)
-								return
-							}
-							revs[k] = rev
-						}
-					}
+	for _, store := range []string{"disk", "temporary"} {
+		for _, keys := range []int{1, 2} {
+			for _, par := range []int{1, 16} {
+				b.Run(fmt.Sprintf("store=%s/keys=%d/committers=%d", store, keys, par), func(b *testing.B) {
+					benchCommit(b, store == "disk", keys, par)
 				})
-			})
+			}
 		}
 	}
+}
+
+func benchCommit(b *testing.B, onDisk bool, keys, par int) {
+	dir := ""
+	if onDisk {
+		dir = b.TempDir()
+	}
+	st := mustStoreIn(b, dir)
+	ctx := context.Background()
+	var n atomic.Int64
+	b.SetParallelism(par)
+	b.RunParallel(func(pb *testing.PB) {
+		id := fmt.Sprint(n.Add(1))
+		revs := make([]uint64, keys)
+		for pb.Next() {
+			var txn state.Txn
+			for k := range keys {
+				txn.Put(state.UserKey(fmt.Sprintf("%s-%d", id, k)), revs[k], state.User{ID: id})
+			}
+			if err := st.Commit(ctx, &txn); err != nil {
+				b.Error(err)
+				return
+			}
+			for k := range keys {
+				_, rev, err := st.GetUser(ctx, fmt.Sprintf("%s-%d", id, k))
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				revs[k] = rev
+			}
+		}
+	})
 }

@@ -7,7 +7,9 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -103,7 +105,18 @@ func mustWorld(t testing.TB, top topology, s settings) *world {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	t.Cleanup(cancel)
-	sys, err := allinone.Start(ctx, options(top, s))
+	opts := options(top, s)
+	if dir := os.Getenv("BUDDYTOK_TEST_LOGDIR"); dir != "" && s.logs == nil {
+		// One file per test, at Info, for a failure on a CI machine: slow
+		// requests, lapsed leases and reconciles are logged there.
+		f, err := os.Create(filepath.Join(dir, strings.NewReplacer("/", "_").Replace(t.Name())+".log"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = f.Close() })
+		opts.Log = slog.New(requestid.Handler(slog.NewJSONHandler(f, nil)))
+	}
+	sys, err := allinone.Start(ctx, opts)
 	if err != nil {
 		t.Fatalf("start system: %v", err)
 	}

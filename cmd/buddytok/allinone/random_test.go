@@ -97,8 +97,10 @@ func (p *player) act(ctx context.Context, t *tally) error {
 
 // maxThink bounds a player's pause between operations; pauses are uniform
 // in [0, maxThink). 32 players then offer about 150 operations a second,
-// below what one file-backed state stream commits (BenchmarkCommit), so
-// latencies measure the system rather than a queue that only grows.
+// far below what the tests' state stream commits (a temporary store, on
+// tmpfs: BenchmarkCommit/store=temporary), so latencies measure the system
+// rather than a queue that only grows. (On disk a commit of several keys
+// costs milliseconds, and 150 a second would be the stream's limit.)
 const maxThink = 300 * time.Millisecond
 
 func (p *player) thinkTime() time.Duration {
