@@ -28,6 +28,11 @@ const (
 	// SendQueueFrames is how many outgoing frames may wait for a slow
 	// client before the edge disconnects it.
 	SendQueueFrames = 512
+	// SocketSendBufferBytes is the default kernel send buffer of one
+	// WebSocket (WS_SEND_BUFFER_BYTES). With SendQueueFrames it bounds what
+	// a client that stops reading holds before it is dropped: left to
+	// itself the kernel lets one socket's buffer grow to megabytes.
+	SocketSendBufferBytes = 256 << 10
 	// MaxIncomingInvitations is the default number of pending invitations
 	// one user may hold (MAX_PENDING_INVITATIONS); more are refused with
 	// CodeTooManyInvited until the invitee answers some.

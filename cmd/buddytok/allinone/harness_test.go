@@ -62,6 +62,8 @@ type settings struct {
 	ping time.Duration
 	// sendQueue is the edge's per-socket queue (default the protocol's).
 	sendQueue int
+	// sendBuffer is each socket's kernel send buffer (default the protocol's).
+	sendBuffer int
 	// writeTimeout bounds one WebSocket write (default 5 s).
 	writeTimeout time.Duration
 }
@@ -88,7 +90,7 @@ func options(top topology, s settings) allinone.Options {
 		Edge: edge.Config{
 			LeaseTTL: time.Second, PingEvery: cmp.Or(s.ping, 5*time.Second), WriteTimeout: cmp.Or(s.writeTimeout, 5*time.Second),
 			RequestTimeout: 10 * time.Second, Replicas: 1, FramesPerSecond: fps, ShutdownTimeout: cmp.Or(s.shutdown, waitFor),
-			ReconcileEvery: 100 * time.Millisecond, SendQueue: s.sendQueue,
+			ReconcileEvery: 100 * time.Millisecond, SendQueue: s.sendQueue, SendBuffer: s.sendBuffer,
 		},
 	}
 }

@@ -62,11 +62,14 @@ type Config struct {
 	// SendQueue is how many frames may wait for a slow reader before its
 	// socket is closed (default protocol.SendQueueFrames).
 	SendQueue int
+	// SendBuffer is each socket's kernel send buffer in bytes (default
+	// protocol.SocketSendBufferBytes).
+	SendBuffer int
 }
 
 // ConfigFromEnv reads HOST, PORT, ALLOWED_ORIGINS, EDGE_LEASE_TTL,
-// WS_PING_INTERVAL, WS_RATE_LIMIT, WS_RATE_BURST, SHUTDOWN_TIMEOUT,
-// RECONCILE_INTERVAL and KV_REPLICAS.
+// WS_PING_INTERVAL, WS_RATE_LIMIT, WS_RATE_BURST, WS_SEND_BUFFER_BYTES,
+// SHUTDOWN_TIMEOUT, RECONCILE_INTERVAL and KV_REPLICAS.
 func ConfigFromEnv(env *config.Env) Config {
 	return Config{
 		Listen:          net.JoinHostPort(env.String("HOST", ""), strconv.Itoa(env.Int("PORT", 8080, 0, 65535))),
@@ -78,6 +81,7 @@ func ConfigFromEnv(env *config.Env) Config {
 		Replicas:        env.Int("KV_REPLICAS", 0, 1, 5),
 		FramesPerSecond: float64(env.Int("WS_RATE_LIMIT", protocol.FramesPerSecond, 1, 100000)),
 		FrameBurst:      env.Int("WS_RATE_BURST", protocol.FrameBurst, 1, 100000),
+		SendBuffer:      env.Int("WS_SEND_BUFFER_BYTES", protocol.SocketSendBufferBytes, 4<<10, 16<<20),
 		ShutdownTimeout: env.Duration("SHUTDOWN_TIMEOUT", 10*time.Second, time.Second, 10*time.Minute),
 		ReconcileEvery:  env.Duration("RECONCILE_INTERVAL", time.Second, 10*time.Millisecond, time.Minute),
 	}
@@ -93,6 +97,7 @@ func (c Config) withDefaults() Config {
 	c.ShutdownTimeout = cmp.Or(c.ShutdownTimeout, 10*time.Second)
 	c.ReconcileEvery = cmp.Or(c.ReconcileEvery, time.Second)
 	c.SendQueue = cmp.Or(c.SendQueue, protocol.SendQueueFrames)
+	c.SendBuffer = cmp.Or(c.SendBuffer, protocol.SocketSendBufferBytes)
 	return c
 }
 
@@ -376,7 +381,9 @@ func (e *Edge) Run(ctx context.Context, ln net.Listener) error {
 		})
 	}()
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- e.app.Listener(ln) }()
+	go func() {
+		serveErr <- e.app.Listener(sendBufferListener{Listener: ln, bytes: e.cfg.SendBuffer, log: e.log})
+	}()
 
 	err = nil
 	select {
@@ -410,4 +417,22 @@ func (e *Edge) Run(ctx context.Context, ln net.Listener) error {
 		e.log.Warn("lease delete failed", "err", derr)
 	}
 	return err
+}
+
+// sendBufferListener sets the kernel send buffer of every TCP connection it
+// accepts (Config.SendBuffer).
+type sendBufferListener struct {
+	net.Listener
+	bytes int
+	log   *slog.Logger
+}
+
+func (l sendBufferListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if tc, ok := c.(*net.TCPConn); ok && err == nil {
+		if serr := tc.SetWriteBuffer(l.bytes); serr != nil {
+			l.log.Warn("could not bound a socket's send buffer; the kernel's default stays", "err", serr)
+		}
+	}
+	return c, err
 }
