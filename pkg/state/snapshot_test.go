@@ -195,3 +195,35 @@ func TestSnapshotWhilePurging(t *testing.T) {
 		}
 	}
 }
+
+// A snapshot removes the consumer it read with: a process that snapshots
+// often (the tests' invariant checkers) once left them behind until the
+// stream reached the server's limit of consumers, and then no consumer at
+// all could be made on it.
+func TestSnapshotLeavesNoConsumer(t *testing.T) {
+	t.Parallel()
+	st := mustStore(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var txn state.Txn
+	txn.Put(state.UserKey("u"), 0, state.User{ID: "u", Name: "U"})
+	if err := st.Commit(ctx, &txn); err != nil {
+		t.Fatal(err)
+	}
+	for range 5 {
+		if _, err := st.Snapshot(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stream, err := st.JetStream().Stream(ctx, "KV_"+state.Bucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	si, err := stream.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := si.State.Consumers; n != 0 {
+		t.Fatalf("%d consumers left on the state stream after 5 snapshots, want 0", n)
+	}
+}

@@ -415,6 +415,25 @@ const snapshotReadLimit = time.Minute
 // stream whether any message is left to read.
 const snapshotIdle = 500 * time.Millisecond
 
+// snapshotConsumerIdle is how long the server keeps a snapshot's consumer
+// that nobody reads, in case deleting it failed (its node was down). The
+// library's default, five minutes, let a process that snapshots often pile
+// up consumers to the server's limit per stream (1,000): then no consumer
+// could be made on the state stream, not even an edge's buddy list watcher.
+const snapshotConsumerIdle = 30 * time.Second
+
+// deleteConsumer removes a snapshot's consumer once it is read (stopping
+// its iterator does not).
+func (s *Store) deleteConsumer(cons jetstream.Consumer) {
+	info := cons.CachedInfo()
+	if info == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_ = s.js.DeleteConsumer(ctx, s.stream, info.Name) // else snapshotConsumerIdle removes it
+}
+
 // snapshotOnce reads the state at the stream's current last sequence. It
 // reports !ok when some key changed so often since that its revision at
 // that sequence is no longer kept, or when the read took so long that a
@@ -434,10 +453,11 @@ func (s *Store) snapshotOnce(ctx context.Context) (Snapshot, bool, error) {
 	if info.State.Msgs == 0 {
 		return snap, true, nil
 	}
-	cons, err := s.js.OrderedConsumer(ctx, s.stream, jetstream.OrderedConsumerConfig{})
+	cons, err := s.js.OrderedConsumer(ctx, s.stream, jetstream.OrderedConsumerConfig{InactiveThreshold: snapshotConsumerIdle})
 	if err != nil {
 		return snap, false, fmt.Errorf("state: snapshot consumer: %w", err)
 	}
+	defer s.deleteConsumer(cons)
 	it, err := cons.Messages(jetstream.PullMaxMessages(1000), jetstream.PullHeartbeat(2*time.Second))
 	if err != nil {
 		return snap, false, fmt.Errorf("state: snapshot consumer: %w", err)
