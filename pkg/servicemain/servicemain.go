@@ -41,8 +41,14 @@ const DefaultOpsAddr = ":9090"
 
 // Main runs the service called name. configFromEnv reads its settings;
 // newService builds the replica on a NATS connection.
+//
+// `SERVICE probe URL` instead checks that URL answers 200 OK and exits 0 or
+// 1: the health check of a container that holds nothing but the binary.
 func Main[C any](name string, configFromEnv func(*config.Env) C,
 	newService func(context.Context, *nats.Conn, C, *slog.Logger, *metrics.Metrics) (Runner, error)) {
+	if len(os.Args) == 3 && os.Args[1] == "probe" {
+		os.Exit(probe(context.Background(), os.Args[2], os.Stderr))
+	}
 	if err := run(name, configFromEnv, newService); err != nil {
 		slog.Error(name+" stopped", "err", err)
 		os.Exit(1)
