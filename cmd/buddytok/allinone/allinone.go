@@ -165,26 +165,16 @@ func (sys *System) startEdge(ctx context.Context, opts Options, listen string) e
 	if err != nil {
 		return err
 	}
-	e, err := edge.New(ctx, nc, opts.Edge, log, sys.Metrics)
+	cfg := opts.Edge
+	cfg.Listen = listen
+	e, err := edge.New(ctx, nc, cfg, log, sys.Metrics)
 	if err != nil {
 		nc.Close()
 		return err
 	}
-	ln, err := net.Listen("tcp", listen)
-	if err != nil {
-		nc.Close()
-		return fmt.Errorf("listen on %s: %w", listen, err)
-	}
-	sys.EdgeURLs = append(sys.EdgeURLs, "http://"+ln.Addr().String())
-	return sys.run(ctx, Edge, nc, edgeOn{e, ln})
+	sys.EdgeURLs = append(sys.EdgeURLs, "http://"+e.Addr().String())
+	return sys.run(ctx, Edge, nc, e)
 }
-
-type edgeOn struct {
-	e  *edge.Edge
-	ln net.Listener
-}
-
-func (x edgeOn) Run(ctx context.Context) error { return x.e.Run(ctx, x.ln) }
 
 // run starts r and, if r says when it is ready, waits for that (or for
 // startCtx to end), so that Start returns a system that takes requests.

@@ -38,7 +38,8 @@ import (
 
 // Config tunes an edge.
 type Config struct {
-	// Listen is the HTTP address (HOST:PORT) the binary listens on.
+	// Listen is the HTTP address (HOST:PORT) New opens (default :8080;
+	// port 0 picks one, see Addr).
 	Listen string
 	// AllowedOrigins may open WebSockets besides the edge's own origin;
 	// "*" allows any.
@@ -98,6 +99,7 @@ func (c Config) withDefaults() Config {
 	c.ReconcileEvery = cmp.Or(c.ReconcileEvery, time.Second)
 	c.SendQueue = cmp.Or(c.SendQueue, protocol.SendQueueFrames)
 	c.SendBuffer = cmp.Or(c.SendBuffer, protocol.SocketSendBufferBytes)
+	c.Listen = cmp.Or(c.Listen, ":8080")
 	return c
 }
 
@@ -112,6 +114,7 @@ type Edge struct {
 	leases  jetstream.KeyValue
 	hub     *hub
 	app     *fiber.App
+	ln      net.Listener // opened by New, served by Run
 
 	mu       sync.Mutex
 	clients  map[*client]struct{}
@@ -147,8 +150,17 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger, m *me
 	e.life, e.endLife = context.WithCancel(context.Background())
 	e.log = log.With("edge", e.id)
 	e.app = e.routes()
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("edge: listen on %s: %w", cfg.Listen, err)
+	}
+	e.ln = ln
+	e.log.Info("edge listening", "addr", ln.Addr().String())
 	return e, nil
 }
+
+// Addr is where the edge listens (Config.Listen, its port chosen if 0).
+func (e *Edge) Addr() net.Addr { return e.ln.Addr() }
 
 // ID is the edge's replica ID (its lease key).
 func (e *Edge) ID() string { return e.id }
@@ -354,12 +366,13 @@ func (e *Edge) renewLease(ctx context.Context, rev uint64) {
 	}
 }
 
-// Run serves HTTP on ln until ctx ends, then shuts down in order: stop
-// accepting, close every WebSocket with 1001, report the disconnects, drop
-// the lease.
-func (e *Edge) Run(ctx context.Context, ln net.Listener) error {
+// Run serves HTTP on the edge's listener until ctx ends, then shuts down
+// in order: stop accepting, close every WebSocket with 1001, report the
+// disconnects, drop the lease.
+func (e *Edge) Run(ctx context.Context) error {
 	leaseRev, err := e.leases.Put(ctx, e.id, []byte(time.Now().UTC().Format(time.RFC3339Nano)))
 	if err != nil {
+		_ = e.ln.Close()
 		return fmt.Errorf("edge: first lease: %w", err)
 	}
 	e.mu.Lock()
@@ -382,7 +395,7 @@ func (e *Edge) Run(ctx context.Context, ln net.Listener) error {
 	}()
 	serveErr := make(chan error, 1)
 	go func() {
-		serveErr <- e.app.Listener(sendBufferListener{Listener: ln, bytes: e.cfg.SendBuffer, log: e.log})
+		serveErr <- e.app.Listener(sendBufferListener{Listener: e.ln, bytes: e.cfg.SendBuffer, log: e.log})
 	}()
 
 	err = nil
