@@ -39,29 +39,37 @@ type Readier interface {
 // unless OPS_ADDR says otherwise.
 const DefaultOpsAddr = ":9090"
 
-// Main runs the service called name. configFromEnv reads its settings;
-// newService builds the replica on a NATS connection.
+// Program is one BuddyTok service, as its own binary runs it (Main) and as
+// the all-in-one does: its name, how it reads its settings from the
+// environment, and how it builds a replica on a NATS connection. Each
+// service package defines its own (presence.Program, edge.Program, ...).
+type Program[C any] struct {
+	Name          string
+	ConfigFromEnv func(*config.Env) C
+	New           func(context.Context, *nats.Conn, C, *slog.Logger, *metrics.Metrics) (Runner, error)
+}
+
+// Main runs svc until SIGINT or SIGTERM.
 //
 // `SERVICE probe URL` instead checks that URL answers 200 OK and exits 0 or
 // 1: the health check of a container that holds nothing but the binary.
-func Main[C any](name string, configFromEnv func(*config.Env) C,
-	newService func(context.Context, *nats.Conn, C, *slog.Logger, *metrics.Metrics) (Runner, error)) {
+func Main[C any](svc Program[C]) {
 	if len(os.Args) == 3 && os.Args[1] == "probe" {
 		os.Exit(probe(context.Background(), os.Args[2], os.Stderr))
 	}
-	if err := run(name, configFromEnv, newService); err != nil {
-		slog.Error(name+" stopped", "err", err)
+	if err := run(svc); err != nil {
+		slog.Error(svc.Name+" stopped", "err", err)
 		os.Exit(1)
 	}
 }
 
-func run[C any](name string, configFromEnv func(*config.Env) C,
-	newService func(context.Context, *nats.Conn, C, *slog.Logger, *metrics.Metrics) (Runner, error)) error {
+func run[C any](svc Program[C]) error {
+	name := svc.Name
 	env := config.FromOS()
 	log := env.Logger().With("service", name)
 	url := env.String("NATS_URL", "nats://127.0.0.1:4222")
 	opsAddr := env.String("OPS_ADDR", DefaultOpsAddr)
-	cfg := configFromEnv(env)
+	cfg := svc.ConfigFromEnv(env)
 	if err := env.Err(); err != nil {
 		return err
 	}
@@ -74,14 +82,14 @@ func run[C any](name string, configFromEnv func(*config.Env) C,
 	}
 	defer nc.Close()
 	m := metrics.New()
-	svc, err := newService(ctx, nc, cfg, log, m)
+	replica, err := svc.New(ctx, nc, cfg, log, m)
 	if err != nil {
 		return err
 	}
-	r, ok := svc.(Readier)
+	r, ok := replica.(Readier)
 	if !ok {
 		log.Info(name+" running", "nats", nc.ConnectedUrlRedacted())
-		return svc.Run(ctx)
+		return replica.Run(ctx)
 	}
 	ops, err := opsserver.New(nc, r.Ready(), m, log)
 	if err != nil {
@@ -95,7 +103,7 @@ func run[C any](name string, configFromEnv func(*config.Env) C,
 	opsCtx, stopOps := context.WithCancel(context.WithoutCancel(ctx))
 	opsDone := make(chan error, 1)
 	go func() { opsDone <- ops.Run(opsCtx, ln) }()
-	err = svc.Run(ctx)
+	err = replica.Run(ctx)
 	// /healthz answers until the replica has drained.
 	stopOps()
 	return errors.Join(err, <-opsDone)

@@ -19,6 +19,7 @@ import (
 	"github.com/buddytok/buddytok/pkg/embeddednats"
 	"github.com/buddytok/buddytok/pkg/metrics"
 	"github.com/buddytok/buddytok/pkg/natsrpc"
+	"github.com/buddytok/buddytok/pkg/servicemain"
 	"github.com/buddytok/buddytok/services/edge/edge"
 	"github.com/buddytok/buddytok/services/invites/invites"
 	"github.com/buddytok/buddytok/services/presence/presence"
@@ -45,13 +46,31 @@ type Options struct {
 // Kind names a replica's service.
 type Kind string
 
-// The replica kinds.
-const (
-	Presence Kind = "presence"
-	Invites  Kind = "invites"
-	Tokens   Kind = "tokens"
-	Edge     Kind = "edge"
+// The replica kinds: the services' own names.
+var (
+	Presence = Kind(presence.Program.Name)
+	Invites  = Kind(invites.Program.Name)
+	Tokens   = Kind(tokens.Program.Name)
+	Edge     = Kind(edge.Program.Name)
 )
+
+// programs starts a replica of each kind the way its own binary does
+// (servicemain.Main runs the same Program), with the settings of Options
+// instead of the environment.
+var programs = map[Kind]func(context.Context, *nats.Conn, Options, *slog.Logger, *metrics.Metrics) (servicemain.Runner, error){
+	Presence: func(ctx context.Context, nc *nats.Conn, o Options, log *slog.Logger, m *metrics.Metrics) (servicemain.Runner, error) {
+		return presence.Program.New(ctx, nc, o.Presence, log, m)
+	},
+	Invites: func(ctx context.Context, nc *nats.Conn, o Options, log *slog.Logger, m *metrics.Metrics) (servicemain.Runner, error) {
+		return invites.Program.New(ctx, nc, o.Invites, log, m)
+	},
+	Tokens: func(ctx context.Context, nc *nats.Conn, o Options, log *slog.Logger, m *metrics.Metrics) (servicemain.Runner, error) {
+		return tokens.Program.New(ctx, nc, o.Tokens, log, m)
+	},
+	Edge: func(ctx context.Context, nc *nats.Conn, o Options, log *slog.Logger, m *metrics.Metrics) (servicemain.Runner, error) {
+		return edge.Program.New(ctx, nc, o.Edge, log, m)
+	},
+}
 
 // System is a running all-in-one system.
 type System struct {
@@ -72,11 +91,6 @@ type replica struct {
 	cancel context.CancelFunc
 	done   chan error
 }
-
-type runner interface{ Run(context.Context) error }
-
-// readier is a runner that says when it takes requests.
-type readier interface{ Ready() <-chan struct{} }
 
 // DefaultStoreDir is where the buddytok command keeps the embedded server's
 // JetStream data unless NATS_STORE_DIR says otherwise: a directory that
@@ -143,15 +157,7 @@ func (sys *System) startService(ctx context.Context, opts Options, kind Kind, i 
 	if err != nil {
 		return err
 	}
-	var r runner
-	switch kind {
-	case Presence:
-		r, err = presence.New(ctx, nc, opts.Presence, log, sys.Metrics)
-	case Invites:
-		r, err = invites.New(ctx, nc, opts.Invites, log, sys.Metrics)
-	case Tokens:
-		r, err = tokens.New(ctx, nc, opts.Tokens, log, sys.Metrics)
-	}
+	r, err := programs[kind](ctx, nc, opts, log, sys.Metrics)
 	if err != nil {
 		nc.Close()
 		return err
@@ -165,27 +171,27 @@ func (sys *System) startEdge(ctx context.Context, opts Options, listen string) e
 	if err != nil {
 		return err
 	}
-	cfg := opts.Edge
-	cfg.Listen = listen
-	e, err := edge.New(ctx, nc, cfg, log, sys.Metrics)
+	o := opts
+	o.Edge.Listen = listen
+	r, err := programs[Edge](ctx, nc, o, log, sys.Metrics)
 	if err != nil {
 		nc.Close()
 		return err
 	}
-	sys.EdgeURLs = append(sys.EdgeURLs, "http://"+e.Addr().String())
-	return sys.run(ctx, Edge, nc, e)
+	sys.EdgeURLs = append(sys.EdgeURLs, "http://"+r.(*edge.Edge).Addr().String())
+	return sys.run(ctx, Edge, nc, r)
 }
 
 // run starts r and, if r says when it is ready, waits for that (or for
 // startCtx to end), so that Start returns a system that takes requests.
-func (sys *System) run(startCtx context.Context, kind Kind, nc *nats.Conn, r runner) error {
+func (sys *System) run(startCtx context.Context, kind Kind, nc *nats.Conn, r servicemain.Runner) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	rep := &replica{nc: nc, cancel: cancel, done: make(chan error, 1)}
 	go func() { rep.done <- r.Run(ctx) }()
 	sys.mu.Lock()
 	sys.replicas[kind] = append(sys.replicas[kind], rep)
 	sys.mu.Unlock()
-	rd, ok := r.(readier)
+	rd, ok := r.(servicemain.Readier)
 	if !ok {
 		return nil
 	}
