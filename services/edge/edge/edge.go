@@ -73,33 +73,51 @@ type Config struct {
 // SHUTDOWN_TIMEOUT, RECONCILE_INTERVAL and KV_REPLICAS.
 func ConfigFromEnv(env *config.Env) Config {
 	return Config{
-		Listen:          net.JoinHostPort(env.String("HOST", ""), strconv.Itoa(env.Int("PORT", 8080, 0, 65535))),
+		Listen:          net.JoinHostPort(env.String("HOST", ""), strconv.Itoa(env.Int("PORT", defaultPort, 0, 65535))),
 		AllowedOrigins:  env.List("ALLOWED_ORIGINS"),
 		LeaseTTL:        env.Duration("EDGE_LEASE_TTL", 0, time.Second, time.Minute),
-		PingEvery:       env.Duration("WS_PING_INTERVAL", 20*time.Second, time.Second, 5*time.Minute),
-		WriteTimeout:    10 * time.Second,
-		RequestTimeout:  20 * time.Second,
+		PingEvery:       env.Duration("WS_PING_INTERVAL", defaults.PingEvery, time.Second, 5*time.Minute),
+		WriteTimeout:    defaults.WriteTimeout,
+		RequestTimeout:  defaults.RequestTimeout,
 		Replicas:        env.Int("KV_REPLICAS", 0, 1, 5),
-		FramesPerSecond: float64(env.Int("WS_RATE_LIMIT", protocol.FramesPerSecond, 1, 100000)),
-		FrameBurst:      env.Int("WS_RATE_BURST", protocol.FrameBurst, 1, 100000),
-		SendBuffer:      env.Int("WS_SEND_BUFFER_BYTES", protocol.SocketSendBufferBytes, 4<<10, 16<<20),
-		ShutdownTimeout: env.Duration("SHUTDOWN_TIMEOUT", 10*time.Second, time.Second, 10*time.Minute),
-		ReconcileEvery:  env.Duration("RECONCILE_INTERVAL", time.Second, 10*time.Millisecond, time.Minute),
+		FramesPerSecond: float64(env.Int("WS_RATE_LIMIT", int(defaults.FramesPerSecond), 1, 100000)),
+		FrameBurst:      env.Int("WS_RATE_BURST", defaults.FrameBurst, 1, 100000),
+		SendBuffer:      env.Int("WS_SEND_BUFFER_BYTES", defaults.SendBuffer, 4<<10, 16<<20),
+		ShutdownTimeout: env.Duration("SHUTDOWN_TIMEOUT", defaults.ShutdownTimeout, time.Second, 10*time.Minute),
+		ReconcileEvery:  env.Duration("RECONCILE_INTERVAL", defaults.ReconcileEvery, 10*time.Millisecond, time.Minute),
 	}
+}
+
+// defaultPort is the edge's HTTP port unless PORT says otherwise.
+const defaultPort = 8080
+
+// defaults are the edge's settings where nothing else is said, for
+// ConfigFromEnv and for withDefaults alike.
+var defaults = Config{
+	Listen:          ":" + strconv.Itoa(defaultPort),
+	PingEvery:       20 * time.Second,
+	WriteTimeout:    10 * time.Second,
+	RequestTimeout:  20 * time.Second,
+	FramesPerSecond: protocol.FramesPerSecond,
+	FrameBurst:      protocol.FrameBurst,
+	ShutdownTimeout: 10 * time.Second,
+	ReconcileEvery:  time.Second,
+	SendQueue:       protocol.SendQueueFrames,
+	SendBuffer:      protocol.SocketSendBufferBytes,
 }
 
 // withDefaults fills the settings left zero.
 func (c Config) withDefaults() Config {
-	c.PingEvery = cmp.Or(c.PingEvery, 20*time.Second)
-	c.WriteTimeout = cmp.Or(c.WriteTimeout, 10*time.Second)
-	c.RequestTimeout = cmp.Or(c.RequestTimeout, 20*time.Second)
-	c.FramesPerSecond = cmp.Or(c.FramesPerSecond, protocol.FramesPerSecond)
-	c.FrameBurst = cmp.Or(c.FrameBurst, protocol.FrameBurst)
-	c.ShutdownTimeout = cmp.Or(c.ShutdownTimeout, 10*time.Second)
-	c.ReconcileEvery = cmp.Or(c.ReconcileEvery, time.Second)
-	c.SendQueue = cmp.Or(c.SendQueue, protocol.SendQueueFrames)
-	c.SendBuffer = cmp.Or(c.SendBuffer, protocol.SocketSendBufferBytes)
-	c.Listen = cmp.Or(c.Listen, ":8080")
+	c.Listen = cmp.Or(c.Listen, defaults.Listen)
+	c.PingEvery = cmp.Or(c.PingEvery, defaults.PingEvery)
+	c.WriteTimeout = cmp.Or(c.WriteTimeout, defaults.WriteTimeout)
+	c.RequestTimeout = cmp.Or(c.RequestTimeout, defaults.RequestTimeout)
+	c.FramesPerSecond = cmp.Or(c.FramesPerSecond, defaults.FramesPerSecond)
+	c.FrameBurst = cmp.Or(c.FrameBurst, defaults.FrameBurst)
+	c.ShutdownTimeout = cmp.Or(c.ShutdownTimeout, defaults.ShutdownTimeout)
+	c.ReconcileEvery = cmp.Or(c.ReconcileEvery, defaults.ReconcileEvery)
+	c.SendQueue = cmp.Or(c.SendQueue, defaults.SendQueue)
+	c.SendBuffer = cmp.Or(c.SendBuffer, defaults.SendBuffer)
 	return c
 }
 

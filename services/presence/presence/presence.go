@@ -74,9 +74,13 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger, m *me
 // withDefaults fills the settings that must not be zero. A zero Grace is
 // valid: users leave as soon as they are detached.
 func (c Config) withDefaults() Config {
-	c.SweepEvery = cmp.Or(c.SweepEvery, 500*time.Millisecond)
+	c.SweepEvery = cmp.Or(c.SweepEvery, defaultSweepEvery)
 	return c
 }
+
+// defaultSweepEvery is how often the reaper looks for users to detach or
+// remove unless SWEEP_INTERVAL says otherwise.
+const defaultSweepEvery = 500 * time.Millisecond
 
 // Ready is closed once the replica takes requests.
 func (s *Service) Ready() <-chan struct{} { return s.srv.Ready() }
@@ -259,7 +263,7 @@ func ConfigFromEnv(env *config.Env) Config {
 	return Config{
 		Grace:      env.Duration("GRACE_PERIOD", 5*time.Second, 0, time.Hour),
 		LeaseTTL:   env.Duration("EDGE_LEASE_TTL", 0, time.Second, time.Minute),
-		SweepEvery: env.Duration("SWEEP_INTERVAL", 500*time.Millisecond, 10*time.Millisecond, time.Minute),
+		SweepEvery: env.Duration("SWEEP_INTERVAL", defaultSweepEvery, 10*time.Millisecond, time.Minute),
 		Replicas:   env.Int("KV_REPLICAS", 0, 1, 5),
 	}
 }
