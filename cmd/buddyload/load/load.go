@@ -1,0 +1,496 @@
+// Package load plays many BuddyTok users over the real WebSocket protocol
+// and measures what they see: how long a buddy-list change takes to reach
+// every user, how long an invitation takes to reach its invitee, how long
+// joins take until every list is complete, what is lost and who is
+// disconnected, and what the server spends (from its /metrics).
+//
+// The load shape: Users join, at JoinRate a second; then Pairs pairs of
+// them alternate invite and cancel, Rate changes a second in all, for
+// Duration. Every change of a user's state reaches every other user.
+package load
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/fasthttp/websocket"
+
+	"github.com/buddytok/buddytok/pkg/metrics"
+	"github.com/buddytok/buddytok/pkg/protocol"
+)
+
+// Config is one load run.
+type Config struct {
+	URL      string        // the edge or load balancer, http(s)://host:port
+	Users    int           // users joined in the one buddy list
+	JoinRate float64       // joins a second (0: all at once)
+	Pairs    int           // pairs of users that alternate invite and cancel
+	Rate     float64       // list changes a second, over all pairs
+	Duration time.Duration // how long the changes go on
+	// Settle bounds each wait for every list to be complete or in step.
+	Settle time.Duration
+}
+
+// Result is what a run measured. Durations are in milliseconds in JSON.
+type Result struct {
+	Users, Pairs        int
+	Rate                float64
+	ChangesMade         int     // invites and cancels that succeeded
+	ChangesRefused      int     // that the server refused (counted, not retried)
+	ChangesSkipped      int     // not sent: the pair's last change was still in flight
+	RateAchieved        float64 // changes made a second
+	ListChange          Dist    // a state change, from its request to each other user's frame
+	InviteDelivery      Dist    // an invite, from its request to the invitee's invitation frame
+	JoinsTook           time.Duration
+	ListsCompleteAfter  time.Duration // from the last welcome until every list held every user
+	Missed              int           // change frames some user never received
+	InvitesUndelivered  int           // invitation events that never reached their invitee
+	Disconnects         int           // sockets the server closed during the run
+	ServerRSSPerUser    float64       // bytes: RSS growth over the joins / users (from /metrics)
+	ServerCPUSeconds    float64       // process CPU during the changes (from /metrics)
+	FramesReceived      int64
+	ServerMetricsNotice string `json:",omitempty"` // why the server figures are missing
+}
+
+// Dist is a latency distribution.
+type Dist struct {
+	Count         int
+	P50, P99, Max time.Duration
+}
+
+func (d Dist) String() string {
+	return fmt.Sprintf("p50 %s p99 %s max %s (n=%d)", ms(d.P50), ms(d.P99), ms(d.Max), d.Count)
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.1fms", float64(d.Microseconds())/1000) }
+
+// Summary is the one-line report.
+func (r Result) Summary() string {
+	return fmt.Sprintf("users=%d changes=%d/%d (%.1f/s of %.0f/s) list-change %s invite %s joins %s lists-complete +%s missed=%d disconnects=%d rss/user=%.1fKiB cpu=%.1fs",
+		r.Users, r.ChangesMade, r.ChangesMade+r.ChangesRefused+r.ChangesSkipped, r.RateAchieved, r.Rate, r.ListChange, r.InviteDelivery,
+		r.JoinsTook.Round(time.Millisecond), r.ListsCompleteAfter.Round(time.Millisecond), r.Missed, r.Disconnects,
+		r.ServerRSSPerUser/1024, r.ServerCPUSeconds)
+}
+
+// user is one simulated tab.
+type user struct {
+	id    string
+	ws    *websocket.Conn
+	wmu   sync.Mutex
+	ref   atomic.Int64
+	reply sync.Map // ref -> chan frame
+
+	mu    sync.Mutex
+	list  map[string]protocol.State
+	seen  map[string]int // changing user -> how many of their changes this user saw
+	full  time.Time      // when the list first held every user
+	want  int
+	ended error
+}
+
+// frame is the part of a server frame the load generator reads.
+type frame struct {
+	Type       string               `json:"type"`
+	Ref        string               `json:"ref"`
+	Code       string               `json:"code"`
+	You        *protocol.User       `json:"you"`
+	Users      []protocol.User      `json:"users"`
+	User       *protocol.User       `json:"user"`
+	UserID     string               `json:"user_id"`
+	Invitation *protocol.Invitation `json:"invitation"`
+}
+
+// change is one state change a pair made: who changed, to what, when the
+// request was sent, and how many other users have seen it.
+type change struct {
+	user  string
+	state protocol.State
+	sent  time.Time
+	seen  atomic.Int64
+}
+
+type history struct {
+	mu      sync.Mutex
+	changes []*change
+}
+
+func (h *history) at(n int) *change {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if n < len(h.changes) {
+		return h.changes[n]
+	}
+	return nil
+}
+
+type run struct {
+	cfg     Config
+	frames  atomic.Int64
+	lat     latencies
+	invites latencies
+	// made is each changing user's changes in order: the n-th change of
+	// a user's state another user sees is that user's n-th change.
+	made       sync.Map // user ID -> *history
+	inviteSent sync.Map // invitation ID -> time the invite was sent
+	inviteGot  sync.Map // invitation ID -> time the invitee got it (may come before the inviter's answer)
+	closing    atomic.Bool
+}
+
+// Run plays cfg against the deployment at cfg.URL.
+func Run(ctx context.Context, cfg Config) (Result, error) {
+	if cfg.Users < 2*cfg.Pairs || cfg.Users < 2 {
+		return Result{}, fmt.Errorf("load: %d users cannot hold %d pairs", cfg.Users, cfg.Pairs)
+	}
+	if cfg.Settle <= 0 {
+		cfg.Settle = time.Minute
+	}
+	r := &run{cfg: cfg}
+	res := Result{Users: cfg.Users, Pairs: cfg.Pairs, Rate: cfg.Rate}
+	before, berr := serverFigures(ctx, cfg.URL)
+
+	// Joins.
+	users := make([]*user, cfg.Users)
+	defer func() {
+		r.closing.Store(true)
+		for _, u := range users {
+			if u != nil {
+				_ = u.ws.Close()
+			}
+		}
+	}()
+	start := time.Now()
+	var lastWelcome time.Time
+	for i := range users {
+		if cfg.JoinRate > 0 {
+			if d := time.Until(start.Add(time.Duration(float64(i) / cfg.JoinRate * float64(time.Second)))); d > 0 {
+				time.Sleep(d)
+			}
+		}
+		u, err := r.join(ctx, fmt.Sprintf("load%05d", i))
+		if err != nil {
+			return res, fmt.Errorf("load: user %d: %w", i, err)
+		}
+		users[i] = u
+		lastWelcome = time.Now()
+	}
+	res.JoinsTook = lastWelcome.Sub(start)
+	for _, u := range users {
+		u.mu.Lock()
+		u.want = cfg.Users
+		if len(u.list) >= u.want && u.full.IsZero() {
+			u.full = time.Now()
+		}
+		u.mu.Unlock()
+	}
+	complete, err := r.await(ctx, users, func(u *user) bool { return !u.full.IsZero() })
+	if err != nil {
+		return res, fmt.Errorf("load: lists never complete: %w", err)
+	}
+	res.ListsCompleteAfter = max(0, complete.Sub(lastWelcome))
+	mid, merr := serverFigures(ctx, cfg.URL)
+
+	// Changes: pair i is users 2i (inviter) and 2i+1.
+	var made, refused, skipped atomic.Int64
+	var changes []*change
+	var cmu sync.Mutex
+	if cfg.Pairs > 0 && cfg.Rate > 0 {
+		every := time.Duration(float64(time.Second) / cfg.Rate)
+		tick := time.NewTicker(every)
+		end := time.Now().Add(cfg.Duration)
+		pending := make([]string, cfg.Pairs) // each pair's pending invitation
+		var wg sync.WaitGroup
+		busy := make([]atomic.Bool, cfg.Pairs)
+		for n := 0; time.Now().Before(end); n++ {
+			select {
+			case <-ctx.Done():
+				tick.Stop()
+				return res, ctx.Err()
+			case <-tick.C:
+			}
+			p := n % cfg.Pairs
+			if !busy[p].CompareAndSwap(false, true) {
+				skipped.Add(1) // its last change is still in flight
+				continue
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer busy[p].Store(false)
+				from, to := users[2*p], users[2*p+1]
+				c := &change{user: from.id, state: protocol.StateInviting, sent: time.Now()}
+				req := protocol.ClientFrame{Type: protocol.TypeInvite, To: to.id}
+				if pending[p] != "" {
+					c.state = protocol.StateAvailable
+					req = protocol.ClientFrame{Type: protocol.TypeCancel, Invitation: pending[p]}
+				}
+				// Known before the request goes: its frames may come first.
+				hv, _ := r.made.LoadOrStore(from.id, &history{})
+				h := hv.(*history)
+				h.mu.Lock()
+				h.changes = append(h.changes, c)
+				h.mu.Unlock()
+				f, err := from.request(ctx, req)
+				switch {
+				case err != nil:
+					h.mu.Lock()
+					h.changes = h.changes[:len(h.changes)-1]
+					h.mu.Unlock()
+					refused.Add(1)
+					return
+				case req.Type == protocol.TypeInvite && f.Invitation != nil:
+					pending[p] = f.Invitation.ID
+					r.inviteSent.Store(f.Invitation.ID, c.sent)
+				default:
+					pending[p] = ""
+				}
+				made.Add(1)
+				cmu.Lock()
+				changes = append(changes, c)
+				cmu.Unlock()
+			}()
+		}
+		tick.Stop()
+		wg.Wait()
+		// Let the last changes arrive everywhere.
+		if _, err := r.await(ctx, users, func(u *user) bool { return inStep(u, users, cfg.Pairs, pending) }); err != nil {
+			return res, fmt.Errorf("load: lists not in step with the changes made: %w", err)
+		}
+		res.RateAchieved = float64(made.Load()) / cfg.Duration.Seconds()
+	}
+	after, aerr := serverFigures(ctx, cfg.URL)
+
+	res.ChangesMade, res.ChangesRefused, res.ChangesSkipped = int(made.Load()), int(refused.Load()), int(skipped.Load())
+	r.inviteSent.Range(func(id, sent any) bool {
+		if got, ok := r.inviteGot.Load(id); ok {
+			r.invites.add(got.(time.Time).Sub(sent.(time.Time)))
+		} else {
+			res.InvitesUndelivered++
+		}
+		return true
+	})
+	res.ListChange, res.InviteDelivery = r.lat.dist(), r.invites.dist()
+	for _, c := range changes {
+		res.Missed += cfg.Users - 1 - int(c.seen.Load())
+	}
+	for _, u := range users {
+		u.mu.Lock()
+		if u.ended != nil {
+			res.Disconnects++
+		}
+		u.mu.Unlock()
+	}
+	res.FramesReceived = r.frames.Load()
+	if err := errors.Join(berr, merr, aerr); err != nil {
+		res.ServerMetricsNotice = err.Error()
+	} else {
+		res.ServerRSSPerUser = (mid.rss - before.rss) / float64(cfg.Users)
+		res.ServerCPUSeconds = after.cpu - mid.cpu
+	}
+	return res, nil
+}
+
+// inStep reports whether u's list shows every changing user as the last
+// successful change left it.
+func inStep(u *user, users []*user, pairs int, pending []string) bool {
+	for p := range pairs {
+		want := protocol.StateAvailable
+		if pending[p] != "" {
+			want = protocol.StateInviting
+		}
+		if u.list[users[2*p].id] != want {
+			return false
+		}
+	}
+	return true
+}
+
+// await waits until ok holds for every user (under its lock) and returns
+// when the last one got there.
+func (r *run) await(ctx context.Context, users []*user, ok func(*user) bool) (time.Time, error) {
+	ctx, cancel := context.WithTimeout(ctx, r.cfg.Settle)
+	defer cancel()
+	for {
+		done := 0
+		var last time.Time
+		for _, u := range users {
+			u.mu.Lock()
+			if ok(u) {
+				done++
+				if u.full.After(last) {
+					last = u.full
+				}
+			}
+			u.mu.Unlock()
+		}
+		if done == len(users) {
+			return last, nil
+		}
+		select {
+		case <-ctx.Done():
+			return time.Time{}, fmt.Errorf("%d of %d users: %w", done, len(users), ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+func (r *run) join(ctx context.Context, name string) (*user, error) {
+	url := "ws" + strings.TrimPrefix(r.cfg.URL, "http") + "/ws"
+	ws, _, err := websocket.DefaultDialer.DialContext(ctx, url, nil)
+	if err != nil {
+		return nil, fmt.Errorf("dial %s: %w", url, err)
+	}
+	u := &user{ws: ws, list: map[string]protocol.State{}, seen: map[string]int{}}
+	go r.read(u)
+	f, err := u.request(ctx, protocol.ClientFrame{Type: protocol.TypeJoin, Name: name})
+	if err != nil {
+		_ = ws.Close()
+		return nil, err
+	}
+	u.mu.Lock()
+	u.id = f.You.ID
+	u.mu.Unlock()
+	return u, nil
+}
+
+// request sends f and waits for its answer; an error frame is an error.
+func (u *user) request(ctx context.Context, f protocol.ClientFrame) (frame, error) {
+	ref := fmt.Sprint(u.ref.Add(1))
+	f.Ref = ref
+	ch := make(chan frame, 1)
+	u.reply.Store(ref, ch)
+	defer u.reply.Delete(ref)
+	data, err := json.Marshal(f)
+	if err != nil {
+		return frame{}, err
+	}
+	u.wmu.Lock()
+	err = u.ws.WriteMessage(websocket.TextMessage, data)
+	u.wmu.Unlock()
+	if err != nil {
+		return frame{}, err
+	}
+	select {
+	case <-ctx.Done():
+		return frame{}, ctx.Err()
+	case a := <-ch:
+		if a.Type == protocol.TypeError {
+			return a, fmt.Errorf("%s refused: %s", f.Type, a.Code)
+		}
+		return a, nil
+	}
+}
+
+// read applies every frame u receives and measures the changes.
+func (r *run) read(u *user) {
+	for {
+		_, data, err := u.ws.ReadMessage()
+		now := time.Now()
+		if err != nil {
+			if !r.closing.Load() {
+				u.mu.Lock()
+				u.ended = err
+				u.mu.Unlock()
+			}
+			return
+		}
+		r.frames.Add(1)
+		var f frame
+		if json.Unmarshal(data, &f) != nil {
+			continue
+		}
+		if f.Ref != "" {
+			if ch, ok := u.reply.Load(f.Ref); ok {
+				ch.(chan frame) <- f
+			}
+		}
+		u.mu.Lock()
+		switch f.Type {
+		case protocol.TypeWelcome:
+			for _, x := range f.Users {
+				u.list[x.ID] = x.State
+			}
+		case protocol.TypeUser:
+			if f.User == nil {
+				break
+			}
+			old, known := u.list[f.User.ID]
+			u.list[f.User.ID] = f.User.State
+			if known && old != f.User.State && f.User.ID != u.id {
+				if h, ok := r.made.Load(f.User.ID); ok {
+					n := u.seen[f.User.ID]
+					u.seen[f.User.ID] = n + 1
+					if c := h.(*history).at(n); c != nil && c.state == f.User.State {
+						c.seen.Add(1)
+						r.lat.add(now.Sub(c.sent))
+					}
+				}
+			}
+		case protocol.TypeUserLeft:
+			delete(u.list, f.UserID)
+		case protocol.TypeInvitation:
+			if f.Invitation != nil {
+				r.inviteGot.Store(f.Invitation.ID, now)
+			}
+		}
+		if u.want > 0 && u.full.IsZero() && len(u.list) >= u.want {
+			u.full = now
+		}
+		u.mu.Unlock()
+	}
+}
+
+type latencies struct {
+	mu sync.Mutex
+	d  []time.Duration
+}
+
+func (l *latencies) add(d time.Duration) {
+	l.mu.Lock()
+	l.d = append(l.d, d)
+	l.mu.Unlock()
+}
+
+func (l *latencies) dist() Dist {
+	l.mu.Lock()
+	d := slices.Clone(l.d)
+	l.mu.Unlock()
+	if len(d) == 0 {
+		return Dist{}
+	}
+	slices.Sort(d)
+	at := func(q float64) time.Duration { return d[min(len(d)-1, int(q*float64(len(d))))] }
+	return Dist{Count: len(d), P50: at(0.5), P99: at(0.99), Max: d[len(d)-1]}
+}
+
+type figures struct{ rss, cpu float64 }
+
+// serverFigures reads the process's resident memory and CPU time from the
+// server's /metrics (the edge serves the whole all-in-one process's).
+func serverFigures(ctx context.Context, base string) (figures, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/metrics", nil)
+	if err != nil {
+		return figures{}, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return figures{}, fmt.Errorf("server metrics: %w", err)
+	}
+	defer resp.Body.Close()
+	s, err := metrics.ReadText(resp.Body)
+	if err != nil {
+		return figures{}, fmt.Errorf("server metrics: %w", err)
+	}
+	rss, ok := s["process_resident_memory_bytes"]
+	if !ok {
+		return figures{}, errors.New("server metrics: no process_resident_memory_bytes (not Linux?)")
+	}
+	return figures{rss: rss, cpu: s["process_cpu_seconds_total"]}, nil
+}

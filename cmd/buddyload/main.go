@@ -1,0 +1,53 @@
+// Command buddyload plays many BuddyTok users against a running deployment
+// over the real WebSocket protocol and measures what they see (package
+// load). It prints one summary line and, with -json, writes every figure.
+//
+//	go run ./cmd/buddyload -url http://127.0.0.1:8080 -users 1000 -pairs 10 -rate 20 -duration 30s
+//
+// Each user is one WebSocket: against one host, mind the open-files limit of
+// both this process and the server.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"time"
+
+	"github.com/buddytok/buddytok/cmd/buddyload/load"
+)
+
+func main() {
+	var cfg load.Config
+	flag.StringVar(&cfg.URL, "url", "http://127.0.0.1:8080", "the edge or load balancer")
+	flag.IntVar(&cfg.Users, "users", 1000, "users joined in the one buddy list")
+	flag.Float64Var(&cfg.JoinRate, "join-rate", 200, "joins a second (0: as fast as they are answered)")
+	flag.IntVar(&cfg.Pairs, "pairs", 10, "pairs of users that alternate invite and cancel")
+	flag.Float64Var(&cfg.Rate, "rate", 20, "list changes a second, over all pairs")
+	flag.DurationVar(&cfg.Duration, "duration", 30*time.Second, "how long the changes go on")
+	flag.DurationVar(&cfg.Settle, "settle", time.Minute, "bound on each wait for the lists to complete or catch up")
+	jsonPath := flag.String("json", "", "write the full result as JSON to this file")
+	flag.Parse()
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	res, err := load.Run(ctx, cfg)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "buddyload:", err)
+		os.Exit(1)
+	}
+	fmt.Println(res.Summary())
+	if *jsonPath != "" {
+		data, err := json.MarshalIndent(res, "", "  ")
+		if err == nil {
+			err = os.WriteFile(*jsonPath, append(data, '\n'), 0o644)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "buddyload:", err)
+			os.Exit(1)
+		}
+	}
+}
