@@ -15,7 +15,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -23,6 +22,7 @@ import (
 
 	"github.com/fasthttp/websocket"
 
+	"github.com/buddytok/buddytok/pkg/latency"
 	"github.com/buddytok/buddytok/pkg/metrics"
 	"github.com/buddytok/buddytok/pkg/protocol"
 )
@@ -43,12 +43,12 @@ type Config struct {
 type Result struct {
 	Users, Pairs        int
 	Rate                float64
-	ChangesMade         int     // invites and cancels that succeeded
-	ChangesRefused      int     // that the server refused (counted, not retried)
-	ChangesSkipped      int     // not sent: the pair's last change was still in flight
-	RateAchieved        float64 // changes made a second
-	ListChange          Dist    // a state change, from its request to each other user's frame
-	InviteDelivery      Dist    // an invite, from its request to the invitee's invitation frame
+	ChangesMade         int             // invites and cancels that succeeded
+	ChangesRefused      int             // that the server refused (counted, not retried)
+	ChangesSkipped      int             // not sent: the pair's last change was still in flight
+	RateAchieved        float64         // changes made a second
+	ListChange          latency.Summary // a state change, from its request to each other user's frame
+	InviteDelivery      latency.Summary // an invite, from its request to the invitee's invitation frame
 	JoinsTook           time.Duration
 	ListsCompleteAfter  time.Duration // from the last welcome until every list held every user
 	Missed              int           // change frames some user never received
@@ -59,18 +59,6 @@ type Result struct {
 	FramesReceived      int64
 	ServerMetricsNotice string `json:",omitempty"` // why the server figures are missing
 }
-
-// Dist is a latency distribution.
-type Dist struct {
-	Count         int
-	P50, P99, Max time.Duration
-}
-
-func (d Dist) String() string {
-	return fmt.Sprintf("p50 %s p99 %s max %s (n=%d)", ms(d.P50), ms(d.P99), ms(d.Max), d.Count)
-}
-
-func ms(d time.Duration) string { return fmt.Sprintf("%.1fms", float64(d.Microseconds())/1000) }
 
 // Summary is the one-line report.
 func (r Result) Summary() string {
@@ -134,8 +122,8 @@ func (h *history) at(n int) *change {
 type run struct {
 	cfg     Config
 	frames  atomic.Int64
-	lat     latencies
-	invites latencies
+	lat     latency.Recorder
+	invites latency.Recorder
 	// made is each changing user's changes in order: the n-th change of
 	// a user's state another user sees is that user's n-th change.
 	made       sync.Map // user ID -> *history
@@ -270,13 +258,13 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	res.ChangesMade, res.ChangesRefused, res.ChangesSkipped = int(made.Load()), int(refused.Load()), int(skipped.Load())
 	r.inviteSent.Range(func(id, sent any) bool {
 		if got, ok := r.inviteGot.Load(id); ok {
-			r.invites.add(got.(time.Time).Sub(sent.(time.Time)))
+			r.invites.Add(got.(time.Time).Sub(sent.(time.Time)))
 		} else {
 			res.InvitesUndelivered++
 		}
 		return true
 	})
-	res.ListChange, res.InviteDelivery = r.lat.dist(), r.invites.dist()
+	res.ListChange, res.InviteDelivery = r.lat.Summary(), r.invites.Summary()
 	for _, c := range changes {
 		res.Missed += cfg.Users - 1 - int(c.seen.Load())
 	}
@@ -429,7 +417,7 @@ func (r *run) read(u *user) {
 					u.seen[f.User.ID] = n + 1
 					if c := h.(*history).at(n); c != nil && c.state == f.User.State {
 						c.seen.Add(1)
-						r.lat.add(now.Sub(c.sent))
+						r.lat.Add(now.Sub(c.sent))
 					}
 				}
 			}
@@ -445,29 +433,6 @@ func (r *run) read(u *user) {
 		}
 		u.mu.Unlock()
 	}
-}
-
-type latencies struct {
-	mu sync.Mutex
-	d  []time.Duration
-}
-
-func (l *latencies) add(d time.Duration) {
-	l.mu.Lock()
-	l.d = append(l.d, d)
-	l.mu.Unlock()
-}
-
-func (l *latencies) dist() Dist {
-	l.mu.Lock()
-	d := slices.Clone(l.d)
-	l.mu.Unlock()
-	if len(d) == 0 {
-		return Dist{}
-	}
-	slices.Sort(d)
-	at := func(q float64) time.Duration { return d[min(len(d)-1, int(q*float64(len(d))))] }
-	return Dist{Count: len(d), P50: at(0.5), P99: at(0.99), Max: d[len(d)-1]}
 }
 
 type figures struct{ rss, cpu float64 }

@@ -8,9 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -19,6 +17,7 @@ import (
 
 	"github.com/buddytok/buddytok/cmd/buddytok/allinone"
 	"github.com/buddytok/buddytok/pkg/client"
+	"github.com/buddytok/buddytok/pkg/latency"
 	"github.com/buddytok/buddytok/pkg/protocol"
 	"github.com/buddytok/buddytok/pkg/requestid"
 	"github.com/buddytok/buddytok/pkg/state"
@@ -281,31 +280,20 @@ func (w *world) chat(from, to *client.Client) (protocol.Invitation, protocol.Cha
 
 // latencies records how long the operations of a test took, as a person
 // at a tab would measure them (request sent to answer received).
-type latencies struct {
-	mu sync.Mutex
-	d  []time.Duration
-}
+type latencies struct{ latency.Recorder }
 
-func (l *latencies) add(d time.Duration) {
-	l.mu.Lock()
-	l.d = append(l.d, d)
-	l.mu.Unlock()
-}
+func (l *latencies) add(d time.Duration) { l.Add(d) }
 
 // report logs the distribution and, when BUDDYTOK_REPORT names a file (as
 // scripts/soak-tests does), appends it there as one line. It asserts
 // nothing: speed is measured, not tested.
 func (l *latencies) report(t testing.TB) {
-	l.mu.Lock()
-	d := slices.Clone(l.d)
-	l.mu.Unlock()
-	if len(d) == 0 {
+	s := l.Summary()
+	if s.Count == 0 {
 		return
 	}
-	slices.Sort(d)
 	ms := func(d time.Duration) string { return fmt.Sprintf("%d ms", d.Milliseconds()) }
-	at := func(q float64) time.Duration { return d[min(len(d)-1, int(q*float64(len(d))))] }
-	line := fmt.Sprintf("%s: %d requests, p50 %s, p99 %s, slowest %s", t.Name(), len(d), ms(at(0.5)), ms(at(0.99)), ms(d[len(d)-1]))
+	line := fmt.Sprintf("%s: %d requests, p50 %s, p99 %s, slowest %s", t.Name(), s.Count, ms(s.P50), ms(s.P99), ms(s.Max))
 	t.Log(line)
 	if path := os.Getenv("BUDDYTOK_REPORT"); path != "" {
 		f, err := os.OpenFile(path, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
