@@ -47,8 +47,9 @@ func Start(opts Options) (*Server, error) {
 		}
 	}
 	if dir == "" {
-		tmp, err := os.MkdirTemp(tempParent(), "buddytok-nats-*")
-		if err != nil && tempParent() != "" {
+		parent := tempParent()
+		tmp, err := os.MkdirTemp(parent, "buddytok-nats-*")
+		if err != nil && parent != "" {
 			tmp, err = os.MkdirTemp("", "buddytok-nats-*")
 		}
 		if err != nil {

@@ -49,6 +49,20 @@ type Program[C any] struct {
 	New           func(context.Context, *nats.Conn, C, *slog.Logger, *metrics.Metrics) (Runner, error)
 }
 
+// Define makes the Program of a service whose constructor returns its own
+// replica type.
+func Define[C any, R Runner](name string, configFromEnv func(*config.Env) C,
+	newReplica func(context.Context, *nats.Conn, C, *slog.Logger, *metrics.Metrics) (R, error)) Program[C] {
+	return Program[C]{Name: name, ConfigFromEnv: configFromEnv,
+		New: func(ctx context.Context, nc *nats.Conn, cfg C, log *slog.Logger, m *metrics.Metrics) (Runner, error) {
+			r, err := newReplica(ctx, nc, cfg, log, m)
+			if err != nil {
+				return nil, err // not a Runner holding a nil replica
+			}
+			return r, nil
+		}}
+}
+
 // Main runs svc until SIGINT or SIGTERM.
 //
 // `SERVICE probe URL` instead checks that URL answers 200 OK and exits 0 or

@@ -54,9 +54,10 @@ var (
 	Edge     = Kind(edge.Program.Name)
 )
 
-// programs starts a replica of each kind the way its own binary does
+// programs starts a replica of each service the way its own binary does
 // (servicemain.Main runs the same Program), with the settings of Options
-// instead of the environment.
+// instead of the environment. An edge (startEdge) is made by edge.New, its
+// Program's constructor, for its address.
 var programs = map[Kind]func(context.Context, *nats.Conn, Options, *slog.Logger, *metrics.Metrics) (servicemain.Runner, error){
 	Presence: func(ctx context.Context, nc *nats.Conn, o Options, log *slog.Logger, m *metrics.Metrics) (servicemain.Runner, error) {
 		return presence.Program.New(ctx, nc, o.Presence, log, m)
@@ -66,9 +67,6 @@ var programs = map[Kind]func(context.Context, *nats.Conn, Options, *slog.Logger,
 	},
 	Tokens: func(ctx context.Context, nc *nats.Conn, o Options, log *slog.Logger, m *metrics.Metrics) (servicemain.Runner, error) {
 		return tokens.Program.New(ctx, nc, o.Tokens, log, m)
-	},
-	Edge: func(ctx context.Context, nc *nats.Conn, o Options, log *slog.Logger, m *metrics.Metrics) (servicemain.Runner, error) {
-		return edge.Program.New(ctx, nc, o.Edge, log, m)
 	},
 }
 
@@ -171,15 +169,15 @@ func (sys *System) startEdge(ctx context.Context, opts Options, listen string) e
 	if err != nil {
 		return err
 	}
-	o := opts
-	o.Edge.Listen = listen
-	r, err := programs[Edge](ctx, nc, o, log, sys.Metrics)
+	cfg := opts.Edge
+	cfg.Listen = listen
+	e, err := edge.New(ctx, nc, cfg, log, sys.Metrics)
 	if err != nil {
 		nc.Close()
 		return err
 	}
-	sys.EdgeURLs = append(sys.EdgeURLs, "http://"+r.(*edge.Edge).Addr().String())
-	return sys.run(ctx, Edge, nc, r)
+	sys.EdgeURLs = append(sys.EdgeURLs, "http://"+e.Addr().String())
+	return sys.run(ctx, Edge, nc, e)
 }
 
 // run starts r and, if r says when it is ready, waits for that (or for

@@ -1,21 +1,7 @@
 package edge
 
-import (
-	"context"
-	"log/slog"
-
-	"github.com/nats-io/nats.go"
-
-	"github.com/buddytok/buddytok/pkg/metrics"
-	"github.com/buddytok/buddytok/pkg/servicemain"
-)
+import "github.com/buddytok/buddytok/pkg/servicemain"
 
 // Program is the edge service as its binary (servicemain.Main) and the
 // all-in-one start it.
-var Program = servicemain.Program[Config]{
-	Name:          "edge",
-	ConfigFromEnv: ConfigFromEnv,
-	New: func(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger, m *metrics.Metrics) (servicemain.Runner, error) {
-		return New(ctx, nc, cfg, log, m)
-	},
-}
+var Program = servicemain.Define("edge", ConfigFromEnv, New)

@@ -1,22 +1,10 @@
 package presence
 
 import (
-	"context"
-	"log/slog"
-
-	"github.com/nats-io/nats.go"
-
-	"github.com/buddytok/buddytok/pkg/metrics"
 	"github.com/buddytok/buddytok/pkg/protocol"
 	"github.com/buddytok/buddytok/pkg/servicemain"
 )
 
 // Program is the presence service as its binary (servicemain.Main) and the
 // all-in-one start it.
-var Program = servicemain.Program[Config]{
-	Name:          protocol.ServicePresence,
-	ConfigFromEnv: ConfigFromEnv,
-	New: func(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger, m *metrics.Metrics) (servicemain.Runner, error) {
-		return New(ctx, nc, cfg, log, m)
-	},
-}
+var Program = servicemain.Define(protocol.ServicePresence, ConfigFromEnv, New)
