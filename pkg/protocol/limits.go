@@ -25,11 +25,13 @@ const (
 	// limit (WS_RATE_LIMIT, WS_RATE_BURST).
 	FramesPerSecond = 20
 	FrameBurst      = 60
-	// SendQueueFrames is how many outgoing frames may wait for a slow
-	// client before the edge disconnects it.
-	SendQueueFrames = 512
+	// SendQueueBytes is how many bytes of outgoing frames may wait for a
+	// slow client, its welcome not counted, before the edge disconnects
+	// it (WS_SEND_QUEUE_BYTES): ten large signals, or thousands of
+	// buddy-list changes.
+	SendQueueBytes = 512 << 10
 	// SocketSendBufferBytes is the default kernel send buffer of one
-	// WebSocket (WS_SEND_BUFFER_BYTES). With SendQueueFrames it bounds what
+	// WebSocket (WS_SEND_BUFFER_BYTES). With SendQueueBytes it bounds what
 	// a client that stops reading holds before it is dropped: left to
 	// itself the kernel lets one socket's buffer grow to megabytes.
 	SocketSendBufferBytes = 256 << 10

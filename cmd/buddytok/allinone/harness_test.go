@@ -59,8 +59,8 @@ type settings struct {
 	invites invites.Config
 	// ping is the edge's keepalive interval (default 5 s).
 	ping time.Duration
-	// sendQueue is the edge's per-socket queue (default the protocol's).
-	sendQueue int
+	// sendQueueBytes bounds the edge's per-socket queue (default the protocol's).
+	sendQueueBytes int
 	// sendBuffer is each socket's kernel send buffer (default the protocol's).
 	sendBuffer int
 	// writeTimeout bounds one WebSocket write (default 5 s).
@@ -89,7 +89,7 @@ func options(top topology, s settings) allinone.Options {
 		Edge: edge.Config{
 			LeaseTTL: time.Second, PingEvery: cmp.Or(s.ping, 5*time.Second), WriteTimeout: cmp.Or(s.writeTimeout, 5*time.Second),
 			RequestTimeout: 10 * time.Second, Replicas: 1, FramesPerSecond: fps, ShutdownTimeout: cmp.Or(s.shutdown, waitFor),
-			ReconcileEvery: 100 * time.Millisecond, SendQueue: s.sendQueue, SendBuffer: s.sendBuffer,
+			ReconcileEvery: 100 * time.Millisecond, SendQueueBytes: s.sendQueueBytes, SendBuffer: s.sendBuffer,
 		},
 	}
 }

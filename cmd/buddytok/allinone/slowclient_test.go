@@ -21,7 +21,7 @@ func TestSlowClientIsDisconnected(t *testing.T) {
 	// A short queue, a small send buffer, and a write to a stalled reader
 	// given up after a second: how soon Bob is dropped then depends little
 	// on how fast a busy machine relays the flood.
-	w := mustWorld(t, topologies[0], settings{grace: 200 * time.Millisecond, rapid: true, sendQueue: 16, sendBuffer: 16 << 10, writeTimeout: time.Second})
+	w := mustWorld(t, topologies[0], settings{grace: 200 * time.Millisecond, rapid: true, sendQueueBytes: 128 << 10, sendBuffer: 16 << 10, writeTimeout: time.Second})
 	ann := w.join("Ann")
 	ctx, cancel := w.wctx()
 	defer cancel()

@@ -25,7 +25,7 @@ type client struct {
 	e       *Edge
 	ws      *websocket.Conn
 	id      string // connection ID, reported to presence
-	out     chan []byte
+	box     *outbox
 	quit    chan struct{}
 	once    sync.Once
 	closeCd int
@@ -40,14 +40,6 @@ type client struct {
 	// joinedID is userID for other goroutines (the reconcile loop).
 	joinedMu sync.Mutex
 	joinedID string
-
-	// Frames that must follow the welcome (buddy-list deltas after the
-	// snapshot it carries, directed events) and arrive before it is sent
-	// wait in early, so the client applies them on top of its snapshot, in
-	// order.
-	evMu     sync.Mutex
-	welcomed bool
-	early    [][]byte
 }
 
 func newClient(e *Edge, ws *websocket.Conn) *client {
@@ -55,22 +47,26 @@ func newClient(e *Edge, ws *websocket.Conn) *client {
 		e:       e,
 		ws:      ws,
 		id:      protocol.NewID(),
-		out:     make(chan []byte, e.cfg.SendQueue),
+		box:     newOutbox(e.cfg.SendQueueBytes),
 		quit:    make(chan struct{}),
 		limiter: rate.NewLimiter(rate.Limit(e.cfg.FramesPerSecond), e.cfg.FrameBurst),
 	}
 }
 
-// send queues a frame without blocking; a full queue disconnects the client.
+// send queues an answer to the client without blocking; a client whose
+// queue is over its limit is disconnected.
 func (c *client) send(data []byte) {
-	select {
-	case <-c.quit:
-	case c.out <- data:
-	default:
-		c.close(websocket.ClosePolicyViolation, string(protocol.CodeSlowConsumer))
-		c.e.metrics.SlowConsumerDisconnects.Inc()
-		c.e.log.Warn("client too slow to read its frames; disconnecting", "user", c.userID, "queued", len(c.out))
+	if !c.box.send(data) {
+		c.tooSlow()
 	}
+}
+
+// tooSlow disconnects a client that does not drain its queue, rather than
+// let it hold the edge's memory or slow anyone else down.
+func (c *client) tooSlow() {
+	c.close(websocket.ClosePolicyViolation, string(protocol.CodeSlowConsumer))
+	c.e.metrics.SlowConsumerDisconnects.Inc()
+	c.e.log.Warn("client too slow to read its frames; disconnecting", "user", c.joined(), "queued_bytes", c.box.queued())
 }
 
 func (c *client) sendFrame(f protocol.ServerFrame) {
@@ -91,29 +87,33 @@ func (c *client) close(code int, reason string) {
 	})
 }
 
-// writeLoop is the connection's only writer. It also pings, so that a
-// vanished network shows up as a read timeout.
+// writeLoop is the connection's only writer: every byte the socket sends
+// after the upgrade, control frames included, is written here. It takes
+// all the frames queued at once and writes them in one system call. It
+// also pings, so that a vanished network shows up as a read timeout.
 func (c *client) writeLoop(done chan<- struct{}) {
 	defer close(done)
 	ping := time.NewTicker(c.e.cfg.PingEvery)
 	defer ping.Stop()
-	write := func(mt int, data []byte) bool {
-		_ = c.ws.SetWriteDeadline(time.Now().Add(c.e.cfg.WriteTimeout))
-		if err := c.ws.WriteMessage(mt, data); err != nil {
-			c.close(websocket.CloseAbnormalClosure, "")
-			c.stopReader(0)
-			return false
-		}
-		return true
+	fail := func() {
+		c.close(websocket.CloseAbnormalClosure, "")
+		c.stopReader(0)
 	}
 	for {
 		select {
-		case data := <-c.out:
-			if !write(websocket.TextMessage, data) {
+		case <-c.box.wake:
+			frames, pong, pongDue := c.box.take()
+			if pongDue && c.ws.WriteControl(websocket.PongMessage, pong, time.Now().Add(c.e.cfg.WriteTimeout)) != nil {
+				fail()
+				return
+			}
+			if len(frames) > 0 && c.writeFrames(frames) != nil {
+				fail()
 				return
 			}
 		case <-ping.C:
-			if !write(websocket.PingMessage, nil) {
+			if c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(c.e.cfg.WriteTimeout)) != nil {
+				fail()
 				return
 			}
 		case <-c.quit:
@@ -126,6 +126,31 @@ func (c *client) writeLoop(done chan<- struct{}) {
 			return
 		}
 	}
+}
+
+// writeBuffers hold a batch of encoded frames while it is written; pooled,
+// so that an idle connection holds none.
+var writeBuffers = sync.Pool{New: func() any { return new([]byte) }}
+
+// maxPooledWrite is the largest batch buffer kept for reuse: a welcome
+// with thousands of users is written once and let go.
+const maxPooledWrite = 64 << 10
+
+// writeFrames writes frames as WebSocket text frames in one write.
+func (c *client) writeFrames(frames [][]byte) error {
+	bp := writeBuffers.Get().(*[]byte)
+	b := (*bp)[:0]
+	for _, f := range frames {
+		b = appendTextFrame(b, f)
+	}
+	conn := c.ws.UnderlyingConn()
+	_ = conn.SetWriteDeadline(time.Now().Add(c.e.cfg.WriteTimeout))
+	_, err := conn.Write(b)
+	if cap(b) <= maxPooledWrite {
+		*bp = b[:0]
+		writeBuffers.Put(bp)
+	}
+	return err
 }
 
 // stopReader makes the reader's blocked read fail after grace. Closing the
@@ -146,6 +171,10 @@ func (c *client) readLoop() {
 		}
 	}
 	c.ws.SetPongHandler(func(string) error { deadline(); return nil })
+	// The library would answer pings and closes from this goroutine;
+	// the writer does, so that it stays the socket's only writer.
+	c.ws.SetPingHandler(func(payload string) error { c.box.answerPing([]byte(payload)); return nil })
+	c.ws.SetCloseHandler(func(code int, _ string) error { c.close(code, ""); return nil })
 	for {
 		// The silence allowed runs from now: a request handled below may
 		// take longer than it (a service restarting), and pongs that
@@ -282,7 +311,8 @@ func (c *client) subscribeEvents(userID string) error {
 			}
 			return
 		}
-		c.deliver(eventType(m.Data), m.Data)
+		c.e.metrics.FramesOut.WithLabelValues(eventType(m.Data)).Inc()
+		c.deliver(m.Data)
 	})
 	if err != nil {
 		return err
@@ -313,30 +343,18 @@ func (c *client) joined() string {
 }
 
 // deliver queues a frame that must come after the welcome: at once if the
-// welcome has gone, else after it.
-func (c *client) deliver(typ string, data []byte) {
-	c.e.metrics.FramesOut.WithLabelValues(typ).Inc()
-	c.evMu.Lock()
-	defer c.evMu.Unlock()
-	if c.welcomed {
-		c.send(data)
-		return
+// welcome is queued, else held for it.
+func (c *client) deliver(data []byte) {
+	if !c.box.deliver(data) {
+		c.tooSlow()
 	}
-	if len(c.early) >= c.e.cfg.SendQueue {
-		c.close(websocket.ClosePolicyViolation, string(protocol.CodeSlowConsumer))
-		c.e.metrics.SlowConsumerDisconnects.Inc()
-		return
-	}
-	c.early = append(c.early, data)
 }
 
 // unsubscribeEvents stops the relay after a failed join or resume.
 func (c *client) unsubscribeEvents() {
 	_ = c.events.Unsubscribe()
 	c.events = nil
-	c.evMu.Lock()
-	c.early = nil
-	c.evMu.Unlock()
+	c.box.dropHeld()
 }
 
 func (c *client) join(ctx context.Context, f protocol.ClientFrame) {
@@ -433,14 +451,8 @@ func (c *client) welcome(ref string, p protocol.Personal, secret string) {
 // sendWelcome sends the encoded welcome, then the frames delivered before
 // it, and from then on lets deliver send at once.
 func (c *client) sendWelcome(data []byte) {
-	c.evMu.Lock()
-	defer c.evMu.Unlock()
 	c.e.metrics.FramesOut.WithLabelValues(protocol.TypeWelcome).Inc()
-	c.send(data)
-	for _, early := range c.early {
-		c.send(early)
-	}
-	c.early, c.welcomed = nil, true
+	c.box.welcome(data)
 }
 
 // cleanup runs after the reader stopped: the user stops receiving events

@@ -60,9 +60,10 @@ type Config struct {
 	// ShutdownTimeout bounds a shutdown: closing the sockets and reporting
 	// their users' disconnects.
 	ShutdownTimeout time.Duration
-	// SendQueue is how many frames may wait for a slow reader before its
-	// socket is closed (default protocol.SendQueueFrames).
-	SendQueue int
+	// SendQueueBytes is how many bytes of frames may wait for a slow
+	// reader, its welcome not counted, before its socket is closed
+	// (WS_SEND_QUEUE_BYTES, default protocol.SendQueueBytes).
+	SendQueueBytes int
 	// SendBuffer is each socket's kernel send buffer in bytes (default
 	// protocol.SocketSendBufferBytes).
 	SendBuffer int
@@ -83,6 +84,7 @@ func ConfigFromEnv(env *config.Env) Config {
 		FramesPerSecond: float64(env.Int("WS_RATE_LIMIT", int(defaults.FramesPerSecond), 1, 100000)),
 		FrameBurst:      env.Int("WS_RATE_BURST", defaults.FrameBurst, 1, 100000),
 		SendBuffer:      env.Int("WS_SEND_BUFFER_BYTES", defaults.SendBuffer, 4<<10, 16<<20),
+		SendQueueBytes:  env.Int("WS_SEND_QUEUE_BYTES", defaults.SendQueueBytes, protocol.MaxSignalBytes+4<<10, 64<<20),
 		ShutdownTimeout: env.Duration("SHUTDOWN_TIMEOUT", defaults.ShutdownTimeout, time.Second, 10*time.Minute),
 		ReconcileEvery:  env.Duration("RECONCILE_INTERVAL", defaults.ReconcileEvery, 10*time.Millisecond, time.Minute),
 	}
@@ -102,7 +104,7 @@ var defaults = Config{
 	FrameBurst:      protocol.FrameBurst,
 	ShutdownTimeout: 10 * time.Second,
 	ReconcileEvery:  time.Second,
-	SendQueue:       protocol.SendQueueFrames,
+	SendQueueBytes:  protocol.SendQueueBytes,
 	SendBuffer:      protocol.SocketSendBufferBytes,
 }
 
@@ -116,7 +118,7 @@ func (c Config) withDefaults() Config {
 	c.FrameBurst = cmp.Or(c.FrameBurst, defaults.FrameBurst)
 	c.ShutdownTimeout = cmp.Or(c.ShutdownTimeout, defaults.ShutdownTimeout)
 	c.ReconcileEvery = cmp.Or(c.ReconcileEvery, defaults.ReconcileEvery)
-	c.SendQueue = cmp.Or(c.SendQueue, defaults.SendQueue)
+	c.SendQueueBytes = cmp.Or(c.SendQueueBytes, defaults.SendQueueBytes)
 	c.SendBuffer = cmp.Or(c.SendBuffer, defaults.SendBuffer)
 	return c
 }

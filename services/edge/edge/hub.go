@@ -128,8 +128,9 @@ func (h *hub) broadcastLocked(frame protocol.ServerFrame) {
 	if err != nil {
 		return
 	}
+	h.metrics.FramesOut.WithLabelValues(frame.Type).Add(float64(len(h.subs)))
 	for c := range h.subs {
-		c.deliver(frame.Type, data)
+		c.deliver(data)
 	}
 }
 
@@ -192,8 +193,9 @@ func (h *hub) applyUser(e jetstream.KeyValueEntry, id string, put bool) {
 		// same batch, so they are known by now.
 		if subs := h.local[id]; len(subs) > 0 {
 			if data, err := json.Marshal(h.syncLocked(id, e.Revision())); err == nil {
+				h.metrics.FramesOut.WithLabelValues(protocol.TypeSync).Add(float64(len(subs)))
 				for c := range subs {
-					c.deliver(protocol.TypeSync, data)
+					c.deliver(data)
 				}
 			}
 		}

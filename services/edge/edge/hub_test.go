@@ -56,7 +56,7 @@ func changes(n int, seed uint64) []entry {
 func testClient() *client {
 	return &client{
 		e:    &Edge{log: slog.New(slog.DiscardHandler), metrics: metrics.New(), cfg: Config{}.withDefaults()},
-		out:  make(chan []byte, protocol.SendQueueFrames),
+		box:  newOutbox(protocol.SendQueueBytes),
 		quit: make(chan struct{}),
 	}
 }
@@ -105,9 +105,11 @@ func TestHubSnapshotThenDeltas(t *testing.T) {
 			for i, s := range subs {
 				got := map[string]protocol.User{}
 				last := s.rev
-				for first := true; len(s.c.out) > 0; first = false {
+				frames, _, _ := s.c.box.take()
+				for n, data := range frames {
+					first := n == 0
 					var f protocol.ServerFrame
-					if err := json.Unmarshal(<-s.c.out, &f); err != nil {
+					if err := json.Unmarshal(data, &f); err != nil {
 						t.Fatal(err)
 					}
 					if first {
@@ -162,7 +164,9 @@ func TestHubSyncsAUsersOwnRecords(t *testing.T) {
 		t.Fatalf("subscribe: own records %+v, want known and empty", own)
 	}
 	c.sendWelcome([]byte(`{"type":"welcome"}`))
-	<-c.out
+	if frames, _, _ := c.box.take(); len(frames) != 1 {
+		t.Fatalf("%d frames queued after the welcome, want the welcome only", len(frames))
+	}
 
 	inv := protocol.Invitation{ID: "i1", From: "bob", To: "ann"}
 	put(2, state.InvitationKey("i1"), inv)
@@ -176,9 +180,10 @@ func TestHubSyncsAUsersOwnRecords(t *testing.T) {
 	put(7, state.UserKey("ann"), ann)
 
 	var syncs []protocol.ServerFrame
-	for len(c.out) > 0 {
+	frames, _, _ := c.box.take()
+	for _, data := range frames {
 		var f protocol.ServerFrame
-		if err := json.Unmarshal(<-c.out, &f); err != nil {
+		if err := json.Unmarshal(data, &f); err != nil {
 			t.Fatal(err)
 		}
 		if f.Type == protocol.TypeSync {

@@ -1,0 +1,168 @@
+package edge
+
+import (
+	"bytes"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/fasthttp/websocket"
+)
+
+// Frames written together in one write arrive as the same messages, in
+// order, at a standard WebSocket client, whatever their length encoding.
+func TestAppendTextFrameIsReadByAWebSocketClient(t *testing.T) {
+	t.Parallel()
+	sizes := []int{0, 1, 125, 126, 127, 0xffff, 0x10000, 300_000}
+	var want [][]byte
+	for i, n := range sizes {
+		want = append(want, bytes.Repeat([]byte{byte('a' + i)}, n))
+	}
+	up := websocket.Upgrader{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ws, err := up.Upgrade(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer ws.Close()
+		var b []byte
+		for _, d := range want {
+			b = appendTextFrame(b, d)
+		}
+		_, _ = ws.UnderlyingConn().Write(b)
+		_, _, _ = ws.ReadMessage() // until the client closes
+	}))
+	defer srv.Close()
+	ws, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(srv.URL, "http"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	for i, w := range want {
+		mt, got, err := ws.ReadMessage()
+		if err != nil {
+			t.Fatalf("message %d (%d bytes): %v", i, len(w), err)
+		}
+		if mt != websocket.TextMessage || !bytes.Equal(got, w) {
+			t.Fatalf("message %d: type %d, %d bytes; want text, %d bytes", i, mt, len(got), len(w))
+		}
+	}
+}
+
+// The outbox keeps frames in order, holds what follows a welcome until the
+// welcome, never holds answers, and refuses what would take it over its
+// limit (the welcome not counted).
+func TestOutbox(t *testing.T) {
+	t.Parallel()
+	type op struct {
+		kind string // send, deliver, welcome, drop, take
+		size int
+		ok   bool   // send and deliver: accepted
+		took string // take: the frames' names, in order
+	}
+	frame := func(name string, size int) []byte {
+		return append([]byte(name+":"), bytes.Repeat([]byte{'x'}, max(0, size-len(name)-1))...)
+	}
+	name := func(d []byte) string { n, _, _ := bytes.Cut(d, []byte(":")); return string(n) }
+	for _, tc := range []struct {
+		name  string
+		limit int
+		ops   []op
+	}{
+		{"answers go out before the welcome, deltas wait for it", 100, []op{
+			{kind: "deliver", size: 10, ok: true},
+			{kind: "send", size: 10, ok: true},
+			{kind: "take", took: "f1"},
+			{kind: "welcome", size: 10},
+			{kind: "deliver", size: 10, ok: true},
+			{kind: "take", took: "f3 f0 f4"},
+		}},
+		{"the welcome is not counted", 100, []op{
+			{kind: "welcome", size: 1000},
+			{kind: "deliver", size: 60, ok: true},
+			{kind: "deliver", size: 60, ok: false},
+			{kind: "take", took: "f0 f1"},
+			{kind: "deliver", size: 90, ok: true},
+			{kind: "take", took: "f4"},
+		}},
+		{"a frame over the whole limit goes alone", 100, []op{
+			{kind: "welcome", size: 10},
+			{kind: "take", took: "f0"},
+			{kind: "deliver", size: 500, ok: true},
+			{kind: "send", size: 1, ok: false},
+			{kind: "take", took: "f2"},
+			{kind: "send", size: 1, ok: true},
+			{kind: "take", took: "f5"},
+		}},
+		{"held frames dropped free their room", 100, []op{
+			{kind: "deliver", size: 90, ok: true},
+			{kind: "deliver", size: 20, ok: false},
+			{kind: "drop"},
+			{kind: "deliver", size: 90, ok: true},
+			{kind: "welcome", size: 5},
+			{kind: "take", took: "f4 f3"},
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			o := newOutbox(tc.limit)
+			for i, op := range tc.ops {
+				data := frame(fmt.Sprint("f", i), op.size)
+				switch op.kind {
+				case "send", "deliver":
+					push := o.send
+					if op.kind == "deliver" {
+						push = o.deliver
+					}
+					if got := push(data); got != op.ok {
+						t.Fatalf("op %d: %s of %d bytes accepted %v, want %v", i, op.kind, op.size, got, op.ok)
+					}
+				case "welcome":
+					o.welcome(data)
+				case "drop":
+					o.dropHeld()
+				case "take":
+					frames, _, _ := o.take()
+					var names []string
+					for _, f := range frames {
+						names = append(names, name(f))
+					}
+					if got := strings.Join(names, " "); got != op.took {
+						t.Fatalf("op %d: took %q, want %q", i, got, op.took)
+					}
+				}
+			}
+		})
+	}
+}
+
+// The writer is woken once for any number of frames queued before it
+// looks, and a ping's answer comes with the next take.
+func TestOutboxWakesTheWriterOnce(t *testing.T) {
+	t.Parallel()
+	o := newOutbox(1 << 10)
+	o.welcome([]byte("w"))
+	for range 5 {
+		o.deliver([]byte("d"))
+	}
+	o.answerPing([]byte("p1"))
+	o.answerPing([]byte("p2"))
+	<-o.wake
+	select {
+	case <-o.wake:
+		t.Fatal("woken twice")
+	default:
+	}
+	frames, pong, due := o.take()
+	if len(frames) != 6 || !due || string(pong) != "p2" {
+		t.Fatalf("took %d frames, pong %q due %v; want 6, the latest ping's p2", len(frames), pong, due)
+	}
+	if frames, _, due := o.take(); len(frames) != 0 || due {
+		t.Fatalf("second take: %d frames, pong due %v; want nothing", len(frames), due)
+	}
+	if got := o.queued(); got != 0 {
+		t.Fatalf("%d bytes counted as queued after everything was taken", got)
+	}
+}
