@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"time"
 
 	"github.com/buddytok/buddytok/cmd/buddyload/load"
@@ -30,24 +31,40 @@ func main() {
 	flag.DurationVar(&cfg.Duration, "duration", 30*time.Second, "how long the changes go on")
 	flag.DurationVar(&cfg.Settle, "settle", time.Minute, "bound on each wait for the lists to complete or catch up")
 	jsonPath := flag.String("json", "", "write the full result as JSON to this file")
+	cpuProfile := flag.String("cpuprofile", "", "write the load generator's own CPU profile to this file")
 	flag.Parse()
-
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
-	defer stop()
-	res, err := load.Run(ctx, cfg)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "buddyload:", err)
-		os.Exit(1)
-	}
-	fmt.Println(res.Summary())
-	if *jsonPath != "" {
-		data, err := json.MarshalIndent(res, "", "  ")
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
 		if err == nil {
-			err = os.WriteFile(*jsonPath, append(data, '\n'), 0o644)
+			err = pprof.StartCPUProfile(f)
 		}
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "buddyload:", err)
 			os.Exit(1)
 		}
+		defer pprof.StopCPUProfile()
 	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	if err := run(ctx, cfg, *jsonPath); err != nil {
+		fmt.Fprintln(os.Stderr, "buddyload:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, cfg load.Config, jsonPath string) error {
+	res, err := load.Run(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	fmt.Println(res.Summary())
+	if jsonPath == "" {
+		return nil
+	}
+	data, err := json.MarshalIndent(res, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(jsonPath, append(data, '\n'), 0o644)
 }

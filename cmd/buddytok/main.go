@@ -15,6 +15,7 @@ import (
 
 	"github.com/buddytok/buddytok/cmd/buddytok/allinone"
 	"github.com/buddytok/buddytok/pkg/config"
+	"github.com/buddytok/buddytok/pkg/profiling"
 	"github.com/buddytok/buddytok/services/edge/edge"
 	"github.com/buddytok/buddytok/services/invites/invites"
 	"github.com/buddytok/buddytok/services/presence/presence"
@@ -56,6 +57,11 @@ func run() error {
 	log.Info("effective configuration", env.Effective())
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if addr := env.String("PPROF_ADDR", ""); addr != "" {
+		if _, err := profiling.Start(ctx, addr, log); err != nil {
+			return err
+		}
+	}
 	sys, err := allinone.Start(ctx, opts)
 	if err != nil {
 		return err

@@ -10,6 +10,7 @@
 package load
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -76,12 +77,56 @@ type user struct {
 	ref   atomic.Int64
 	reply sync.Map // ref -> chan frame
 
-	mu    sync.Mutex
-	list  map[string]protocol.State
-	seen  map[string]int // changing user -> how many of their changes this user saw
-	full  time.Time      // when the list first held every user
+	mu sync.Mutex
+	// list is the user's buddy list: the state of each user by its
+	// run-wide index (see run.index), zero for one not in the list. A
+	// byte per user, and nothing for the collector to scan: with
+	// thousands of users the lists are millions of entries.
+	list  []uint8
+	count int           // users in list
+	seen  map[int32]int // changing user -> how many of their changes this user saw
+	full  time.Time     // when the list first held every user
 	want  int
 	ended error
+}
+
+// stateCodes are the states a list entry holds, by code (0: not listed).
+var stateCodes = []protocol.State{"", protocol.StateAvailable, protocol.StateInviting, protocol.StateChatting}
+
+func stateCode(s protocol.State) uint8 {
+	for i, c := range stateCodes[1:] {
+		if c == s {
+			return uint8(i + 1)
+		}
+	}
+	return uint8(len(stateCodes)) // a state this generator does not know
+}
+
+// stateOf is user i's state in u's list, "" if not listed.
+func (u *user) stateOf(i int32) protocol.State {
+	if int(i) >= len(u.list) || u.list[i] == 0 {
+		return ""
+	}
+	if int(u.list[i]) < len(stateCodes) {
+		return stateCodes[u.list[i]]
+	}
+	return "unknown"
+}
+
+// set records user i's state in u's list and returns the code it had.
+func (u *user) set(i int32, code uint8) uint8 {
+	if int(i) >= len(u.list) {
+		u.list = append(u.list, make([]uint8, int(i)+1-len(u.list)+64)...)
+	}
+	old := u.list[i]
+	u.list[i] = code
+	switch {
+	case old == 0 && code != 0:
+		u.count++
+	case old != 0 && code == 0:
+		u.count--
+	}
+	return old
 }
 
 // frame is the part of a server frame the load generator reads.
@@ -127,8 +172,10 @@ type run struct {
 	// made is each changing user's changes in order: the n-th change of
 	// a user's state another user sees is that user's n-th change.
 	made       sync.Map // user ID -> *history
-	inviteSent sync.Map // invitation ID -> time the invite was sent
-	inviteGot  sync.Map // invitation ID -> time the invitee got it (may come before the inviter's answer)
+	idMu       sync.RWMutex
+	ids        map[string]int32 // user ID -> index in every user's list
+	inviteSent sync.Map         // invitation ID -> time the invite was sent
+	inviteGot  sync.Map         // invitation ID -> time the invitee got it (may come before the inviter's answer)
 	closing    atomic.Bool
 }
 
@@ -140,7 +187,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	if cfg.Settle <= 0 {
 		cfg.Settle = time.Minute
 	}
-	r := &run{cfg: cfg}
+	r := &run{cfg: cfg, ids: map[string]int32{}}
 	res := Result{Users: cfg.Users, Pairs: cfg.Pairs, Rate: cfg.Rate}
 	before, berr := serverFigures(ctx, cfg.URL)
 
@@ -154,26 +201,52 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 			}
 		}
 	}()
+	// Joins come at the join rate whether or not earlier ones were
+	// answered: a storm of them is what a deployment meets.
 	start := time.Now()
 	var lastWelcome time.Time
+	var jmu sync.Mutex
+	var jerr error
+	var jwg sync.WaitGroup
+	inflight := make(chan struct{}, maxJoinsInFlight)
 	for i := range users {
 		if cfg.JoinRate > 0 {
 			if d := time.Until(start.Add(time.Duration(float64(i) / cfg.JoinRate * float64(time.Second)))); d > 0 {
 				time.Sleep(d)
 			}
 		}
-		u, err := r.join(ctx, fmt.Sprintf("load%05d", i))
-		if err != nil {
-			return res, fmt.Errorf("load: user %d: %w", i, err)
+		select {
+		case inflight <- struct{}{}:
+		case <-ctx.Done():
+			jwg.Wait()
+			return res, ctx.Err()
 		}
-		users[i] = u
-		lastWelcome = time.Now()
+		jwg.Add(1)
+		go func() {
+			defer jwg.Done()
+			defer func() { <-inflight }()
+			u, err := r.join(ctx, fmt.Sprintf("load%05d", i))
+			jmu.Lock()
+			defer jmu.Unlock()
+			if err != nil {
+				jerr = cmp.Or(jerr, fmt.Errorf("load: user %d: %w", i, err))
+				return
+			}
+			users[i] = u
+			if now := time.Now(); now.After(lastWelcome) {
+				lastWelcome = now
+			}
+		}()
+	}
+	jwg.Wait()
+	if jerr != nil {
+		return res, jerr
 	}
 	res.JoinsTook = lastWelcome.Sub(start)
 	for _, u := range users {
 		u.mu.Lock()
 		u.want = cfg.Users
-		if len(u.list) >= u.want && u.full.IsZero() {
+		if u.count >= u.want && u.full.IsZero() {
 			u.full = time.Now()
 		}
 		u.mu.Unlock()
@@ -248,7 +321,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		tick.Stop()
 		wg.Wait()
 		// Let the last changes arrive everywhere.
-		if _, err := r.await(ctx, users, func(u *user) bool { return inStep(u, users, cfg.Pairs, pending) }); err != nil {
+		if _, err := r.await(ctx, users, func(u *user) bool { return r.inStep(u, users, cfg.Pairs, pending) }); err != nil {
 			return res, fmt.Errorf("load: lists not in step with the changes made: %w", err)
 		}
 		res.RateAchieved = float64(made.Load()) / cfg.Duration.Seconds()
@@ -287,13 +360,13 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 
 // inStep reports whether u's list shows every changing user as the last
 // successful change left it.
-func inStep(u *user, users []*user, pairs int, pending []string) bool {
+func (r *run) inStep(u *user, users []*user, pairs int, pending []string) bool {
 	for p := range pairs {
 		want := protocol.StateAvailable
 		if pending[p] != "" {
 			want = protocol.StateInviting
 		}
-		if u.list[users[2*p].id] != want {
+		if u.stateOf(r.index(users[2*p].id)) != want {
 			return false
 		}
 	}
@@ -335,7 +408,7 @@ func (r *run) join(ctx context.Context, name string) (*user, error) {
 	if err != nil {
 		return nil, fmt.Errorf("dial %s: %w", url, err)
 	}
-	u := &user{ws: ws, list: map[string]protocol.State{}, seen: map[string]int{}}
+	u := &user{ws: ws, seen: map[int32]int{}}
 	go r.read(u)
 	f, err := u.request(ctx, protocol.ClientFrame{Type: protocol.TypeJoin, Name: name})
 	if err != nil {
@@ -403,18 +476,19 @@ func (r *run) read(u *user) {
 		switch f.Type {
 		case protocol.TypeWelcome:
 			for _, x := range f.Users {
-				u.list[x.ID] = x.State
+				u.set(r.index(x.ID), stateCode(x.State))
 			}
 		case protocol.TypeUser:
 			if f.User == nil {
 				break
 			}
-			old, known := u.list[f.User.ID]
-			u.list[f.User.ID] = f.User.State
-			if known && old != f.User.State && f.User.ID != u.id {
+			i := r.index(f.User.ID)
+			code := stateCode(f.User.State)
+			old := u.set(i, code)
+			if old != 0 && old != code && f.User.ID != u.id {
 				if h, ok := r.made.Load(f.User.ID); ok {
-					n := u.seen[f.User.ID]
-					u.seen[f.User.ID] = n + 1
+					n := u.seen[i]
+					u.seen[i] = n + 1
 					if c := h.(*history).at(n); c != nil && c.state == f.User.State {
 						c.seen.Add(1)
 						r.lat.Add(now.Sub(c.sent))
@@ -422,18 +496,39 @@ func (r *run) read(u *user) {
 				}
 			}
 		case protocol.TypeUserLeft:
-			delete(u.list, f.UserID)
+			u.set(r.index(f.UserID), 0)
 		case protocol.TypeInvitation:
 			if f.Invitation != nil {
 				r.inviteGot.Store(f.Invitation.ID, now)
 			}
 		}
-		if u.want > 0 && u.full.IsZero() && len(u.list) >= u.want {
+		if u.want > 0 && u.full.IsZero() && u.count >= u.want {
 			u.full = now
 		}
 		u.mu.Unlock()
 	}
 }
+
+// index is user id's place in every user's list, the same in all of them.
+func (r *run) index(id string) int32 {
+	r.idMu.RLock()
+	i, ok := r.ids[id]
+	r.idMu.RUnlock()
+	if ok {
+		return i
+	}
+	r.idMu.Lock()
+	defer r.idMu.Unlock()
+	if i, ok := r.ids[id]; ok {
+		return i
+	}
+	i = int32(len(r.ids))
+	r.ids[id] = i
+	return i
+}
+
+// maxJoinsInFlight bounds the joins waiting for their welcome at once.
+const maxJoinsInFlight = 2000
 
 type figures struct{ rss, cpu float64 }
 

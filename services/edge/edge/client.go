@@ -95,6 +95,9 @@ func (c *client) writeLoop(done chan<- struct{}) {
 	defer close(done)
 	ping := time.NewTicker(c.e.cfg.PingEvery)
 	defer ping.Stop()
+	batch := time.NewTimer(time.Hour)
+	batch.Stop()
+	var last time.Time // of the last write of frames
 	fail := func() {
 		c.close(websocket.CloseAbnormalClosure, "")
 		c.stopReader(0)
@@ -102,14 +105,29 @@ func (c *client) writeLoop(done chan<- struct{}) {
 	for {
 		select {
 		case <-c.box.wake:
+			// On a busy edge, frames that can wait are sent at most once
+			// a batch interval: together, in one write.
+			if wait := time.Until(last.Add(c.e.batchInterval())); wait > 0 && c.box.hold() {
+				batch.Reset(wait)
+				select {
+				case <-batch.C:
+				case <-c.box.wake: // something urgent
+				case <-c.quit:
+				}
+				batch.Stop()
+				c.box.release()
+			}
 			frames, pong, pongDue := c.box.take()
 			if pongDue && c.ws.WriteControl(websocket.PongMessage, pong, time.Now().Add(c.e.cfg.WriteTimeout)) != nil {
 				fail()
 				return
 			}
-			if len(frames) > 0 && c.writeFrames(frames) != nil {
-				fail()
-				return
+			if len(frames) > 0 {
+				if c.writeFrames(frames) != nil {
+					fail()
+					return
+				}
+				last = time.Now()
 			}
 		case <-ping.C:
 			if c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(c.e.cfg.WriteTimeout)) != nil {
@@ -312,7 +330,7 @@ func (c *client) subscribeEvents(userID string) error {
 			return
 		}
 		c.e.metrics.FramesOut.WithLabelValues(eventType(m.Data)).Inc()
-		c.deliver(m.Data)
+		c.deliver(m.Data, true)
 	})
 	if err != nil {
 		return err
@@ -343,9 +361,10 @@ func (c *client) joined() string {
 }
 
 // deliver queues a frame that must come after the welcome: at once if the
-// welcome is queued, else held for it.
-func (c *client) deliver(data []byte) {
-	if !c.box.deliver(data) {
+// welcome is queued, else held for it. A frame that is not urgent may wait
+// for a batch.
+func (c *client) deliver(data []byte, urgent bool) {
+	if !c.box.deliver(data, urgent) {
 		c.tooSlow()
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gofiber/contrib/websocket"
@@ -64,6 +65,17 @@ type Config struct {
 	// reader, its welcome not counted, before its socket is closed
 	// (WS_SEND_QUEUE_BYTES, default protocol.SendQueueBytes).
 	SendQueueBytes int
+	// WriteBudget is how many socket writes a second the edge allows
+	// itself for buddy-list changes (WS_WRITE_BUDGET). A write costs a
+	// system call, far more than encoding or queueing the frame: each
+	// socket writes changes at most once per sockets/WriteBudget seconds
+	// (at most BatchMax), so that a change that comes sooner waits and
+	// leaves with the next ones in one write. While changes come less
+	// often than that, none waits. Anything else a socket receives (an
+	// answer, an invitation, a chat change) is written at once.
+	WriteBudget int
+	// BatchMax bounds that wait (WS_BATCH_MAX).
+	BatchMax time.Duration
 	// SendBuffer is each socket's kernel send buffer in bytes (default
 	// protocol.SocketSendBufferBytes).
 	SendBuffer int
@@ -85,6 +97,8 @@ func ConfigFromEnv(env *config.Env) Config {
 		FrameBurst:      env.Int("WS_RATE_BURST", defaults.FrameBurst, 1, 100000),
 		SendBuffer:      env.Int("WS_SEND_BUFFER_BYTES", defaults.SendBuffer, 4<<10, 16<<20),
 		SendQueueBytes:  env.Int("WS_SEND_QUEUE_BYTES", defaults.SendQueueBytes, protocol.MaxSignalBytes+4<<10, 64<<20),
+		WriteBudget:     env.Int("WS_WRITE_BUDGET", defaults.WriteBudget, 1000, 10_000_000),
+		BatchMax:        env.Duration("WS_BATCH_MAX", defaults.BatchMax, time.Millisecond, time.Second),
 		ShutdownTimeout: env.Duration("SHUTDOWN_TIMEOUT", defaults.ShutdownTimeout, time.Second, 10*time.Minute),
 		ReconcileEvery:  env.Duration("RECONCILE_INTERVAL", defaults.ReconcileEvery, 10*time.Millisecond, time.Minute),
 	}
@@ -105,6 +119,8 @@ var defaults = Config{
 	ShutdownTimeout: 10 * time.Second,
 	ReconcileEvery:  time.Second,
 	SendQueueBytes:  protocol.SendQueueBytes,
+	WriteBudget:     50_000,
+	BatchMax:        100 * time.Millisecond,
 	SendBuffer:      protocol.SocketSendBufferBytes,
 }
 
@@ -119,6 +135,8 @@ func (c Config) withDefaults() Config {
 	c.ShutdownTimeout = cmp.Or(c.ShutdownTimeout, defaults.ShutdownTimeout)
 	c.ReconcileEvery = cmp.Or(c.ReconcileEvery, defaults.ReconcileEvery)
 	c.SendQueueBytes = cmp.Or(c.SendQueueBytes, defaults.SendQueueBytes)
+	c.WriteBudget = cmp.Or(c.WriteBudget, defaults.WriteBudget)
+	c.BatchMax = cmp.Or(c.BatchMax, defaults.BatchMax)
 	c.SendBuffer = cmp.Or(c.SendBuffer, defaults.SendBuffer)
 	return c
 }
@@ -138,6 +156,8 @@ type Edge struct {
 
 	mu       sync.Mutex
 	clients  map[*client]struct{}
+
+	sockets atomic.Int64 // open WebSockets, for the batch interval
 	leaseOK  bool
 	modeName string
 
@@ -255,6 +275,8 @@ func (e *Edge) serveWS(ws *websocket.Conn) {
 	defer e.conns.Done()
 	e.metrics.Sockets.Inc()
 	defer e.metrics.Sockets.Dec()
+	e.sockets.Add(1)
+	defer e.sockets.Add(-1)
 	writerDone := make(chan struct{})
 	go c.writeLoop(writerDone)
 	c.readLoop()
@@ -262,6 +284,13 @@ func (e *Edge) serveWS(ws *websocket.Conn) {
 	<-writerDone // the conn must not be touched after this handler returns
 	c.cleanup()
 	e.untrack(c)
+}
+
+// batchInterval is the least time between two writes of buddy-list
+// changes to one socket: sockets/WriteBudget, at most BatchMax.
+func (e *Edge) batchInterval() time.Duration {
+	d := time.Duration(e.sockets.Load()) * time.Second / time.Duration(e.cfg.WriteBudget)
+	return min(d, e.cfg.BatchMax)
 }
 
 // track registers c; it reports false once the edge is shutting down.

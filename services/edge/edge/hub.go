@@ -130,7 +130,7 @@ func (h *hub) broadcastLocked(frame protocol.ServerFrame) {
 	}
 	h.metrics.FramesOut.WithLabelValues(frame.Type).Add(float64(len(h.subs)))
 	for c := range h.subs {
-		c.deliver(data)
+		c.deliver(data, false)
 	}
 }
 
@@ -195,7 +195,7 @@ func (h *hub) applyUser(e jetstream.KeyValueEntry, id string, put bool) {
 			if data, err := json.Marshal(h.syncLocked(id, e.Revision())); err == nil {
 				h.metrics.FramesOut.WithLabelValues(protocol.TypeSync).Add(float64(len(subs)))
 				for c := range subs {
-					c.deliver(data)
+					c.deliver(data, true)
 				}
 			}
 		}

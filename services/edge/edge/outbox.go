@@ -17,7 +17,10 @@ import (
 //
 // The writer takes everything queued at once and writes it in one system
 // call: under load a connection's frames leave together instead of one
-// write each, and when idle a frame leaves as soon as it comes.
+// write each, and when idle a frame leaves as soon as it comes. A busy
+// edge's writer may hold buddy-list changes back a moment to send more of
+// them at once (hold); anything else (an answer, an invitation, a chat
+// change) is urgent and ends the wait.
 type outbox struct {
 	limit int           // bytes that may wait, the welcome not counted
 	wake  chan struct{} // one slot: something was queued since the last take
@@ -28,6 +31,8 @@ type outbox struct {
 	bytes    int      // in ready and held, the welcome not counted
 	uncount  int      // the welcome's size while it is in ready
 	welcomed bool
+	urgent   bool // ready holds a frame that must not wait for a batch
+	holding  bool // the writer holds buddy-list changes back for a batch
 	pong     []byte // the payload of a ping to answer, if pongDue
 	pongDue  bool
 }
@@ -53,13 +58,14 @@ func (o *outbox) send(data []byte) bool {
 	}
 	o.ready = append(o.ready, data)
 	o.bytes += len(data)
-	o.signal()
+	o.signal(true)
 	return true
 }
 
 // deliver queues a frame that must follow the welcome: for the writer
-// once the welcome is queued, held until then. It reports false like send.
-func (o *outbox) deliver(data []byte) bool {
+// once the welcome is queued, held until then. A frame that is not urgent
+// (a buddy-list change) may wait for a batch. It reports false like send.
+func (o *outbox) deliver(data []byte, urgent bool) bool {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if !o.fits(len(data)) {
@@ -71,7 +77,7 @@ func (o *outbox) deliver(data []byte) bool {
 		return true
 	}
 	o.ready = append(o.ready, data)
-	o.signal()
+	o.signal(urgent)
 	return true
 }
 
@@ -83,7 +89,7 @@ func (o *outbox) welcome(data []byte) {
 	o.ready = append(o.ready, data)
 	o.ready = append(o.ready, o.held...)
 	o.held, o.welcomed, o.uncount = nil, true, len(data)
-	o.signal()
+	o.signal(true)
 }
 
 // dropHeld forgets the frames held for a welcome that will not come.
@@ -102,10 +108,16 @@ func (o *outbox) answerPing(payload []byte) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.pong, o.pongDue = payload, true
-	o.signal()
+	o.signal(true)
 }
 
-func (o *outbox) signal() {
+// signal wakes the writer, unless it holds changes back for a batch and
+// this one can wait with them.
+func (o *outbox) signal(urgent bool) {
+	o.urgent = o.urgent || urgent
+	if o.holding && !urgent {
+		return
+	}
 	select {
 	case o.wake <- struct{}{}:
 	default:
@@ -124,8 +136,28 @@ func (o *outbox) take() (frames [][]byte, pong []byte, pongDue bool) {
 	o.bytes += o.uncount
 	o.uncount = 0
 	pong, pongDue = o.pong, o.pongDue
-	o.pong, o.pongDue = nil, false
+	o.pong, o.pongDue, o.urgent = nil, false, false
 	return frames, pong, pongDue
+}
+
+// hold starts holding buddy-list changes back for a batch: until release,
+// only an urgent frame wakes the writer. It reports false, holding
+// nothing, if an urgent frame is already waiting.
+func (o *outbox) hold() bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.urgent {
+		return false
+	}
+	o.holding = true
+	return true
+}
+
+// release ends a hold.
+func (o *outbox) release() {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.holding = false
 }
 
 // queued is how many bytes wait, for the slow-client log line.

@@ -114,7 +114,7 @@ func TestOutbox(t *testing.T) {
 				case "send", "deliver":
 					push := o.send
 					if op.kind == "deliver" {
-						push = o.deliver
+						push = func(d []byte) bool { return o.deliver(d, false) }
 					}
 					if got := push(data); got != op.ok {
 						t.Fatalf("op %d: %s of %d bytes accepted %v, want %v", i, op.kind, op.size, got, op.ok)
@@ -145,7 +145,7 @@ func TestOutboxWakesTheWriterOnce(t *testing.T) {
 	o := newOutbox(1 << 10)
 	o.welcome([]byte("w"))
 	for range 5 {
-		o.deliver([]byte("d"))
+		o.deliver([]byte("d"), false)
 	}
 	o.answerPing([]byte("p1"))
 	o.answerPing([]byte("p2"))
