@@ -154,10 +154,10 @@ type Edge struct {
 	app     *fiber.App
 	ln      net.Listener // opened by New, served by Run
 
-	mu       sync.Mutex
-	clients  map[*client]struct{}
+	mu      sync.Mutex
+	clients map[*client]struct{}
 
-	sockets atomic.Int64 // open WebSockets, for the batch interval
+	sockets  atomic.Int64 // open WebSockets, for the batch interval
 	leaseOK  bool
 	modeName string
 

@@ -31,8 +31,8 @@ type outbox struct {
 	bytes    int      // in ready and held, the welcome not counted
 	uncount  int      // the welcome's size while it is in ready
 	welcomed bool
-	urgent   bool // ready holds a frame that must not wait for a batch
-	holding  bool // the writer holds buddy-list changes back for a batch
+	urgent   bool   // ready holds a frame that must not wait for a batch
+	holding  bool   // the writer holds buddy-list changes back for a batch
 	pong     []byte // the payload of a ping to answer, if pongDue
 	pongDue  bool
 }
