@@ -442,21 +442,17 @@ func (c *client) resume(ctx context.Context, f protocol.ClientFrame) {
 func (c *client) welcome(ref string, p protocol.Personal, secret string) {
 	you := p.User
 	mode := c.e.mode()
-	// Subscribing takes the list as it is and has every later change
-	// delivered after the welcome; sorting and encoding the list (the
-	// costly part with thousands online) happen outside the hub's lock,
-	// so joins do not queue behind each other or behind the fan-out.
-	// The user's own invitations and chat come from the hub too when it
+	// Subscribing takes the list as it is, already encoded, and has every
+	// later change delivered after the welcome. The user's own invitations and chat come from the hub too when it
 	// has them, at the same revision as the list, so that the sync frames
 	// that follow apply on top of them.
-	users, rev, own := c.e.hub.subscribe(c, c.userID)
+	list, rev, own := c.e.hub.subscribe(c, c.userID)
 	if own != nil {
 		p.Incoming, p.Outgoing, p.Chat = own.Incoming, own.Outgoing, own.Chat
 	}
-	sortUsers(users)
 	data, err := json.Marshal(protocol.ServerFrame{
 		Type: protocol.TypeWelcome, Ref: ref, Version: protocol.Version, Mode: mode,
-		You: &you, Secret: secret, Users: users, Revision: rev,
+		You: &you, Secret: secret, Revision: rev,
 		Incoming: p.Incoming, Outgoing: p.Outgoing, Chat: p.Chat,
 	})
 	if err != nil {
@@ -464,7 +460,21 @@ func (c *client) welcome(ref string, p protocol.Personal, secret string) {
 		c.close(websocket.CloseInternalServerErr, string(protocol.CodeInternal))
 		return
 	}
-	c.sendWelcome(data)
+	c.sendWelcome(withUsers(data, list))
+}
+
+// withUsers adds the encoded list to an encoded frame as its "users",
+// unless the list is empty (the field is omitted then, as when encoded).
+func withUsers(frame, list []byte) []byte {
+	if len(list) <= 2 { // []
+		return frame
+	}
+	const key = `,"users":`
+	out := make([]byte, 0, len(frame)+len(key)+len(list))
+	out = append(out, frame[:len(frame)-1]...)
+	out = append(out, key...)
+	out = append(out, list...)
+	return append(out, '}')
 }
 
 // sendWelcome sends the encoded welcome, then the frames delivered before

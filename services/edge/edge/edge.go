@@ -222,7 +222,10 @@ func (e *Edge) routes() *fiber.App {
 	app.Get("/healthz", func(c *fiber.Ctx) error { return c.SendString("ok") })
 	app.Get("/readyz", e.readyz)
 	app.Get("/metrics", adaptor.HTTPHandler(e.metrics.Handler()))
-	app.Get("/api/users", func(c *fiber.Ctx) error { return c.JSON(e.hub.list()) })
+	app.Get("/api/users", func(c *fiber.Ctx) error {
+		c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
+		return c.Send(e.hub.list())
+	})
 	app.Use("/ws", e.upgradeGate)
 	app.Get("/ws", websocket.New(e.serveWS, websocket.Config{
 		HandshakeTimeout: 10 * time.Second,

@@ -39,6 +39,16 @@ type hub struct {
 	ready   bool
 	subs    map[*client]struct{}
 	local   map[string]map[*client]struct{} // subscribers by user ID
+
+	// The list as a welcome carries it, kept ready: each user's record
+	// encoded once when it changes, the users in the page's order
+	// (maintained as they come and go; a user's sort key never changes),
+	// and the encoded list, built at most once per revision that a
+	// subscriber asks for it. A join then costs a copy, not a sort and
+	// an encoding of every user under the lock that the fan-out needs.
+	encoded map[string][]byte
+	order   []protocol.User
+	listJS  []byte // nil: to be built from order and encoded
 }
 
 // ownRefs names a user's own invitations and chat, as its record does.
@@ -63,6 +73,7 @@ func newHub(m *metrics.Metrics) *hub {
 		users: map[string]protocol.User{}, conns: map[string]attachment{}, own: map[string]ownRefs{},
 		invs: map[string]protocol.Invitation{}, chats: map[string]protocol.Chat{},
 		subs: map[*client]struct{}{}, local: map[string]map[*client]struct{}{},
+		encoded: map[string][]byte{},
 	}
 }
 
@@ -116,7 +127,7 @@ func (h *hub) dropExcept(keep map[string]bool) {
 		if keep[state.UserKey(id)] {
 			continue
 		}
-		delete(h.users, id)
+		h.removeLocked(id)
 		delete(h.conns, id)
 		delete(h.own, id)
 		h.broadcastLocked(protocol.ServerFrame{Type: protocol.TypeUserLeft, UserID: id, Revision: h.rev})
@@ -177,7 +188,7 @@ func (h *hub) applyUser(e jetstream.KeyValueEntry, id string, put bool) {
 		if _, ok := h.users[id]; !ok {
 			return
 		}
-		delete(h.users, id)
+		h.removeLocked(id)
 		h.broadcastLocked(protocol.ServerFrame{Type: protocol.TypeUserLeft, UserID: id, Revision: e.Revision()})
 		return
 	}
@@ -204,8 +215,58 @@ func (h *hub) applyUser(e jetstream.KeyValueEntry, id string, put bool) {
 	if old, ok := h.users[id]; ok && old == pub {
 		return // a change others cannot see (invitations, connection)
 	}
-	h.users[id] = pub
+	h.putLocked(pub)
 	h.broadcastLocked(protocol.ServerFrame{Type: protocol.TypeUser, User: &pub, Revision: e.Revision()})
+}
+
+// putLocked adds or updates a user in the list.
+func (h *hub) putLocked(u protocol.User) {
+	data, err := json.Marshal(u)
+	if err != nil {
+		return
+	}
+	if old, ok := h.users[u.ID]; ok {
+		if i, found := slices.BinarySearchFunc(h.order, old, compareUsers); found {
+			h.order = slices.Delete(h.order, i, i+1)
+		}
+	}
+	i, _ := slices.BinarySearchFunc(h.order, u, compareUsers)
+	h.order = slices.Insert(h.order, i, u)
+	h.users[u.ID] = u
+	h.encoded[u.ID] = data
+	h.listJS = nil
+}
+
+// removeLocked takes a listed user out of the list.
+func (h *hub) removeLocked(id string) {
+	if i, found := slices.BinarySearchFunc(h.order, h.users[id], compareUsers); found {
+		h.order = slices.Delete(h.order, i, i+1)
+	}
+	delete(h.users, id)
+	delete(h.encoded, id)
+	h.listJS = nil
+}
+
+// listLocked is the list encoded as a JSON array, in the page's order.
+// The slice is never written again: callers may use it after unlocking.
+func (h *hub) listLocked() []byte {
+	if h.listJS != nil {
+		return h.listJS
+	}
+	n := 2
+	for _, u := range h.order {
+		n += len(h.encoded[u.ID]) + 1
+	}
+	b := make([]byte, 0, n)
+	b = append(b, '[')
+	for i, u := range h.order {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, h.encoded[u.ID]...)
+	}
+	h.listJS = append(b, ']')
+	return h.listJS
 }
 
 // syncLocked is the sync frame of user id: its invitations and chat as the
@@ -237,10 +298,11 @@ func (h *hub) personalLocked(id string) protocol.Personal {
 }
 
 // subscribe adds c, the connection of user uid, to the fan-out and
-// returns, taken under the same lock, the list (unsorted, a copy), its
-// revision and, if the hub holds uid's record, uid's own invitations and
-// chat: every change after them goes to c.deliver, none before.
-func (h *hub) subscribe(c *client, uid string) ([]protocol.User, uint64, *protocol.Personal) {
+// returns, taken under the same lock, the list (encoded as a JSON array,
+// in the page's order, not to be written to), its revision and, if the
+// hub holds uid's record, uid's own invitations and chat: every change
+// after them goes to c.deliver, none before.
+func (h *hub) subscribe(c *client, uid string) ([]byte, uint64, *protocol.Personal) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.subs[c] = struct{}{}
@@ -255,7 +317,7 @@ func (h *hub) subscribe(c *client, uid string) ([]protocol.User, uint64, *protoc
 		p := h.personalLocked(uid)
 		own = &p
 	}
-	return slices.Collect(maps.Values(h.users)), h.rev, own
+	return h.listLocked(), h.rev, own
 }
 
 func (h *hub) unsubscribe(c *client) {
@@ -271,20 +333,18 @@ func (h *hub) unsubscribe(c *client) {
 	}
 }
 
-// list returns the online users in the page's order: by name, then join time.
-func (h *hub) list() []protocol.User {
+// list returns the online users in the page's order, encoded as a JSON
+// array (not to be written to).
+func (h *hub) list() []byte {
 	h.mu.Lock()
-	users := slices.Collect(maps.Values(h.users))
-	h.mu.Unlock()
-	sortUsers(users)
-	return users
+	defer h.mu.Unlock()
+	return h.listLocked()
 }
 
-// sortUsers puts users in the page's order: by name, then join time.
-func sortUsers(users []protocol.User) {
-	slices.SortFunc(users, func(a, b protocol.User) int {
-		return cmp.Or(cmp.Compare(a.Name, b.Name), cmp.Compare(a.JoinedAt, b.JoinedAt), cmp.Compare(a.ID, b.ID))
-	})
+// compareUsers is the page's order: by name, then join time (then ID, so
+// that no two users compare equal).
+func compareUsers(a, b protocol.User) int {
+	return cmp.Or(cmp.Compare(a.Name, b.Name), cmp.Compare(a.JoinedAt, b.JoinedAt), cmp.Compare(a.ID, b.ID))
 }
 
 // attachments returns, as of the latest change applied, which connection

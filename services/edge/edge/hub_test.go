@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"maps"
 	"math/rand/v2"
+	"reflect"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -89,19 +91,29 @@ func TestHubSnapshotThenDeltas(t *testing.T) {
 			var subs []joined
 			for range 8 {
 				c := testClient()
-				users, rev, _ := h.subscribe(c, "")
-				sortUsers(users)
-				data, err := json.Marshal(protocol.ServerFrame{Type: protocol.TypeWelcome, Users: users, Revision: rev})
+				list, rev, _ := h.subscribe(c, "")
+				var users []protocol.User
+				if err := json.Unmarshal(list, &users); err != nil {
+					t.Fatal(err)
+				}
+				if !slices.IsSortedFunc(users, compareUsers) {
+					t.Fatalf("subscriber's list is not in the page's order: %v", users)
+				}
+				data, err := json.Marshal(protocol.ServerFrame{Type: protocol.TypeWelcome, Revision: rev})
 				if err != nil {
 					t.Fatal(err)
 				}
-				c.sendWelcome(data)
+				c.sendWelcome(withUsers(data, list))
 				subs = append(subs, joined{c, users, rev})
 			}
 			wg.Wait()
 			h.mu.Lock()
 			want := maps.Clone(h.users)
+			order := slices.Clone(h.order)
 			h.mu.Unlock()
+			if sorted := slices.SortedFunc(maps.Values(want), compareUsers); !slices.Equal(order, sorted) {
+				t.Fatalf("the hub's kept order %v is not its users sorted %v", order, sorted)
+			}
 			for i, s := range subs {
 				got := map[string]protocol.User{}
 				last := s.rev
@@ -206,6 +218,28 @@ func TestHubSyncsAUsersOwnRecords(t *testing.T) {
 		}
 		if f.Revision != w.rev || len(f.Incoming) != w.incoming || chatID != w.chat {
 			t.Fatalf("sync %d: %+v, want revision %d with %d incoming and chat %q", i, f, w.rev, w.incoming, w.chat)
+		}
+	}
+}
+
+// The encoded list goes into a welcome as its users, and an empty one is
+// left out as the encoder leaves it out.
+func TestWithUsers(t *testing.T) {
+	t.Parallel()
+	frame, _ := json.Marshal(protocol.ServerFrame{Type: protocol.TypeWelcome, Revision: 7})
+	for _, users := range [][]protocol.User{nil, {{ID: "a", Name: "Ann"}}, {{ID: "a", Name: "Ann"}, {ID: "b", Name: "Bob", State: protocol.StateChatting}}} {
+		list, _ := json.Marshal(users)
+		if users == nil {
+			list = []byte("[]")
+		}
+		want, _ := json.Marshal(protocol.ServerFrame{Type: protocol.TypeWelcome, Revision: 7, Users: users})
+		var got, exp protocol.ServerFrame
+		if err := json.Unmarshal(withUsers(frame, list), &got); err != nil {
+			t.Fatalf("%d users: %v", len(users), err)
+		}
+		_ = json.Unmarshal(want, &exp)
+		if !reflect.DeepEqual(got, exp) {
+			t.Fatalf("%d users: got %+v, want %+v", len(users), got, exp)
 		}
 	}
 }
