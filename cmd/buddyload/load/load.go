@@ -379,7 +379,7 @@ func (r *run) await(ctx context.Context, users []*user, ok func(*user) bool) (ti
 	ctx, cancel := context.WithTimeout(ctx, r.cfg.Settle)
 	defer cancel()
 	for {
-		done := 0
+		done, least, most, ended := 0, -1, 0, 0
 		var last time.Time
 		for _, u := range users {
 			u.mu.Lock()
@@ -388,6 +388,14 @@ func (r *run) await(ctx context.Context, users []*user, ok func(*user) bool) (ti
 				if u.full.After(last) {
 					last = u.full
 				}
+			} else {
+				if least < 0 || u.count < least {
+					least = u.count
+				}
+				most = max(most, u.count)
+			}
+			if u.ended != nil {
+				ended++
 			}
 			u.mu.Unlock()
 		}
@@ -396,7 +404,8 @@ func (r *run) await(ctx context.Context, users []*user, ok func(*user) bool) (ti
 		}
 		select {
 		case <-ctx.Done():
-			return time.Time{}, fmt.Errorf("%d of %d users: %w", done, len(users), ctx.Err())
+			return time.Time{}, fmt.Errorf("%d of %d users (the others' lists hold %d to %d users; %d sockets ended): %w",
+				done, len(users), least, most, ended, ctx.Err())
 		case <-time.After(20 * time.Millisecond):
 		}
 	}

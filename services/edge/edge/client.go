@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net"
 	"sync"
 	"time"
 
@@ -98,7 +99,13 @@ func (c *client) writeLoop(done chan<- struct{}) {
 	batch := time.NewTimer(time.Hour)
 	batch.Stop()
 	var last time.Time // of the last write of frames
-	fail := func() {
+	fail := func(err error) {
+		// A write that timed out is a client too slow to read (or a
+		// network gone): counted with the slow, since it ends the same.
+		if ne, ok := errors.AsType[net.Error](err); ok && ne.Timeout() {
+			c.e.metrics.SlowConsumerDisconnects.Inc()
+			c.e.log.Warn("write to client timed out; disconnecting", "user", c.joined(), "timeout", c.e.cfg.WriteTimeout)
+		}
 		c.close(websocket.CloseAbnormalClosure, "")
 		c.stopReader(0)
 	}
@@ -118,20 +125,22 @@ func (c *client) writeLoop(done chan<- struct{}) {
 				c.box.release()
 			}
 			frames, pong, pongDue := c.box.take()
-			if pongDue && c.ws.WriteControl(websocket.PongMessage, pong, time.Now().Add(c.e.cfg.WriteTimeout)) != nil {
-				fail()
-				return
+			if pongDue {
+				if err := c.ws.WriteControl(websocket.PongMessage, pong, time.Now().Add(c.e.cfg.WriteTimeout)); err != nil {
+					fail(err)
+					return
+				}
 			}
 			if len(frames) > 0 {
-				if c.writeFrames(frames) != nil {
-					fail()
+				if err := c.writeFrames(frames); err != nil {
+					fail(err)
 					return
 				}
 				last = time.Now()
 			}
 		case <-ping.C:
-			if c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(c.e.cfg.WriteTimeout)) != nil {
-				fail()
+			if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(c.e.cfg.WriteTimeout)); err != nil {
+				fail(err)
 				return
 			}
 		case <-c.quit:

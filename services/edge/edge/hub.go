@@ -46,10 +46,17 @@ type hub struct {
 	// and the encoded list, built at most once per revision that a
 	// subscriber asks for it. A join then costs a copy, not a sort and
 	// an encoding of every user under the lock that the fan-out needs.
-	encoded map[string][]byte
-	order   []protocol.User
-	listJS  []byte // nil: to be built from order and encoded
+	order  []listed
+	listJS []byte // nil: to be built from order
 }
+
+// listed is a user in the list, with its record encoded.
+type listed struct {
+	user protocol.User
+	json []byte
+}
+
+func compareListed(a listed, b protocol.User) int { return compareUsers(a.user, b) }
 
 // ownRefs names a user's own invitations and chat, as its record does.
 type ownRefs struct {
@@ -73,7 +80,6 @@ func newHub(m *metrics.Metrics) *hub {
 		users: map[string]protocol.User{}, conns: map[string]attachment{}, own: map[string]ownRefs{},
 		invs: map[string]protocol.Invitation{}, chats: map[string]protocol.Chat{},
 		subs: map[*client]struct{}{}, local: map[string]map[*client]struct{}{},
-		encoded: map[string][]byte{},
 	}
 }
 
@@ -226,24 +232,22 @@ func (h *hub) putLocked(u protocol.User) {
 		return
 	}
 	if old, ok := h.users[u.ID]; ok {
-		if i, found := slices.BinarySearchFunc(h.order, old, compareUsers); found {
+		if i, found := slices.BinarySearchFunc(h.order, old, compareListed); found {
 			h.order = slices.Delete(h.order, i, i+1)
 		}
 	}
-	i, _ := slices.BinarySearchFunc(h.order, u, compareUsers)
-	h.order = slices.Insert(h.order, i, u)
+	i, _ := slices.BinarySearchFunc(h.order, u, compareListed)
+	h.order = slices.Insert(h.order, i, listed{user: u, json: data})
 	h.users[u.ID] = u
-	h.encoded[u.ID] = data
 	h.listJS = nil
 }
 
 // removeLocked takes a listed user out of the list.
 func (h *hub) removeLocked(id string) {
-	if i, found := slices.BinarySearchFunc(h.order, h.users[id], compareUsers); found {
+	if i, found := slices.BinarySearchFunc(h.order, h.users[id], compareListed); found {
 		h.order = slices.Delete(h.order, i, i+1)
 	}
 	delete(h.users, id)
-	delete(h.encoded, id)
 	h.listJS = nil
 }
 
@@ -254,16 +258,16 @@ func (h *hub) listLocked() []byte {
 		return h.listJS
 	}
 	n := 2
-	for _, u := range h.order {
-		n += len(h.encoded[u.ID]) + 1
+	for _, l := range h.order {
+		n += len(l.json) + 1
 	}
 	b := make([]byte, 0, n)
 	b = append(b, '[')
-	for i, u := range h.order {
+	for i, l := range h.order {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		b = append(b, h.encoded[u.ID]...)
+		b = append(b, l.json...)
 	}
 	h.listJS = append(b, ']')
 	return h.listJS

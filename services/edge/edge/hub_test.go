@@ -109,7 +109,10 @@ func TestHubSnapshotThenDeltas(t *testing.T) {
 			wg.Wait()
 			h.mu.Lock()
 			want := maps.Clone(h.users)
-			order := slices.Clone(h.order)
+			var order []protocol.User
+			for _, l := range h.order {
+				order = append(order, l.user)
+			}
 			h.mu.Unlock()
 			if sorted := slices.SortedFunc(maps.Values(want), compareUsers); !slices.Equal(order, sorted) {
 				t.Fatalf("the hub's kept order %v is not its users sorted %v", order, sorted)
