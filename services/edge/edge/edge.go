@@ -119,8 +119,8 @@ var defaults = Config{
 	ShutdownTimeout: 10 * time.Second,
 	ReconcileEvery:  time.Second,
 	SendQueueBytes:  protocol.SendQueueBytes,
-	WriteBudget:     50_000,
-	BatchMax:        100 * time.Millisecond,
+	WriteBudget:     25_000,
+	BatchMax:        200 * time.Millisecond,
 	SendBuffer:      protocol.SocketSendBufferBytes,
 }
 
