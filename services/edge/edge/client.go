@@ -331,21 +331,25 @@ func (c *client) handle(f protocol.ClientFrame) {
 // connection. It happens before the user can be seen by anyone, so no
 // event is missed.
 func (c *client) subscribeEvents(userID string) error {
-	sub, err := c.e.nc.Subscribe(protocol.EventSubject(userID), func(m *nats.Msg) {
-		if m.Header.Get(protocol.HeaderControl) == protocol.ControlSuperseded {
-			if string(m.Data) != c.id {
-				c.close(protocol.CloseSuperseded, string(protocol.CodeSuperseded))
-			}
-			return
-		}
-		c.e.metrics.FramesOut.WithLabelValues(eventType(m.Data)).Inc()
-		c.deliver(m.Data, true)
-	})
+	sub, err := c.e.relay.subscribe(c.e.nc, userID, c)
 	if err != nil {
 		return err
 	}
 	c.events = sub
 	return nil
+}
+
+// event relays one directed event of the user's to the connection, or
+// closes it when another connection superseded it.
+func (c *client) event(m *nats.Msg) {
+	if m.Header.Get(protocol.HeaderControl) == protocol.ControlSuperseded {
+		if string(m.Data) != c.id {
+			c.close(protocol.CloseSuperseded, string(protocol.CodeSuperseded))
+		}
+		return
+	}
+	c.e.metrics.FramesOut.WithLabelValues(eventType(m.Data)).Inc()
+	c.deliver(m.Data, true)
 }
 
 // setJoined records the user this connection serves.
@@ -380,7 +384,7 @@ func (c *client) deliver(data []byte, urgent bool) {
 
 // unsubscribeEvents stops the relay after a failed join or resume.
 func (c *client) unsubscribeEvents() {
-	_ = c.events.Unsubscribe()
+	c.e.relay.unsubscribe(c.events)
 	c.events = nil
 	c.box.dropHeld()
 }
@@ -501,7 +505,7 @@ func (c *client) cleanup() {
 	c.joinedMu.Unlock()
 	c.e.hub.unsubscribe(c)
 	if c.events != nil {
-		_ = c.events.Unsubscribe()
+		c.e.relay.unsubscribe(c.events)
 	}
 	if c.userID != "" {
 		c.e.reportDisconnect(c.userID, c.id)

@@ -169,6 +169,7 @@ type Edge struct {
 	life    context.Context
 	endLife context.CancelFunc
 	kick    chan struct{} // asks for a reconcile pass now
+	relay   *eventRelay
 }
 
 // New opens the buckets and builds the HTTP app.
@@ -186,6 +187,7 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger, m *me
 	e := &Edge{
 		id: protocol.NewID(), nc: nc, cfg: cfg, log: log, store: store, leases: leases,
 		metrics: m, hub: newHub(m), clients: map[*client]struct{}{}, kick: make(chan struct{}, 1),
+		relay: newEventRelay(),
 	}
 	e.life, e.endLife = context.WithCancel(context.Background())
 	e.log = log.With("edge", e.id)
@@ -227,10 +229,15 @@ func (e *Edge) routes() *fiber.App {
 		return c.Send(e.hub.list())
 	})
 	app.Use("/ws", e.upgradeGate)
+	// The writer writes frames itself (client.writeFrames): the library
+	// writes only control frames, so its write buffer is borrowed from a
+	// pool while it does. Client frames are small; a larger one takes a
+	// few more reads.
 	app.Get("/ws", websocket.New(e.serveWS, websocket.Config{
 		HandshakeTimeout: 10 * time.Second,
-		ReadBufferSize:   4096,
-		WriteBufferSize:  4096,
+		ReadBufferSize:   1024,
+		WriteBufferSize:  1024,
+		WriteBufferPool:  &sync.Pool{},
 	}))
 	app.Use("/", filesystem.New(filesystem.Config{Root: http.FS(web.Files), Index: "index.html"}))
 	return app
@@ -432,7 +439,8 @@ func (e *Edge) Run(ctx context.Context) error {
 	e.mu.Unlock()
 	bg, stopBG := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
-	wg.Add(3)
+	wg.Add(4)
+	go func() { defer wg.Done(); e.relay.run(bg) }()
 	go func() { defer wg.Done(); e.renewLease(bg, leaseRev) }()
 	go func() { defer wg.Done(); e.reconcileUntilDone(bg) }()
 	go func() {
