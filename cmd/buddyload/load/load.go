@@ -472,8 +472,15 @@ func (r *run) read(u *user) {
 			return
 		}
 		r.frames.Add(1)
-		var f frame
-		if json.Unmarshal(data, &f) != nil {
+		if id, st, ok := scanUserFrame(data); ok {
+			u.mu.Lock()
+			r.sawUser(u, id, st, now)
+			u.checkFull(now)
+			u.mu.Unlock()
+			continue
+		}
+		f, list, err := decodeFrame(data)
+		if err != nil {
 			continue
 		}
 		if f.Ref != "" {
@@ -487,22 +494,10 @@ func (r *run) read(u *user) {
 			for _, x := range f.Users {
 				u.set(r.index(x.ID), stateCode(x.State))
 			}
+			scanUsers(list, func(id string, st protocol.State) { u.set(r.index(id), stateCode(st)) })
 		case protocol.TypeUser:
-			if f.User == nil {
-				break
-			}
-			i := r.index(f.User.ID)
-			code := stateCode(f.User.State)
-			old := u.set(i, code)
-			if old != 0 && old != code && f.User.ID != u.id {
-				if h, ok := r.made.Load(f.User.ID); ok {
-					n := u.seen[i]
-					u.seen[i] = n + 1
-					if c := h.(*history).at(n); c != nil && c.state == f.User.State {
-						c.seen.Add(1)
-						r.lat.Add(now.Sub(c.sent))
-					}
-				}
+			if f.User != nil {
+				r.sawUser(u, f.User.ID, f.User.State, now)
 			}
 		case protocol.TypeUserLeft:
 			u.set(r.index(f.UserID), 0)
@@ -511,10 +506,34 @@ func (r *run) read(u *user) {
 				r.inviteGot.Store(f.Invitation.ID, now)
 			}
 		}
-		if u.want > 0 && u.full.IsZero() && u.count >= u.want {
-			u.full = now
-		}
+		u.checkFull(now)
 		u.mu.Unlock()
+	}
+}
+
+// checkFull notes when u's list first held every user (u locked).
+func (u *user) checkFull(now time.Time) {
+	if u.want > 0 && u.full.IsZero() && u.count >= u.want {
+		u.full = now
+	}
+}
+
+// sawUser applies a user frame to u's list (u locked) and, if it shows
+// a change a pair made, records how long the change took to get here.
+func (r *run) sawUser(u *user, id string, st protocol.State, now time.Time) {
+	i := r.index(id)
+	code := stateCode(st)
+	old := u.set(i, code)
+	if old == 0 || old == code || id == u.id {
+		return
+	}
+	if h, ok := r.made.Load(id); ok {
+		n := u.seen[i]
+		u.seen[i] = n + 1
+		if c := h.(*history).at(n); c != nil && c.state == st {
+			c.seen.Add(1)
+			r.lat.Add(now.Sub(c.sent))
+		}
 	}
 }
 
