@@ -119,7 +119,7 @@ var defaults = Config{
 	ShutdownTimeout: 10 * time.Second,
 	ReconcileEvery:  time.Second,
 	SendQueueBytes:  protocol.SendQueueBytes,
-	WriteBudget:     25_000,
+	WriteBudget:     40_000,
 	BatchMax:        200 * time.Millisecond,
 	SendBuffer:      protocol.SocketSendBufferBytes,
 }
