@@ -28,6 +28,7 @@ type Metrics struct {
 	FramesOut               *prometheus.CounterVec // by frame type
 	FanoutLag               prometheus.Histogram   // state change stored → its frames queued on every socket
 	SlowConsumerDisconnects prometheus.Counter
+	SocketWrites            prometheus.Counter // writes of frames to sockets (several frames may go in one)
 
 	// Every service (natsrpc): requests handled, by subject and code.
 	Requests *prometheus.HistogramVec
@@ -73,6 +74,8 @@ func New() *Metrics {
 			Buckets: latencyBuckets})),
 		SlowConsumerDisconnects: register(reg, prometheus.NewCounter(prometheus.CounterOpts{Name: "buddytok_edge_slow_consumer_disconnects_total",
 			Help: "Sockets closed because their browser did not read its frames fast enough."})),
+		SocketWrites: register(reg, prometheus.NewCounter(prometheus.CounterOpts{Name: "buddytok_edge_socket_writes_total",
+			Help: "Writes of frames to WebSockets; each carries every frame queued for its socket, so frames out divided by writes is the batching."})),
 		Requests: register(reg, prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "buddytok_requests_seconds",
 			Help:    "Requests a service handled over NATS, by subject and result code (ok, or the protocol error code), and how long each took from arrival to reply.",
 			Buckets: latencyBuckets}, []string{"subject", "code"})),

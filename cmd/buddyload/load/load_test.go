@@ -2,47 +2,90 @@ package load_test
 
 import (
 	"context"
+	"net/http"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/buddytok/buddytok/cmd/buddyload/load"
 	"github.com/buddytok/buddytok/cmd/buddytok/allinone"
+	"github.com/buddytok/buddytok/pkg/metrics"
+	"github.com/buddytok/buddytok/services/edge/edge"
 	"github.com/buddytok/buddytok/services/presence/presence"
 )
 
 // A small run against an in-process system: every change made reaches
-// every other user, in order, and nobody is dropped. It asserts no time:
+// every other user, in order, and nobody is dropped; the final lists are
+// the state's. Also with writes batched hard (a budget of 60 writes a
+// second for 30 sockets: changes wait up to 250 ms for each other), which
+// must change when frames arrive and nothing else. It asserts no time:
 // the figures are measured, not tested.
 func TestRunMeasuresEveryChange(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	sys, err := allinone.Start(ctx, allinone.Options{Presence: presence.Config{Grace: time.Second}})
+	for _, tc := range []struct {
+		name    string
+		edge    edge.Config
+		batched bool
+	}{
+		{"default", edge.Config{}, false},
+		{"batched", edge.Config{WriteBudget: 60, BatchMax: 250 * time.Millisecond}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			sys, err := allinone.Start(ctx, allinone.Options{Presence: presence.Config{Grace: time.Second}, Edge: tc.edge})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = sys.Close() })
+			res, err := load.Run(ctx, load.Config{
+				URL: sys.EdgeURLs[0], Users: 30, JoinRate: 100, Pairs: 3, Rate: 15, Duration: 2 * time.Second, Settle: 30 * time.Second,
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Log(res.Summary())
+			if res.ChangesMade == 0 || res.ChangesRefused != 0 {
+				t.Fatalf("changes made %d, refused %d: want all made", res.ChangesMade, res.ChangesRefused)
+			}
+			if want := res.ChangesMade * (res.Users - 1); res.ListChange.Count != want || res.Missed != 0 {
+				t.Errorf("%d list-change frames measured, %d missed; want %d, none missed", res.ListChange.Count, res.Missed, want)
+			}
+			if res.InviteDelivery.Count == 0 || res.InvitesUndelivered != 0 {
+				t.Errorf("%d invitations delivered, %d not", res.InviteDelivery.Count, res.InvitesUndelivered)
+			}
+			if res.Disconnects != 0 {
+				t.Errorf("%d users disconnected", res.Disconnects)
+			}
+			if res.ServerMetricsNotice != "" {
+				t.Errorf("server figures missing: %s", res.ServerMetricsNotice)
+			}
+			frames, writes := edgeCounts(t, sys.EdgeURLs[0])
+			t.Logf("%.0f frames in %.0f writes", frames, writes)
+			if tc.batched && frames < 2*writes {
+				t.Errorf("%.0f frames in %.0f writes: the batched edge wrote changes one by one", frames, writes)
+			}
+		})
+	}
+}
+
+// edgeCounts reads the frames an edge queued and the writes it made.
+func edgeCounts(t *testing.T, url string) (frames, writes float64) {
+	t.Helper()
+	resp, err := http.Get(url + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = sys.Close() })
-	res, err := load.Run(ctx, load.Config{
-		URL: sys.EdgeURLs[0], Users: 30, JoinRate: 100, Pairs: 3, Rate: 15, Duration: 2 * time.Second, Settle: 30 * time.Second,
-	})
+	defer resp.Body.Close()
+	samples, err := metrics.ReadText(resp.Body)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Log(res.Summary())
-	if res.ChangesMade == 0 || res.ChangesRefused != 0 {
-		t.Fatalf("changes made %d, refused %d: want all made", res.ChangesMade, res.ChangesRefused)
+	for name, v := range samples {
+		if strings.HasPrefix(name, "buddytok_edge_frames_out_total{") {
+			frames += v
+		}
 	}
-	if want := res.ChangesMade * (res.Users - 1); res.ListChange.Count != want || res.Missed != 0 {
-		t.Errorf("%d list-change frames measured, %d missed; want %d, none missed", res.ListChange.Count, res.Missed, want)
-	}
-	if res.InviteDelivery.Count == 0 || res.InvitesUndelivered != 0 {
-		t.Errorf("%d invitations delivered, %d not", res.InviteDelivery.Count, res.InvitesUndelivered)
-	}
-	if res.Disconnects != 0 {
-		t.Errorf("%d users disconnected", res.Disconnects)
-	}
-	if res.ServerMetricsNotice != "" {
-		t.Errorf("server figures missing: %s", res.ServerMetricsNotice)
-	}
+	return frames, samples["buddytok_edge_socket_writes_total"]
 }
 
 func TestRunRefusesMorePairsThanUsers(t *testing.T) {

@@ -173,6 +173,7 @@ func (c *client) writeFrames(frames [][]byte) error {
 	conn := c.ws.UnderlyingConn()
 	_ = conn.SetWriteDeadline(time.Now().Add(c.e.cfg.WriteTimeout))
 	_, err := conn.Write(b)
+	c.e.metrics.SocketWrites.Inc()
 	if cap(b) <= maxPooledWrite {
 		*bp = b[:0]
 		writeBuffers.Put(bp)
