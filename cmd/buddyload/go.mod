@@ -5,6 +5,7 @@ go 1.26.0
 require (
 	github.com/buddytok/buddytok/cmd/buddytok v0.0.0
 	github.com/buddytok/buddytok/pkg v0.0.0
+	github.com/buddytok/buddytok/services/edge v0.0.0
 	github.com/buddytok/buddytok/services/presence v0.0.0
 	github.com/fasthttp/websocket v1.5.12
 )
@@ -13,7 +14,6 @@ require (
 	github.com/andybalholm/brotli v1.1.1 // indirect
 	github.com/antithesishq/antithesis-sdk-go v0.8.0-default-no-op // indirect
 	github.com/beorn7/perks v1.0.1 // indirect
-	github.com/buddytok/buddytok/services/edge v0.0.0 // indirect
 	github.com/buddytok/buddytok/services/invites v0.0.0 // indirect
 	github.com/buddytok/buddytok/services/tokens v0.0.0 // indirect
 	github.com/buddytok/buddytok/web v0.0.0 // indirect
