@@ -18,16 +18,19 @@ import (
 // every other user, in order, and nobody is dropped; the final lists are
 // the state's. Also with writes batched hard (a budget of 60 writes a
 // second for 30 sockets: changes wait up to 250 ms for each other), which
-// must change when frames arrive and nothing else. It asserts no time:
-// the figures are measured, not tested.
+// must change when frames arrive and nothing else; its changes go on for
+// longer than the keepalive allows a silent socket (2 × 100 ms + 5 s), so
+// that a writer that never idles must still ping. It asserts no time: the
+// figures are measured, not tested.
 func TestRunMeasuresEveryChange(t *testing.T) {
 	for _, tc := range []struct {
-		name    string
-		edge    edge.Config
-		batched bool
+		name     string
+		edge     edge.Config
+		duration time.Duration
+		batched  bool
 	}{
-		{"default", edge.Config{}, false},
-		{"batched", edge.Config{WriteBudget: 60, BatchMax: 250 * time.Millisecond}, true},
+		{"default", edge.Config{}, 2 * time.Second, false},
+		{"batched", edge.Config{WriteBudget: 60, BatchMax: 250 * time.Millisecond, PingEvery: 100 * time.Millisecond}, 6 * time.Second, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -38,7 +41,7 @@ func TestRunMeasuresEveryChange(t *testing.T) {
 			}
 			t.Cleanup(func() { _ = sys.Close() })
 			res, err := load.Run(ctx, load.Config{
-				URL: sys.EdgeURLs[0], Users: 30, JoinRate: 100, Pairs: 3, Rate: 15, Duration: 2 * time.Second, Settle: 30 * time.Second,
+				URL: sys.EdgeURLs[0], Users: 30, JoinRate: 100, Pairs: 3, Rate: 15, Duration: tc.duration, Settle: 30 * time.Second,
 			})
 			if err != nil {
 				t.Fatal(err)

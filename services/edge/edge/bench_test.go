@@ -3,6 +3,7 @@ package edge
 import (
 	"encoding/json"
 	"fmt"
+	"sync"
 	"testing"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -79,6 +80,48 @@ func BenchmarkWelcomeList(b *testing.B) {
 				h.listLocked()
 				h.mu.Unlock()
 			}
+		})
+	}
+}
+
+// The same fan-out with each socket's writer parked on its outbox, as on a
+// live edge: every frame queued on an idle socket wakes a goroutine, which
+// here takes the frames and drops them.
+func BenchmarkFanoutWakingWriters(b *testing.B) {
+	for _, n := range []int{1000, 10000} {
+		b.Run(fmt.Sprint("sockets=", n), func(b *testing.B) {
+			h, subs := hubWith(b, n)
+			stop := make(chan struct{})
+			var wg sync.WaitGroup
+			for _, c := range subs {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for {
+						select {
+						case <-stop:
+							return
+						case <-c.box.wake:
+							c.box.take()
+						}
+					}
+				}()
+			}
+			states := []protocol.State{protocol.StateInviting, protocol.StateAvailable}
+			vals := make([][]byte, 2)
+			for i, st := range states {
+				vals[i], _ = json.Marshal(state.User{ID: "u000000", Name: "user 000000", State: st})
+			}
+			rev := uint64(n + 1)
+			b.ResetTimer()
+			for i := 0; b.Loop(); i++ {
+				h.apply(entry{key: state.UserKey("u000000"), val: vals[i%2], rev: rev, op: jetstream.KeyValuePut})
+				rev++
+			}
+			b.StopTimer()
+			close(stop)
+			wg.Wait()
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(n), "ns/socket")
 		})
 	}
 }

@@ -98,7 +98,6 @@ func (c *client) writeLoop(done chan<- struct{}) {
 	defer ping.Stop()
 	batch := time.NewTimer(time.Hour)
 	batch.Stop()
-	var last time.Time // of the last write of frames
 	fail := func(err error) {
 		// A write that timed out is a client too slow to read (or a
 		// network gone): counted with the slow, since it ends the same.
@@ -109,50 +108,93 @@ func (c *client) writeLoop(done chan<- struct{}) {
 		c.close(websocket.CloseAbnormalClosure, "")
 		c.stopReader(0)
 	}
+	sendPing := func() bool {
+		if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(c.e.cfg.WriteTimeout)); err != nil {
+			fail(err)
+			return false
+		}
+		return true
+	}
 	for {
 		select {
 		case <-c.box.wake:
-			// On a busy edge, frames that can wait are sent at most once
-			// a batch interval: together, in one write.
-			if wait := time.Until(last.Add(c.e.batchInterval())); wait > 0 && c.box.hold() {
-				batch.Reset(wait)
-				select {
-				case <-batch.C:
-				case <-c.box.wake: // something urgent
-				case <-c.quit:
+			// Write what waits. Then, on a busy edge, hold buddy-list
+			// changes back for a batch interval from that write: the next
+			// ones leave together, and the fan-out does not wake this
+			// goroutine for each of them (only an urgent frame does). A
+			// socket that wrote nothing for an interval writes at once.
+			for {
+				frames, pong, pongDue := c.box.take()
+				if pongDue {
+					if err := c.ws.WriteControl(websocket.PongMessage, pong, time.Now().Add(c.e.cfg.WriteTimeout)); err != nil {
+						fail(err)
+						return
+					}
 				}
-				batch.Stop()
-				c.box.release()
-			}
-			frames, pong, pongDue := c.box.take()
-			if pongDue {
-				if err := c.ws.WriteControl(websocket.PongMessage, pong, time.Now().Add(c.e.cfg.WriteTimeout)); err != nil {
-					fail(err)
-					return
+				if len(frames) == 0 {
+					break
 				}
-			}
-			if len(frames) > 0 {
 				if err := c.writeFrames(frames); err != nil {
 					fail(err)
 					return
 				}
-				last = time.Now()
+				interval := c.e.batchInterval()
+				if interval <= 0 || !c.box.hold() {
+					break
+				}
+				batch.Reset(interval)
+				quitting, ok := c.holdFor(batch, ping.C, sendPing)
+				batch.Stop()
+				c.box.release()
+				if !ok {
+					return
+				}
+				if quitting {
+					c.closing()
+					return
+				}
 			}
 		case <-ping.C:
-			if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(c.e.cfg.WriteTimeout)); err != nil {
-				fail(err)
+			if !sendPing() {
 				return
 			}
 		case <-c.quit:
-			if c.closeCd != websocket.CloseAbnormalClosure {
-				msg := websocket.FormatCloseMessage(c.closeCd, c.closeTx)
-				_ = c.ws.WriteControl(websocket.CloseMessage, msg, time.Now().Add(time.Second))
-			}
-			// Give the client a moment to answer the close, then end the read.
-			c.stopReader(time.Second)
+			c.closing()
 			return
 		}
 	}
+}
+
+// holdFor waits out a batch interval (batch, already set), pinging on
+// time meanwhile: a socket that never idles is pinged too. It ends early
+// for an urgent frame or when the connection ends (quitting), and reports
+// !ok if a ping failed.
+func (c *client) holdFor(batch *time.Timer, ping <-chan time.Time, sendPing func() bool) (quitting, ok bool) {
+	for {
+		select {
+		case <-batch.C:
+			return false, true
+		case <-c.box.wake: // something urgent
+			return false, true
+		case <-c.quit:
+			return true, true
+		case <-ping:
+			if !sendPing() {
+				return false, false
+			}
+		}
+	}
+}
+
+// closing sends the close frame the connection ends with, unless the
+// connection failed, and gives the client a moment to answer it before
+// the read ends. Called by the writer once quit is closed.
+func (c *client) closing() {
+	if c.closeCd != websocket.CloseAbnormalClosure {
+		msg := websocket.FormatCloseMessage(c.closeCd, c.closeTx)
+		_ = c.ws.WriteControl(websocket.CloseMessage, msg, time.Now().Add(time.Second))
+	}
+	c.stopReader(time.Second)
 }
 
 // writeBuffers hold a batch of encoded frames while it is written; pooled,
@@ -212,6 +254,11 @@ func (c *client) readLoop() {
 		if err != nil {
 			if errors.Is(err, websocket.ErrReadLimit) {
 				c.close(websocket.CloseMessageTooBig, string(protocol.CodeFrameTooLarge))
+			}
+			if ne, ok := errors.AsType[net.Error](err); ok && ne.Timeout() && c.joined() != "" {
+				// Not the deadline of a close: the client answered no
+				// ping in time (gone, or too far behind in its reading).
+				c.e.log.Warn("client silent past its keepalive; disconnecting", "user", c.joined())
 			}
 			return
 		}

@@ -150,6 +150,10 @@ func (o *outbox) hold() bool {
 		return false
 	}
 	o.holding = true
+	select { // a wake from before the hold is stale: what it announced is taken
+	case <-o.wake:
+	default:
+	}
 	return true
 }
 
