@@ -98,6 +98,7 @@ func (c *client) writeLoop(done chan<- struct{}) {
 	defer ping.Stop()
 	batch := time.NewTimer(time.Hour)
 	batch.Stop()
+	var last time.Time // of the last write of frames
 	fail := func(err error) {
 		// A write that timed out is a client too slow to read (or a
 		// network gone): counted with the slow, since it ends the same.
@@ -118,11 +119,11 @@ func (c *client) writeLoop(done chan<- struct{}) {
 	for {
 		select {
 		case <-c.box.wake:
-			// Write what waits. Then, on a busy edge, hold buddy-list
-			// changes back for a batch interval from that write: the next
-			// ones leave together, and the fan-out does not wake this
-			// goroutine for each of them (only an urgent frame does). A
-			// socket that wrote nothing for an interval writes at once.
+			// Write what waits. Then, on a busy edge, hold a busy socket's
+			// buddy-list changes back for a batch interval from that
+			// write: the next ones leave together, and the fan-out does not
+			// wake this goroutine for each of them (only an urgent frame
+			// does). A socket that wrote nothing lately writes at once.
 			for {
 				frames, pong, pongDue := c.box.take()
 				if pongDue {
@@ -138,8 +139,13 @@ func (c *client) writeLoop(done chan<- struct{}) {
 					fail(err)
 					return
 				}
+				// Hold only a busy socket's (written to within the last
+				// one and a half intervals): holding an idle one would
+				// cost a timer for each frame and save no write.
+				prev := last
+				last = time.Now()
 				interval := c.e.batchInterval()
-				if interval <= 0 || !c.box.hold() {
+				if interval <= 0 || last.Sub(prev) > interval*3/2 || !c.box.hold() {
 					break
 				}
 				batch.Reset(interval)
