@@ -42,31 +42,35 @@ type Config struct {
 
 // Result is what a run measured. Durations are in milliseconds in JSON.
 type Result struct {
-	Users, Pairs        int
-	Rate                float64
-	ChangesMade         int             // invites and cancels that succeeded
-	ChangesRefused      int             // that the server refused (counted, not retried)
-	ChangesSkipped      int             // not sent: the pair's last change was still in flight
-	RateAchieved        float64         // changes made a second
-	ListChange          latency.Summary // a state change, from its request to each other user's frame
-	InviteDelivery      latency.Summary // an invite, from its request to the invitee's invitation frame
-	JoinsTook           time.Duration
-	ListsCompleteAfter  time.Duration // from the last welcome until every list held every user
-	Missed              int           // change frames some user never received
-	InvitesUndelivered  int           // invitation events that never reached their invitee
-	Disconnects         int           // sockets the server closed during the run
-	ServerRSSPerUser    float64       // bytes: RSS growth over the joins / users (from /metrics)
-	ServerCPUSeconds    float64       // process CPU during the changes (from /metrics)
-	FramesReceived      int64
-	ServerMetricsNotice string `json:",omitempty"` // why the server figures are missing
+	Users, Pairs       int
+	Rate               float64
+	ChangesMade        int             // invites and cancels that succeeded
+	ChangesRefused     int             // that the server refused (counted, not retried)
+	ChangesSkipped     int             // not sent: the pair's last change was still in flight
+	RateAchieved       float64         // changes made a second
+	ListChange         latency.Summary // a state change, from its request to each other user's frame
+	InviteDelivery     latency.Summary // an invite, from its request to the invitee's invitation frame
+	JoinsTook          time.Duration
+	ListsCompleteAfter time.Duration // from the last welcome until every list held every user
+	Missed             int           // change frames some user never received
+	InvitesUndelivered int           // invitation events that never reached their invitee
+	Disconnects        int           // sockets the server closed during the run
+	ServerRSSPerUser   float64       // bytes: RSS growth over the joins / users (from /metrics)
+	ServerCPUSeconds   float64       // process CPU during the changes (from /metrics)
+	// ServerFramesPerWrite is the frames the edge sent a socket per write
+	// during the changes: above 1 once it batches (from the /metrics of
+	// the edge answering; behind a load balancer, one of them).
+	ServerFramesPerWrite float64
+	FramesReceived       int64
+	ServerMetricsNotice  string `json:",omitempty"` // why the server figures are missing
 }
 
 // Summary is the one-line report.
 func (r Result) Summary() string {
-	return fmt.Sprintf("users=%d changes=%d/%d (%.1f/s of %.0f/s) list-change %s invite %s joins %s lists-complete +%s missed=%d disconnects=%d rss/user=%.1fKiB cpu=%.1fs",
+	return fmt.Sprintf("users=%d changes=%d/%d (%.1f/s of %.0f/s) list-change %s invite %s joins %s lists-complete +%s missed=%d disconnects=%d rss/user=%.1fKiB cpu=%.1fs frames/write=%.2f",
 		r.Users, r.ChangesMade, r.ChangesMade+r.ChangesRefused+r.ChangesSkipped, r.RateAchieved, r.Rate, r.ListChange, r.InviteDelivery,
 		r.JoinsTook.Round(time.Millisecond), r.ListsCompleteAfter.Round(time.Millisecond), r.Missed, r.Disconnects,
-		r.ServerRSSPerUser/1024, r.ServerCPUSeconds)
+		r.ServerRSSPerUser/1024, r.ServerCPUSeconds, r.ServerFramesPerWrite)
 }
 
 // user is one simulated tab.
@@ -354,6 +358,9 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	} else {
 		res.ServerRSSPerUser = (mid.rss - before.rss) / float64(cfg.Users)
 		res.ServerCPUSeconds = after.cpu - mid.cpu
+		if w := after.writes - mid.writes; w > 0 {
+			res.ServerFramesPerWrite = (after.framesOut - mid.framesOut) / w
+		}
 	}
 	return res, nil
 }
@@ -558,7 +565,7 @@ func (r *run) index(id string) int32 {
 // maxJoinsInFlight bounds the joins waiting for their welcome at once.
 const maxJoinsInFlight = 2000
 
-type figures struct{ rss, cpu float64 }
+type figures struct{ rss, cpu, framesOut, writes float64 }
 
 // serverFigures reads the process's resident memory and CPU time from the
 // server's /metrics (the edge serves the whole all-in-one process's).
@@ -580,5 +587,11 @@ func serverFigures(ctx context.Context, base string) (figures, error) {
 	if !ok {
 		return figures{}, errors.New("server metrics: no process_resident_memory_bytes (not Linux?)")
 	}
-	return figures{rss: rss, cpu: s["process_cpu_seconds_total"]}, nil
+	f := figures{rss: rss, cpu: s["process_cpu_seconds_total"], writes: s["buddytok_edge_socket_writes_total"]}
+	for name, v := range s {
+		if strings.HasPrefix(name, "buddytok_edge_frames_out_total{") {
+			f.framesOut += v
+		}
+	}
+	return f, nil
 }
