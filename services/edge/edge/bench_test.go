@@ -33,32 +33,67 @@ func hubWith(b *testing.B, n int) (*hub, []*client) {
 
 // One buddy-list change fanned out to every subscriber: decoded once,
 // encoded once, queued on each socket. Reported per change and per socket.
+// With waking writers, each socket's writer is parked on its outbox, as on
+// a live edge when it does not hold a batch: every frame queued wakes a
+// goroutine, which here takes the frames and drops them.
 func BenchmarkFanout(b *testing.B) {
-	for _, n := range []int{1000, 10000} {
-		b.Run(fmt.Sprint("sockets=", n), func(b *testing.B) {
-			h, subs := hubWith(b, n)
-			states := []protocol.State{protocol.StateInviting, protocol.StateAvailable}
-			vals := make([][]byte, 2)
-			for i, st := range states {
-				vals[i], _ = json.Marshal(state.User{ID: "u000000", Name: "user 000000", State: st})
-			}
-			rev := uint64(n + 1)
-			b.ReportAllocs()
-			b.ResetTimer()
-			for i := 0; b.Loop(); i++ {
-				h.apply(entry{key: state.UserKey("u000000"), val: vals[i%2], rev: rev, op: jetstream.KeyValuePut})
-				rev++
-				if i%64 == 63 { // the writers drain their queues
-					b.StopTimer()
-					for _, c := range subs {
-						c.box.take()
+	for _, waking := range []bool{false, true} {
+		for _, n := range []int{1000, 10000} {
+			b.Run(fmt.Sprintf("waking-writers=%v/sockets=%d", waking, n), func(b *testing.B) {
+				h, subs := hubWith(b, n)
+				drain := func() {}
+				if waking {
+					defer parkWriters(subs)()
+				} else {
+					drain = func() { // the writers' part, untimed
+						b.StopTimer()
+						for _, c := range subs {
+							c.box.take()
+						}
+						b.StartTimer()
 					}
-					b.StartTimer()
+				}
+				vals := make([][]byte, 2)
+				for i, st := range []protocol.State{protocol.StateInviting, protocol.StateAvailable} {
+					vals[i], _ = json.Marshal(state.User{ID: "u000000", Name: "user 000000", State: st})
+				}
+				rev := uint64(n + 1)
+				b.ReportAllocs()
+				b.ResetTimer()
+				for i := 0; b.Loop(); i++ {
+					h.apply(entry{key: state.UserKey("u000000"), val: vals[i%2], rev: rev, op: jetstream.KeyValuePut})
+					rev++
+					if i%64 == 63 {
+						drain()
+					}
+				}
+				b.StopTimer()
+				b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(n), "ns/socket")
+			})
+		}
+	}
+}
+
+// parkWriters starts a stand-in writer on each socket, which takes and
+// drops what it is woken for; the returned func stops them.
+func parkWriters(subs []*client) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	for _, c := range subs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-done:
+					return
+				case <-c.box.wake:
+					c.box.take()
 				}
 			}
-			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(n), "ns/socket")
-		})
+		}()
 	}
+	return func() { close(done); wg.Wait() }
 }
 
 // The list a welcome carries: from the cache while the revision stands,
@@ -80,48 +115,6 @@ func BenchmarkWelcomeList(b *testing.B) {
 				h.listLocked()
 				h.mu.Unlock()
 			}
-		})
-	}
-}
-
-// The same fan-out with each socket's writer parked on its outbox, as on a
-// live edge: every frame queued on an idle socket wakes a goroutine, which
-// here takes the frames and drops them.
-func BenchmarkFanoutWakingWriters(b *testing.B) {
-	for _, n := range []int{1000, 10000} {
-		b.Run(fmt.Sprint("sockets=", n), func(b *testing.B) {
-			h, subs := hubWith(b, n)
-			stop := make(chan struct{})
-			var wg sync.WaitGroup
-			for _, c := range subs {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					for {
-						select {
-						case <-stop:
-							return
-						case <-c.box.wake:
-							c.box.take()
-						}
-					}
-				}()
-			}
-			states := []protocol.State{protocol.StateInviting, protocol.StateAvailable}
-			vals := make([][]byte, 2)
-			for i, st := range states {
-				vals[i], _ = json.Marshal(state.User{ID: "u000000", Name: "user 000000", State: st})
-			}
-			rev := uint64(n + 1)
-			b.ResetTimer()
-			for i := 0; b.Loop(); i++ {
-				h.apply(entry{key: state.UserKey("u000000"), val: vals[i%2], rev: rev, op: jetstream.KeyValuePut})
-				rev++
-			}
-			b.StopTimer()
-			close(stop)
-			wg.Wait()
-			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(n), "ns/socket")
 		})
 	}
 }
