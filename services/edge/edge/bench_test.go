@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -13,11 +14,12 @@ import (
 	"github.com/buddytok/buddytok/pkg/state"
 )
 
-// hubWith returns a hub holding n users, each with a welcomed subscriber.
-func hubWith(b *testing.B, n int) (*hub, []*client) {
+// hubWith returns a hub holding n users, each with a welcomed subscriber
+// whose writer has read everything so far.
+func hubWith(b *testing.B, n int) (*hub, []*testWriter) {
 	b.Helper()
-	h := newHub(metrics.New())
-	subs := make([]*client, n)
+	h := newHub(metrics.New(), 64<<20) // room for every join the subscribers have yet to read
+	subs := make([]*testWriter, n)
 	for i := range n {
 		u := state.User{ID: fmt.Sprintf("u%06d", i), Name: fmt.Sprintf("user %06d", i), State: protocol.StateAvailable, JoinedAt: int64(i)}
 		val, _ := json.Marshal(u)
@@ -25,33 +27,30 @@ func hubWith(b *testing.B, n int) (*hub, []*client) {
 		c := testClient()
 		h.subscribe(c, u.ID)
 		c.sendWelcome([]byte(`{"type":"welcome"}`))
-		c.box.take()
-		subs[i] = c
+		subs[i] = &testWriter{c: c, f: h.feed}
+	}
+	for _, w := range subs { // the welcome, and the users who came after
+		w.take(b)
 	}
 	return h, subs
 }
 
 // One buddy-list change fanned out to every subscriber: decoded once,
-// encoded once, queued on each socket. Reported per change and per socket.
-// With waking writers, each socket's writer is parked on its outbox, as on
-// a live edge when it does not hold a batch: every frame queued wakes a
-// goroutine, which here takes the frames and drops them.
+// encoded once, appended to the feed once. With waking writers, each
+// subscriber's writer waits on the feed, as an idle socket's does on a
+// live edge (a busy one holds a batch and waits on its timer), and each
+// change is timed until every writer has read it. Reported per change and
+// per socket.
 func BenchmarkFanout(b *testing.B) {
 	for _, waking := range []bool{false, true} {
 		for _, n := range []int{1000, 10000} {
 			b.Run(fmt.Sprintf("waking-writers=%v/sockets=%d", waking, n), func(b *testing.B) {
 				h, subs := hubWith(b, n)
-				drain := func() {}
+				expect, read := func() {}, func() {}
 				if waking {
-					defer parkWriters(subs)()
-				} else {
-					drain = func() { // the writers' part, untimed
-						b.StopTimer()
-						for _, c := range subs {
-							c.box.take()
-						}
-						b.StartTimer()
-					}
+					var stop func()
+					expect, read, stop = parkWriters(subs)
+					defer stop()
 				}
 				vals := make([][]byte, 2)
 				for i, st := range []protocol.State{protocol.StateInviting, protocol.StateAvailable} {
@@ -61,11 +60,10 @@ func BenchmarkFanout(b *testing.B) {
 				b.ReportAllocs()
 				b.ResetTimer()
 				for i := 0; b.Loop(); i++ {
+					expect()
 					h.apply(entry{key: state.UserKey("u000000"), val: vals[i%2], rev: rev, op: jetstream.KeyValuePut})
 					rev++
-					if i%64 == 63 {
-						drain()
-					}
+					read()
 				}
 				b.StopTimer()
 				b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(n), "ns/socket")
@@ -74,26 +72,36 @@ func BenchmarkFanout(b *testing.B) {
 	}
 }
 
-// parkWriters starts a stand-in writer on each socket, which takes and
-// drops what it is woken for; the returned func stops them.
-func parkWriters(subs []*client) (stop func()) {
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	for _, c := range subs {
-		wg.Add(1)
+// parkWriters starts a stand-in writer on each socket, which waits on the
+// feed and reads what it is woken for. Called before an append, expect
+// has read, called after it, return once every writer has read it; stop
+// ends them.
+func parkWriters(subs []*testWriter) (expect, read, stop func()) {
+	var stopping atomic.Bool
+	var pending sync.WaitGroup
+	var ended sync.WaitGroup
+	for _, w := range subs {
+		ended.Add(1)
 		go func() {
-			defer wg.Done()
+			defer ended.Done()
 			for {
-				select {
-				case <-done:
+				<-w.f.wait(&w.r)
+				if stopping.Load() {
 					return
-				case <-c.box.wake:
-					c.box.take()
 				}
+				w.c.take(w.f, &w.r)
+				pending.Done()
 			}
 		}()
 	}
-	return func() { close(done); wg.Wait() }
+	expect = func() { pending.Add(len(subs)) }
+	read = pending.Wait
+	stop = func() {
+		stopping.Store(true)
+		subs[0].f.append([]byte("{}"), nil) // wakes them all
+		ended.Wait()
+	}
+	return expect, read, stop
 }
 
 // The list a welcome carries: from the cache while the revision stands,

@@ -19,9 +19,9 @@ import (
 )
 
 // client is one browser WebSocket connection. The handler goroutine reads;
-// exactly one writer goroutine writes, fed by a bounded queue. A client
-// that does not drain its queue is disconnected rather than allowed to
-// slow anyone else down.
+// exactly one writer goroutine writes, fed by the connection's bounded
+// outbox and by the hub's feed. A client that does not keep up with either
+// is disconnected rather than allowed to slow anyone else down.
 type client struct {
 	e       *Edge
 	ws      *websocket.Conn
@@ -35,8 +35,9 @@ type client struct {
 
 	// Set by join/resume, read by the reader goroutine only (and by
 	// cleanup after the reader has stopped).
-	userID string
-	events *nats.Subscription
+	userID   string
+	events   *nats.Subscription
+	feedFrom uint64 // set by hub.subscribe
 
 	// joinedID is userID for other goroutines (the reconcile loop).
 	joinedMu sync.Mutex
@@ -58,16 +59,17 @@ func newClient(e *Edge, ws *websocket.Conn) *client {
 // queue is over its limit is disconnected.
 func (c *client) send(data []byte) {
 	if !c.box.send(data) {
-		c.tooSlow()
+		c.tooSlow("queued_bytes", c.box.queued())
 	}
 }
 
-// tooSlow disconnects a client that does not drain its queue, rather than
-// let it hold the edge's memory or slow anyone else down.
-func (c *client) tooSlow() {
+// tooSlow disconnects a client that does not drain its queue or keep up
+// with the feed, rather than let it hold the edge's memory or slow anyone
+// else down. what says how far behind it is, as a log attribute.
+func (c *client) tooSlow(what ...any) {
 	c.close(websocket.ClosePolicyViolation, string(protocol.CodeSlowConsumer))
 	c.e.metrics.SlowConsumerDisconnects.Inc()
-	c.e.log.Warn("client too slow to read its frames; disconnecting", "user", c.joined(), "queued_bytes", c.box.queued())
+	c.e.log.Warn("client too slow to read its frames; disconnecting", append([]any{"user", c.joined()}, what...)...)
 }
 
 func (c *client) sendFrame(f protocol.ServerFrame) {
@@ -90,14 +92,17 @@ func (c *client) close(code int, reason string) {
 
 // writeLoop is the connection's only writer: every byte the socket sends
 // after the upgrade, control frames included, is written here. It takes
-// all the frames queued at once and writes them in one system call. It
-// also pings, so that a vanished network shows up as a read timeout.
+// all the frames waiting at once, its own and the hub's, and writes them
+// in one system call. It also pings, so that a vanished network shows up
+// as a read timeout.
 func (c *client) writeLoop(done chan<- struct{}) {
 	defer close(done)
 	ping := time.NewTicker(c.e.cfg.PingEvery)
 	defer ping.Stop()
 	batch := time.NewTimer(time.Hour)
 	batch.Stop()
+	feed := c.e.hub.feed
+	var r feedReader
 	var last time.Time // of the last write of frames
 	fail := func(err error) {
 		// A write that timed out is a client too slow to read (or a
@@ -117,58 +122,84 @@ func (c *client) writeLoop(done chan<- struct{}) {
 		return true
 	}
 	for {
+		var news <-chan struct{} // nil until the welcome is on its way
+		if r.on {
+			news = feed.wait(&r)
+		}
 		select {
 		case <-c.box.wake:
-			// Write what waits. Then, on a busy edge, hold a busy socket's
-			// buddy-list changes back for a batch interval from that
-			// write: the next ones leave together, and the fan-out does not
-			// wake this goroutine for each of them (only an urgent frame
-			// does). A socket that wrote nothing lately writes at once.
-			for {
-				frames, pong, pongDue := c.box.take()
-				if pongDue {
-					if err := c.ws.WriteControl(websocket.PongMessage, pong, time.Now().Add(c.e.cfg.WriteTimeout)); err != nil {
-						fail(err)
-						return
-					}
-				}
-				if len(frames) == 0 {
-					break
-				}
-				if err := c.writeFrames(frames); err != nil {
-					fail(err)
-					return
-				}
-				// Hold only a busy socket's (written to within the last
-				// one and a half intervals): holding an idle one would
-				// cost a timer for each frame and save no write.
-				prev := last
-				last = time.Now()
-				interval := c.e.batchInterval()
-				if interval <= 0 || last.Sub(prev) > interval*3/2 || !c.box.hold() {
-					break
-				}
-				batch.Reset(interval)
-				quitting, ok := c.holdFor(batch, ping.C, sendPing)
-				batch.Stop()
-				c.box.release()
-				if !ok {
-					return
-				}
-				if quitting {
-					c.closing()
-					return
-				}
-			}
+		case <-news:
 		case <-ping.C:
 			if !sendPing() {
 				return
 			}
+			continue
 		case <-c.quit:
 			c.closing()
 			return
 		}
+		// Write what waits. Then, on a busy edge, hold a busy socket's
+		// buddy-list changes back for a batch interval from that write:
+		// the next ones leave together, and nothing wakes this goroutine
+		// for each of them (only something urgent does). A socket that
+		// wrote nothing lately writes at once.
+		for {
+			frames, pong, pongDue, ok := c.take(feed, &r)
+			if !ok {
+				c.tooSlow("behind_bytes", feed.limit)
+				c.closing()
+				return
+			}
+			if pongDue {
+				if err := c.ws.WriteControl(websocket.PongMessage, pong, time.Now().Add(c.e.cfg.WriteTimeout)); err != nil {
+					fail(err)
+					return
+				}
+			}
+			if len(frames) == 0 {
+				break
+			}
+			if err := c.writeFrames(frames); err != nil {
+				fail(err)
+				return
+			}
+			// Hold only a busy socket's (written to within the last one
+			// and a half intervals): holding an idle one would cost a
+			// timer for each frame and save no write.
+			prev := last
+			last = time.Now()
+			interval := c.e.batchInterval()
+			if interval <= 0 || last.Sub(prev) > interval*3/2 || !c.box.hold() {
+				break
+			}
+			batch.Reset(interval)
+			quitting, ok := c.holdFor(batch, ping.C, sendPing)
+			batch.Stop()
+			if !ok {
+				return
+			}
+			if quitting {
+				c.closing()
+				return
+			}
+		}
 	}
+}
+
+// take returns everything the writer has to write now: the frames queued
+// for this socket, then, once its welcome is among them or written, the
+// hub's frames after its place r in the feed. It reports !ok if the socket
+// fell so far behind that frames it needs were dropped from the feed.
+func (c *client) take(f *feed, r *feedReader) (frames [][]byte, pong []byte, pongDue, ok bool) {
+	frames, pong, pongDue, welcomed, from := c.box.take()
+	if welcomed && !r.on {
+		r.pos, r.on = from, true
+	}
+	if !r.on {
+		return frames, pong, pongDue, true
+	}
+	frames, ok = f.read(r, c, frames)
+	return frames, pong, pongDue, ok
 }
 
 // holdFor waits out a batch interval (batch, already set), pinging on
@@ -403,7 +434,7 @@ func (c *client) event(m *nats.Msg) {
 		return
 	}
 	c.e.metrics.FramesOut.WithLabelValues(eventType(m.Data)).Inc()
-	c.deliver(m.Data, true)
+	c.deliver(m.Data)
 }
 
 // setJoined records the user this connection serves.
@@ -427,12 +458,11 @@ func (c *client) joined() string {
 	return c.joinedID
 }
 
-// deliver queues a frame that must come after the welcome: at once if the
-// welcome is queued, else held for it. A frame that is not urgent may wait
-// for a batch.
-func (c *client) deliver(data []byte, urgent bool) {
-	if !c.box.deliver(data, urgent) {
-		c.tooSlow()
+// deliver queues a directed event, which must come after the welcome: at
+// once if the welcome is queued, else held for it.
+func (c *client) deliver(data []byte) {
+	if !c.box.deliver(data) {
+		c.tooSlow("queued_bytes", c.box.queued())
 	}
 }
 
@@ -545,10 +575,11 @@ func withUsers(frame, list []byte) []byte {
 }
 
 // sendWelcome sends the encoded welcome, then the frames delivered before
-// it, and from then on lets deliver send at once.
+// it, and from then on lets deliver send at once; the hub's frames follow
+// from where subscribe placed the connection in its feed.
 func (c *client) sendWelcome(data []byte) {
 	c.e.metrics.FramesOut.WithLabelValues(protocol.TypeWelcome).Inc()
-	c.box.welcome(data)
+	c.box.welcome(data, c.feedFrom)
 }
 
 // cleanup runs after the reader stopped: the user stops receiving events

@@ -186,7 +186,7 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger, m *me
 	cfg.LeaseTTL = ttl
 	e := &Edge{
 		id: protocol.NewID(), nc: nc, cfg: cfg, log: log, store: store, leases: leases,
-		metrics: m, hub: newHub(m), clients: map[*client]struct{}{}, kick: make(chan struct{}, 1),
+		metrics: m, hub: newHub(m, cfg.SendQueueBytes), clients: map[*client]struct{}{}, kick: make(chan struct{}, 1),
 		relay: newEventRelay(),
 	}
 	e.life, e.endLife = context.WithCancel(context.Background())

@@ -19,8 +19,9 @@ import (
 
 // hub is the edge's one view of the state. A single KV watcher on the
 // whole state bucket feeds it; it fans each buddy-list change out to every
-// joined local connection. A subscriber gets the snapshot and all later
-// deltas in order, because both happen under one lock.
+// joined local connection through its feed. A subscriber gets the snapshot
+// and its place in the feed under one lock, so it gets all later deltas,
+// in order, and none before.
 //
 // It also keeps the pending invitations and running chats, so that it can
 // tell each local user, in the order of the state's changes, what that
@@ -37,6 +38,7 @@ type hub struct {
 	chats   map[string]protocol.Chat
 	rev     uint64
 	ready   bool
+	feed    *feed
 	subs    map[*client]struct{}
 	local   map[string]map[*client]struct{} // subscribers by user ID
 
@@ -75,8 +77,10 @@ type attachment struct {
 	connected  bool
 }
 
-func newHub(m *metrics.Metrics) *hub {
-	return &hub{metrics: m,
+// newHub returns a hub whose feed keeps feedBytes of frames: a socket
+// further behind than that is too slow.
+func newHub(m *metrics.Metrics, feedBytes int) *hub {
+	return &hub{metrics: m, feed: newFeed(feedBytes),
 		users: map[string]protocol.User{}, conns: map[string]attachment{}, own: map[string]ownRefs{},
 		invs: map[string]protocol.Invitation{}, chats: map[string]protocol.Chat{},
 		subs: map[*client]struct{}{}, local: map[string]map[*client]struct{}{},
@@ -146,9 +150,7 @@ func (h *hub) broadcastLocked(frame protocol.ServerFrame) {
 		return
 	}
 	h.metrics.FramesOut.WithLabelValues(frame.Type).Add(float64(len(h.subs)))
-	for c := range h.subs {
-		c.deliver(data, false)
-	}
+	h.feed.append(data, nil)
 }
 
 func (h *hub) apply(e jetstream.KeyValueEntry) {
@@ -212,7 +214,8 @@ func (h *hub) applyUser(e jetstream.KeyValueEntry, id string, put bool) {
 			if data, err := json.Marshal(h.syncLocked(id, e.Revision())); err == nil {
 				h.metrics.FramesOut.WithLabelValues(protocol.TypeSync).Add(float64(len(subs)))
 				for c := range subs {
-					c.deliver(data, true)
+					h.feed.append(data, c)
+					c.box.poke()
 				}
 			}
 		}
@@ -304,12 +307,14 @@ func (h *hub) personalLocked(id string) protocol.Personal {
 // subscribe adds c, the connection of user uid, to the fan-out and
 // returns, taken under the same lock, the list (encoded as a JSON array,
 // in the page's order, not to be written to), its revision and, if the
-// hub holds uid's record, uid's own invitations and chat: every change
-// after them goes to c.deliver, none before.
+// hub holds uid's record, uid's own invitations and chat. c.feedFrom is
+// where c's writer is to read the feed after the welcome: every change
+// after these is there, none before.
 func (h *hub) subscribe(c *client, uid string) ([]byte, uint64, *protocol.Personal) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.subs[c] = struct{}{}
+	c.feedFrom = h.feed.next()
 	if uid != "" {
 		if h.local[uid] == nil {
 			h.local[uid] = map[*client]struct{}{}

@@ -55,6 +55,23 @@ func changes(n int, seed uint64) []entry {
 	return out
 }
 
+// testWriter takes what a client's writer would write, as the writer does:
+// the client's own frames, then the hub's feed after the welcome.
+type testWriter struct {
+	c *client
+	f *feed
+	r feedReader
+}
+
+func (w *testWriter) take(t testing.TB) [][]byte {
+	t.Helper()
+	frames, _, _, ok := w.c.take(w.f, &w.r)
+	if !ok {
+		t.Fatal("the writer fell behind the feed")
+	}
+	return frames
+}
+
 func testClient() *client {
 	return &client{
 		e:    &Edge{log: slog.New(slog.DiscardHandler), metrics: metrics.New(), cfg: Config{}.withDefaults()},
@@ -73,7 +90,7 @@ func TestHubSnapshotThenDeltas(t *testing.T) {
 	for _, seed := range []uint64{1, 2, 3, 4} {
 		t.Run(fmt.Sprint("seed ", seed), func(t *testing.T) {
 			t.Parallel()
-			h := newHub(metrics.New())
+			h := newHub(metrics.New(), protocol.SendQueueBytes)
 			all := changes(400, seed)
 			var wg sync.WaitGroup
 			wg.Add(1)
@@ -84,7 +101,7 @@ func TestHubSnapshotThenDeltas(t *testing.T) {
 				}
 			}()
 			type joined struct {
-				c     *client
+				w     *testWriter
 				users []protocol.User
 				rev   uint64
 			}
@@ -104,7 +121,7 @@ func TestHubSnapshotThenDeltas(t *testing.T) {
 					t.Fatal(err)
 				}
 				c.sendWelcome(withUsers(data, list))
-				subs = append(subs, joined{c, users, rev})
+				subs = append(subs, joined{&testWriter{c: c, f: h.feed}, users, rev})
 			}
 			wg.Wait()
 			h.mu.Lock()
@@ -120,7 +137,7 @@ func TestHubSnapshotThenDeltas(t *testing.T) {
 			for i, s := range subs {
 				got := map[string]protocol.User{}
 				last := s.rev
-				frames, _, _ := s.c.box.take()
+				frames := s.w.take(t)
 				for n, data := range frames {
 					first := n == 0
 					var f protocol.ServerFrame
@@ -162,7 +179,7 @@ func TestHubSnapshotThenDeltas(t *testing.T) {
 // they end where the state ends.
 func TestHubSyncsAUsersOwnRecords(t *testing.T) {
 	t.Parallel()
-	h := newHub(metrics.New())
+	h := newHub(metrics.New(), protocol.SendQueueBytes)
 	c := testClient()
 	c.userID = "ann"
 	put := func(rev uint64, key string, v any) {
@@ -179,7 +196,8 @@ func TestHubSyncsAUsersOwnRecords(t *testing.T) {
 		t.Fatalf("subscribe: own records %+v, want known and empty", own)
 	}
 	c.sendWelcome([]byte(`{"type":"welcome"}`))
-	if frames, _, _ := c.box.take(); len(frames) != 1 {
+	w := &testWriter{c: c, f: h.feed}
+	if frames := w.take(t); len(frames) != 1 {
 		t.Fatalf("%d frames queued after the welcome, want the welcome only", len(frames))
 	}
 
@@ -195,7 +213,7 @@ func TestHubSyncsAUsersOwnRecords(t *testing.T) {
 	put(7, state.UserKey("ann"), ann)
 
 	var syncs []protocol.ServerFrame
-	frames, _, _ := c.box.take()
+	frames := w.take(t)
 	for _, data := range frames {
 		var f protocol.ServerFrame
 		if err := json.Unmarshal(data, &f); err != nil {

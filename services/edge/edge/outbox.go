@@ -10,17 +10,16 @@ import (
 // holds no memory while empty: an idle connection pays for a mutex and a
 // one-slot channel, not a queue.
 //
-// Until the welcome is queued, frames that must follow it (buddy-list
-// deltas after its snapshot, directed events) are held back; queueing the
-// welcome releases them behind it, in order. Answers to the client's own
-// requests are never held.
+// The buddy-list changes are not here: every socket reads them from the
+// hub's feed, after its welcome. Until the welcome is queued, the directed
+// events that must follow it are held back; queueing the welcome releases
+// them behind it, in order. Answers to the client's own requests are never
+// held.
 //
 // The writer takes everything queued at once and writes it in one system
-// call: under load a connection's frames leave together instead of one
-// write each, and when idle a frame leaves as soon as it comes. A busy
-// edge's writer may hold buddy-list changes back a moment to send more of
-// them at once (hold); anything else (an answer, an invitation, a chat
-// change) is urgent and ends the wait.
+// call. A busy edge's writer may hold the feed's buddy-list changes back a
+// moment to send more of them at once (hold); anything queued here (an
+// answer, an invitation, a chat change) is urgent and ends the wait.
 type outbox struct {
 	limit int           // bytes that may wait, the welcome not counted
 	wake  chan struct{} // one slot: something was queued since the last take
@@ -31,8 +30,8 @@ type outbox struct {
 	bytes    int      // in ready and held, the welcome not counted
 	uncount  int      // the welcome's size while it is in ready
 	welcomed bool
-	urgent   bool   // ready holds a frame that must not wait for a batch
-	holding  bool   // the writer holds buddy-list changes back for a batch
+	from     uint64 // where in the hub's feed the frames after the welcome start
+	urgent   bool   // something must not wait for a batch: a frame, a pong, a poke
 	pong     []byte // the payload of a ping to answer, if pongDue
 	pongDue  bool
 }
@@ -58,14 +57,13 @@ func (o *outbox) send(data []byte) bool {
 	}
 	o.ready = append(o.ready, data)
 	o.bytes += len(data)
-	o.signal(true)
+	o.signal()
 	return true
 }
 
 // deliver queues a frame that must follow the welcome: for the writer
-// once the welcome is queued, held until then. A frame that is not urgent
-// (a buddy-list change) may wait for a batch. It reports false like send.
-func (o *outbox) deliver(data []byte, urgent bool) bool {
+// once the welcome is queued, held until then. It reports false like send.
+func (o *outbox) deliver(data []byte) bool {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if !o.fits(len(data)) {
@@ -77,19 +75,20 @@ func (o *outbox) deliver(data []byte, urgent bool) bool {
 		return true
 	}
 	o.ready = append(o.ready, data)
-	o.signal(urgent)
+	o.signal()
 	return true
 }
 
 // welcome queues the welcome, which the limit does not count (its size
-// is the list's), and the frames held for it behind it.
-func (o *outbox) welcome(data []byte) {
+// is the list's), and the frames held for it behind it. The hub's frames
+// follow from position from in its feed.
+func (o *outbox) welcome(data []byte, from uint64) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.ready = append(o.ready, data)
 	o.ready = append(o.ready, o.held...)
-	o.held, o.welcomed, o.uncount = nil, true, len(data)
-	o.signal(true)
+	o.held, o.welcomed, o.uncount, o.from = nil, true, len(data), from
+	o.signal()
 }
 
 // dropHeld forgets the frames held for a welcome that will not come.
@@ -108,16 +107,20 @@ func (o *outbox) answerPing(payload []byte) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.pong, o.pongDue = payload, true
-	o.signal(true)
+	o.signal()
 }
 
-// signal wakes the writer, unless it holds changes back for a batch and
-// this one can wait with them.
-func (o *outbox) signal(urgent bool) {
-	o.urgent = o.urgent || urgent
-	if o.holding && !urgent {
-		return
-	}
+// poke wakes the writer for a frame the hub's feed holds for this socket
+// alone (a sync), which must not wait for a batch either.
+func (o *outbox) poke() {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.signal()
+}
+
+// signal wakes the writer, and ends its hold if it holds a batch.
+func (o *outbox) signal() {
+	o.urgent = true
 	select {
 	case o.wake <- struct{}{}:
 	default:
@@ -125,8 +128,10 @@ func (o *outbox) signal(urgent bool) {
 }
 
 // take hands the writer everything ready: the frames, and the payload of
-// a ping to answer (pong reports whether there is one).
-func (o *outbox) take() (frames [][]byte, pong []byte, pongDue bool) {
+// a ping to answer (pongDue reports whether there is one). Once the
+// welcome is queued (welcomed), the hub's frames from position from in its
+// feed are to follow.
+func (o *outbox) take() (frames [][]byte, pong []byte, pongDue, welcomed bool, from uint64) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	frames, o.ready = o.ready, nil
@@ -137,31 +142,23 @@ func (o *outbox) take() (frames [][]byte, pong []byte, pongDue bool) {
 	o.uncount = 0
 	pong, pongDue = o.pong, o.pongDue
 	o.pong, o.pongDue, o.urgent = nil, false, false
-	return frames, pong, pongDue
+	return frames, pong, pongDue, o.welcomed, o.from
 }
 
-// hold starts holding buddy-list changes back for a batch: until release,
-// only an urgent frame wakes the writer. It reports false, holding
-// nothing, if an urgent frame is already waiting.
+// hold starts the writer's wait for a batch, which only something urgent
+// ends early (wake). It reports false if something urgent came since the
+// last take.
 func (o *outbox) hold() bool {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if o.urgent {
 		return false
 	}
-	o.holding = true
 	select { // a wake from before the hold is stale: what it announced is taken
 	case <-o.wake:
 	default:
 	}
 	return true
-}
-
-// release ends a hold.
-func (o *outbox) release() {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	o.holding = false
 }
 
 // queued is how many bytes wait, for the slow-client log line.

@@ -114,17 +114,17 @@ func TestOutbox(t *testing.T) {
 				case "send", "deliver":
 					push := o.send
 					if op.kind == "deliver" {
-						push = func(d []byte) bool { return o.deliver(d, false) }
+						push = o.deliver
 					}
 					if got := push(data); got != op.ok {
 						t.Fatalf("op %d: %s of %d bytes accepted %v, want %v", i, op.kind, op.size, got, op.ok)
 					}
 				case "welcome":
-					o.welcome(data)
+					o.welcome(data, 0)
 				case "drop":
 					o.dropHeld()
 				case "take":
-					frames, _, _ := o.take()
+					frames, _, _, _, _ := o.take()
 					var names []string
 					for _, f := range frames {
 						names = append(names, name(f))
@@ -143,9 +143,9 @@ func TestOutbox(t *testing.T) {
 func TestOutboxWakesTheWriterOnce(t *testing.T) {
 	t.Parallel()
 	o := newOutbox(1 << 10)
-	o.welcome([]byte("w"))
+	o.welcome([]byte("w"), 0)
 	for range 5 {
-		o.deliver([]byte("d"), false)
+		o.deliver([]byte("d"))
 	}
 	o.answerPing([]byte("p1"))
 	o.answerPing([]byte("p2"))
@@ -155,11 +155,11 @@ func TestOutboxWakesTheWriterOnce(t *testing.T) {
 		t.Fatal("woken twice")
 	default:
 	}
-	frames, pong, due := o.take()
+	frames, pong, due, _, _ := o.take()
 	if len(frames) != 6 || !due || string(pong) != "p2" {
 		t.Fatalf("took %d frames, pong %q due %v; want 6, the latest ping's p2", len(frames), pong, due)
 	}
-	if frames, _, due := o.take(); len(frames) != 0 || due {
+	if frames, _, due, _, _ := o.take(); len(frames) != 0 || due {
 		t.Fatalf("second take: %d frames, pong due %v; want nothing", len(frames), due)
 	}
 	if got := o.queued(); got != 0 {

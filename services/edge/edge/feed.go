@@ -1,0 +1,117 @@
+package edge
+
+import (
+	"sync"
+	"sync/atomic"
+)
+
+// feed is the hub's outgoing frames, shared by every subscriber: the hub
+// appends each frame once, encoded, and each connection's writer reads on
+// from its own position. Fanning a change out to ten thousand sockets is
+// one append, not ten thousand queue operations, so the one goroutine that
+// applies every change never waits on the sockets' writers, and a frame is
+// kept once per edge, not once per socket.
+//
+// The feed keeps its latest frames up to a byte limit. A writer that falls
+// further behind than that finds its position gone: its client does not
+// read fast enough, and is let go like one whose outbox is full.
+//
+// Writers read without a lock: the feed is a succession of immutable views,
+// each appended frame publishing the next, so ten thousand writers woken
+// at once by one change do not queue on a mutex that the hub then needs.
+type feed struct {
+	limit int
+	mu    sync.Mutex // appenders
+	view  atomic.Pointer[feedView]
+}
+
+// feedView is the feed as of one append. Its entries are never written
+// again; a later view may share their array and append beyond them.
+type feedView struct {
+	base    uint64 // position of entries[0]
+	entries []feedEntry
+	bytes   int           // in entries
+	lastAll uint64        // position after the latest frame for everyone
+	news    chan struct{} // closed when a later view adds a frame for everyone
+}
+
+func (v *feedView) next() uint64 { return v.base + uint64(len(v.entries)) }
+
+// feedEntry is one frame, for every subscriber or for one.
+type feedEntry struct {
+	data []byte
+	to   *client // nil: for everyone
+}
+
+// feedReader is a writer's place in the feed: from where it reads once
+// its welcome is on its way (on).
+type feedReader struct {
+	pos uint64
+	on  bool
+}
+
+var closedNews = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+
+func newFeed(limit int) *feed {
+	f := &feed{limit: limit}
+	f.view.Store(&feedView{news: make(chan struct{})})
+	return f
+}
+
+// next is the position the next frame appended will have: a subscriber
+// that starts reading there gets every frame appended from now on.
+func (f *feed) next() uint64 { return f.view.Load().next() }
+
+// append adds a frame for everyone (to nil) or for one subscriber, and
+// drops the oldest frames beyond the limit. Waking the writers is the
+// caller's: for everyone, the writers waiting on news wake by themselves;
+// one subscriber's writer must be poked.
+func (f *feed) append(data []byte, to *client) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	old := f.view.Load()
+	v := &feedView{base: old.base, bytes: old.bytes + len(data), lastAll: old.lastAll, news: old.news}
+	v.entries = append(old.entries, feedEntry{data: data, to: to})
+	// Dropped entries stay in the array for views still read; the array
+	// goes once append has to grow it.
+	for v.bytes > f.limit && len(v.entries) > 1 {
+		v.bytes -= len(v.entries[0].data)
+		v.entries = v.entries[1:]
+		v.base++
+	}
+	if to == nil {
+		v.lastAll = v.next()
+		v.news = make(chan struct{})
+	}
+	f.view.Store(v)
+	if to == nil {
+		close(old.news)
+	}
+}
+
+// read appends to frames those after r's position that are for c, and
+// moves r past every frame appended so far. It reports false if frames
+// after r's position were already dropped.
+func (f *feed) read(r *feedReader, c *client, frames [][]byte) ([][]byte, bool) {
+	v := f.view.Load()
+	if r.pos < v.base {
+		return frames, false
+	}
+	for _, e := range v.entries[r.pos-v.base:] {
+		if e.to == nil || e.to == c {
+			frames = append(frames, e.data)
+		}
+	}
+	r.pos = v.next()
+	return frames, true
+}
+
+// wait returns a channel that is closed once a frame for everyone lies at
+// or after r's position: already closed if one does.
+func (f *feed) wait(r *feedReader) <-chan struct{} {
+	v := f.view.Load()
+	if v.lastAll > r.pos {
+		return closedNews
+	}
+	return v.news
+}

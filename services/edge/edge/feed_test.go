@@ -1,0 +1,115 @@
+package edge
+
+import (
+	"strings"
+	"testing"
+)
+
+// A reader gets, in order, the frames for everyone and those for its own
+// client after its place, never another client's; the frames beyond the
+// byte limit are dropped from the front, and a reader that still needed
+// them learns it fell behind.
+func TestFeed(t *testing.T) {
+	t.Parallel()
+	ann, bob := testClient(), testClient()
+	type op struct {
+		kind string // append (to: "", "ann", "bob"), read (by: "ann", "bob")
+		data string
+		to   string
+		want string // read: the frames, space-separated
+		ok   bool   // read: not fallen behind
+	}
+	for _, tc := range []struct {
+		name  string
+		limit int
+		ops   []op
+	}{
+		{"everyone's and one's own, in order", 100, []op{
+			{kind: "append", data: "a1"},
+			{kind: "append", data: "b1", to: "bob"},
+			{kind: "append", data: "n1", to: "ann"},
+			{kind: "append", data: "a2"},
+			{kind: "read", to: "ann", want: "a1 n1 a2", ok: true},
+			{kind: "read", to: "bob", want: "a1 b1 a2", ok: true},
+			{kind: "read", to: "ann", want: "", ok: true},
+			{kind: "append", data: "a3"},
+			{kind: "read", to: "ann", want: "a3", ok: true},
+		}},
+		{"a reader behind the limit fell behind; one within it did not", 6, []op{
+			{kind: "append", data: "a1"},
+			{kind: "read", to: "bob", want: "a1", ok: true},
+			{kind: "append", data: "a2"},
+			{kind: "append", data: "a3"},
+			{kind: "append", data: "a4"}, // a1 dropped: 6 bytes kept
+			{kind: "read", to: "ann", want: "", ok: false},
+			{kind: "read", to: "bob", want: "a2 a3 a4", ok: true},
+		}},
+		{"a frame larger than the limit is kept until the next", 2, []op{
+			{kind: "append", data: "big frame"},
+			{kind: "read", to: "ann", want: "big frame", ok: true},
+			{kind: "append", data: "b"},
+			{kind: "read", to: "bob", want: "", ok: false},
+			{kind: "read", to: "ann", want: "b", ok: true},
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			f := newFeed(tc.limit)
+			clients := map[string]*client{"ann": ann, "bob": bob}
+			readers := map[string]*feedReader{"ann": {on: true}, "bob": {on: true}}
+			for i, op := range tc.ops {
+				switch op.kind {
+				case "append":
+					f.append([]byte(op.data), clients[op.to])
+				case "read":
+					frames, ok := f.read(readers[op.to], clients[op.to], nil)
+					var got []string
+					for _, fr := range frames {
+						got = append(got, string(fr))
+					}
+					if strings.Join(got, " ") != op.want || ok != op.ok {
+						t.Fatalf("op %d: %s read %q ok %v, want %q ok %v", i, op.to, strings.Join(got, " "), ok, op.want, op.ok)
+					}
+				}
+			}
+		})
+	}
+}
+
+// A waiting writer is woken by a frame for everyone after its place, at
+// once if one is already there, and not by a frame for another client.
+func TestFeedWait(t *testing.T) {
+	t.Parallel()
+	ann, bob := testClient(), testClient()
+	f := newFeed(1 << 10)
+	r := &feedReader{pos: f.next(), on: true}
+	closed := func(ch <-chan struct{}) bool {
+		select {
+		case <-ch:
+			return true
+		default:
+			return false
+		}
+	}
+	w := f.wait(r)
+	if closed(w) {
+		t.Fatal("woken with nothing appended")
+	}
+	f.append([]byte("for bob"), bob)
+	if closed(w) || closed(f.wait(r)) {
+		t.Fatal("woken by a frame for another client")
+	}
+	f.append([]byte("for all"), nil)
+	if !closed(w) {
+		t.Fatal("a frame for everyone did not wake the waiting writer")
+	}
+	if !closed(f.wait(r)) {
+		t.Fatal("a writer about to wait was not told of the frame already there")
+	}
+	if frames, ok := f.read(r, ann, nil); !ok || len(frames) != 1 || string(frames[0]) != "for all" {
+		t.Fatalf("read %q ok %v, want the frame for everyone only", frames, ok)
+	}
+	if closed(f.wait(r)) {
+		t.Fatal("woken again for a frame already read")
+	}
+}
