@@ -89,7 +89,9 @@ func parkWriters(subs []*testWriter) (expect, read, stop func()) {
 				if stopping.Load() {
 					return
 				}
-				w.c.take(w.f, &w.r)
+				for more := true; more; {
+					_, _, _, more, _ = w.c.take(w.f, &w.r)
+				}
 				pending.Done()
 			}
 		}()

@@ -144,7 +144,7 @@ func (c *client) writeLoop(done chan<- struct{}) {
 		// for each of them (only something urgent does). A socket that
 		// wrote nothing lately writes at once.
 		for {
-			frames, pong, pongDue, ok := c.take(feed, &r)
+			frames, pong, pongDue, more, ok := c.take(feed, &r)
 			if !ok {
 				c.tooSlow("behind_bytes", feed.limit)
 				c.closing()
@@ -165,9 +165,13 @@ func (c *client) writeLoop(done chan<- struct{}) {
 			}
 			// Hold only a busy socket's (written to within the last one
 			// and a half intervals): holding an idle one would cost a
-			// timer for each frame and save no write.
+			// timer for each frame and save no write. One still behind
+			// the feed writes on.
 			prev := last
 			last = time.Now()
+			if more {
+				continue
+			}
 			interval := c.e.batchInterval()
 			if interval <= 0 || last.Sub(prev) > interval*3/2 || !c.box.hold() {
 				break
@@ -186,20 +190,23 @@ func (c *client) writeLoop(done chan<- struct{}) {
 	}
 }
 
-// take returns everything the writer has to write now: the frames queued
-// for this socket, then, once its welcome is among them or written, the
-// hub's frames after its place r in the feed. It reports !ok if the socket
-// fell so far behind that frames it needs were dropped from the feed.
-func (c *client) take(f *feed, r *feedReader) (frames [][]byte, pong []byte, pongDue, ok bool) {
+// take returns what the writer has to write now: the frames queued for
+// this socket, then, once its welcome is among them or written, the hub's
+// frames after its place r in the feed, up to about a pooled write buffer
+// of them (more: the feed holds further frames for it). A socket that fell
+// behind then catches up a write at a time, each in a reused buffer. take
+// reports !ok if the socket fell so far behind that frames it needs were
+// dropped from the feed.
+func (c *client) take(f *feed, r *feedReader) (frames [][]byte, pong []byte, pongDue, more, ok bool) {
 	frames, pong, pongDue, welcomed, from := c.box.take()
 	if welcomed && !r.on {
 		r.pos, r.on = from, true
 	}
 	if !r.on {
-		return frames, pong, pongDue, true
+		return frames, pong, pongDue, false, true
 	}
-	frames, ok = f.read(r, c, frames)
-	return frames, pong, pongDue, ok
+	frames, more, ok = f.read(r, c, frames, maxPooledWrite)
+	return frames, pong, pongDue, more, ok
 }
 
 // holdFor waits out a batch interval (batch, already set), pinging on

@@ -89,21 +89,28 @@ func (f *feed) append(data []byte, to *client) {
 	}
 }
 
-// read appends to frames those after r's position that are for c, and
-// moves r past every frame appended so far. It reports false if frames
-// after r's position were already dropped.
-func (f *feed) read(r *feedReader, c *client, frames [][]byte) ([][]byte, bool) {
+// read appends to frames those after r's position that are for c, until
+// they hold max bytes or more, and moves r past what it read: more reports
+// that frames were left for the next read. It reports !ok if frames after
+// r's position were already dropped.
+func (f *feed) read(r *feedReader, c *client, frames [][]byte, max int) (_ [][]byte, more, ok bool) {
 	v := f.view.Load()
 	if r.pos < v.base {
-		return frames, false
+		return frames, false, false
 	}
-	for _, e := range v.entries[r.pos-v.base:] {
+	n := 0
+	for i, e := range v.entries[r.pos-v.base:] {
+		if n >= max {
+			r.pos += uint64(i)
+			return frames, true, true
+		}
 		if e.to == nil || e.to == c {
 			frames = append(frames, e.data)
+			n += len(e.data)
 		}
 	}
 	r.pos = v.next()
-	return frames, true
+	return frames, false, true
 }
 
 // wait returns a channel that is closed once a frame for everyone lies at

@@ -1,14 +1,16 @@
 package edge
 
 import (
+	"cmp"
+	"math"
 	"strings"
 	"testing"
 )
 
 // A reader gets, in order, the frames for everyone and those for its own
-// client after its place, never another client's; the frames beyond the
-// byte limit are dropped from the front, and a reader that still needed
-// them learns it fell behind.
+// client after its place, never another client's, a bounded number of
+// bytes at a time; the frames beyond the byte limit are dropped from the
+// front, and a reader that still needed them learns it fell behind.
 func TestFeed(t *testing.T) {
 	t.Parallel()
 	ann, bob := testClient(), testClient()
@@ -16,7 +18,9 @@ func TestFeed(t *testing.T) {
 		kind string // append (to: "", "ann", "bob"), read (by: "ann", "bob")
 		data string
 		to   string
+		max  int    // read: bytes to stop at (0: no bound)
 		want string // read: the frames, space-separated
+		more bool   // read: frames left for the next read
 		ok   bool   // read: not fallen behind
 	}
 	for _, tc := range []struct {
@@ -44,6 +48,19 @@ func TestFeed(t *testing.T) {
 			{kind: "read", to: "ann", want: "", ok: false},
 			{kind: "read", to: "bob", want: "a2 a3 a4", ok: true},
 		}},
+		{"a read stops once it holds its bytes, and the next goes on", 100, []op{
+			{kind: "append", data: "a1"},
+			{kind: "append", data: "a2"},
+			{kind: "append", data: "b1", to: "bob"},
+			{kind: "append", data: "a3"},
+			{kind: "append", data: "a4"},
+			{kind: "read", to: "ann", max: 3, want: "a1 a2", more: true, ok: true},
+			{kind: "read", to: "ann", max: 3, want: "a3 a4", more: false, ok: true},
+			{kind: "read", to: "bob", max: 2, want: "a1", more: true, ok: true},
+			{kind: "read", to: "bob", max: 4, want: "a2 b1", more: true, ok: true},
+			{kind: "read", to: "bob", max: 4, want: "a3 a4", more: false, ok: true},
+			{kind: "read", to: "bob", max: 4, want: "", more: false, ok: true},
+		}},
 		{"a frame larger than the limit is kept until the next", 2, []op{
 			{kind: "append", data: "big frame"},
 			{kind: "read", to: "ann", want: "big frame", ok: true},
@@ -62,13 +79,14 @@ func TestFeed(t *testing.T) {
 				case "append":
 					f.append([]byte(op.data), clients[op.to])
 				case "read":
-					frames, ok := f.read(readers[op.to], clients[op.to], nil)
+					frames, more, ok := f.read(readers[op.to], clients[op.to], nil, cmp.Or(op.max, math.MaxInt))
 					var got []string
 					for _, fr := range frames {
 						got = append(got, string(fr))
 					}
-					if strings.Join(got, " ") != op.want || ok != op.ok {
-						t.Fatalf("op %d: %s read %q ok %v, want %q ok %v", i, op.to, strings.Join(got, " "), ok, op.want, op.ok)
+					if strings.Join(got, " ") != op.want || more != op.more || ok != op.ok {
+						t.Fatalf("op %d: %s read %q more %v ok %v, want %q more %v ok %v",
+							i, op.to, strings.Join(got, " "), more, ok, op.want, op.more, op.ok)
 					}
 				}
 			}
@@ -106,7 +124,7 @@ func TestFeedWait(t *testing.T) {
 	if !closed(f.wait(r)) {
 		t.Fatal("a writer about to wait was not told of the frame already there")
 	}
-	if frames, ok := f.read(r, ann, nil); !ok || len(frames) != 1 || string(frames[0]) != "for all" {
+	if frames, _, ok := f.read(r, ann, nil, math.MaxInt); !ok || len(frames) != 1 || string(frames[0]) != "for all" {
 		t.Fatalf("read %q ok %v, want the frame for everyone only", frames, ok)
 	}
 	if closed(f.wait(r)) {

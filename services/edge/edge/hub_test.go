@@ -65,11 +65,17 @@ type testWriter struct {
 
 func (w *testWriter) take(t testing.TB) [][]byte {
 	t.Helper()
-	frames, _, _, ok := w.c.take(w.f, &w.r)
-	if !ok {
-		t.Fatal("the writer fell behind the feed")
+	var all [][]byte
+	for {
+		frames, _, _, more, ok := w.c.take(w.f, &w.r)
+		if !ok {
+			t.Fatal("the writer fell behind the feed")
+		}
+		all = append(all, frames...)
+		if !more {
+			return all
+		}
 	}
-	return frames
 }
 
 func testClient() *client {
