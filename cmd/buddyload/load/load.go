@@ -10,6 +10,7 @@
 package load
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"encoding/json"
@@ -465,10 +466,18 @@ func (u *user) request(ctx context.Context, f protocol.ClientFrame) (frame, erro
 	}
 }
 
-// read applies every frame u receives and measures the changes.
+// read applies every frame u receives and measures the changes. Each
+// frame is read into the same buffer: what is kept of a frame is copied
+// out of it (decoded, or an ID as a string).
 func (r *run) read(u *user) {
+	var buf bytes.Buffer
 	for {
-		_, data, err := u.ws.ReadMessage()
+		buf.Reset()
+		_, rd, err := u.ws.NextReader()
+		if err == nil {
+			_, err = buf.ReadFrom(rd)
+		}
+		data := buf.Bytes()
 		now := time.Now()
 		if err != nil {
 			if !r.closing.Load() {
