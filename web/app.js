@@ -91,9 +91,30 @@ function onClose(ev) {
     notice("You are now online from another tab. Join again to be someone new here.", true);
     render();
   }
+  if (ev.code === 1008 && ev.reason === "join_timeout" && !loadSession()) {
+    // The edge closes a socket that has not joined for a while; joining
+    // connects again (connected).
+    ws = null;
+    setConnection("Not connected — joining connects");
+    return;
+  }
   setConnection(view.joined ? "Connection lost — reconnecting…" : "Disconnected — reconnecting…");
   setTimeout(connect, jittered(reconnectDelay));
   reconnectDelay = Math.min(reconnectDelay * 2, 5000);
+}
+
+// connected resolves once there is an open socket, opening one if the
+// edge closed the last for being idle.
+function connected() {
+  if (!ws) connect();
+  const socket = ws;
+  if (socket.readyState === WebSocket.OPEN) return Promise.resolve();
+  return new Promise((resolve, reject) => {
+    const lost = () => reject({ code: "closed", message: "Not connected yet; please try again in a moment." });
+    if (socket.readyState !== WebSocket.CONNECTING) return lost();
+    socket.addEventListener("open", () => resolve(), { once: true });
+    socket.addEventListener("close", lost, { once: true });
+  });
 }
 
 function send(frame) {
@@ -244,7 +265,12 @@ async function join(event) {
     Notification.requestPermission().catch(() => {});
   }
   joining = true;
-  await act({ type: "join", name });
+  try {
+    await connected();
+    await act({ type: "join", name });
+  } catch (err) {
+    notice(err.message, true);
+  }
   joining = false;
   render();
 }

@@ -62,6 +62,7 @@ type Client struct {
 	nextRef int
 	closed  bool
 	closeCd int
+	closeTx string
 	record  bool
 	raw     [][]byte // every frame received, when record is on
 }
@@ -102,7 +103,7 @@ func (c *Client) readLoop() {
 			c.closed = true
 			var ce *websocket.CloseError
 			if errors.As(err, &ce) {
-				c.closeCd = ce.Code
+				c.closeCd, c.closeTx = ce.Code, ce.Text
 			}
 			for ref, ch := range c.pending {
 				close(ch)
@@ -253,6 +254,13 @@ func (c *Client) CloseCode() (int, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.closeCd, c.closed
+}
+
+// CloseReason is the reason the server gave with its close code.
+func (c *Client) CloseReason() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.closeTx
 }
 
 // WriteRaw sends a frame as is (for tests of bad input).

@@ -28,7 +28,8 @@ type Metrics struct {
 	FramesOut               *prometheus.CounterVec // by frame type
 	FanoutLag               prometheus.Histogram   // state change stored → its frames queued on every socket
 	SlowConsumerDisconnects prometheus.Counter
-	SocketWrites            prometheus.Counter // writes of frames to sockets (several frames may go in one)
+	SocketWrites            prometheus.Counter     // writes of frames to sockets (several frames may go in one)
+	Refused                 *prometheus.CounterVec // connections and joins refused or closed by an admission limit, by reason (the close or error code)
 
 	// Every service (natsrpc): requests handled, by subject and code.
 	Requests *prometheus.HistogramVec
@@ -76,6 +77,9 @@ func New() *Metrics {
 			Help: "Sockets closed because their browser did not read its frames fast enough."})),
 		SocketWrites: register(reg, prometheus.NewCounter(prometheus.CounterOpts{Name: "buddytok_edge_socket_writes_total",
 			Help: "Writes of frames to WebSockets; each carries every frame queued for its socket, so frames out divided by writes is the batching."})),
+		Refused: register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{Name: "buddytok_edge_refused_total",
+			Help: "Connections and joins the edge refused or closed under its limits, by reason (the close or error code: rate_limited, join_timeout, frame_too_large, ...)."},
+			[]string{"reason"})),
 		Requests: register(reg, prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "buddytok_requests_seconds",
 			Help:    "Requests a service handled over NATS, by subject and result code (ok, or the protocol error code), and how long each took from arrival to reply.",
 			Buckets: latencyBuckets}, []string{"subject", "code"})),

@@ -34,6 +34,7 @@ const (
 	CodeSlowConsumer   Code = "slow_consumer"    // close reason: the client did not read its frames
 	CodeServerShutdown Code = "server_shutdown"  // close reason: the edge is stopping; reconnect
 	CodeSuperseded     Code = "superseded"       // close reason: another tab resumed this user
+	CodeJoinTimeout    Code = "join_timeout"     // close reason: the connection did not join or resume in time
 	CodeSessionLost    Code = "session_lost"     // close reason: this edge no longer serves the user; reconnect and resume
 )
 

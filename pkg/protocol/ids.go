@@ -16,6 +16,19 @@ func NewID() string {
 	return strings.ToLower(idEncoding.EncodeToString(b[:]))
 }
 
+// ValidSecret reports whether s has the form of a secret NewSecret makes.
+func ValidSecret(s string) bool {
+	if len(s) != 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
 // NewSecret returns a fresh 256-bit secret, hex encoded.
 func NewSecret() string {
 	var b [32]byte

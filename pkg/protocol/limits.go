@@ -1,22 +1,18 @@
 package protocol
 
-import (
-	"strings"
-	"unicode"
-	"unicode/utf8"
-)
+import "time"
 
 // Limits on what a client may send. They are part of the protocol:
 // docs/protocol.md repeats them.
 const (
 	// MaxNameRunes is the longest display name, in characters after trimming.
 	MaxNameRunes = 100
-	// MaxFrameBytes is the largest frame the edge accepts; larger frames get
-	// a frame_too_large error and are otherwise ignored.
+	// MaxFrameBytes is the largest frame the edge reads: at a larger one
+	// it stops reading and closes the socket (1009, frame_too_large).
 	MaxFrameBytes = 64 << 10
-	// HardFrameBytes is where the edge stops reading and closes the socket
-	// (close code 1009) instead of answering.
-	HardFrameBytes = 1 << 20
+	// JoinTimeout is the default time a new connection has to join or
+	// resume before the edge closes it (WS_JOIN_TIMEOUT).
+	JoinTimeout = 30 * time.Second
 	// MaxSignalBytes bounds the payload of one WebRTC signal message.
 	MaxSignalBytes = 48 << 10
 	// MaxRefBytes bounds the client-chosen correlation reference.
@@ -56,29 +52,6 @@ const (
 
 // The build fails if an accept could outgrow the server's batch limit.
 var _ [ServerBatchLimit - AcceptBatchMessages]struct{}
-
-// NormalizeName trims a display name and checks it against the name rules:
-// 1–100 characters after trimming, valid UTF-8, no control characters.
-func NormalizeName(raw string) (string, error) {
-	// JSON decoding turns invalid UTF-8 into U+FFFD, so that is refused too.
-	if !utf8.ValidString(raw) || strings.ContainsRune(raw, utf8.RuneError) {
-		return "", Errorf(CodeInvalidName, "name is not valid UTF-8")
-	}
-	name := strings.TrimSpace(raw)
-	n := utf8.RuneCountInString(name)
-	switch {
-	case n == 0:
-		return "", Errorf(CodeInvalidName, "name must not be empty")
-	case n > MaxNameRunes:
-		return "", Errorf(CodeInvalidName, "name must be at most %d characters (got %d)", MaxNameRunes, n)
-	}
-	for _, r := range name {
-		if unicode.IsControl(r) || r == '\u2028' || r == '\u2029' {
-			return "", Errorf(CodeInvalidName, "name must not contain control characters")
-		}
-	}
-	return name, nil
-}
 
 // ValidID reports whether s has the form of a server-issued ID (user,
 // invitation, chat): 1–64 characters of [a-z0-9]. The form keeps IDs safe as

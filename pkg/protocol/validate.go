@@ -3,15 +3,32 @@ package protocol
 // Validate methods check service requests before any handler runs; the
 // natsrpc server calls them.
 
-func badID(field string) error {
-	return Errorf(CodeBadRequest, "%s is missing or not a valid ID", field)
+// CheckID refuses a field whose value is not a well-formed ID.
+func CheckID(field, value string) error {
+	if !ValidID(value) {
+		return Errorf(CodeBadRequest, "%s is missing or not a valid ID", field)
+	}
+	return nil
 }
 
 func checkIDs(pairs ...string) error {
 	for i := 0; i+1 < len(pairs); i += 2 {
-		if !ValidID(pairs[i+1]) {
-			return badID(pairs[i])
+		if err := CheckID(pairs[i], pairs[i+1]); err != nil {
+			return err
 		}
+	}
+	return nil
+}
+
+// CheckSignal refuses WebRTC signal data that is not a JSON object of at
+// most MaxSignalBytes. data must be valid JSON already (a decoded
+// json.RawMessage is).
+func CheckSignal(data []byte) error {
+	if len(data) == 0 || data[0] != '{' {
+		return Errorf(CodeBadRequest, "signal data must be a JSON object")
+	}
+	if len(data) > MaxSignalBytes {
+		return Errorf(CodeBadRequest, "signal data is larger than %d bytes", MaxSignalBytes)
 	}
 	return nil
 }
@@ -31,7 +48,7 @@ func (r *ResumeRequest) Validate() error {
 	if err := checkIDs("edge", r.Edge, "conn", r.Conn); err != nil {
 		return err
 	}
-	if !ValidID(r.UserID) || len(r.Secret) != 64 {
+	if !ValidID(r.UserID) || !ValidSecret(r.Secret) {
 		return Errorf(CodeResumeFailed, "unknown user or wrong secret")
 	}
 	return nil
@@ -61,13 +78,7 @@ func (r *SignalRequest) Validate() error {
 	if err := checkIDs("user_id", r.UserID, "chat", r.Chat); err != nil {
 		return err
 	}
-	if len(r.Data) == 0 || r.Data[0] != '{' {
-		return Errorf(CodeBadRequest, "signal data must be a JSON object")
-	}
-	if len(r.Data) > MaxSignalBytes {
-		return Errorf(CodeBadRequest, "signal data is larger than %d bytes", MaxSignalBytes)
-	}
-	return nil
+	return CheckSignal(r.Data)
 }
 
 // Validate checks the request's fields.

@@ -2,6 +2,7 @@ package allinone_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"strings"
@@ -39,7 +40,6 @@ func TestBadInput(t *testing.T) {
 		{"binary frame", websocket.BinaryMessage, `{"type":"ping"}`, protocol.CodeBadJSON},
 		{"unknown type", websocket.TextMessage, `{"type":"teleport"}`, protocol.CodeUnknownType},
 		{"no type", websocket.TextMessage, `{}`, protocol.CodeUnknownType},
-		{"oversize frame", websocket.TextMessage, `{"type":"ping","name":"` + strings.Repeat("x", protocol.MaxFrameBytes) + `"}`, protocol.CodeFrameTooLarge},
 		{"long ref", websocket.TextMessage, `{"type":"ping","ref":"` + strings.Repeat("r", 100) + `"}`, protocol.CodeBadRequest},
 		{"join twice", websocket.TextMessage, `{"type":"join","name":"Again"}`, protocol.CodeAlreadyJoined},
 		{"invite a bad ID", websocket.TextMessage, `{"type":"invite","to":"../../etc"}`, protocol.CodeBadRequest},
@@ -68,6 +68,10 @@ func TestBadInput(t *testing.T) {
 		{"control character", "Ann\x07"},
 		{"newline", "Ann\nBob"},
 		{"invalid UTF-8", "Ann\xff"},
+		{"zero-width space", "Ann\u200b"},
+		{"right-to-left override", "\u202eAnn"},
+		{"only a Hangul filler", "\u3164"},
+		{"only blank Braille", "\u2800"},
 	}
 	for _, tc := range names {
 		t.Run("name "+tc.name, func(t *testing.T) {
@@ -104,13 +108,13 @@ func TestBadInput(t *testing.T) {
 	}
 }
 
-// A frame above the hard limit is not read at all: the socket closes with
-// 1009 (message too big).
+// A frame above the limit is not read at all: the socket closes with 1009
+// (message too big).
 func TestHugeFrameClosesConnection(t *testing.T) {
 	t.Parallel()
 	w := mustWorld(t, topologies[0], settings{grace: time.Second})
 	c := w.dial()
-	_ = c.WriteRaw(websocket.TextMessage, []byte(strings.Repeat(" ", protocol.HardFrameBytes+1)))
+	_ = c.WriteRaw(websocket.TextMessage, []byte(strings.Repeat(" ", protocol.MaxFrameBytes+1)))
 	ctx, cancel := w.wctx()
 	defer cancel()
 	_, _ = c.WaitView(ctx, func(client.View) bool { return false })
@@ -133,6 +137,82 @@ func TestRateLimit(t *testing.T) {
 	// The refusal answers the very frame it refuses.
 	if f.Code != protocol.CodeRateLimited || f.Ref == "" {
 		t.Fatalf("got %+v, want rate_limited answering a ref", f)
+	}
+}
+
+// A socket that goes on sending far over its rate limit is closed (1008,
+// rate_limited) after one refusal, not answered frame after frame; the
+// users beside it notice nothing.
+func TestRateLimitClosesAFlood(t *testing.T) {
+	t.Parallel()
+	w := mustWorld(t, topologies[0], settings{grace: time.Second})
+	a, b := w.join("Ann"), w.join("Bob")
+	w.sees(id(b), protocol.StateAvailable, a)
+	flood := w.dial()
+	flood.RecordFrames()
+	const frames = 4 * protocol.FrameBurst
+	var batch []byte
+	for i := range frames {
+		batch = fmt.Appendf(batch[:0], `{"type":"ping","ref":"p%d"}`, i)
+		if err := flood.WriteRaw(websocket.TextMessage, batch); err != nil {
+			break // closed under us: what the test waits for
+		}
+	}
+	ctx, cancel := w.wctx()
+	defer cancel()
+	_, _ = flood.WaitView(ctx, func(client.View) bool { return false })
+	code, closed := flood.CloseCode()
+	if !closed || code != websocket.ClosePolicyViolation {
+		t.Fatalf("close code %d (closed %t), want %d", code, closed, websocket.ClosePolicyViolation)
+	}
+	var pongs, limited int
+	for _, data := range flood.Frames() {
+		var f protocol.ServerFrame
+		if err := json.Unmarshal(data, &f); err != nil {
+			t.Fatal(err)
+		}
+		switch {
+		case f.Type == protocol.TypePong:
+			pongs++
+		case f.Type == protocol.TypeError && f.Code == protocol.CodeRateLimited:
+			limited++
+		}
+	}
+	if pongs > protocol.FrameBurst+protocol.FramesPerSecond || limited < 1 || pongs+limited >= frames {
+		t.Fatalf("%d pongs and %d rate_limited errors for %d frames: the flood was answered", pongs, limited, frames)
+	}
+	// Everyone else is served as before.
+	w.invite(a, b)
+	w.sees(id(a), protocol.StateInviting, b)
+}
+
+// A socket that never joins is closed when its join deadline passes, even
+// though it answers every ping.
+func TestJoinDeadline(t *testing.T) {
+	t.Parallel()
+	w := mustWorld(t, topologies[0], settings{grace: time.Second, joinTimeout: time.Second, ping: time.Second})
+	idle := w.dial()
+	ctx, cancel := w.wctx()
+	defer cancel()
+	_, _ = idle.WaitView(ctx, func(client.View) bool { return false })
+	if code, closed := idle.CloseCode(); !closed || code != websocket.ClosePolicyViolation {
+		t.Fatalf("close code %d (closed %t), want %d", code, closed, websocket.ClosePolicyViolation)
+	}
+	if reason := idle.CloseReason(); reason != string(protocol.CodeJoinTimeout) {
+		t.Fatalf("close reason %q, want %q", reason, protocol.CodeJoinTimeout)
+	}
+	// A connection that joined in time stays, past the deadline.
+	ann := w.dial()
+	if _, err := ann.Join(ctx, "Ann"); err != nil {
+		t.Fatal(err)
+	}
+	done := w.dial()
+	_, _ = done.WaitView(ctx, func(client.View) bool { return false }) // one deadline later
+	if _, closed := ann.CloseCode(); closed {
+		t.Fatal("a joined connection was closed by the join deadline")
+	}
+	if _, err := ann.Request(ctx, protocol.ClientFrame{Type: protocol.TypePing}); err != nil {
+		t.Fatalf("ping after the deadline: %v", err)
 	}
 }
 

@@ -65,6 +65,9 @@ type settings struct {
 	sendBuffer int
 	// writeTimeout bounds one WebSocket write (default 5 s).
 	writeTimeout time.Duration
+	// joinTimeout is how long a connection may stay without a user
+	// (default the protocol's).
+	joinTimeout time.Duration
 }
 
 func options(top topology, s settings) allinone.Options {
@@ -90,6 +93,7 @@ func options(top topology, s settings) allinone.Options {
 			LeaseTTL: time.Second, PingEvery: cmp.Or(s.ping, 5*time.Second), WriteTimeout: cmp.Or(s.writeTimeout, 5*time.Second),
 			RequestTimeout: 10 * time.Second, Replicas: 1, FramesPerSecond: fps, ShutdownTimeout: cmp.Or(s.shutdown, waitFor),
 			ReconcileEvery: 100 * time.Millisecond, SendQueueBytes: s.sendQueueBytes, SendBuffer: s.sendBuffer,
+			JoinTimeout: s.joinTimeout,
 		},
 	}
 }

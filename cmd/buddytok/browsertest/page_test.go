@@ -278,15 +278,19 @@ func (tb *tab) join() {
 }
 
 // startSystem starts the all-in-one system the pages talk to, with users
-// kept grace after their tab goes.
-func startSystem(t *testing.T, grace time.Duration) *allinone.System {
+// kept grace after their tab goes; edits change its options.
+func startSystem(t *testing.T, grace time.Duration, edits ...func(*allinone.Options)) *allinone.System {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	sys, err := allinone.Start(ctx, allinone.Options{
+	opts := allinone.Options{
 		Presence: presence.Config{Grace: grace, LeaseTTL: time.Second, SweepEvery: 50 * time.Millisecond},
 		Edge:     edge.Config{LeaseTTL: time.Second, PingEvery: 5 * time.Second, WriteTimeout: 5 * time.Second, RequestTimeout: 10 * time.Second},
-	})
+	}
+	for _, edit := range edits {
+		edit(&opts)
+	}
+	sys, err := allinone.Start(ctx, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -391,4 +395,18 @@ func TestPageResumesThroughAPresenceRestart(t *testing.T) {
 	bob.textOf("list", "Buddies", "one Ann, still chatting", func(s string) bool {
 		return strings.Count(s, "Ann") == 1 && strings.Contains(s, "chatting")
 	})
+}
+
+// The edge closes a socket that does not join in time; the page waits
+// quietly and connects again when the person joins.
+func TestPageJoinsAfterTheEdgeClosedItsIdleSocket(t *testing.T) {
+	sys := startSystem(t, 2*time.Second, func(o *allinone.Options) { o.Edge.JoinTimeout = time.Second })
+	browser := newBrowser(t)
+	ann := openTab(t, browser, sys.EdgeURLs[0], "Ann")
+	ann.textOf("status", "Connection", "the idle socket closed", has("Not connected"))
+	ann.join()
+	ann.textOf("status", "Connection", "connected", has("Connected"))
+	bob := openTab(t, browser, sys.EdgeURLs[0], "Bob")
+	bob.join()
+	bob.textOf("list", "Buddies", "Ann, joined after her socket was closed", has("Ann", "available"))
 }

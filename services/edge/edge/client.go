@@ -7,6 +7,7 @@ import (
 	"errors"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/fasthttp/websocket"
@@ -38,6 +39,10 @@ type client struct {
 	userID   string
 	events   *nats.Subscription
 	feedFrom uint64 // set by hub.subscribe
+
+	// hasUser is set once the connection has joined or resumed; joining
+	// while it is doing so (for the join deadline's timer).
+	hasUser, joining atomic.Bool
 
 	// joinedID is userID for other goroutines (the reconcile loop).
 	joinedMu sync.Mutex
@@ -276,7 +281,8 @@ func (c *client) stopReader(grace time.Duration) {
 
 // readLoop reads frames until the connection ends.
 func (c *client) readLoop() {
-	c.ws.SetReadLimit(protocol.HardFrameBytes)
+	// A frame over the limit is not read: the socket closes with 1009.
+	c.ws.SetReadLimit(protocol.MaxFrameBytes)
 	deadline := func() {
 		select {
 		case <-c.quit: // closing: stopReader has set the last deadline
@@ -289,6 +295,9 @@ func (c *client) readLoop() {
 	// the writer does, so that it stays the socket's only writer.
 	c.ws.SetPingHandler(func(payload string) error { c.box.answerPing([]byte(payload)); return nil })
 	c.ws.SetCloseHandler(func(code int, _ string) error { c.close(code, ""); return nil })
+	joinBy := time.AfterFunc(c.e.cfg.JoinTimeout, c.joinTimedOut)
+	defer joinBy.Stop()
+	over := 0 // frames over the rate limit in a row
 	for {
 		// The silence allowed runs from now: a request handled below may
 		// take longer than it (a service restarting), and pongs that
@@ -297,6 +306,7 @@ func (c *client) readLoop() {
 		mt, data, err := c.ws.ReadMessage()
 		if err != nil {
 			if errors.Is(err, websocket.ErrReadLimit) {
+				c.e.metrics.Refused.WithLabelValues(string(protocol.CodeFrameTooLarge)).Inc()
 				c.close(websocket.CloseMessageTooBig, string(protocol.CodeFrameTooLarge))
 			}
 			if ne, ok := errors.AsType[net.Error](err); ok && ne.Timeout() && c.joined() != "" {
@@ -306,43 +316,52 @@ func (c *client) readLoop() {
 			}
 			return
 		}
-		// Every frame counts against the rate limit. A malformed frame over
-		// the limit is dropped unanswered; a request over it is refused with
-		// its own ref, so the client knows which one.
-		allowed := c.limiter.Allow()
-		refuse := func(err error) {
-			if allowed {
-				c.sendFrame(protocol.ErrorFrame("", err))
+		// Every frame counts against the rate limit. The first frame over
+		// it is refused with its own ref, so the client knows which one;
+		// the next are dropped unread; a socket that goes on sending a
+		// burst's worth of them is closed (1008).
+		if !c.limiter.Allow() {
+			c.e.metrics.FramesIn.WithLabelValues("over_limit").Inc()
+			over++
+			if over > c.e.cfg.FrameBurst {
+				c.e.metrics.Refused.WithLabelValues(string(protocol.CodeRateLimited)).Inc()
+				c.e.log.Warn("client kept sending over its rate limit; disconnecting", "user", c.joined(), "limit", c.e.cfg.FramesPerSecond)
+				c.close(websocket.ClosePolicyViolation, string(protocol.CodeRateLimited))
+				return
 			}
-		}
-		if mt != websocket.TextMessage {
-			c.e.metrics.FramesIn.WithLabelValues("invalid").Inc()
-			refuse(protocol.Errorf(protocol.CodeBadJSON, "only text frames holding JSON are accepted"))
+			if over == 1 {
+				f, _ := decodeFrame(mt, data)
+				c.sendFrame(protocol.ErrorFrame(f.Ref, protocol.Errorf(protocol.CodeRateLimited,
+					"too many messages; at most %g per second, and frames are dropped until you slow down", float64(c.limiter.Limit()))))
+			}
 			continue
 		}
-		if len(data) > protocol.MaxFrameBytes {
-			c.e.metrics.FramesIn.WithLabelValues("invalid").Inc()
-			refuse(protocol.Errorf(protocol.CodeFrameTooLarge, "frame is %d bytes; the limit is %d", len(data), protocol.MaxFrameBytes))
+		over = 0
+		f, err := decodeFrame(mt, data)
+		if err != nil {
+			c.e.metrics.FramesIn.WithLabelValues(frameTypeLabel(f.Type, err)).Inc()
+			c.sendFrame(protocol.ErrorFrame(f.Ref, err))
 			continue
 		}
-		var f protocol.ClientFrame
-		if err := json.Unmarshal(data, &f); err != nil {
-			c.e.metrics.FramesIn.WithLabelValues("invalid").Inc()
-			refuse(protocol.Errorf(protocol.CodeBadJSON, "frame is not a valid JSON object"))
-			continue
-		}
-		c.e.metrics.FramesIn.WithLabelValues(frameTypeLabel(f.Type)).Inc()
-		if len(f.Ref) > protocol.MaxRefBytes {
-			refuse(protocol.Errorf(protocol.CodeBadRequest, "ref is longer than %d bytes", protocol.MaxRefBytes))
-			continue
-		}
-		if !allowed {
-			c.sendFrame(protocol.ErrorFrame(f.Ref, protocol.Errorf(protocol.CodeRateLimited,
-				"too many messages; at most %g per second", float64(c.limiter.Limit()))))
-			continue
-		}
+		c.e.metrics.FramesIn.WithLabelValues(f.Type).Inc()
 		c.handle(f)
 	}
+}
+
+// joinTimedOut closes a connection that has not joined (or resumed) in
+// Config.JoinTimeout: a socket may not sit on the edge without a user. A
+// join or resume under way is given another while.
+func (c *client) joinTimedOut() {
+	if c.hasUser.Load() {
+		return
+	}
+	if c.joining.Load() {
+		time.AfterFunc(c.e.cfg.JoinTimeout, c.joinTimedOut)
+		return
+	}
+	c.e.metrics.Refused.WithLabelValues(string(protocol.CodeJoinTimeout)).Inc()
+	c.close(websocket.ClosePolicyViolation, string(protocol.CodeJoinTimeout))
+	c.stopReader(time.Second)
 }
 
 // relay sends req to a service, decoding its reply into resp (which
@@ -377,6 +396,8 @@ func (c *client) handle(f protocol.ClientFrame) {
 			c.sendFrame(protocol.ErrorFrame(f.Ref, protocol.Errorf(protocol.CodeAlreadyJoined, "this connection has already joined")))
 			return
 		}
+		c.joining.Store(true)
+		defer c.joining.Store(false)
 		if f.Type == protocol.TypeJoin {
 			c.join(ctx, f)
 		} else {
@@ -447,6 +468,7 @@ func (c *client) event(m *nats.Msg) {
 // setJoined records the user this connection serves.
 func (c *client) setJoined(uid string) {
 	c.userID = uid
+	c.hasUser.Store(true)
 	c.joinedMu.Lock()
 	c.joinedID = uid
 	c.joinedMu.Unlock()
@@ -480,12 +502,10 @@ func (c *client) unsubscribeEvents() {
 	c.box.dropHeld()
 }
 
+// join makes the connection a new user; f.Name is normalised
+// (decodeFrame).
 func (c *client) join(ctx context.Context, f protocol.ClientFrame) {
-	name, err := protocol.NormalizeName(f.Name)
-	if err != nil {
-		c.sendFrame(protocol.ErrorFrame(f.Ref, err))
-		return
-	}
+	name := f.Name
 	uid := protocol.NewID()
 	if err := c.subscribeEvents(uid); err != nil {
 		c.replyErr(ctx, f.Ref, protocol.SubjectPresenceJoin, err)
@@ -510,10 +530,6 @@ func (c *client) join(ctx context.Context, f protocol.ClientFrame) {
 }
 
 func (c *client) resume(ctx context.Context, f protocol.ClientFrame) {
-	if !protocol.ValidID(f.UserID) {
-		c.sendFrame(protocol.ErrorFrame(f.Ref, protocol.Errorf(protocol.CodeResumeFailed, "unknown user or wrong secret")))
-		return
-	}
 	if err := c.subscribeEvents(f.UserID); err != nil {
 		c.replyErr(ctx, f.Ref, protocol.SubjectPresenceResume, err)
 		return
@@ -638,9 +654,11 @@ var clientFrameTypes = map[string]bool{
 	protocol.TypeCredentials: true, protocol.TypeSignal: true, protocol.TypePing: true,
 }
 
-// frameTypeLabel is a received frame's type for the frames-in metric.
-func frameTypeLabel(typ string) string {
-	if !clientFrameTypes[typ] {
+// frameTypeLabel is a received frame's type for the frames-in metric:
+// "invalid" for a frame decodeFrame refused, whose type (if any) is the
+// sender's to choose.
+func frameTypeLabel(typ string, err error) string {
+	if err != nil || !clientFrameTypes[typ] {
 		return "invalid"
 	}
 	return typ

@@ -74,6 +74,9 @@ type Config struct {
 	// often than that, none waits. Anything else a socket receives (an
 	// answer, an invitation, a chat change) is written at once.
 	WriteBudget int
+	// JoinTimeout is how long a new connection may stay without joining
+	// or resuming before it is closed (1008, join_timeout).
+	JoinTimeout time.Duration
 	// BatchMax bounds that wait (WS_BATCH_MAX).
 	BatchMax time.Duration
 	// SendBuffer is each socket's kernel send buffer in bytes (default
@@ -83,7 +86,7 @@ type Config struct {
 
 // ConfigFromEnv reads HOST, PORT, ALLOWED_ORIGINS, EDGE_LEASE_TTL,
 // WS_PING_INTERVAL, WS_RATE_LIMIT, WS_RATE_BURST, WS_SEND_BUFFER_BYTES,
-// SHUTDOWN_TIMEOUT, RECONCILE_INTERVAL and KV_REPLICAS.
+// WS_JOIN_TIMEOUT, SHUTDOWN_TIMEOUT, RECONCILE_INTERVAL and KV_REPLICAS.
 func ConfigFromEnv(env *config.Env) Config {
 	return Config{
 		Listen:          net.JoinHostPort(env.String("HOST", ""), strconv.Itoa(env.Int("PORT", defaultPort, 0, 65535))),
@@ -99,6 +102,7 @@ func ConfigFromEnv(env *config.Env) Config {
 		SendQueueBytes:  env.Int("WS_SEND_QUEUE_BYTES", defaults.SendQueueBytes, protocol.MaxSignalBytes+4<<10, 64<<20),
 		WriteBudget:     env.Int("WS_WRITE_BUDGET", defaults.WriteBudget, 1000, 10_000_000),
 		BatchMax:        env.Duration("WS_BATCH_MAX", defaults.BatchMax, time.Millisecond, time.Second),
+		JoinTimeout:     env.Duration("WS_JOIN_TIMEOUT", defaults.JoinTimeout, time.Second, time.Hour),
 		ShutdownTimeout: env.Duration("SHUTDOWN_TIMEOUT", defaults.ShutdownTimeout, time.Second, 10*time.Minute),
 		ReconcileEvery:  env.Duration("RECONCILE_INTERVAL", defaults.ReconcileEvery, 10*time.Millisecond, time.Minute),
 	}
@@ -121,6 +125,7 @@ var defaults = Config{
 	SendQueueBytes:  protocol.SendQueueBytes,
 	WriteBudget:     40_000,
 	BatchMax:        200 * time.Millisecond,
+	JoinTimeout:     protocol.JoinTimeout,
 	SendBuffer:      protocol.SocketSendBufferBytes,
 }
 
@@ -137,6 +142,7 @@ func (c Config) withDefaults() Config {
 	c.SendQueueBytes = cmp.Or(c.SendQueueBytes, defaults.SendQueueBytes)
 	c.WriteBudget = cmp.Or(c.WriteBudget, defaults.WriteBudget)
 	c.BatchMax = cmp.Or(c.BatchMax, defaults.BatchMax)
+	c.JoinTimeout = cmp.Or(c.JoinTimeout, defaults.JoinTimeout)
 	c.SendBuffer = cmp.Or(c.SendBuffer, defaults.SendBuffer)
 	return c
 }
