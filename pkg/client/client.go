@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"net/http"
 	"slices"
 	"strconv"
 	"strings"
@@ -69,8 +70,14 @@ type Client struct {
 
 // Dial connects to an edge; base is its http:// URL.
 func Dial(ctx context.Context, base string) (*Client, error) {
+	return DialHeader(ctx, base, nil)
+}
+
+// DialHeader connects to an edge with extra request headers on the
+// upgrade (an Origin, an X-Forwarded-For).
+func DialHeader(ctx context.Context, base string, h http.Header) (*Client, error) {
 	u := "ws" + strings.TrimPrefix(base, "http") + "/ws"
-	ws, _, err := websocket.DefaultDialer.DialContext(ctx, u, nil)
+	ws, _, err := websocket.DefaultDialer.DialContext(ctx, u, h)
 	if err != nil {
 		return nil, fmt.Errorf("client: dial %s: %w", u, err)
 	}

@@ -11,31 +11,33 @@ type Code string
 
 // Error codes. docs/protocol.md lists each with its meaning; keep them in step.
 const (
-	CodeBadJSON        Code = "bad_json"         // the frame is not a JSON object
-	CodeUnknownType    Code = "unknown_type"     // the frame's type is not one this server knows
-	CodeBadRequest     Code = "bad_request"      // a field is missing or malformed
-	CodeFrameTooLarge  Code = "frame_too_large"  // the frame exceeds MaxFrameBytes
-	CodeRateLimited    Code = "rate_limited"     // too many frames; slow down
-	CodeInvalidName    Code = "invalid_name"     // the display name breaks the name rules
-	CodeNotJoined      Code = "not_joined"       // join or resume first
-	CodeAlreadyJoined  Code = "already_joined"   // this connection already has a user
-	CodeResumeFailed   Code = "resume_failed"    // unknown user or wrong secret
-	CodeNotFound       Code = "not_found"        // the user, invitation or chat does not exist (any more)
-	CodeNotParty       Code = "not_party"        // the invitation or chat is someone else's
-	CodeBusy           Code = "busy"             // you are inviting or chatting and cannot do this now
-	CodeNotAvailable   Code = "not_available"    // the other user is not available
-	CodeSelfInvite     Code = "self_invite"      // you cannot invite yourself
-	CodeTooManyInvited Code = "too_many_invites" // the invitee holds as many pending invitations as allowed
-	CodeConflict       Code = "conflict"         // state changed under the request; try again
-	CodeUnavailable    Code = "unavailable"      // a service needed for this is not reachable
-	CodeInternal       Code = "internal"         // an unexpected server fault (details are in the server log)
-	CodeVideoFailed    Code = "video_failed"     // the video provider refused or could not be reached
-	CodeOriginRefused  Code = "origin_refused"   // the page's origin is not allowed (HTTP, before upgrade)
-	CodeSlowConsumer   Code = "slow_consumer"    // close reason: the client did not read its frames
-	CodeServerShutdown Code = "server_shutdown"  // close reason: the edge is stopping; reconnect
-	CodeSuperseded     Code = "superseded"       // close reason: another tab resumed this user
-	CodeJoinTimeout    Code = "join_timeout"     // close reason: the connection did not join or resume in time
-	CodeSessionLost    Code = "session_lost"     // close reason: this edge no longer serves the user; reconnect and resume
+	CodeBadJSON        Code = "bad_json"             // the frame is not a JSON object
+	CodeUnknownType    Code = "unknown_type"         // the frame's type is not one this server knows
+	CodeBadRequest     Code = "bad_request"          // a field is missing or malformed
+	CodeFrameTooLarge  Code = "frame_too_large"      // the frame exceeds MaxFrameBytes
+	CodeRateLimited    Code = "rate_limited"         // too many frames; slow down
+	CodeInvalidName    Code = "invalid_name"         // the display name breaks the name rules
+	CodeNotJoined      Code = "not_joined"           // join or resume first
+	CodeAlreadyJoined  Code = "already_joined"       // this connection already has a user
+	CodeResumeFailed   Code = "resume_failed"        // unknown user or wrong secret
+	CodeNotFound       Code = "not_found"            // the user, invitation or chat does not exist (any more)
+	CodeNotParty       Code = "not_party"            // the invitation or chat is someone else's
+	CodeBusy           Code = "busy"                 // you are inviting or chatting and cannot do this now
+	CodeNotAvailable   Code = "not_available"        // the other user is not available
+	CodeSelfInvite     Code = "self_invite"          // you cannot invite yourself
+	CodeTooManyInvited Code = "too_many_invites"     // the invitee holds as many pending invitations as allowed
+	CodeConflict       Code = "conflict"             // state changed under the request; try again
+	CodeUnavailable    Code = "unavailable"          // a service needed for this is not reachable
+	CodeInternal       Code = "internal"             // an unexpected server fault (details are in the server log)
+	CodeVideoFailed    Code = "video_failed"         // the video provider refused or could not be reached
+	CodeOriginRefused  Code = "origin_refused"       // the page's origin is not allowed (HTTP, before upgrade)
+	CodeSlowConsumer   Code = "slow_consumer"        // close reason: the client did not read its frames
+	CodeServerShutdown Code = "server_shutdown"      // close reason: the edge is stopping; reconnect
+	CodeSuperseded     Code = "superseded"           // close reason: another tab resumed this user
+	CodeJoinTimeout    Code = "join_timeout"         // close reason: the connection did not join or resume in time
+	CodeEdgeFull       Code = "edge_full"            // the edge holds as many connections as it may (HTTP 503 before the upgrade, or close 1013)
+	CodeTooManyConns   Code = "too_many_connections" // the client's address holds as many connections as it may (HTTP 429, or close 1008)
+	CodeSessionLost    Code = "session_lost"         // close reason: this edge no longer serves the user; reconnect and resume
 )
 
 // CloseSuperseded is the WebSocket close code sent to a connection whose

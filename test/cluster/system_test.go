@@ -93,7 +93,9 @@ func startSystem(t *testing.T, replicas, edges int) *system {
 		port := freePort(t)
 		e := &edgeProc{proc: &proc{name: fmt.Sprintf("edge-%d", i), path: filepath.Join(bin, "edge"),
 			env: append(append([]string(nil), env...), "HOST=127.0.0.1", fmt.Sprintf("PORT=%d", port),
-				"RECONCILE_INTERVAL=500ms", "WS_PING_INTERVAL=2s", "SHUTDOWN_TIMEOUT=5s"),
+				"RECONCILE_INTERVAL=500ms", "WS_PING_INTERVAL=2s", "SHUTDOWN_TIMEOUT=5s",
+				// Every simulated user connects from loopback: one address.
+				"WS_MAX_CONNS_PER_ADDR=0", "WS_JOIN_RATE_PER_ADDR=0"),
 			logs: filepath.Join(dir, fmt.Sprintf("edge-%d.log", i))}, port: port}
 		if err := e.start(); err != nil {
 			t.Fatal(err)

@@ -68,7 +68,14 @@ type settings struct {
 	// joinTimeout is how long a connection may stay without a user
 	// (default the protocol's).
 	joinTimeout time.Duration
+	// admission replaces the edge's admission limits; by default every
+	// test user, all on loopback, may connect and join at any rate.
+	admission *edge.Admission
 }
+
+// unlimitedAddr lifts the per-address limits: the tests' users all connect
+// from one address.
+var unlimitedAddr = edge.Admission{ConnsPerAddr: -1, JoinRatePerAddr: -1}
 
 func options(top topology, s settings) allinone.Options {
 	log := slog.New(slog.DiscardHandler)
@@ -77,6 +84,10 @@ func options(top topology, s settings) allinone.Options {
 		log = slog.New(requestid.Handler(slog.NewJSONHandler(s.logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	case os.Getenv("BUDDYTOK_TEST_LOG") != "":
 		log = slog.New(requestid.Handler(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	}
+	admission := unlimitedAddr
+	if s.admission != nil {
+		admission = *s.admission
 	}
 	var fps float64
 	if s.rapid {
@@ -93,7 +104,7 @@ func options(top topology, s settings) allinone.Options {
 			LeaseTTL: time.Second, PingEvery: cmp.Or(s.ping, 5*time.Second), WriteTimeout: cmp.Or(s.writeTimeout, 5*time.Second),
 			RequestTimeout: 10 * time.Second, Replicas: 1, FramesPerSecond: fps, ShutdownTimeout: cmp.Or(s.shutdown, waitFor),
 			ReconcileEvery: 100 * time.Millisecond, SendQueueBytes: s.sendQueueBytes, SendBuffer: s.sendBuffer,
-			JoinTimeout: s.joinTimeout,
+			JoinTimeout: s.joinTimeout, Admission: admission,
 		},
 	}
 }

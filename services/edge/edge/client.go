@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -33,6 +34,7 @@ type client struct {
 	closeCd int
 	closeTx string
 	limiter *rate.Limiter
+	addr    netip.Prefix // the client's address, as admission counts it
 
 	// Set by join/resume, read by the reader goroutine only (and by
 	// cleanup after the reader has stopped).
@@ -399,8 +401,18 @@ func (c *client) handle(f protocol.ClientFrame) {
 		c.joining.Store(true)
 		defer c.joining.Store(false)
 		if f.Type == protocol.TypeJoin {
+			if err := c.e.admit.allowJoin(c.addr); err != nil {
+				c.e.metrics.Refused.WithLabelValues("join_rate").Inc()
+				c.sendFrame(protocol.ErrorFrame(f.Ref, err))
+				return
+			}
 			c.join(ctx, f)
 		} else {
+			if err := c.e.admit.allowResume(c.addr); err != nil {
+				c.e.metrics.Refused.WithLabelValues("resume_rate").Inc()
+				c.sendFrame(protocol.ErrorFrame(f.Ref, err))
+				return
+			}
 			c.resume(ctx, f)
 		}
 		return
@@ -541,6 +553,9 @@ func (c *client) resume(ctx context.Context, f protocol.ClientFrame) {
 	if err := natsrpc.Call(ctx, c.e.nc, protocol.SubjectPresenceResume, req, &p); err != nil {
 		c.unsubscribeEvents()
 		c.replyErr(ctx, f.Ref, protocol.SubjectPresenceResume, err)
+		if protocol.CodeOf(err) == protocol.CodeResumeFailed {
+			c.e.admit.resumeFailed(c.addr)
+		}
 		if transient(err) {
 			// The resume may have attached the user to this connection
 			// without its reply reaching us: detach it again.

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"slices"
 	"strconv"
@@ -74,6 +75,9 @@ type Config struct {
 	// often than that, none waits. Anything else a socket receives (an
 	// answer, an invitation, a chat change) is written at once.
 	WriteBudget int
+	// Admission bounds connections and joins per client address and for
+	// the edge (admission.go).
+	Admission Admission
 	// JoinTimeout is how long a new connection may stay without joining
 	// or resuming before it is closed (1008, join_timeout).
 	JoinTimeout time.Duration
@@ -103,9 +107,44 @@ func ConfigFromEnv(env *config.Env) Config {
 		WriteBudget:     env.Int("WS_WRITE_BUDGET", defaults.WriteBudget, 1000, 10_000_000),
 		BatchMax:        env.Duration("WS_BATCH_MAX", defaults.BatchMax, time.Millisecond, time.Second),
 		JoinTimeout:     env.Duration("WS_JOIN_TIMEOUT", defaults.JoinTimeout, time.Second, time.Hour),
+		Admission:       admissionFromEnv(env),
 		ShutdownTimeout: env.Duration("SHUTDOWN_TIMEOUT", defaults.ShutdownTimeout, time.Second, 10*time.Minute),
 		ReconcileEvery:  env.Duration("RECONCILE_INTERVAL", defaults.ReconcileEvery, 10*time.Millisecond, time.Minute),
 	}
+}
+
+// admissionFromEnv reads WS_MAX_CONNS_PER_ADDR, WS_JOIN_RATE_PER_ADDR,
+// WS_JOIN_BURST_PER_ADDR, WS_JOIN_RATE, WS_JOIN_BURST, WS_MAX_CONNECTIONS
+// and TRUSTED_PROXIES. A limit set to 0 is off.
+func admissionFromEnv(env *config.Env) Admission {
+	off := func(n int) int {
+		if n == 0 {
+			return -1
+		}
+		return n
+	}
+	d := defaultAdmission
+	a := Admission{
+		ConnsPerAddr:     off(env.Int("WS_MAX_CONNS_PER_ADDR", d.ConnsPerAddr, 0, 1_000_000)),
+		JoinRatePerAddr:  float64(off(env.Int("WS_JOIN_RATE_PER_ADDR", int(d.JoinRatePerAddr), 0, 1_000_000))),
+		JoinBurstPerAddr: env.Int("WS_JOIN_BURST_PER_ADDR", d.JoinBurstPerAddr, 1, 1_000_000),
+		JoinRate:         float64(off(env.Int("WS_JOIN_RATE", int(d.JoinRate), 0, 1_000_000))),
+		JoinBurst:        env.Int("WS_JOIN_BURST", d.JoinBurst, 1, 1_000_000),
+		MaxSockets:       env.Int("WS_MAX_CONNECTIONS", 0, 0, 10_000_000),
+	}
+	for _, p := range env.List("TRUSTED_PROXIES") {
+		prefix, err := netip.ParsePrefix(p)
+		if err != nil {
+			addr, aerr := netip.ParseAddr(p)
+			if aerr != nil {
+				env.Fail("TRUSTED_PROXIES: %q is neither an address nor a CIDR prefix", p)
+				continue
+			}
+			prefix = netip.PrefixFrom(addr.Unmap(), addr.Unmap().BitLen())
+		}
+		a.TrustedProxies = append(a.TrustedProxies, prefix.Masked())
+	}
+	return a
 }
 
 // defaultPort is the edge's HTTP port unless PORT says otherwise.
@@ -143,6 +182,7 @@ func (c Config) withDefaults() Config {
 	c.WriteBudget = cmp.Or(c.WriteBudget, defaults.WriteBudget)
 	c.BatchMax = cmp.Or(c.BatchMax, defaults.BatchMax)
 	c.JoinTimeout = cmp.Or(c.JoinTimeout, defaults.JoinTimeout)
+	c.Admission = c.Admission.withDefaults()
 	c.SendBuffer = cmp.Or(c.SendBuffer, defaults.SendBuffer)
 	return c
 }
@@ -157,6 +197,7 @@ type Edge struct {
 	store   *state.Store
 	leases  jetstream.KeyValue
 	hub     *hub
+	admit   *admission
 	app     *fiber.App
 	ln      net.Listener // opened by New, served by Run
 
@@ -193,7 +234,7 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger, m *me
 	e := &Edge{
 		id: protocol.NewID(), nc: nc, cfg: cfg, log: log, store: store, leases: leases,
 		metrics: m, hub: newHub(m, cfg.SendQueueBytes), clients: map[*client]struct{}{}, kick: make(chan struct{}, 1),
-		relay: newEventRelay(),
+		relay: newEventRelay(), admit: newAdmission(cfg.Admission),
 	}
 	e.life, e.endLife = context.WithCancel(context.Background())
 	e.log = log.With("edge", e.id)
@@ -270,6 +311,22 @@ func (e *Edge) upgradeGate(c *fiber.Ctx) error {
 			"code": protocol.CodeOriginRefused, "message": "this page's origin may not connect; see ALLOWED_ORIGINS",
 		})
 	}
+	// Refused here, before the upgrade, what admit would refuse after it
+	// (serveWS counts the connection): a load balancer can take a 503 to
+	// another edge, and a refused address costs no upgrade.
+	peer, _ := netip.AddrFromSlice(c.Context().RemoteIP())
+	key := addrKey(e.admit.clientAddr(peer, c.Get(fiber.HeaderXForwardedFor)))
+	if err := e.admit.check(key); err != nil {
+		pe := protocol.AsError(err)
+		e.metrics.Refused.WithLabelValues(string(pe.Code)).Inc()
+		status := fiber.StatusTooManyRequests
+		if pe.Code == protocol.CodeEdgeFull {
+			status = fiber.StatusServiceUnavailable
+		}
+		c.Set(fiber.HeaderRetryAfter, "5")
+		return c.Status(status).JSON(fiber.Map{"code": pe.Code, "message": pe.Message})
+	}
+	c.Locals(addrLocal, key)
 	return c.Next()
 }
 
@@ -283,10 +340,26 @@ func (e *Edge) originAllowed(origin, host string) bool {
 	return err == nil && strings.EqualFold(u.Host, host)
 }
 
+// addrLocal is the request local that carries a connection's address key
+// from upgradeGate to serveWS.
+const addrLocal = "buddytok.addr"
+
 func (e *Edge) serveWS(ws *websocket.Conn) {
 	c := newClient(e, ws.Conn)
+	c.addr, _ = ws.Locals(addrLocal).(netip.Prefix)
 	if !e.track(c) {
 		c.close(websocket.CloseGoingAway, string(protocol.CodeServerShutdown))
+	} else if err := e.admit.admit(c.addr); err != nil {
+		// Admitted by upgradeGate, refused now: others came between.
+		code := protocol.AsError(err).Code
+		e.metrics.Refused.WithLabelValues(string(code)).Inc()
+		cd := websocket.ClosePolicyViolation
+		if code == protocol.CodeEdgeFull {
+			cd = websocket.CloseTryAgainLater
+		}
+		c.close(cd, string(code))
+	} else {
+		defer e.admit.release(c.addr)
 	}
 	defer e.conns.Done()
 	e.metrics.Sockets.Inc()

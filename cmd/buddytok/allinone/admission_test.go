@@ -1,0 +1,204 @@
+package allinone_test
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/fasthttp/websocket"
+
+	"github.com/buddytok/buddytok/pkg/client"
+	"github.com/buddytok/buddytok/pkg/protocol"
+	"github.com/buddytok/buddytok/services/edge/edge"
+)
+
+// upgrade opens a WebSocket to the world's first edge as the browser at
+// forwardedFor (through a trusted proxy, if the edge trusts loopback), and
+// returns the socket, or the status and error code of the refusal.
+func upgrade(t *testing.T, w *world, forwardedFor string) (*websocket.Conn, int, protocol.Code) {
+	t.Helper()
+	ctx, cancel := w.wctx()
+	defer cancel()
+	h := http.Header{}
+	if forwardedFor != "" {
+		h.Set("X-Forwarded-For", forwardedFor)
+	}
+	url := "ws" + strings.TrimPrefix(w.sys.EdgeURLs[0], "http") + "/ws"
+	ws, resp, err := websocket.DefaultDialer.DialContext(ctx, url, h)
+	if err == nil {
+		t.Cleanup(func() { _ = ws.Close() })
+		return ws, http.StatusSwitchingProtocols, ""
+	}
+	if resp == nil {
+		t.Fatalf("dial: %v", err)
+	}
+	defer resp.Body.Close()
+	var body struct {
+		Code protocol.Code `json:"code"`
+	}
+	_ = json.NewDecoder(resp.Body).Decode(&body)
+	if resp.Header.Get("Retry-After") == "" {
+		t.Errorf("a refusal (%d %s) without Retry-After", resp.StatusCode, body.Code)
+	}
+	return nil, resp.StatusCode, body.Code
+}
+
+// Connections per client address: the address over its limit is refused
+// before the upgrade (429 too_many_connections), one that left makes room,
+// and other addresses, counted by what the trusted proxy forwarded, are
+// not affected.
+func TestConnectionsPerAddress(t *testing.T) {
+	t.Parallel()
+	w := mustWorld(t, topologies[0], settings{grace: time.Second, admission: &edge.Admission{
+		ConnsPerAddr: 3, JoinRatePerAddr: -1, TrustedProxies: loopback,
+	}})
+	var held []*websocket.Conn
+	for range 3 {
+		ws, status, code := upgrade(t, w, "198.51.100.1")
+		if ws == nil {
+			t.Fatalf("connection within the limit refused: %d %s", status, code)
+		}
+		held = append(held, ws)
+	}
+	if _, status, code := upgrade(t, w, "198.51.100.1"); status != http.StatusTooManyRequests || code != protocol.CodeTooManyConns {
+		t.Fatalf("fourth connection: %d %s, want 429 %s", status, code, protocol.CodeTooManyConns)
+	}
+	if ws, status, code := upgrade(t, w, "198.51.100.2"); ws == nil {
+		t.Fatalf("another address refused: %d %s", status, code)
+	}
+	// A connection that ends frees its place (the edge counts it gone
+	// once its handler has returned).
+	_ = held[0].Close()
+	deadline := time.Now().Add(waitFor)
+	for {
+		ws, status, code := upgrade(t, w, "198.51.100.1")
+		if ws != nil {
+			break
+		}
+		if status != http.StatusTooManyRequests || time.Now().After(deadline) {
+			t.Fatalf("after one left: %d %s", status, code)
+		}
+		time.Sleep(20 * time.Millisecond) // waiting for the edge to see the close
+	}
+	// Everyone else is served: a user joins and sees another.
+	a, b := w.join("Ann"), w.join("Bob")
+	w.sees(id(b), protocol.StateAvailable, a)
+}
+
+// Without a trusted proxy, X-Forwarded-For is not believed: every
+// connection counts for the peer.
+func TestForwardedForIgnoredWithoutTrustedProxy(t *testing.T) {
+	t.Parallel()
+	w := mustWorld(t, topologies[0], settings{grace: time.Second, admission: &edge.Admission{ConnsPerAddr: 2, JoinRatePerAddr: -1}})
+	upgrade(t, w, "198.51.100.1")
+	upgrade(t, w, "198.51.100.2")
+	if _, status, code := upgrade(t, w, "198.51.100.3"); status != http.StatusTooManyRequests || code != protocol.CodeTooManyConns {
+		t.Fatalf("third connection from loopback under forged addresses: %d %s, want 429", status, code)
+	}
+}
+
+// A full edge refuses a new connection with 503 edge_full before the
+// upgrade, so that a load balancer can take it elsewhere.
+func TestEdgeFull(t *testing.T) {
+	t.Parallel()
+	w := mustWorld(t, topologies[0], settings{grace: time.Second, admission: &edge.Admission{
+		ConnsPerAddr: -1, JoinRatePerAddr: -1, MaxSockets: 2,
+	}})
+	a, b := w.join("Ann"), w.join("Bob")
+	if _, status, code := upgrade(t, w, ""); status != http.StatusServiceUnavailable || code != protocol.CodeEdgeFull {
+		t.Fatalf("third socket on a full edge: %d %s, want 503 %s", status, code, protocol.CodeEdgeFull)
+	}
+	w.invite(a, b)
+	w.sees(id(a), protocol.StateInviting, b)
+}
+
+// Joins per address: a burst is let through, more are refused with
+// rate_limited (nothing is stored for them), and the connection may join
+// once the limit allows it.
+func TestJoinsPerAddress(t *testing.T) {
+	t.Parallel()
+	w := mustWorld(t, topologies[0], settings{grace: time.Second, admission: &edge.Admission{
+		ConnsPerAddr: -1, JoinRatePerAddr: 2, JoinBurstPerAddr: 3,
+	}})
+	ctx, cancel := w.wctx()
+	defer cancel()
+	st := w.store()
+	for i := range 3 {
+		if _, err := w.dial().Join(ctx, "User"+string(rune('A'+i))); err != nil {
+			t.Fatalf("join %d within the burst: %v", i, err)
+		}
+	}
+	late := w.dial()
+	_, err := late.Join(ctx, "Late")
+	mustCode(t, err, protocol.CodeRateLimited)
+	if snap := w.mustInvariants(st); len(snap.Users) != 3 {
+		t.Fatalf("%d users stored, want the 3 let in", len(snap.Users))
+	}
+	deadline := time.Now().Add(waitFor)
+	for {
+		if _, err = late.Join(ctx, "Late"); err == nil {
+			break
+		}
+		if protocol.CodeOf(err) != protocol.CodeRateLimited || time.Now().After(deadline) {
+			t.Fatalf("join once the limit allows: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond) // the limit refills at 2 a second
+	}
+}
+
+// Failed resumes from one address are throttled: after a burst of them the
+// next is refused with rate_limited without asking presence, while a
+// resume with the right secret from another connection still works.
+func TestFailedResumesThrottled(t *testing.T) {
+	t.Parallel()
+	w := mustWorld(t, topologies[0], settings{grace: 30 * time.Second, admission: &edge.Admission{
+		ConnsPerAddr: -1, JoinRatePerAddr: -1, TrustedProxies: loopback,
+	}})
+	ctx, cancel := w.wctx()
+	defer cancel()
+	ann := w.join("Ann")
+	welcome := ann.View()
+	guesser := dialFrom(t, w, "198.51.100.9")
+	var refused protocol.Code
+	for i := range 20 {
+		_, err := guesser.Resume(ctx, welcome.Me.ID, protocol.NewSecret())
+		if code := protocol.CodeOf(err); code != protocol.CodeResumeFailed {
+			refused = code
+			if i < 5 {
+				t.Fatalf("resume %d refused with %s before a burst of failures", i, code)
+			}
+			break
+		}
+	}
+	if refused != protocol.CodeRateLimited {
+		t.Fatalf("20 wrong secrets, never throttled (last code %q)", refused)
+	}
+	// Another address is not throttled, and the right secret resumes.
+	other := dialFrom(t, w, "198.51.100.10")
+	if _, err := other.Resume(ctx, welcome.Me.ID, protocol.NewSecret()); protocol.CodeOf(err) != protocol.CodeResumeFailed {
+		t.Fatalf("a wrong secret from another address: %v, want resume_failed", err)
+	}
+	if _, err := dialFrom(t, w, "198.51.100.11").Resume(ctx, welcome.Me.ID, welcome.Secret); err != nil {
+		t.Fatalf("the right secret: %v", err)
+	}
+}
+
+// loopback trusts the test's own connections as a proxy's.
+var loopback = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
+
+// dialFrom opens a tab on the world's first edge as the browser at addr,
+// behind a proxy the edge trusts.
+func dialFrom(t *testing.T, w *world, addr string) *client.Client {
+	t.Helper()
+	ctx, cancel := w.wctx()
+	defer cancel()
+	c, err := client.DialHeader(ctx, w.sys.EdgeURLs[0], http.Header{"X-Forwarded-For": {addr}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}

@@ -1,0 +1,255 @@
+package edge
+
+import (
+	"net/netip"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/time/rate"
+
+	"github.com/buddytok/buddytok/pkg/protocol"
+)
+
+// Admission bounds who may connect and join, per client address and for
+// the whole edge, so that no one address, and no storm, can take the edge
+// from everyone else. The per-address counts are this edge's own: behind a
+// load balancer over N edges, an address may hold N times as much.
+type Admission struct {
+	// ConnsPerAddr bounds the WebSockets open from one client address (an
+	// IPv6 address counts by its /64).
+	ConnsPerAddr int
+	// JoinRatePerAddr and JoinBurstPerAddr bound the joins from one
+	// address; JoinRate and JoinBurst the joins of the whole edge.
+	JoinRatePerAddr  float64
+	JoinBurstPerAddr int
+	JoinRate         float64
+	JoinBurst        int
+	// MaxSockets bounds the WebSockets of the edge; one more is refused
+	// (HTTP 503 edge_full) before the upgrade, so a load balancer can try
+	// another edge. By default the process's open-file limit less a
+	// reserve.
+	MaxSockets int
+	// TrustedProxies are the proxies (load balancers) whose
+	// X-Forwarded-For is believed: a connection from one of them counts
+	// for the address it forwarded for.
+	TrustedProxies []netip.Prefix
+}
+
+// Limits in an Admission that are zero take the defaults; a negative one is
+// off.
+var defaultAdmission = Admission{
+	ConnsPerAddr:     64,
+	JoinRatePerAddr:  2,
+	JoinBurstPerAddr: 20,
+	JoinRate:         500,
+	JoinBurst:        1000,
+}
+
+// Failed resumes from one address are throttled: a secret cannot be
+// guessed, but each try costs a presence request.
+const (
+	resumeFailuresPerSecond = 1
+	resumeFailuresBurst     = 5
+)
+
+func (a Admission) withDefaults() Admission {
+	if a.ConnsPerAddr == 0 {
+		a.ConnsPerAddr = defaultAdmission.ConnsPerAddr
+	}
+	if a.JoinRatePerAddr == 0 {
+		a.JoinRatePerAddr = defaultAdmission.JoinRatePerAddr
+	}
+	if a.JoinBurstPerAddr <= 0 {
+		a.JoinBurstPerAddr = defaultAdmission.JoinBurstPerAddr
+	}
+	if a.JoinRate == 0 {
+		a.JoinRate = defaultAdmission.JoinRate
+	}
+	if a.JoinBurst <= 0 {
+		a.JoinBurst = defaultAdmission.JoinBurst
+	}
+	if a.MaxSockets == 0 {
+		a.MaxSockets = socketsForFiles(openFileLimit())
+	}
+	return a
+}
+
+// socketsForFiles is how many sockets an edge may hold with files open
+// files at most: a reserve stays for NATS, the listener, logs and the
+// moment between accepting a connection and refusing it.
+func socketsForFiles(files int) int {
+	const reserve = 256
+	return max(files-reserve, 64)
+}
+
+// admission applies an Admission.
+type admission struct {
+	cfg   Admission
+	joins *rate.Limiter // the edge's
+
+	mu        sync.Mutex
+	addrs     map[netip.Prefix]*addrState
+	sockets   int
+	lastSweep time.Time
+}
+
+// addrState is what the edge keeps of one client address while it has
+// sockets open or limits to remember.
+type addrState struct {
+	conns   int
+	joins   *rate.Limiter
+	resumes *rate.Limiter // failed resumes
+}
+
+func newAdmission(cfg Admission) *admission {
+	return &admission{cfg: cfg, joins: limiter(cfg.JoinRate, cfg.JoinBurst), addrs: map[netip.Prefix]*addrState{}}
+}
+
+// limiter is a token bucket; a negative rate is no limit.
+func limiter(perSecond float64, burst int) *rate.Limiter {
+	if perSecond < 0 {
+		return rate.NewLimiter(rate.Inf, 0)
+	}
+	return rate.NewLimiter(rate.Limit(perSecond), burst)
+}
+
+// clientAddr is the address a connection counts for: its peer's, or, if
+// the peer is a trusted proxy, the last address in X-Forwarded-For that
+// is not a trusted proxy (the one the nearest trusted proxy saw).
+func (a *admission) clientAddr(peer netip.Addr, forwardedFor string) netip.Addr {
+	peer = peer.Unmap()
+	if !a.trusted(peer) || forwardedFor == "" {
+		return peer
+	}
+	hops := strings.Split(forwardedFor, ",")
+	for i := len(hops) - 1; i >= 0; i-- {
+		hop, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
+		if err != nil {
+			return peer // a malformed header: believe only what we saw
+		}
+		if hop = hop.Unmap(); !a.trusted(hop) || i == 0 {
+			return hop
+		}
+	}
+	return peer
+}
+
+func (a *admission) trusted(addr netip.Addr) bool {
+	for _, p := range a.cfg.TrustedProxies {
+		if p.Contains(addr) {
+			return true
+		}
+	}
+	return false
+}
+
+// addrKey is what the limits of addr are counted under: an IPv4 address
+// alone, an IPv6 address by its /64 (what one subscriber is given).
+func addrKey(addr netip.Addr) netip.Prefix {
+	addr = addr.Unmap()
+	bits := 32
+	if addr.Is6() {
+		bits = 64
+	}
+	p, _ := addr.Prefix(bits)
+	return p
+}
+
+// check refuses a connection from key that admit would refuse, without
+// counting it.
+func (a *admission) check(key netip.Prefix) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.refuseLocked(key)
+}
+
+// admit counts a new connection from key, or refuses it: the edge is full,
+// or the address holds as many connections as it may.
+func (a *admission) admit(key netip.Prefix) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if err := a.refuseLocked(key); err != nil {
+		return err
+	}
+	a.stateLocked(key).conns++
+	a.sockets++
+	return nil
+}
+
+func (a *admission) refuseLocked(key netip.Prefix) error {
+	if a.cfg.MaxSockets > 0 && a.sockets >= a.cfg.MaxSockets {
+		return protocol.Errorf(protocol.CodeEdgeFull, "this server is full; try again in a moment")
+	}
+	if s := a.addrs[key]; s != nil && a.cfg.ConnsPerAddr > 0 && s.conns >= a.cfg.ConnsPerAddr {
+		return protocol.Errorf(protocol.CodeTooManyConns, "too many connections from your address (at most %d)", a.cfg.ConnsPerAddr)
+	}
+	return nil
+}
+
+// release ends a connection admit counted.
+func (a *admission) release(key netip.Prefix) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if s := a.addrs[key]; s != nil {
+		s.conns--
+	}
+	a.sockets--
+}
+
+// allowJoin takes a join from key, or refuses it with rate_limited.
+func (a *admission) allowJoin(key netip.Prefix) error {
+	a.mu.Lock()
+	s := a.stateLocked(key)
+	a.mu.Unlock()
+	if !s.joins.Allow() {
+		return protocol.Errorf(protocol.CodeRateLimited, "too many joins from your address; try again in a few seconds")
+	}
+	if !a.joins.Allow() {
+		return protocol.Errorf(protocol.CodeRateLimited, "this server is taking too many joins; try again in a few seconds")
+	}
+	return nil
+}
+
+// allowResume refuses a resume from an address whose resumes failed too
+// often lately; resumeFailed counts one that failed.
+func (a *admission) allowResume(key netip.Prefix) error {
+	a.mu.Lock()
+	s := a.stateLocked(key)
+	a.mu.Unlock()
+	if s.resumes.Tokens() < 1 {
+		return protocol.Errorf(protocol.CodeRateLimited, "too many failed resumes from your address; try again in a few seconds")
+	}
+	return nil
+}
+
+func (a *admission) resumeFailed(key netip.Prefix) {
+	a.mu.Lock()
+	s := a.stateLocked(key)
+	a.mu.Unlock()
+	s.resumes.Allow()
+}
+
+// stateLocked returns key's state, made if new. Once a minute it forgets
+// the addresses with no connection whose limits have refilled, so the
+// map holds about the addresses connected now.
+func (a *admission) stateLocked(key netip.Prefix) *addrState {
+	now := time.Now()
+	if now.Sub(a.lastSweep) > time.Minute {
+		a.lastSweep = now
+		for k, s := range a.addrs {
+			if s.conns == 0 && s.joins.TokensAt(now) >= float64(s.joins.Burst()) && s.resumes.TokensAt(now) >= resumeFailuresBurst {
+				delete(a.addrs, k)
+			}
+		}
+	}
+	s := a.addrs[key]
+	if s == nil {
+		s = &addrState{
+			joins:   limiter(a.cfg.JoinRatePerAddr, a.cfg.JoinBurstPerAddr),
+			resumes: rate.NewLimiter(resumeFailuresPerSecond, resumeFailuresBurst),
+		}
+		a.addrs[key] = s
+	}
+	return s
+}

@@ -1,0 +1,109 @@
+package edge
+
+import (
+	"net/netip"
+	"testing"
+
+	"github.com/buddytok/buddytok/pkg/protocol"
+)
+
+func TestClientAddr(t *testing.T) {
+	t.Parallel()
+	a := newAdmission(Admission{TrustedProxies: []netip.Prefix{
+		netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("fd00::/8"),
+	}}.withDefaults())
+	tests := []struct {
+		name, peer, xff, want string
+	}{
+		{"no proxy", "203.0.113.7", "", "203.0.113.7"},
+		{"an untrusted peer's header is ignored", "203.0.113.7", "198.51.100.1", "203.0.113.7"},
+		{"a trusted proxy's client", "10.1.2.3", "198.51.100.1", "198.51.100.1"},
+		{"the nearest untrusted hop wins", "10.1.2.3", "192.0.2.66, 198.51.100.1, 10.9.9.9", "198.51.100.1"},
+		{"a forged first hop is not believed", "10.1.2.3", "1.1.1.1, 198.51.100.1", "198.51.100.1"},
+		{"only proxies: the first", "10.1.2.3", "10.0.0.5, 10.0.0.6", "10.0.0.5"},
+		{"a malformed header: the peer", "10.1.2.3", "not-an-address", "10.1.2.3"},
+		{"IPv6 through a proxy", "fd00::1", "2001:db8::1", "2001:db8::1"},
+		{"IPv4-mapped peer", "::ffff:203.0.113.7", "", "203.0.113.7"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			got := a.clientAddr(netip.MustParseAddr(tc.peer), tc.xff)
+			if got != netip.MustParseAddr(tc.want) {
+				t.Fatalf("clientAddr(%s, %q) = %s, want %s", tc.peer, tc.xff, got, tc.want)
+			}
+		})
+	}
+}
+
+func TestAddrKey(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		a, b string
+		same bool
+	}{
+		{"203.0.113.7", "203.0.113.7", true},
+		{"203.0.113.7", "203.0.113.8", false},
+		{"2001:db8:1:2::1", "2001:db8:1:2:ffff::9", true}, // one /64: one subscriber
+		{"2001:db8:1:2::1", "2001:db8:1:3::1", false},
+		{"::ffff:203.0.113.7", "203.0.113.7", true},
+	} {
+		if same := addrKey(netip.MustParseAddr(tc.a)) == addrKey(netip.MustParseAddr(tc.b)); same != tc.same {
+			t.Errorf("addrKey(%s) == addrKey(%s): %t, want %t", tc.a, tc.b, same, tc.same)
+		}
+	}
+}
+
+func TestAdmissionCounts(t *testing.T) {
+	t.Parallel()
+	a := newAdmission(Admission{ConnsPerAddr: 2, MaxSockets: 3, JoinRatePerAddr: 0.001, JoinBurstPerAddr: 2}.withDefaults())
+	one, two := addrKey(netip.MustParseAddr("198.51.100.1")), addrKey(netip.MustParseAddr("198.51.100.2"))
+	type step struct {
+		name string
+		do   func() error
+		code protocol.Code
+	}
+	failResume := func() error {
+		if err := a.allowResume(one); err != nil {
+			return err
+		}
+		a.resumeFailed(one)
+		return nil
+	}
+	steps := []step{
+		{"first from one", func() error { return a.admit(one) }, ""},
+		{"second from one", func() error { return a.admit(one) }, ""},
+		{"third from one: the address is full", func() error { return a.admit(one) }, protocol.CodeTooManyConns},
+		{"check agrees", func() error { return a.check(one) }, protocol.CodeTooManyConns},
+		{"first from two", func() error { return a.admit(two) }, ""},
+		{"second from two: the edge is full", func() error { return a.admit(two) }, protocol.CodeEdgeFull},
+		{"one leaves", func() error { a.release(one); return nil }, ""},
+		{"two may come in now", func() error { return a.admit(two) }, ""},
+		{"a join", func() error { return a.allowJoin(one) }, ""},
+		{"a second join", func() error { return a.allowJoin(one) }, ""},
+		{"a third join: too many from one", func() error { return a.allowJoin(one) }, protocol.CodeRateLimited},
+		{"two still joins", func() error { return a.allowJoin(two) }, ""},
+	}
+	for range resumeFailuresBurst {
+		steps = append(steps, step{"a failed resume", failResume, ""})
+	}
+	steps = append(steps,
+		step{"a resume after a burst of failures", func() error { return a.allowResume(one) }, protocol.CodeRateLimited},
+		step{"two may still resume", func() error { return a.allowResume(two) }, ""})
+	for _, s := range steps {
+		err := s.do()
+		if got := protocol.CodeOf(err); err != nil && got != s.code || err == nil && s.code != "" {
+			t.Fatalf("%s: %v, want %q", s.name, err, s.code)
+		}
+	}
+}
+
+func TestSocketsForFiles(t *testing.T) {
+	t.Parallel()
+	if got := socketsForFiles(20_000); got != 20_000-256 {
+		t.Errorf("socketsForFiles(20000) = %d", got)
+	}
+	if got := socketsForFiles(100); got != 64 {
+		t.Errorf("socketsForFiles(100) = %d", got)
+	}
+}

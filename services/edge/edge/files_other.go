@@ -1,0 +1,7 @@
+//go:build !unix
+
+package edge
+
+// openFileLimit is the process's limit on open files: none this package
+// can read here.
+func openFileLimit() int { return 1 << 20 }
