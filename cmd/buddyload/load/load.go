@@ -460,6 +460,10 @@ func (u *user) request(ctx context.Context, f protocol.ClientFrame) (frame, erro
 		return frame{}, ctx.Err()
 	case a := <-ch:
 		if a.Type == protocol.TypeError {
+			if a.Code == string(protocol.CodeRateLimited) && f.Type == protocol.TypeJoin {
+				// Every simulated user comes from this one address.
+				return a, fmt.Errorf("%s refused: %s: run the server with WS_JOIN_RATE_PER_ADDR=0 WS_MAX_CONNS_PER_ADDR=0, and WS_JOIN_RATE=0 for storms over 500 joins a second", f.Type, a.Code)
+			}
 			return a, fmt.Errorf("%s refused: %s", f.Type, a.Code)
 		}
 		return a, nil

@@ -20,14 +20,16 @@ import (
 // that a writer that never idles must still ping. It asserts no time: the
 // figures are measured, not tested.
 func TestRunMeasuresEveryChange(t *testing.T) {
+	// Every simulated user connects from loopback, as from one address.
+	oneAddress := edge.Admission{ConnsPerAddr: -1, JoinRatePerAddr: -1}
 	for _, tc := range []struct {
 		name     string
 		edge     edge.Config
 		duration time.Duration
 		batched  bool
 	}{
-		{"default", edge.Config{}, 2 * time.Second, false},
-		{"batched", edge.Config{WriteBudget: 60, BatchMax: 250 * time.Millisecond, PingEvery: 100 * time.Millisecond}, 6 * time.Second, true},
+		{"default", edge.Config{Admission: oneAddress}, 2 * time.Second, false},
+		{"batched", edge.Config{Admission: oneAddress, WriteBudget: 60, BatchMax: 250 * time.Millisecond, PingEvery: 100 * time.Millisecond}, 6 * time.Second, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)

@@ -71,6 +71,8 @@ type settings struct {
 	// admission replaces the edge's admission limits; by default every
 	// test user, all on loopback, may connect and join at any rate.
 	admission *edge.Admission
+	// noUsersAPI switches GET /api/users off.
+	noUsersAPI bool
 }
 
 // unlimitedAddr lifts the per-address limits: the tests' users all connect
@@ -104,7 +106,7 @@ func options(top topology, s settings) allinone.Options {
 			LeaseTTL: time.Second, PingEvery: cmp.Or(s.ping, 5*time.Second), WriteTimeout: cmp.Or(s.writeTimeout, 5*time.Second),
 			RequestTimeout: 10 * time.Second, Replicas: 1, FramesPerSecond: fps, ShutdownTimeout: cmp.Or(s.shutdown, waitFor),
 			ReconcileEvery: 100 * time.Millisecond, SendQueueBytes: s.sendQueueBytes, SendBuffer: s.sendBuffer,
-			JoinTimeout: s.joinTimeout, Admission: admission,
+			JoinTimeout: s.joinTimeout, Admission: admission, NoUsersAPI: s.noUsersAPI,
 		},
 	}
 }

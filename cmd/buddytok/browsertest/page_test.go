@@ -410,3 +410,26 @@ func TestPageJoinsAfterTheEdgeClosedItsIdleSocket(t *testing.T) {
 	bob.join()
 	bob.textOf("list", "Buddies", "Ann, joined after her socket was closed", has("Ann", "available"))
 }
+
+// The page runs under the edge's Content-Security-Policy: before the video
+// mode is known it lets opentok.js come from its CDN, and refuses a script
+// from anywhere else; the browser reports each refusal.
+func TestPageContentSecurityPolicy(t *testing.T) {
+	sys := startSystem(t, 2*time.Second)
+	browser := newBrowser(t)
+	ann := openTab(t, browser, sys.EdgeURLs[0], "Ann")
+	ann.textOf("status", "Connection", "connected", has("Connected"))
+	ann.do("try two scripts", chromedp.Evaluate[chromedp.Void](`(() => {
+		window.blocked = [];
+		document.addEventListener("securitypolicyviolation", (e) => window.blocked.push(e.blockedURI));
+		for (const src of ["https://static.opentok.com/v2/js/opentok.min.js", "https://evil.example/x.js"]) {
+			const s = document.createElement("script");
+			s.src = src;
+			document.head.appendChild(s);
+		}
+	})()`))
+	ann.until("the foreign script refused", `window.blocked.some((u) => u.startsWith("https://evil.example"))`)
+	ann.until("opentok.js not refused", `!window.blocked.some((u) => u.includes("opentok"))`)
+	// The page itself works under the policy.
+	ann.join()
+}

@@ -53,6 +53,12 @@ const (
 	resumeFailuresBurst     = 5
 )
 
+// GET /api/users from one address: the whole list is a large answer.
+const (
+	listingsPerSecond = 1
+	listingsBurst     = 5
+)
+
 func (a Admission) withDefaults() Admission {
 	if a.ConnsPerAddr == 0 {
 		a.ConnsPerAddr = defaultAdmission.ConnsPerAddr
@@ -100,6 +106,7 @@ type addrState struct {
 	conns   int
 	joins   *rate.Limiter
 	resumes *rate.Limiter // failed resumes
+	lists   *rate.Limiter // GET /api/users
 }
 
 func newAdmission(cfg Admission) *admission {
@@ -223,6 +230,17 @@ func (a *admission) allowResume(key netip.Prefix) error {
 	return nil
 }
 
+// allowListing takes a GET /api/users from key, or refuses it.
+func (a *admission) allowListing(key netip.Prefix) error {
+	a.mu.Lock()
+	s := a.stateLocked(key)
+	a.mu.Unlock()
+	if !s.lists.Allow() {
+		return protocol.Errorf(protocol.CodeRateLimited, "too many requests for the user list from your address; at most %d a second", listingsPerSecond)
+	}
+	return nil
+}
+
 func (a *admission) resumeFailed(key netip.Prefix) {
 	a.mu.Lock()
 	s := a.stateLocked(key)
@@ -238,7 +256,8 @@ func (a *admission) stateLocked(key netip.Prefix) *addrState {
 	if now.Sub(a.lastSweep) > time.Minute {
 		a.lastSweep = now
 		for k, s := range a.addrs {
-			if s.conns == 0 && s.joins.TokensAt(now) >= float64(s.joins.Burst()) && s.resumes.TokensAt(now) >= resumeFailuresBurst {
+			if s.conns == 0 && s.joins.TokensAt(now) >= float64(s.joins.Burst()) && s.resumes.TokensAt(now) >= resumeFailuresBurst &&
+				s.lists.TokensAt(now) >= listingsBurst {
 				delete(a.addrs, k)
 			}
 		}
@@ -248,6 +267,7 @@ func (a *admission) stateLocked(key netip.Prefix) *addrState {
 		s = &addrState{
 			joins:   limiter(a.cfg.JoinRatePerAddr, a.cfg.JoinBurstPerAddr),
 			resumes: rate.NewLimiter(resumeFailuresPerSecond, resumeFailuresBurst),
+			lists:   rate.NewLimiter(listingsPerSecond, listingsBurst),
 		}
 		a.addrs[key] = s
 	}

@@ -13,10 +13,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"net/url"
-	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -75,6 +72,8 @@ type Config struct {
 	// often than that, none waits. Anything else a socket receives (an
 	// answer, an invitation, a chat change) is written at once.
 	WriteBudget int
+	// NoUsersAPI switches GET /api/users off (USERS_API=off).
+	NoUsersAPI bool
 	// Admission bounds connections and joins per client address and for
 	// the edge (admission.go).
 	Admission Admission
@@ -108,6 +107,7 @@ func ConfigFromEnv(env *config.Env) Config {
 		BatchMax:        env.Duration("WS_BATCH_MAX", defaults.BatchMax, time.Millisecond, time.Second),
 		JoinTimeout:     env.Duration("WS_JOIN_TIMEOUT", defaults.JoinTimeout, time.Second, time.Hour),
 		Admission:       admissionFromEnv(env),
+		NoUsersAPI:      env.String("USERS_API", "on") == "off",
 		ShutdownTimeout: env.Duration("SHUTDOWN_TIMEOUT", defaults.ShutdownTimeout, time.Second, 10*time.Minute),
 		ReconcileEvery:  env.Duration("RECONCILE_INTERVAL", defaults.ReconcileEvery, 10*time.Millisecond, time.Minute),
 	}
@@ -198,6 +198,7 @@ type Edge struct {
 	leases  jetstream.KeyValue
 	hub     *hub
 	admit   *admission
+	origins origins
 	app     *fiber.App
 	ln      net.Listener // opened by New, served by Run
 
@@ -231,13 +232,20 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger, m *me
 		return nil, fmt.Errorf("edge: %w", err)
 	}
 	cfg.LeaseTTL = ttl
-	e := &Edge{
+	allowed, err := parseOrigins(cfg.AllowedOrigins)
+	if err != nil {
+		return nil, fmt.Errorf("edge: %w", err)
+	}
+	e := &Edge{origins: allowed,
 		id: protocol.NewID(), nc: nc, cfg: cfg, log: log, store: store, leases: leases,
 		metrics: m, hub: newHub(m, cfg.SendQueueBytes), clients: map[*client]struct{}{}, kick: make(chan struct{}, 1),
 		relay: newEventRelay(), admit: newAdmission(cfg.Admission),
 	}
 	e.life, e.endLife = context.WithCancel(context.Background())
 	e.log = log.With("edge", e.id)
+	if allowed.any {
+		e.log.Warn("ALLOWED_ORIGINS is *: any web site may open WebSockets to this edge from its visitors' browsers, as them; list the origins that may instead")
+	}
 	e.app = e.routes()
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
@@ -268,13 +276,13 @@ func (e *Edge) routes() *fiber.App {
 			return c.Status(code).JSON(fiber.Map{"error": http.StatusText(code)})
 		},
 	})
+	app.Use(e.securityHeaders)
 	app.Get("/healthz", func(c *fiber.Ctx) error { return c.SendString("ok") })
 	app.Get("/readyz", e.readyz)
 	app.Get("/metrics", adaptor.HTTPHandler(e.metrics.Handler()))
-	app.Get("/api/users", func(c *fiber.Ctx) error {
-		c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
-		return c.Send(e.hub.list())
-	})
+	if !e.cfg.NoUsersAPI {
+		app.Get("/api/users", e.users)
+	}
 	app.Use("/ws", e.upgradeGate)
 	// The writer writes frames itself (client.writeFrames): the library
 	// writes only control frames, so its write buffer is borrowed from a
@@ -306,7 +314,11 @@ func (e *Edge) upgradeGate(c *fiber.Ctx) error {
 	if !websocket.IsWebSocketUpgrade(c) {
 		return fiber.ErrUpgradeRequired
 	}
-	if !e.originAllowed(c.Get(fiber.HeaderOrigin), c.Hostname()) {
+	peer, _ := netip.AddrFromSlice(c.Context().RemoteIP())
+	peer = peer.Unmap()
+	scheme := e.requestScheme(c, e.admit.trusted(peer))
+	if !e.origins.allows(c.Get(fiber.HeaderOrigin), scheme, string(c.Request().Host())) {
+		e.metrics.Refused.WithLabelValues(string(protocol.CodeOriginRefused)).Inc()
 		return c.Status(fiber.StatusForbidden).JSON(fiber.Map{
 			"code": protocol.CodeOriginRefused, "message": "this page's origin may not connect; see ALLOWED_ORIGINS",
 		})
@@ -314,7 +326,6 @@ func (e *Edge) upgradeGate(c *fiber.Ctx) error {
 	// Refused here, before the upgrade, what admit would refuse after it
 	// (serveWS counts the connection): a load balancer can take a 503 to
 	// another edge, and a refused address costs no upgrade.
-	peer, _ := netip.AddrFromSlice(c.Context().RemoteIP())
 	key := addrKey(e.admit.clientAddr(peer, c.Get(fiber.HeaderXForwardedFor)))
 	if err := e.admit.check(key); err != nil {
 		pe := protocol.AsError(err)
@@ -328,16 +339,6 @@ func (e *Edge) upgradeGate(c *fiber.Ctx) error {
 	}
 	c.Locals(addrLocal, key)
 	return c.Next()
-}
-
-// originAllowed: no Origin (not a browser), the edge's own host, or an
-// origin on the allow-list.
-func (e *Edge) originAllowed(origin, host string) bool {
-	if origin == "" || slices.Contains(e.cfg.AllowedOrigins, "*") || slices.Contains(e.cfg.AllowedOrigins, origin) {
-		return true
-	}
-	u, err := url.Parse(origin)
-	return err == nil && strings.EqualFold(u.Host, host)
 }
 
 // addrLocal is the request local that carries a connection's address key
@@ -441,6 +442,29 @@ func transient(err error) bool {
 }
 
 // mode asks the tokens service which video mode it runs, once.
+// knownMode is the video mode once mode has learnt it, else "".
+func (e *Edge) knownMode() string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.modeName
+}
+
+// users serves GET /api/users: every online user, as the welcome lists
+// them, from the list the hub keeps encoded per revision; rate-limited per
+// client address.
+func (e *Edge) users(c *fiber.Ctx) error {
+	peer, _ := netip.AddrFromSlice(c.Context().RemoteIP())
+	key := addrKey(e.admit.clientAddr(peer, c.Get(fiber.HeaderXForwardedFor)))
+	if err := e.admit.allowListing(key); err != nil {
+		e.metrics.Refused.WithLabelValues("users_rate").Inc()
+		c.Set(fiber.HeaderRetryAfter, "1")
+		pe := protocol.AsError(err)
+		return c.Status(fiber.StatusTooManyRequests).JSON(fiber.Map{"code": pe.Code, "message": pe.Message})
+	}
+	c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
+	return c.Send(e.hub.list())
+}
+
 func (e *Edge) mode() string {
 	e.mu.Lock()
 	m := e.modeName
