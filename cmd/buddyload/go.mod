@@ -18,6 +18,7 @@ require (
 	github.com/buddytok/buddytok/services/tokens v0.0.0 // indirect
 	github.com/buddytok/buddytok/web v0.0.0 // indirect
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect
+	github.com/go-jose/go-jose/v4 v4.1.9 // indirect
 	github.com/gofiber/contrib/websocket v1.3.4 // indirect
 	github.com/gofiber/fiber/v2 v2.52.15 // indirect
 	github.com/google/go-tpm v0.9.8 // indirect

@@ -6,6 +6,7 @@ require (
 	github.com/buddytok/buddytok/pkg v0.0.0
 	github.com/buddytok/buddytok/web v0.0.0
 	github.com/fasthttp/websocket v1.5.12
+	github.com/go-jose/go-jose/v4 v4.1.9
 	github.com/gofiber/contrib/websocket v1.3.4
 	github.com/gofiber/fiber/v2 v2.52.15
 	github.com/nats-io/nats.go v1.55.0

@@ -22,6 +22,7 @@ import (
 	"github.com/buddytok/buddytok/pkg/requestid"
 	"github.com/buddytok/buddytok/pkg/state"
 	"github.com/buddytok/buddytok/services/edge/edge"
+	"github.com/buddytok/buddytok/services/edge/identity"
 	"github.com/buddytok/buddytok/services/invites/invites"
 	"github.com/buddytok/buddytok/services/presence/presence"
 	"github.com/buddytok/buddytok/services/tokens/tokens"
@@ -73,6 +74,8 @@ type settings struct {
 	admission *edge.Admission
 	// noUsersAPI switches GET /api/users off.
 	noUsersAPI bool
+	// identity makes the edges require identity tokens.
+	identity identity.Config
 }
 
 // unlimitedAddr lifts the per-address limits: the tests' users all connect
@@ -106,7 +109,7 @@ func options(top topology, s settings) allinone.Options {
 			LeaseTTL: time.Second, PingEvery: cmp.Or(s.ping, 5*time.Second), WriteTimeout: cmp.Or(s.writeTimeout, 5*time.Second),
 			RequestTimeout: 10 * time.Second, Replicas: 1, FramesPerSecond: fps, ShutdownTimeout: cmp.Or(s.shutdown, waitFor),
 			ReconcileEvery: 100 * time.Millisecond, SendQueueBytes: s.sendQueueBytes, SendBuffer: s.sendBuffer,
-			JoinTimeout: s.joinTimeout, Admission: admission, NoUsersAPI: s.noUsersAPI,
+			JoinTimeout: s.joinTimeout, Admission: admission, NoUsersAPI: s.noUsersAPI, Identity: s.identity,
 		},
 	}
 }

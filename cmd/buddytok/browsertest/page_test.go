@@ -21,9 +21,12 @@ import (
 	"github.com/chromedp/cdproto/dom"
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
+	"github.com/go-jose/go-jose/v4"
+	"github.com/go-jose/go-jose/v4/jwt"
 
 	"github.com/buddytok/buddytok/cmd/buddytok/allinone"
 	"github.com/buddytok/buddytok/services/edge/edge"
+	"github.com/buddytok/buddytok/services/edge/identity"
 	"github.com/buddytok/buddytok/services/presence/presence"
 )
 
@@ -432,4 +435,25 @@ func TestPageContentSecurityPolicy(t *testing.T) {
 	ann.until("opentok.js not refused", `!window.blocked.some((u) => u.includes("opentok"))`)
 	// The page itself works under the policy.
 	ann.join()
+}
+
+// With identity tokens required, the page passes the token of its link
+// (#token=...) on the upgrade, and the person is online under the token's
+// name.
+func TestPageWithIdentityToken(t *testing.T) {
+	secret := []byte("an HMAC secret of at least 32 bytes, for tests")
+	sys := startSystem(t, 2*time.Second, func(o *allinone.Options) { o.Edge.Identity = identity.Config{HMACSecret: secret} })
+	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.HS256, Key: secret}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	token, err := jwt.Signed(signer).Claims(map[string]any{"sub": "ann-1", "name": "Ann Verified", "exp": time.Now().Add(time.Hour).Unix()}).Serialize()
+	if err != nil {
+		t.Fatal(err)
+	}
+	browser := newBrowser(t)
+	ann := openTab(t, browser, sys.EdgeURLs[0]+"/#token="+token, "Ann Verified")
+	ann.typeInto("textbox", "Your name", "Typed Name")
+	ann.click("button", "Join")
+	ann.textOf("region", "You", "the token's name", has("Ann Verified", "available"))
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/buddytok/buddytok/pkg/natsrpc"
 	"github.com/buddytok/buddytok/pkg/protocol"
 	"github.com/buddytok/buddytok/pkg/requestid"
+	"github.com/buddytok/buddytok/services/edge/identity"
 )
 
 // client is one browser WebSocket connection. The handler goroutine reads;
@@ -35,6 +36,9 @@ type client struct {
 	closeTx string
 	limiter *rate.Limiter
 	addr    netip.Prefix // the client's address, as admission counts it
+	// identity is who the upgrade's identity token named, if the edge
+	// requires one: the user's name is theirs.
+	identity *identity.Identity
 
 	// Set by join/resume, read by the reader goroutine only (and by
 	// cleanup after the reader has stopped).
@@ -515,9 +519,12 @@ func (c *client) unsubscribeEvents() {
 }
 
 // join makes the connection a new user; f.Name is normalised
-// (decodeFrame).
+// (decodeFrame). With an identity token, the name is the token's.
 func (c *client) join(ctx context.Context, f protocol.ClientFrame) {
 	name := f.Name
+	if c.identity != nil {
+		name = c.identity.Name
+	}
 	uid := protocol.NewID()
 	if err := c.subscribeEvents(uid); err != nil {
 		c.replyErr(ctx, f.Ref, protocol.SubjectPresenceJoin, err)

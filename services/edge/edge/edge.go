@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"net/netip"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -32,6 +33,7 @@ import (
 	"github.com/buddytok/buddytok/pkg/requestid"
 	"github.com/buddytok/buddytok/pkg/retry"
 	"github.com/buddytok/buddytok/pkg/state"
+	"github.com/buddytok/buddytok/services/edge/identity"
 	"github.com/buddytok/buddytok/web"
 )
 
@@ -72,6 +74,10 @@ type Config struct {
 	// often than that, none waits. Anything else a socket receives (an
 	// answer, an invitation, a chat change) is written at once.
 	WriteBudget int
+	// Identity, if it asks for tokens, makes the upgrade require a signed
+	// identity token whose name claim is the user's name (identity
+	// package; IDENTITY_* settings).
+	Identity identity.Config
 	// NoUsersAPI switches GET /api/users off (USERS_API=off).
 	NoUsersAPI bool
 	// Admission bounds connections and joins per client address and for
@@ -108,6 +114,13 @@ func ConfigFromEnv(env *config.Env) Config {
 		JoinTimeout:     env.Duration("WS_JOIN_TIMEOUT", defaults.JoinTimeout, time.Second, time.Hour),
 		Admission:       admissionFromEnv(env),
 		NoUsersAPI:      env.String("USERS_API", "on") == "off",
+		Identity: identity.Config{
+			HMACSecret: []byte(env.Secret("IDENTITY_HMAC_SECRET")),
+			JWKSURL:    env.String("IDENTITY_JWKS_URL", ""),
+			Issuer:     env.String("IDENTITY_ISSUER", ""),
+			Audience:   env.String("IDENTITY_AUDIENCE", ""),
+			NameClaim:  env.String("IDENTITY_NAME_CLAIM", "name"),
+		},
 		ShutdownTimeout: env.Duration("SHUTDOWN_TIMEOUT", defaults.ShutdownTimeout, time.Second, 10*time.Minute),
 		ReconcileEvery:  env.Duration("RECONCILE_INTERVAL", defaults.ReconcileEvery, 10*time.Millisecond, time.Minute),
 	}
@@ -199,6 +212,7 @@ type Edge struct {
 	hub     *hub
 	admit   *admission
 	origins origins
+	ident   *identity.Verifier // nil: anonymous
 	app     *fiber.App
 	ln      net.Listener // opened by New, served by Run
 
@@ -236,7 +250,13 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger, m *me
 	if err != nil {
 		return nil, fmt.Errorf("edge: %w", err)
 	}
-	e := &Edge{origins: allowed,
+	var ident *identity.Verifier
+	if cfg.Identity.Required() {
+		if ident, err = identity.New(cfg.Identity); err != nil {
+			return nil, fmt.Errorf("edge: %w", err)
+		}
+	}
+	e := &Edge{origins: allowed, ident: ident,
 		id: protocol.NewID(), nc: nc, cfg: cfg, log: log, store: store, leases: leases,
 		metrics: m, hub: newHub(m, cfg.SendQueueBytes), clients: map[*client]struct{}{}, kick: make(chan struct{}, 1),
 		relay: newEventRelay(), admit: newAdmission(cfg.Admission),
@@ -338,6 +358,26 @@ func (e *Edge) upgradeGate(c *fiber.Ctx) error {
 		return c.Status(status).JSON(fiber.Map{"code": pe.Code, "message": pe.Message})
 	}
 	c.Locals(addrLocal, key)
+	if e.ident != nil {
+		token := strings.TrimPrefix(c.Get(fiber.HeaderAuthorization), "Bearer ")
+		if token == "" {
+			token = c.Query("access_token")
+		}
+		id, err := e.ident.Verify(c.UserContext(), token)
+		if err != nil {
+			pe := protocol.AsError(err)
+			e.metrics.Refused.WithLabelValues(string(pe.Code)).Inc()
+			status := fiber.StatusUnauthorized
+			if pe.Code != protocol.CodeUnauthorized {
+				e.log.Warn("identity token not verified", "err", err)
+				status = fiber.StatusServiceUnavailable
+			} else {
+				c.Set(fiber.HeaderWWWAuthenticate, `Bearer realm="buddytok"`)
+			}
+			return c.Status(status).JSON(fiber.Map{"code": pe.Code, "message": pe.Message})
+		}
+		c.Locals(identityLocal, &id)
+	}
 	return c.Next()
 }
 
@@ -345,9 +385,13 @@ func (e *Edge) upgradeGate(c *fiber.Ctx) error {
 // from upgradeGate to serveWS.
 const addrLocal = "buddytok.addr"
 
+// identityLocal carries a verified identity from upgradeGate to serveWS.
+const identityLocal = "buddytok.identity"
+
 func (e *Edge) serveWS(ws *websocket.Conn) {
 	c := newClient(e, ws.Conn)
 	c.addr, _ = ws.Locals(addrLocal).(netip.Prefix)
+	c.identity, _ = ws.Locals(identityLocal).(*identity.Identity)
 	if !e.track(c) {
 		c.close(websocket.CloseGoingAway, string(protocol.CodeServerShutdown))
 	} else if err := e.admit.admit(c.addr); err != nil {
