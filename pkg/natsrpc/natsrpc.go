@@ -79,6 +79,22 @@ type Validator interface {
 	Validate() error
 }
 
+// Decode decodes a request and validates it, if it can validate itself: the
+// one way a service reads what arrives over NATS. Its errors are protocol
+// errors to answer with.
+func Decode[Req any](data []byte) (Req, error) {
+	var req Req
+	if err := json.Unmarshal(data, &req); err != nil {
+		return req, protocol.Errorf(protocol.CodeBadRequest, "request is not valid JSON")
+	}
+	if v, ok := any(&req).(Validator); ok {
+		if err := v.Validate(); err != nil {
+			return req, err
+		}
+	}
+	return req, nil
+}
+
 // Server runs endpoint handlers on a bounded pool of goroutines, because a
 // micro endpoint otherwise handles one request at a time.
 type Server struct {
@@ -111,16 +127,10 @@ func (s *Server) Ready() <-chan struct{} { return s.ready }
 func Handle[Req, Resp any](s *Server, fn func(context.Context, Req) (Resp, error)) micro.Handler {
 	return micro.HandlerFunc(func(r micro.Request) {
 		received := time.Now()
-		var req Req
-		if err := json.Unmarshal(r.Data(), &req); err != nil {
-			s.respondErr(r, received, protocol.Errorf(protocol.CodeBadRequest, "request is not valid JSON"))
+		req, err := Decode[Req](r.Data())
+		if err != nil {
+			s.respondErr(r, received, err)
 			return
-		}
-		if v, ok := any(&req).(Validator); ok {
-			if err := v.Validate(); err != nil {
-				s.respondErr(r, received, err)
-				return
-			}
 		}
 		ctx, cancel := context.WithDeadline(requestContext(r), s.deadline(r, received))
 		select {

@@ -16,6 +16,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/buddytok/buddytok/pkg/freeport"
 )
 
 // binaries builds the service binaries and nats-server (the version
@@ -39,15 +41,15 @@ func binaries(t *testing.T) string {
 	return dir
 }
 
-// freePort returns a loopback port nobody listens on right now.
+// freePort returns a loopback port for a process to listen on, for as long
+// as the test runs (a process restarts on the same port).
 func freePort(t *testing.T) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := freeport.Port()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	return port
 }
 
 // proc is one process of the system, restartable with the same settings.

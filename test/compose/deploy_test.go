@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/buddytok/buddytok/pkg/client"
+	"github.com/buddytok/buddytok/pkg/freeport"
 	"github.com/buddytok/buddytok/pkg/metrics"
 	"github.com/buddytok/buddytok/pkg/protocol"
 )
@@ -379,14 +380,14 @@ func cleanEnv() []string {
 	return env
 }
 
+// freePort returns a loopback port for the load balancer to publish.
 func freePort(t *testing.T) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := freeport.Port()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	return port
 }
 
 func short(id string) string { return id[:min(len(id), 12)] }

@@ -1,0 +1,109 @@
+package natsrpc_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"testing"
+
+	"github.com/buddytok/buddytok/pkg/natsrpc"
+	"github.com/buddytok/buddytok/pkg/protocol"
+)
+
+// requestKinds decode data as each service request, and check what a
+// request that passed may be relied on for: every ID well formed, the
+// name normalised, the secret and signal data in shape.
+var requestKinds = []func(t *testing.T, data []byte){
+	check(func(r protocol.JoinRequest) []string {
+		if again, err := protocol.NormalizeName(r.Name); err != nil || again != r.Name {
+			return []string{"name not normalised: " + r.Name}
+		}
+		return ids(r.UserID, r.Edge, r.Conn)
+	}),
+	check(func(r protocol.ResumeRequest) []string {
+		if !protocol.ValidSecret(r.Secret) {
+			return []string{"secret " + r.Secret}
+		}
+		return ids(r.UserID, r.Edge, r.Conn)
+	}),
+	check(func(r protocol.DisconnectRequest) []string { return ids(r.UserID, r.Conn) }),
+	check(func(r protocol.AttachRequest) []string { return ids(r.UserID, r.Edge, r.Conn) }),
+	check(func(r protocol.LeaveRequest) []string { return ids(r.UserID, r.Conn) }),
+	check(func(r protocol.InviteRequest) []string { return ids(r.From, r.To) }),
+	check(func(r protocol.InvitationRequest) []string { return ids(r.UserID, r.Invitation) }),
+	check(func(r protocol.ChatRequest) []string { return ids(r.UserID, r.Chat) }),
+	check(func(r protocol.SignalRequest) []string {
+		if len(r.Data) > protocol.MaxSignalBytes || !json.Valid(r.Data) || r.Data[0] != '{' {
+			return []string{fmt.Sprintf("signal data %.40q", r.Data)}
+		}
+		return ids(r.UserID, r.Chat)
+	}),
+	check(func(r protocol.SessionRequest) []string { return ids(r.ChatID, r.Parties[0], r.Parties[1]) }),
+}
+
+func ids(values ...string) []string {
+	var bad []string
+	for _, v := range values {
+		if !protocol.ValidID(v) {
+			bad = append(bad, "ID "+v)
+		}
+	}
+	return bad
+}
+
+// check makes a requestKinds entry for Req: Decode never panics, refuses
+// with a code a caller can act on, and passes only what ok finds sound.
+func check[Req any](ok func(Req) []string) func(t *testing.T, data []byte) {
+	return func(t *testing.T, data []byte) {
+		req, err := natsrpc.Decode[Req](data)
+		if err != nil {
+			switch protocol.CodeOf(err) {
+			case protocol.CodeBadRequest, protocol.CodeInvalidName, protocol.CodeResumeFailed:
+			default:
+				t.Fatalf("Decode[%T](%q): %v, not a request error", req, data, err)
+			}
+			return
+		}
+		if bad := ok(req); len(bad) > 0 {
+			t.Fatalf("Decode[%T](%q) passed %+v: %v", req, data, req, bad)
+		}
+	}
+}
+
+// FuzzDecodeRequests feeds any bytes to the decoder of every NATS request
+// a service reads.
+func FuzzDecodeRequests(f *testing.F) {
+	id := protocol.NewID()
+	for _, seed := range []string{
+		`{"user_id":"` + id + `","name":"Ann","edge":"` + id + `","conn":"` + id + `"}`,
+		`{"user_id":"` + id + `","secret":"` + protocol.NewSecret() + `","edge":"` + id + `","conn":"` + id + `"}`,
+		`{"from":"` + id + `","to":"a.>"}`, `{"user_id":"` + id + `","chat":"` + id + `","data":{"a":1}}`,
+		`{"chat_id":"` + id + `","parties":["` + id + `","` + id + `"]}`, `null`, `[]`, `{"parties":[1]}`,
+	} {
+		for kind := range requestKinds {
+			f.Add(uint8(kind), []byte(seed))
+		}
+	}
+	f.Fuzz(func(t *testing.T, kind uint8, data []byte) {
+		requestKinds[int(kind)%len(requestKinds)](t, data)
+	})
+}
+
+func TestDecodeRequests(t *testing.T) {
+	t.Parallel()
+	id := protocol.NewID()
+	for _, tc := range []struct {
+		name string
+		data string
+		code protocol.Code
+	}{
+		{"valid", `{"from":"` + id + `","to":"` + id + `"}`, ""},
+		{"not JSON", `{"from":`, protocol.CodeBadRequest},
+		{"a wildcard ID", `{"from":"` + id + `","to":"*"}`, protocol.CodeBadRequest},
+		{"no ID", `{}`, protocol.CodeBadRequest},
+	} {
+		_, err := natsrpc.Decode[protocol.InviteRequest]([]byte(tc.data))
+		if got := protocol.CodeOf(err); err != nil && got != tc.code || err == nil && tc.code != "" {
+			t.Errorf("%s: %v, want %q", tc.name, err, tc.code)
+		}
+	}
+}
