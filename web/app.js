@@ -2,6 +2,8 @@
 // It keeps a view of the world (buddy list, invitations, chat) built only
 // from the server's frames, and renders it. Protocol: docs/protocol.md.
 
+import { skeleton } from "./names.js";
+
 const $ = (id) => document.getElementById(id);
 const SESSION_KEY = "buddytok.session"; // sessionStorage: two tabs are two users
 
@@ -287,11 +289,26 @@ function invite(user) {
 
 // ---- rendering ------------------------------------------------------------
 
+// displayName tells apart people whose names are the same or only look
+// alike ("Alice" and a Cyrillic "Аlice"): each of them gets a short suffix
+// from their ID.
 function displayName(user) {
-  // Two people may share a name: tell them apart by a short ID.
-  let same = 0;
-  for (const u of view.users.values()) if (u.name === user.name) same++;
-  return same > 1 ? `${user.name} (#${user.id.slice(0, 4)})` : user.name;
+  const key = skeleton(user.name);
+  let alike = 0;
+  for (const u of view.users.values()) if (skeletonOf(u) === key) alike++;
+  return alike > 1 ? `${user.name} (#${user.id.slice(0, 4)})` : user.name;
+}
+
+// skeletonOf caches the skeleton of each name seen.
+const skeletons = new Map();
+function skeletonOf(user) {
+  let s = skeletons.get(user.name);
+  if (s === undefined) {
+    if (skeletons.size > 10000) skeletons.clear();
+    s = skeleton(user.name);
+    skeletons.set(user.name, s);
+  }
+  return s;
 }
 
 function peerName(chat) {
@@ -321,7 +338,10 @@ function render() {
   $("you-state").textContent = me.state;
 
   $("outgoing").hidden = !view.outgoing;
-  if (view.outgoing) $("outgoing-text").textContent = `Waiting for ${view.outgoing.to_name} to answer…`;
+  if (view.outgoing) {
+    const to = view.users.get(view.outgoing.to);
+    $("outgoing-text").textContent = `Waiting for ${to ? displayName(to) : view.outgoing.to_name} to answer…`;
+  }
 
   $("chat").hidden = !view.chat;
   if (view.chat) $("chat-with").textContent = `In a chat with ${peerName(view.chat)}`;

@@ -457,3 +457,34 @@ func TestPageWithIdentityToken(t *testing.T) {
 	ann.click("button", "Join")
 	ann.textOf("region", "You", "the token's name", has("Ann Verified", "available"))
 }
+
+// Names that only look alike are told apart: a Latin "Alice" and one with
+// a Cyrillic "А" each get a short suffix in the list and on their Invite
+// buttons; a name like no other gets none.
+func TestPageTellsLookAlikeNamesApart(t *testing.T) {
+	sys := startSystem(t, 2*time.Second)
+	browser := newBrowser(t)
+	url := sys.EdgeURLs[0]
+	latin := openTab(t, browser, url, "Alice")
+	latin.join()
+	cyrillic := openTab(t, browser, url, "\u0410lice")
+	cyrillic.join()
+	bob := openTab(t, browser, url, "Bob")
+	bob.join()
+	bob.textOf("list", "Buddies", "both Alices with a suffix", func(s string) bool {
+		return strings.Count(s, "lice (#") == 4 // each name, and its Invite button
+	})
+	bob.eventually("two distinct Invite buttons", func(ctx context.Context) error {
+		ids, err := chromedp.Run(ctx, chromedp.Evaluate[[]string](`[...document.querySelectorAll("#buddies button")].map((b) => b.textContent)`))
+		if err != nil {
+			return err
+		}
+		if len(ids) != 2 || ids[0] == ids[1] || !strings.Contains(ids[0], "(#") {
+			return fmt.Errorf("%w: buttons %q", errNotYet, ids)
+		}
+		return nil
+	})
+	latin.textOf("list", "Buddies", "Bob without a suffix", func(s string) bool {
+		return strings.Contains(s, "Bob") && !strings.Contains(s, "Bob (#")
+	})
+}
