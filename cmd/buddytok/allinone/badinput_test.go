@@ -255,3 +255,40 @@ func TestHealthAndReadiness(t *testing.T) {
 		}
 	}
 }
+
+// Sockets that end just as their join deadline passes, or while a join is
+// under way, leave the edge serving: the deadline never touches a socket
+// whose connection has ended (once, it did, and the edge crashed).
+func TestJoinDeadlineRacesTheSocketsEnd(t *testing.T) {
+	t.Parallel()
+	w := mustWorld(t, topologies[0], settings{grace: time.Second, joinTimeout: 20 * time.Millisecond})
+	ctx, cancel := w.wctx()
+	defer cancel()
+	done := make(chan struct{})
+	for i := range 60 {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			c, err := client.Dial(ctx, w.sys.EdgeURLs[0])
+			if err != nil {
+				return
+			}
+			if i%2 == 0 {
+				go func() { _, _ = c.Join(ctx, "Racer") }()
+			}
+			time.Sleep(time.Duration(i%40) * time.Millisecond) // ends around the deadline
+			if i%3 == 0 {
+				_ = c.Drop()
+			} else {
+				_ = c.Close()
+			}
+		}()
+	}
+	for range 60 {
+		<-done
+	}
+	time.Sleep(100 * time.Millisecond) // past every deadline armed
+	ann := w.dial()
+	if _, err := ann.Join(ctx, "Ann"); err != nil {
+		t.Fatalf("the edge after the race: %v", err)
+	}
+}

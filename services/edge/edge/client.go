@@ -49,6 +49,9 @@ type client struct {
 	// hasUser is set once the connection has joined or resumed; joining
 	// while it is doing so (for the join deadline's timer).
 	hasUser, joining atomic.Bool
+	joinMu           sync.Mutex
+	joinBy           *time.Timer // the join deadline; nil once the reader ended
+	joinEnded        bool
 
 	// joinedID is userID for other goroutines (the reconcile loop).
 	joinedMu sync.Mutex
@@ -301,8 +304,8 @@ func (c *client) readLoop() {
 	// the writer does, so that it stays the socket's only writer.
 	c.ws.SetPingHandler(func(payload string) error { c.box.answerPing([]byte(payload)); return nil })
 	c.ws.SetCloseHandler(func(code int, _ string) error { c.close(code, ""); return nil })
-	joinBy := time.AfterFunc(c.e.cfg.JoinTimeout, c.joinTimedOut)
-	defer joinBy.Stop()
+	c.armJoinDeadline()
+	defer c.disarmJoinDeadline()
 	over := 0 // frames over the rate limit in a row
 	for {
 		// The silence allowed runs from now: a request handled below may
@@ -354,20 +357,48 @@ func (c *client) readLoop() {
 	}
 }
 
+// armJoinDeadline starts (again) the time the connection has to join.
+func (c *client) armJoinDeadline() {
+	c.joinMu.Lock()
+	defer c.joinMu.Unlock()
+	if !c.joinEnded {
+		c.joinBy = time.AfterFunc(c.e.cfg.JoinTimeout, c.joinTimedOut)
+	}
+}
+
+// disarmJoinDeadline stops it for good, as the reader ends.
+func (c *client) disarmJoinDeadline() {
+	c.joinMu.Lock()
+	defer c.joinMu.Unlock()
+	c.joinEnded = true
+	if c.joinBy != nil {
+		c.joinBy.Stop()
+	}
+}
+
 // joinTimedOut closes a connection that has not joined (or resumed) in
 // Config.JoinTimeout: a socket may not sit on the edge without a user. A
 // join or resume under way is given another while.
+//
+// It runs on a timer's goroutine, which may outlive the connection: it
+// never touches the socket (which is reused once the handler returns),
+// only asks the writer to close it, which does nothing once the
+// connection has ended.
 func (c *client) joinTimedOut() {
+	select {
+	case <-c.quit:
+		return
+	default:
+	}
 	if c.hasUser.Load() {
 		return
 	}
 	if c.joining.Load() {
-		time.AfterFunc(c.e.cfg.JoinTimeout, c.joinTimedOut)
+		c.armJoinDeadline()
 		return
 	}
 	c.e.metrics.Refused.WithLabelValues(string(protocol.CodeJoinTimeout)).Inc()
 	c.close(websocket.ClosePolicyViolation, string(protocol.CodeJoinTimeout))
-	c.stopReader(time.Second)
 }
 
 // relay sends req to a service, decoding its reply into resp (which
