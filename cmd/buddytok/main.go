@@ -15,6 +15,7 @@ import (
 
 	"github.com/buddytok/buddytok/cmd/buddytok/allinone"
 	"github.com/buddytok/buddytok/pkg/config"
+	"github.com/buddytok/buddytok/pkg/natsrpc"
 	"github.com/buddytok/buddytok/pkg/profiling"
 	"github.com/buddytok/buddytok/services/edge/edge"
 	"github.com/buddytok/buddytok/services/invites/invites"
@@ -42,6 +43,7 @@ func run() error {
 	}
 	opts := allinone.Options{
 		NATSURL:  env.String("NATS_URL", ""),
+		NATSAuth: natsrpc.AuthFromEnv(env),
 		NATSPort: env.Int("NATS_PORT", 0, 0, 65535),
 		StoreDir: storeDir,
 		Listen:   net.JoinHostPort(env.String("HOST", "127.0.0.1"), strconv.Itoa(env.Int("PORT", 8080, 0, 65535))),

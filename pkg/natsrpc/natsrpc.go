@@ -79,6 +79,86 @@ type Validator interface {
 	Validate() error
 }
 
+// Auth is how a process proves itself to NATS and checks the server's
+// certificate: at most one of a credentials file (a user JWT and its nkey
+// seed, NATS_CREDS), an nkey seed file (NATS_NKEY), a user and password
+// (NATS_USER, NATS_PASSWORD) or a token (NATS_TOKEN); and, for TLS, the
+// CA that signed the server's certificate (NATS_TLS_CA) and a client
+// certificate and key (NATS_TLS_CERT, NATS_TLS_KEY). A tls:// URL, or a
+// server that requires TLS, uses TLS with the system's CAs if no CA is
+// given.
+type Auth struct {
+	CredsFile    string
+	NKeySeedFile string
+	User         string
+	Password     string
+	Token        string
+	TLSCA        string
+	TLSCert      string
+	TLSKey       string
+}
+
+// AuthFromEnv reads the NATS_* settings of Auth; the password and the
+// token are secrets, never logged.
+func AuthFromEnv(env *config.Env) Auth {
+	a := Auth{
+		CredsFile:    env.String("NATS_CREDS", ""),
+		NKeySeedFile: env.String("NATS_NKEY", ""),
+		User:         env.String("NATS_USER", ""),
+		Password:     env.Secret("NATS_PASSWORD"),
+		Token:        env.Secret("NATS_TOKEN"),
+		TLSCA:        env.String("NATS_TLS_CA", ""),
+		TLSCert:      env.String("NATS_TLS_CERT", ""),
+		TLSKey:       env.String("NATS_TLS_KEY", ""),
+	}
+	if _, err := a.options(); err != nil {
+		env.Fail("%v", err)
+	}
+	return a
+}
+
+// options are a's nats.Options, or why a is not a valid combination.
+func (a Auth) options() ([]nats.Option, error) {
+	var opts []nats.Option
+	ways := 0
+	if a.CredsFile != "" {
+		ways++
+		opts = append(opts, nats.UserCredentials(a.CredsFile))
+	}
+	if a.NKeySeedFile != "" {
+		ways++
+		opt, err := nats.NkeyOptionFromSeed(a.NKeySeedFile)
+		if err != nil {
+			return nil, fmt.Errorf("NATS_NKEY: %w", err)
+		}
+		opts = append(opts, opt)
+	}
+	if a.User != "" || a.Password != "" {
+		ways++
+		if a.User == "" || a.Password == "" {
+			return nil, errors.New("NATS_USER and NATS_PASSWORD go together")
+		}
+		opts = append(opts, nats.UserInfo(a.User, a.Password))
+	}
+	if a.Token != "" {
+		ways++
+		opts = append(opts, nats.Token(a.Token))
+	}
+	if ways > 1 {
+		return nil, errors.New("give NATS one way to authenticate: NATS_CREDS, NATS_NKEY, NATS_USER and NATS_PASSWORD, or NATS_TOKEN")
+	}
+	if (a.TLSCert == "") != (a.TLSKey == "") {
+		return nil, errors.New("NATS_TLS_CERT and NATS_TLS_KEY go together")
+	}
+	if a.TLSCA != "" {
+		opts = append(opts, nats.RootCAs(a.TLSCA))
+	}
+	if a.TLSCert != "" {
+		opts = append(opts, nats.ClientCert(a.TLSCert, a.TLSKey))
+	}
+	return opts, nil
+}
+
 // Decode decodes a request and validates it, if it can validate itself: the
 // one way a service reads what arrives over NATS. Its errors are protocol
 // errors to answer with.
@@ -267,8 +347,12 @@ func (s *Server) logged(ctx context.Context, r micro.Request, err error) *protoc
 
 // Connect opens a NATS connection for a BuddyTok process named name. It
 // keeps reconnecting for as long as the process lives.
-func Connect(url, name string, log *slog.Logger) (*nats.Conn, error) {
-	nc, err := nats.Connect(url,
+func Connect(url, name string, log *slog.Logger, auth Auth) (*nats.Conn, error) {
+	authOpts, err := auth.options()
+	if err != nil {
+		return nil, err
+	}
+	nc, err := nats.Connect(url, append(authOpts,
 		nats.Name(name),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(250*time.Millisecond),
@@ -283,7 +367,7 @@ func Connect(url, name string, log *slog.Logger) (*nats.Conn, error) {
 			}
 		}),
 		nats.ReconnectHandler(func(c *nats.Conn) { log.Info("NATS reconnected", "url", c.ConnectedUrlRedacted()) }),
-	)
+	)...)
 	if err != nil {
 		return nil, fmt.Errorf("connect to NATS at %s: %w", config.RedactURLs(url), err)
 	}

@@ -82,6 +82,7 @@ func run[C any](svc Program[C]) error {
 	env := config.FromOS()
 	log := env.Logger().With("service", name)
 	url := env.String("NATS_URL", "nats://127.0.0.1:4222")
+	auth := natsrpc.AuthFromEnv(env)
 	opsAddr := env.String("OPS_ADDR", DefaultOpsAddr)
 	cfg := svc.ConfigFromEnv(env)
 	if err := env.Err(); err != nil {
@@ -90,7 +91,7 @@ func run[C any](svc Program[C]) error {
 	log.Info("effective configuration", env.Effective())
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	nc, err := natsrpc.Connect(url, "buddytok-"+name, log)
+	nc, err := natsrpc.Connect(url, "buddytok-"+name, log, auth)
 	if err != nil {
 		return err
 	}

@@ -28,11 +28,12 @@ import (
 
 // Options describe the system to start.
 type Options struct {
-	NATSURL  string // external NATS; empty starts an embedded server
-	NATSPort int    // embedded server's port; 0 picks a free one
-	StoreDir string // embedded JetStream storage; empty: a temporary directory
-	Replicas int    // replicas of each service (default 1)
-	Edges    int    // edges (default 1)
+	NATSURL  string       // external NATS; empty starts an embedded server
+	NATSAuth natsrpc.Auth // how to authenticate to the external NATS
+	NATSPort int          // embedded server's port; 0 picks a free one
+	StoreDir string       // embedded JetStream storage; empty: a temporary directory
+	Replicas int          // replicas of each service (default 1)
+	Edges    int          // edges (default 1)
 	// Listen is the first edge's address; later edges listen on the same
 	// host at a free port. Default 127.0.0.1:0.
 	Listen   string
@@ -151,7 +152,7 @@ func Start(ctx context.Context, opts Options) (sys *System, err error) {
 
 func (sys *System) startService(ctx context.Context, opts Options, kind Kind, i int) error {
 	log := opts.Log.With("service", string(kind), "replica", i)
-	nc, err := natsrpc.Connect(sys.URL, fmt.Sprintf("buddytok-%s-%d", kind, i), log)
+	nc, err := natsrpc.Connect(sys.URL, fmt.Sprintf("buddytok-%s-%d", kind, i), log, opts.NATSAuth)
 	if err != nil {
 		return err
 	}
@@ -165,7 +166,7 @@ func (sys *System) startService(ctx context.Context, opts Options, kind Kind, i 
 
 func (sys *System) startEdge(ctx context.Context, opts Options, listen string) error {
 	log := opts.Log.With("service", "edge")
-	nc, err := natsrpc.Connect(sys.URL, "buddytok-edge", log)
+	nc, err := natsrpc.Connect(sys.URL, "buddytok-edge", log, opts.NATSAuth)
 	if err != nil {
 		return err
 	}
