@@ -603,13 +603,8 @@ func (c *client) resume(ctx context.Context, f protocol.ClientFrame) {
 	}
 	c.setJoined(f.UserID)
 	c.welcome(f.Ref, p, "")
-	// One connection per user: any other connection of this user (a
-	// duplicated tab, or a connection not yet known to be dead) closes.
-	msg := &nats.Msg{Subject: protocol.EventSubject(f.UserID), Data: []byte(c.id), Header: nats.Header{}}
-	msg.Header.Set(protocol.HeaderControl, protocol.ControlSuperseded)
-	if err := c.e.nc.PublishMsg(msg); err != nil {
-		c.e.log.WarnContext(ctx, "superseding other connections failed", "user", f.UserID, "err", err)
-	}
+	// One connection per user: presence has told the edges to close any
+	// other connection of this user.
 }
 
 func (c *client) welcome(ref string, p protocol.Personal, secret string) {

@@ -162,7 +162,22 @@ func (s *Service) resume(ctx context.Context, req protocol.ResumeRequest) (proto
 		return protocol.Personal{}, err
 	}
 	s.log.InfoContext(ctx, "user resumed", "user", u.ID, "edge", u.Edge)
+	s.supersede(ctx, u.ID, req.Conn)
 	return s.personal(ctx, u)
+}
+
+// supersede tells every edge that conn now serves the user: any other
+// connection of the user (a duplicated tab, or one not yet known to be
+// dead) closes. Presence says so, not the resuming edge, so that edges
+// never publish on users' event subjects. A lost message costs only time:
+// each edge's reconcile loop closes a connection the state no longer
+// names.
+func (s *Service) supersede(ctx context.Context, userID, conn string) {
+	msg := &nats.Msg{Subject: protocol.EventSubject(userID), Data: []byte(conn), Header: nats.Header{}}
+	msg.Header.Set(protocol.HeaderControl, protocol.ControlSuperseded)
+	if err := s.nc.PublishMsg(msg); err != nil {
+		s.log.WarnContext(ctx, "superseding the user's other connections failed", "user", userID, "err", err)
+	}
 }
 
 // personal gathers u's own invitations and chat. Records that vanished
