@@ -70,7 +70,7 @@ func run() error {
 	}
 	nats := config.RedactURLs(sys.URL)
 	if opts.NATSURL == "" {
-		nats += " (embedded, data in " + opts.StoreDir + ")"
+		nats += " (embedded, data in " + opts.StoreDir + "; one NATS user per role, passwords in " + allinone.UsersDir(opts.StoreDir) + ")"
 	}
 	fmt.Printf("BuddyTok is running: open %s in two browser tabs\nNATS: %s\nPress Ctrl-C to stop.\n", sys.EdgeURLs[0], nats)
 	<-ctx.Done()

@@ -21,6 +21,9 @@ type Options struct {
 	// directory, removed on Shutdown, in memory (tmpfs) when the machine
 	// has room there (see tempParent).
 	StoreDir string
+	// Users, if any, are the only clients the server accepts, each with
+	// its permissions (package permissions).
+	Users []*server.User
 }
 
 // Server is a running embedded NATS server.
@@ -65,6 +68,7 @@ func Start(opts Options) (*Server, error) {
 		StoreDir:   dir,
 		NoSigs:     true,
 		NoLog:      true,
+		Users:      opts.Users,
 	})
 	if err != nil {
 		s.removeTemp()

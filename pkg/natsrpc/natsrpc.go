@@ -88,6 +88,10 @@ type Validator interface {
 // server that requires TLS, uses TLS with the system's CAs if no CA is
 // given.
 type Auth struct {
+	// InboxPrefix replaces "_INBOX" in the connection's reply subjects
+	// (permissions.InboxPrefix of its role), so that a server giving each
+	// role its own inboxes lets no other role read its replies.
+	InboxPrefix  string
 	CredsFile    string
 	NKeySeedFile string
 	User         string
@@ -120,6 +124,9 @@ func AuthFromEnv(env *config.Env) Auth {
 // options are a's nats.Options, or why a is not a valid combination.
 func (a Auth) options() ([]nats.Option, error) {
 	var opts []nats.Option
+	if a.InboxPrefix != "" {
+		opts = append(opts, nats.CustomInboxPrefix(a.InboxPrefix))
+	}
 	ways := 0
 	if a.CredsFile != "" {
 		ways++

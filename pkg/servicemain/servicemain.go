@@ -20,6 +20,7 @@ import (
 	"github.com/buddytok/buddytok/pkg/metrics"
 	"github.com/buddytok/buddytok/pkg/natsrpc"
 	"github.com/buddytok/buddytok/pkg/opsserver"
+	"github.com/buddytok/buddytok/pkg/permissions"
 )
 
 // Runner is a service replica.
@@ -83,6 +84,7 @@ func run[C any](svc Program[C]) error {
 	log := env.Logger().With("service", name)
 	url := env.String("NATS_URL", "nats://127.0.0.1:4222")
 	auth := natsrpc.AuthFromEnv(env)
+	auth.InboxPrefix = permissions.InboxPrefix(permissions.Role(name))
 	opsAddr := env.String("OPS_ADDR", DefaultOpsAddr)
 	cfg := svc.ConfigFromEnv(env)
 	if err := env.Err(); err != nil {

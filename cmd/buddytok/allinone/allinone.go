@@ -19,6 +19,7 @@ import (
 	"github.com/buddytok/buddytok/pkg/embeddednats"
 	"github.com/buddytok/buddytok/pkg/metrics"
 	"github.com/buddytok/buddytok/pkg/natsrpc"
+	"github.com/buddytok/buddytok/pkg/permissions"
 	"github.com/buddytok/buddytok/pkg/servicemain"
 	"github.com/buddytok/buddytok/services/edge/edge"
 	"github.com/buddytok/buddytok/services/invites/invites"
@@ -79,10 +80,11 @@ type System struct {
 	// serves them on /metrics.
 	Metrics *metrics.Metrics
 
-	nats     *embeddednats.Server
-	opts     Options
-	mu       sync.Mutex
-	replicas map[Kind][]*replica
+	nats      *embeddednats.Server
+	passwords map[string]string // of the embedded server's users
+	opts      Options
+	mu        sync.Mutex
+	replicas  map[Kind][]*replica
 }
 
 type replica struct {
@@ -124,7 +126,14 @@ func Start(ctx context.Context, opts Options) (sys *System, err error) {
 		}
 	}()
 	if sys.URL == "" {
-		srv, err := embeddednats.Start(embeddednats.Options{Port: opts.NATSPort, StoreDir: opts.StoreDir})
+		usersDir := ""
+		if opts.StoreDir != "" {
+			usersDir = UsersDir(opts.StoreDir)
+		}
+		if sys.passwords, err = passwords(usersDir); err != nil {
+			return sys, err
+		}
+		srv, err := embeddednats.Start(embeddednats.Options{Port: opts.NATSPort, StoreDir: opts.StoreDir, Users: serverUsers(sys.passwords)})
 		if err != nil {
 			return sys, err
 		}
@@ -150,9 +159,38 @@ func Start(ctx context.Context, opts Options) (sys *System, err error) {
 	return sys, nil
 }
 
+// Connect opens a NATS connection with every permission (the embedded
+// server's Admin, or the external server's credentials), for tools and
+// tests.
+func (sys *System) Connect(name string) (*nats.Conn, error) {
+	a := sys.opts.NATSAuth
+	if sys.nats != nil {
+		a = natsrpc.Auth{User: Admin, Password: sys.passwords[Admin]}
+	}
+	return natsrpc.Connect(sys.URL, name, sys.opts.Log, a)
+}
+
+// ConnectAs opens a connection as role's user of the embedded server, with
+// that role's permissions only.
+func (sys *System) ConnectAs(role permissions.Role, name string) (*nats.Conn, error) {
+	return natsrpc.Connect(sys.URL, name, sys.opts.Log, sys.auth(sys.opts, role))
+}
+
+// auth is how a replica of role connects: with the external NATS's
+// credentials, or, to the embedded server, as its role's user; always with
+// its role's inboxes.
+func (sys *System) auth(opts Options, role permissions.Role) natsrpc.Auth {
+	a := opts.NATSAuth
+	if sys.nats != nil {
+		a = natsrpc.Auth{User: string(role), Password: sys.passwords[string(role)]}
+	}
+	a.InboxPrefix = permissions.InboxPrefix(role)
+	return a
+}
+
 func (sys *System) startService(ctx context.Context, opts Options, kind Kind, i int) error {
 	log := opts.Log.With("service", string(kind), "replica", i)
-	nc, err := natsrpc.Connect(sys.URL, fmt.Sprintf("buddytok-%s-%d", kind, i), log, opts.NATSAuth)
+	nc, err := natsrpc.Connect(sys.URL, fmt.Sprintf("buddytok-%s-%d", kind, i), log, sys.auth(opts, permissions.Role(kind)))
 	if err != nil {
 		return err
 	}
@@ -166,7 +204,7 @@ func (sys *System) startService(ctx context.Context, opts Options, kind Kind, i 
 
 func (sys *System) startEdge(ctx context.Context, opts Options, listen string) error {
 	log := opts.Log.With("service", "edge")
-	nc, err := natsrpc.Connect(sys.URL, "buddytok-edge", log, opts.NATSAuth)
+	nc, err := natsrpc.Connect(sys.URL, "buddytok-edge", log, sys.auth(opts, permissions.Edge))
 	if err != nil {
 		return err
 	}

@@ -13,7 +13,7 @@ import (
 func TestServicesAreDiscoverable(t *testing.T) {
 	t.Parallel()
 	w := mustWorld(t, replicated, settings{grace: time.Second})
-	nc, err := nats.Connect(w.sys.URL)
+	nc, err := w.sys.Connect("test-discovery")
 	if err != nil {
 		t.Fatal(err)
 	}

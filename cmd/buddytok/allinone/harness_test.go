@@ -13,8 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-
 	"github.com/buddytok/buddytok/cmd/buddytok/allinone"
 	"github.com/buddytok/buddytok/pkg/client"
 	"github.com/buddytok/buddytok/pkg/latency"
@@ -243,7 +241,7 @@ func mustCode(t testing.TB, err error, code protocol.Code) {
 // store opens the state bucket on a fresh connection, for checks.
 func (w *world) store() *state.Store {
 	w.t.Helper()
-	nc, err := nats.Connect(w.sys.URL)
+	nc, err := w.sys.Connect("test-store")
 	if err != nil {
 		w.t.Fatal(err)
 	}

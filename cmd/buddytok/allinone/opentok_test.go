@@ -12,6 +12,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/buddytok/buddytok/cmd/buddytok/allinone"
 	"github.com/buddytok/buddytok/pkg/client"
 	"github.com/buddytok/buddytok/pkg/opentok"
 	"github.com/buddytok/buddytok/pkg/opentok/opentoktest"
@@ -66,9 +67,9 @@ func openTokProvider(t *testing.T, cfg opentok.Config) tokens.Provider {
 }
 
 // recordNATS keeps every message that crosses the NATS server.
-func recordNATS(t *testing.T, url string) func() [][]byte {
+func recordNATS(t *testing.T, sys *allinone.System) func() [][]byte {
 	t.Helper()
-	nc, err := nats.Connect(url)
+	nc, err := sys.Connect("test-record")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,7 +113,7 @@ func TestOpenTokChat(t *testing.T) {
 				grace: 5 * time.Second, logs: &logs,
 				video: openTokProvider(t, opentok.Config{APIKey: otKey, APISecret: otSecret, APIURL: srv.URL, TokenType: typ}),
 			})
-			natsSeen := recordNATS(t, w.sys.URL)
+			natsSeen := recordNATS(t, w.sys)
 			ann, bob, cy := w.join("Ann"), w.join("Bob \"B\" Doe"), w.join("Cy")
 			for _, c := range []*client.Client{ann, bob, cy} {
 				c.RecordFrames()

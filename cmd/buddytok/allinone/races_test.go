@@ -5,10 +5,9 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/nats-io/nats.go"
-
 	"github.com/buddytok/buddytok/pkg/client"
 	"github.com/buddytok/buddytok/pkg/natsrpc"
+	"github.com/buddytok/buddytok/pkg/permissions"
 	"github.com/buddytok/buddytok/pkg/protocol"
 )
 
@@ -102,7 +101,7 @@ func TestRaceDoubleAccept(t *testing.T) {
 	// or a double click. One connection's frames are handled in order, and
 	// a second tab of the same user supersedes the first, so the requests
 	// are sent straight to the invites service, as two edges would.
-	nc, err := nats.Connect(w.sys.URL)
+	nc, err := w.sys.ConnectAs(permissions.Edge, "test-as-an-edge")
 	if err != nil {
 		t.Fatal(err)
 	}

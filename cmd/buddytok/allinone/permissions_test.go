@@ -1,0 +1,95 @@
+package allinone_test
+
+import (
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/buddytok/buddytok/pkg/permissions"
+	"github.com/buddytok/buddytok/pkg/protocol"
+	"github.com/buddytok/buddytok/pkg/state"
+)
+
+// A connection with the edge's NATS permissions (a leaked edge credential)
+// can do what an edge does and nothing else: it cannot write the state,
+// publish any user's events, remove a user, make a video session, answer
+// requests in a service's place, or read another role's replies. Every
+// other test of this package runs its services under these permissions
+// too, which shows they are enough.
+func TestEdgePermissions(t *testing.T) {
+	t.Parallel()
+	w := mustWorld(t, topologies[0], settings{grace: time.Second})
+	ann, bob := w.join("Ann"), w.join("Bob")
+	w.sees(id(bob), protocol.StateAvailable, ann)
+
+	var mu sync.Mutex
+	var denied []string
+	nc, err := w.sys.ConnectAs(permissions.Edge, "test-leaked-edge")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	nc.SetErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+		if errors.Is(err, nats.ErrPermissionViolation) {
+			mu.Lock()
+			denied = append(denied, err.Error())
+			mu.Unlock()
+		}
+	})
+	isDenied := func(what string) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, d := range denied {
+			if strings.Contains(d, what) {
+				return true
+			}
+		}
+		return false
+	}
+	deniedSoon := func(op, subject string) {
+		t.Helper()
+		if err := nc.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(waitFor)
+		for !isDenied(subject) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s %s: not refused by the server", op, subject)
+			}
+			time.Sleep(10 * time.Millisecond) // the server's refusal arrives asynchronously
+		}
+	}
+	for _, subject := range []string{
+		"$KV." + state.Bucket + "." + state.UserKey(id(ann)), // write the state
+		protocol.EventSubject(id(ann)),                       // send Ann an event
+		protocol.SubjectInvitesLeave,                         // remove a user
+		protocol.SubjectTokensSession,                        // make a video session
+		"$JS.API.STREAM.DELETE.KV_" + state.Bucket,           // delete the state
+		"$JS.API.STREAM.PURGE.KV_" + state.Bucket,
+		"$JS.API.STREAM.UPDATE.KV_" + state.Bucket,
+	} {
+		if err := nc.Publish(subject, []byte(`{}`)); err != nil {
+			t.Fatal(err)
+		}
+		deniedSoon("publish", subject)
+	}
+	for _, subject := range []string{
+		protocol.SubjectPresenceJoin, // answer joins as presence
+		"buddytok.invites.>",         // or invitations
+		"_INBOX.>",                   // anyone's replies
+		permissions.InboxPrefix(permissions.Presence) + ".>", // presence's replies
+		"$KV.>",
+	} {
+		if _, err := nc.SubscribeSync(subject); err != nil {
+			t.Fatal(err)
+		}
+		deniedSoon("subscribe", subject)
+	}
+	// Nothing changed, and the system still serves everyone.
+	w.invite(ann, bob)
+	w.sees(id(ann), protocol.StateInviting, bob)
+}

@@ -1,0 +1,84 @@
+package allinone
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/buddytok/buddytok/pkg/permissions"
+)
+
+// Admin is the embedded server's user with every permission: for an
+// operator's tools (nats micro ls) and for tests that read the state.
+const Admin = "admin"
+
+// userNames are the embedded server's users: one per role, and Admin.
+func userNames() []string {
+	names := []string{Admin}
+	for _, r := range permissions.Roles {
+		names = append(names, string(r))
+	}
+	return names
+}
+
+// UsersDir is where an all-in-one keeps the passwords of its embedded
+// server's users, one file per user (mode 0600), so that replicas started
+// apart can connect: NATS_USER=edge NATS_PASSWORD=$(cat DIR/edge).
+func UsersDir(storeDir string) string { return filepath.Join(storeDir, "users") }
+
+// passwords returns each user's password: read from dir, or made and
+// written there on the first start; with no dir, made for this process
+// only.
+func passwords(dir string) (map[string]string, error) {
+	pw := map[string]string{}
+	if dir != "" {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, fmt.Errorf("allinone: NATS users: %w", err)
+		}
+	}
+	for _, name := range userNames() {
+		if dir != "" {
+			b, err := os.ReadFile(filepath.Join(dir, name))
+			if err == nil && len(strings.TrimSpace(string(b))) >= 32 {
+				pw[name] = strings.TrimSpace(string(b))
+				continue
+			}
+			if err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return nil, fmt.Errorf("allinone: NATS users: %w", err)
+			}
+		}
+		var b [24]byte
+		_, _ = rand.Read(b[:])
+		pw[name] = hex.EncodeToString(b[:])
+		if dir != "" {
+			if err := os.WriteFile(filepath.Join(dir, name), []byte(pw[name]+"\n"), 0o600); err != nil {
+				return nil, fmt.Errorf("allinone: NATS users: %w", err)
+			}
+		}
+	}
+	return pw, nil
+}
+
+// serverUsers are the embedded server's users with their permissions.
+func serverUsers(pw map[string]string) []*server.User {
+	users := []*server.User{{Username: Admin, Password: pw[Admin]}}
+	for _, r := range permissions.Roles {
+		set := permissions.For(r)
+		p := &server.Permissions{
+			Publish:   &server.SubjectPermission{Allow: set.Publish},
+			Subscribe: &server.SubjectPermission{Allow: set.Subscribe},
+		}
+		if set.Responds {
+			p.Response = &server.ResponsePermission{MaxMsgs: 1}
+		}
+		users = append(users, &server.User{Username: string(r), Password: pw[string(r)], Permissions: p})
+	}
+	return users
+}
