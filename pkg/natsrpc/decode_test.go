@@ -28,16 +28,26 @@ var requestKinds = []func(t *testing.T, data []byte){
 	check(func(r protocol.DisconnectRequest) []string { return ids(r.UserID, r.Conn) }),
 	check(func(r protocol.AttachRequest) []string { return ids(r.UserID, r.Edge, r.Conn) }),
 	check(func(r protocol.LeaveRequest) []string { return ids(r.UserID, r.Conn) }),
-	check(func(r protocol.InviteRequest) []string { return ids(r.From, r.To) }),
-	check(func(r protocol.InvitationRequest) []string { return ids(r.UserID, r.Invitation) }),
-	check(func(r protocol.ChatRequest) []string { return ids(r.UserID, r.Chat) }),
+	check(func(r protocol.InviteRequest) []string { return append(ids(r.From, r.To), proof(r.Secret)...) }),
+	check(func(r protocol.InvitationRequest) []string {
+		return append(ids(r.UserID, r.Invitation), proof(r.Secret)...)
+	}),
+	check(func(r protocol.ChatRequest) []string { return append(ids(r.UserID, r.Chat), proof(r.Secret)...) }),
 	check(func(r protocol.SignalRequest) []string {
 		if len(r.Data) > protocol.MaxSignalBytes || !json.Valid(r.Data) || r.Data[0] != '{' {
 			return []string{fmt.Sprintf("signal data %.40q", r.Data)}
 		}
-		return ids(r.UserID, r.Chat)
+		return append(ids(r.UserID, r.Chat), proof(r.Secret)...)
 	}),
 	check(func(r protocol.SessionRequest) []string { return ids(r.ChatID, r.Parties[0], r.Parties[1]) }),
+}
+
+// proof finds fault with a secret that cannot prove anything.
+func proof(secret string) []string {
+	if !protocol.ValidSecret(secret) {
+		return []string{"secret " + secret}
+	}
+	return nil
 }
 
 func ids(values ...string) []string {
@@ -57,7 +67,7 @@ func check[Req any](ok func(Req) []string) func(t *testing.T, data []byte) {
 		req, err := natsrpc.Decode[Req](data)
 		if err != nil {
 			switch protocol.CodeOf(err) {
-			case protocol.CodeBadRequest, protocol.CodeInvalidName, protocol.CodeResumeFailed:
+			case protocol.CodeBadRequest, protocol.CodeInvalidName, protocol.CodeResumeFailed, protocol.CodeForbidden:
 			default:
 				t.Fatalf("Decode[%T](%q): %v, not a request error", req, data, err)
 			}
@@ -76,7 +86,7 @@ func FuzzDecodeRequests(f *testing.F) {
 	for _, seed := range []string{
 		`{"user_id":"` + id + `","name":"Ann","edge":"` + id + `","conn":"` + id + `"}`,
 		`{"user_id":"` + id + `","secret":"` + protocol.NewSecret() + `","edge":"` + id + `","conn":"` + id + `"}`,
-		`{"from":"` + id + `","to":"a.>"}`, `{"user_id":"` + id + `","chat":"` + id + `","data":{"a":1}}`,
+		`{"from":"` + id + `","to":"a.>"}`, `{"user_id":"` + id + `","chat":"` + id + `","data":{"a":1},"secret":"` + protocol.NewSecret() + `"}`,
 		`{"chat_id":"` + id + `","parties":["` + id + `","` + id + `"]}`, `null`, `[]`, `{"parties":[1]}`,
 	} {
 		for kind := range requestKinds {
@@ -96,7 +106,8 @@ func TestDecodeRequests(t *testing.T) {
 		data string
 		code protocol.Code
 	}{
-		{"valid", `{"from":"` + id + `","to":"` + id + `"}`, ""},
+		{"valid", `{"from":"` + id + `","to":"` + id + `","secret":"` + protocol.NewSecret() + `"}`, ""},
+		{"no proof", `{"from":"` + id + `","to":"` + id + `"}`, protocol.CodeForbidden},
 		{"not JSON", `{"from":`, protocol.CodeBadRequest},
 		{"a wildcard ID", `{"from":"` + id + `","to":"*"}`, protocol.CodeBadRequest},
 		{"no ID", `{}`, protocol.CodeBadRequest},

@@ -36,6 +36,7 @@ const (
 	CodeSuperseded     Code = "superseded"           // close reason: another tab resumed this user
 	CodeJoinTimeout    Code = "join_timeout"         // close reason: the connection did not join or resume in time
 	CodeUnauthorized   Code = "unauthorized"         // an identity token is required and this one is missing, expired or not valid (HTTP 401 before the upgrade)
+	CodeForbidden      Code = "forbidden"            // a service request acts for a user without proving it comes from that user's connection
 	CodeEdgeFull       Code = "edge_full"            // the edge holds as many connections as it may (HTTP 503 before the upgrade, or close 1013)
 	CodeTooManyConns   Code = "too_many_connections" // the client's address holds as many connections as it may (HTTP 429, or close 1008)
 	CodeSessionLost    Code = "session_lost"         // close reason: this edge no longer serves the user; reconnect and resume

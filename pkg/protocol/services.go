@@ -114,10 +114,13 @@ type LeaveRequest struct {
 	Conn   string `json:"conn"`
 }
 
-// InviteRequest asks for an invitation from one user to another.
+// InviteRequest asks for an invitation from one user to another. Secret
+// is From's resume secret: it proves the request comes from the edge that
+// serves From (as in every request that acts for a user).
 type InviteRequest struct {
-	From string `json:"from"`
-	To   string `json:"to"`
+	From   string `json:"from"`
+	To     string `json:"to"`
+	Secret string `json:"secret"`
 }
 
 // InvitationRequest acts (cancel, accept, decline) on an invitation on
@@ -125,12 +128,14 @@ type InviteRequest struct {
 type InvitationRequest struct {
 	UserID     string `json:"user_id"`
 	Invitation string `json:"invitation"`
+	Secret     string `json:"secret"`
 }
 
 // ChatRequest acts on a chat on behalf of UserID.
 type ChatRequest struct {
 	UserID string `json:"user_id"`
 	Chat   string `json:"chat"`
+	Secret string `json:"secret"`
 }
 
 // SignalRequest relays a WebRTC signal to the other party of a chat.
@@ -138,6 +143,7 @@ type SignalRequest struct {
 	UserID string          `json:"user_id"`
 	Chat   string          `json:"chat"`
 	Data   json.RawMessage `json:"data"`
+	Secret string          `json:"secret"`
 }
 
 // SessionRequest asks the tokens service for a video session for a chat

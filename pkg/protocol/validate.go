@@ -62,24 +62,56 @@ func (r *DisconnectRequest) Validate() error {
 // Validate checks the request's fields.
 func (r *LeaveRequest) Validate() error { return checkIDs("user_id", r.UserID, "conn", r.Conn) }
 
-// Validate checks the request's fields.
-func (r *InviteRequest) Validate() error { return checkIDs("from", r.From, "to", r.To) }
+// errNotProven answers a request that acts for a user without the user's
+// secret.
+var errNotProven = Errorf(CodeForbidden, "the request does not come from the connection that serves this user")
 
-// Validate checks the request's fields.
-func (r *InvitationRequest) Validate() error {
-	return checkIDs("user_id", r.UserID, "invitation", r.Invitation)
+// checkProof refuses a secret that cannot be one.
+func checkProof(secret string) error {
+	if !ValidSecret(secret) {
+		return errNotProven
+	}
+	return nil
 }
 
 // Validate checks the request's fields.
-func (r *ChatRequest) Validate() error { return checkIDs("user_id", r.UserID, "chat", r.Chat) }
+func (r *InviteRequest) Validate() error {
+	if err := checkIDs("from", r.From, "to", r.To); err != nil {
+		return err
+	}
+	return checkProof(r.Secret)
+}
+
+// Validate checks the request's fields.
+func (r *InvitationRequest) Validate() error {
+	if err := checkIDs("user_id", r.UserID, "invitation", r.Invitation); err != nil {
+		return err
+	}
+	return checkProof(r.Secret)
+}
+
+// Validate checks the request's fields.
+func (r *ChatRequest) Validate() error {
+	if err := checkIDs("user_id", r.UserID, "chat", r.Chat); err != nil {
+		return err
+	}
+	return checkProof(r.Secret)
+}
 
 // Validate checks the request's fields.
 func (r *SignalRequest) Validate() error {
 	if err := checkIDs("user_id", r.UserID, "chat", r.Chat); err != nil {
 		return err
 	}
-	return CheckSignal(r.Data)
+	if err := CheckSignal(r.Data); err != nil {
+		return err
+	}
+	return checkProof(r.Secret)
 }
+
+// ErrNotProven is what a service answers when the secret of a request is
+// not the acting user's.
+func ErrNotProven() error { return errNotProven }
 
 // Validate checks the request's fields.
 func (r *SessionRequest) Validate() error {

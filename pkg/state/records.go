@@ -5,6 +5,9 @@
 package state
 
 import (
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
 	"slices"
 
 	"github.com/buddytok/buddytok/pkg/protocol"
@@ -44,6 +47,19 @@ type User struct {
 	Incoming []string `json:"incoming,omitempty"`
 	// Chat is the ID of the user's chat, if chatting.
 	Chat string `json:"chat,omitempty"`
+}
+
+// HashSecret is what a user record keeps of its resume secret.
+func HashSecret(secret string) string {
+	sum := sha256.Sum256([]byte(secret))
+	return hex.EncodeToString(sum[:])
+}
+
+// Proves reports whether secret is u's resume secret. Only the tab, and
+// the edge serving it, hold it: a service acting for u on a request that
+// does not prove it refuses (protocol.CodeForbidden).
+func (u User) Proves(secret string) bool {
+	return subtle.ConstantTimeCompare([]byte(u.SecretHash), []byte(HashSecret(secret))) == 1
 }
 
 // Public is what other users may see of u.

@@ -9,6 +9,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/buddytok/buddytok/pkg/natsrpc"
 	"github.com/buddytok/buddytok/pkg/permissions"
 	"github.com/buddytok/buddytok/pkg/protocol"
 	"github.com/buddytok/buddytok/pkg/state"
@@ -89,7 +90,61 @@ func TestEdgePermissions(t *testing.T) {
 		}
 		deniedSoon("subscribe", subject)
 	}
+	// With the edge's permissions it may call what edges call, but it can
+	// act only for a user whose connection it serves: each request proves
+	// that with the user's resume secret, which only that edge holds.
+	// Knowing Ann's ID (every buddy list shows it) is not enough.
+	ctx, cancel := w.wctx()
+	defer cancel()
+	for _, tc := range []struct {
+		name    string
+		subject string
+		req     any
+	}{
+		{"invite as Ann, no secret", protocol.SubjectInvitesInvite, protocol.InviteRequest{From: id(ann), To: id(bob)}},
+		{"invite as Ann, a guessed secret", protocol.SubjectInvitesInvite, protocol.InviteRequest{From: id(ann), To: id(bob), Secret: protocol.NewSecret()}},
+		{"invite as Ann, Bob's secret", protocol.SubjectInvitesInvite, protocol.InviteRequest{From: id(ann), To: id(bob), Secret: bob.View().Secret}},
+	} {
+		err := natsrpc.Call(ctx, nc, tc.subject, tc.req, nil)
+		if protocol.CodeOf(err) != protocol.CodeForbidden {
+			t.Errorf("%s: %v, want forbidden", tc.name, err)
+		}
+	}
 	// Nothing changed, and the system still serves everyone.
-	w.invite(ann, bob)
+	w.sees(id(ann), protocol.StateAvailable, bob)
+	inv := w.invite(ann, bob)
 	w.sees(id(ann), protocol.StateInviting, bob)
+	for _, tc := range []struct {
+		name    string
+		subject string
+		req     any
+	}{
+		{"cancel Ann's invitation as Ann", protocol.SubjectInvitesCancel, protocol.InvitationRequest{UserID: id(ann), Invitation: inv.ID, Secret: protocol.NewSecret()}},
+		{"accept it as Bob", protocol.SubjectInvitesAccept, protocol.InvitationRequest{UserID: id(bob), Invitation: inv.ID, Secret: ann.View().Secret}},
+		{"decline it as Bob", protocol.SubjectInvitesDecline, protocol.InvitationRequest{UserID: id(bob), Invitation: inv.ID, Secret: protocol.NewSecret()}},
+	} {
+		err := natsrpc.Call(ctx, nc, tc.subject, tc.req, nil)
+		if protocol.CodeOf(err) != protocol.CodeForbidden {
+			t.Errorf("%s: %v, want forbidden", tc.name, err)
+		}
+	}
+	chat, err := bob.Accept(ctx, inv.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name    string
+		subject string
+		req     any
+	}{
+		{"Ann's video credentials", protocol.SubjectTokensCredentials, protocol.ChatRequest{UserID: id(ann), Chat: chat.ID, Secret: protocol.NewSecret()}},
+		{"a signal as Ann", protocol.SubjectTokensSignal, protocol.SignalRequest{UserID: id(ann), Chat: chat.ID, Data: []byte(`{"sdp":"x"}`), Secret: protocol.NewSecret()}},
+		{"end the chat as Bob", protocol.SubjectInvitesEnd, protocol.ChatRequest{UserID: id(bob), Chat: chat.ID, Secret: protocol.NewSecret()}},
+	} {
+		err := natsrpc.Call(ctx, nc, tc.subject, tc.req, nil)
+		if protocol.CodeOf(err) != protocol.CodeForbidden {
+			t.Errorf("%s: %v, want forbidden", tc.name, err)
+		}
+	}
+	w.sees(id(ann), protocol.StateChatting, bob)
 }

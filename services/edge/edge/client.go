@@ -43,6 +43,7 @@ type client struct {
 	// Set by join/resume, read by the reader goroutine only (and by
 	// cleanup after the reader has stopped).
 	userID   string
+	secret   string // the user's resume secret: proves to the services that requests come from this connection
 	events   *nats.Subscription
 	feedFrom uint64 // set by hub.subscribe
 
@@ -467,23 +468,23 @@ func (c *client) handle(f protocol.ClientFrame) {
 	case protocol.TypeInvite:
 		var inv protocol.Invitation
 		ok.Invitation = &inv
-		c.relay(ctx, f.Ref, protocol.SubjectInvitesInvite, protocol.InviteRequest{From: uid, To: f.To}, &inv, ok)
+		c.relay(ctx, f.Ref, protocol.SubjectInvitesInvite, protocol.InviteRequest{From: uid, To: f.To, Secret: c.secret}, &inv, ok)
 	case protocol.TypeCancel:
-		c.relay(ctx, f.Ref, protocol.SubjectInvitesCancel, protocol.InvitationRequest{UserID: uid, Invitation: f.Invitation}, nil, ok)
+		c.relay(ctx, f.Ref, protocol.SubjectInvitesCancel, protocol.InvitationRequest{UserID: uid, Invitation: f.Invitation, Secret: c.secret}, nil, ok)
 	case protocol.TypeDecline:
-		c.relay(ctx, f.Ref, protocol.SubjectInvitesDecline, protocol.InvitationRequest{UserID: uid, Invitation: f.Invitation}, nil, ok)
+		c.relay(ctx, f.Ref, protocol.SubjectInvitesDecline, protocol.InvitationRequest{UserID: uid, Invitation: f.Invitation, Secret: c.secret}, nil, ok)
 	case protocol.TypeAccept:
 		var chat protocol.Chat
 		ok.Chat = &chat
-		c.relay(ctx, f.Ref, protocol.SubjectInvitesAccept, protocol.InvitationRequest{UserID: uid, Invitation: f.Invitation}, &chat, ok)
+		c.relay(ctx, f.Ref, protocol.SubjectInvitesAccept, protocol.InvitationRequest{UserID: uid, Invitation: f.Invitation, Secret: c.secret}, &chat, ok)
 	case protocol.TypeEndChat:
-		c.relay(ctx, f.Ref, protocol.SubjectInvitesEnd, protocol.ChatRequest{UserID: uid, Chat: f.Chat}, nil, ok)
+		c.relay(ctx, f.Ref, protocol.SubjectInvitesEnd, protocol.ChatRequest{UserID: uid, Chat: f.Chat, Secret: c.secret}, nil, ok)
 	case protocol.TypeCredentials:
 		var cred protocol.Credentials
 		answer := protocol.ServerFrame{Type: protocol.TypeCredentials, Ref: f.Ref, Credentials: &cred}
-		c.relay(ctx, f.Ref, protocol.SubjectTokensCredentials, protocol.ChatRequest{UserID: uid, Chat: f.Chat}, &cred, answer)
+		c.relay(ctx, f.Ref, protocol.SubjectTokensCredentials, protocol.ChatRequest{UserID: uid, Chat: f.Chat, Secret: c.secret}, &cred, answer)
 	case protocol.TypeSignal:
-		c.relay(ctx, f.Ref, protocol.SubjectTokensSignal, protocol.SignalRequest{UserID: uid, Chat: f.Chat, Data: f.Data}, nil, ok)
+		c.relay(ctx, f.Ref, protocol.SubjectTokensSignal, protocol.SignalRequest{UserID: uid, Chat: f.Chat, Data: f.Data, Secret: c.secret}, nil, ok)
 	}
 }
 
@@ -576,6 +577,7 @@ func (c *client) join(ctx context.Context, f protocol.ClientFrame) {
 		return
 	}
 	c.setJoined(uid)
+	c.secret = reply.Secret
 	c.welcome(f.Ref, protocol.Personal{User: reply.User}, reply.Secret)
 }
 
@@ -602,6 +604,7 @@ func (c *client) resume(ctx context.Context, f protocol.ClientFrame) {
 		return
 	}
 	c.setJoined(f.UserID)
+	c.secret = f.Secret
 	c.welcome(f.Ref, p, "")
 	// One connection per user: presence has told the edges to close any
 	// other connection of this user.

@@ -160,6 +160,9 @@ func (s *Service) invite(ctx context.Context, req protocol.InviteRequest) (proto
 		if err != nil {
 			return err
 		}
+		if !from.Proves(req.Secret) {
+			return protocol.ErrNotProven()
+		}
 		to, err := c.user(ctx, req.To)
 		if errors.Is(err, state.ErrNotFound) {
 			return protocol.Errorf(protocol.CodeNotFound, "that user is not online")
@@ -226,10 +229,29 @@ func (s *Service) invitationParties(ctx context.Context, req protocol.Invitation
 	return users
 }
 
+// actor loads the user a request acts for, and refuses the request unless
+// secret proves it comes from that user's connection.
+func actor(ctx context.Context, c *change, userID, secret string) error {
+	u, err := c.user(ctx, userID)
+	if errors.Is(err, state.ErrNotFound) {
+		return protocol.Errorf(protocol.CodeNotFound, "you are not online")
+	}
+	if err != nil {
+		return err
+	}
+	if !u.Proves(secret) {
+		return protocol.ErrNotProven()
+	}
+	return nil
+}
+
 func (s *Service) cancel(ctx context.Context, req protocol.InvitationRequest) (protocol.Empty, error) {
 	return protocol.Empty{}, s.run(ctx, s.invitationParties(ctx, req), func(ctx context.Context, c *change) error {
 		inv, rev, err := invitationFor(ctx, c, req.Invitation, req.UserID, true)
 		if err != nil {
+			return err
+		}
+		if err := actor(ctx, c, req.UserID, req.Secret); err != nil {
 			return err
 		}
 		return c.endLoadedInvitation(ctx, inv, rev, protocol.ReasonCancelled)
@@ -240,6 +262,9 @@ func (s *Service) decline(ctx context.Context, req protocol.InvitationRequest) (
 	return protocol.Empty{}, s.run(ctx, s.invitationParties(ctx, req), func(ctx context.Context, c *change) error {
 		inv, rev, err := invitationFor(ctx, c, req.Invitation, req.UserID, false)
 		if err != nil {
+			return err
+		}
+		if err := actor(ctx, c, req.UserID, req.Secret); err != nil {
 			return err
 		}
 		return c.endLoadedInvitation(ctx, inv, rev, protocol.ReasonDeclined)
@@ -262,8 +287,13 @@ func (s *Service) accept(ctx context.Context, req protocol.InvitationRequest) (p
 	}
 	// The same refusal as in the transition below, checked early so that
 	// a doomed accept makes no video session. The transition decides.
-	if accepter, _, err := s.store.GetUser(ctx, inv.To); err == nil && accepter.State == protocol.StateChatting {
-		return protocol.Chat{}, errInChat
+	if accepter, _, err := s.store.GetUser(ctx, inv.To); err == nil {
+		if !accepter.Proves(req.Secret) {
+			return protocol.Chat{}, protocol.ErrNotProven()
+		}
+		if accepter.State == protocol.StateChatting {
+			return protocol.Chat{}, errInChat
+		}
 	}
 	chat := state.Chat{Chat: protocol.Chat{
 		ID:      protocol.NewID(),
@@ -294,6 +324,9 @@ func (s *Service) accept(ctx context.Context, req protocol.InvitationRequest) (p
 		accepter, err := c.user(ctx, inv.To)
 		if err != nil {
 			return err
+		}
+		if !accepter.Proves(req.Secret) {
+			return protocol.ErrNotProven()
 		}
 		if accepter.State == protocol.StateChatting {
 			return errInChat
@@ -364,6 +397,9 @@ func (s *Service) end(ctx context.Context, req protocol.ChatRequest) (protocol.E
 		}
 		if _, ok := chat.Peer(req.UserID); !ok {
 			return protocol.Errorf(protocol.CodeNotParty, "you are not in that chat")
+		}
+		if err := actor(ctx, c, req.UserID, req.Secret); err != nil {
+			return err
 		}
 		return c.endChat(ctx, req.Chat, protocol.ReasonEnded)
 	})

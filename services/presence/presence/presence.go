@@ -7,9 +7,6 @@ package presence
 import (
 	"cmp"
 	"context"
-	"crypto/sha256"
-	"crypto/subtle"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -105,11 +102,6 @@ func (s *Service) Run(ctx context.Context) error {
 	return err
 }
 
-func hashSecret(secret string) string {
-	sum := sha256.Sum256([]byte(secret))
-	return hex.EncodeToString(sum[:])
-}
-
 func (s *Service) join(ctx context.Context, req protocol.JoinRequest) (protocol.JoinReply, error) {
 	secret := protocol.NewSecret()
 	u := state.User{
@@ -117,7 +109,7 @@ func (s *Service) join(ctx context.Context, req protocol.JoinRequest) (protocol.
 		Name:       req.Name,
 		State:      protocol.StateAvailable,
 		JoinedAt:   s.now().UnixMilli(),
-		SecretHash: hashSecret(secret),
+		SecretHash: state.HashSecret(secret),
 		Edge:       req.Edge,
 		Conn:       req.Conn,
 		Connected:  true,
@@ -146,7 +138,7 @@ func (s *Service) resume(ctx context.Context, req protocol.ResumeRequest) (proto
 		if err != nil {
 			return err
 		}
-		if subtle.ConstantTimeCompare([]byte(cur.SecretHash), []byte(hashSecret(req.Secret))) != 1 {
+		if !cur.Proves(req.Secret) {
 			return errResume
 		}
 		cur.Edge, cur.Conn, cur.Connected, cur.DisconnectedAt = req.Edge, req.Conn, true, 0

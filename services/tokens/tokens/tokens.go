@@ -114,8 +114,9 @@ func (s *Service) mode(context.Context, protocol.Empty) (protocol.ModeReply, err
 	return protocol.ModeReply{Mode: s.provider.Mode()}, nil
 }
 
-// chatOf loads a chat and checks that userID is one of its two parties.
-func (s *Service) chatOf(ctx context.Context, chatID, userID string) (state.Chat, string, error) {
+// chatOf loads a chat and checks that userID is one of its two parties,
+// and that secret proves the request comes from that user's connection.
+func (s *Service) chatOf(ctx context.Context, chatID, userID, secret string) (state.Chat, string, error) {
 	chat, _, err := s.store.GetChat(ctx, chatID)
 	if errors.Is(err, state.ErrNotFound) {
 		return chat, "", protocol.Errorf(protocol.CodeNotFound, "that chat does not exist or has ended")
@@ -127,11 +128,21 @@ func (s *Service) chatOf(ctx context.Context, chatID, userID string) (state.Chat
 	if !ok {
 		return chat, "", protocol.Errorf(protocol.CodeNotParty, "you are not in that chat")
 	}
+	u, _, err := s.store.GetUser(ctx, userID)
+	if errors.Is(err, state.ErrNotFound) {
+		return chat, "", protocol.Errorf(protocol.CodeNotFound, "you are not online")
+	}
+	if err != nil {
+		return chat, "", err
+	}
+	if !u.Proves(secret) {
+		return chat, "", protocol.ErrNotProven()
+	}
 	return chat, peer, nil
 }
 
 func (s *Service) credentials(ctx context.Context, req protocol.ChatRequest) (protocol.Credentials, error) {
-	chat, _, err := s.chatOf(ctx, req.Chat, req.UserID)
+	chat, _, err := s.chatOf(ctx, req.Chat, req.UserID, req.Secret)
 	if err != nil {
 		return protocol.Credentials{}, err
 	}
@@ -139,7 +150,7 @@ func (s *Service) credentials(ctx context.Context, req protocol.ChatRequest) (pr
 }
 
 func (s *Service) signal(ctx context.Context, req protocol.SignalRequest) (protocol.Empty, error) {
-	chat, peer, err := s.chatOf(ctx, req.Chat, req.UserID)
+	chat, peer, err := s.chatOf(ctx, req.Chat, req.UserID, req.Secret)
 	if err != nil {
 		return protocol.Empty{}, err
 	}
