@@ -2,6 +2,7 @@ package allinone_test
 
 import (
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/netip"
 	"strings"
@@ -30,6 +31,21 @@ func upgrade(t *testing.T, w *world, forwardedFor string) (*websocket.Conn, int,
 	ws, resp, err := websocket.DefaultDialer.DialContext(ctx, url, h)
 	if err == nil {
 		t.Cleanup(func() { _ = ws.Close() })
+		// The edge counts a connection once its handler runs, a moment
+		// after the upgrade: a ping answered means it has. (One that came
+		// in between is refused then, with a close instead of a 429.)
+		if err := ws.WriteMessage(websocket.TextMessage, []byte(`{"type":"ping","ref":"admitted"}`)); err != nil {
+			t.Fatal(err)
+		}
+		_ = ws.SetReadDeadline(time.Now().Add(waitFor))
+		if _, _, err := ws.ReadMessage(); err != nil {
+			var ce *websocket.CloseError
+			if errors.As(err, &ce) {
+				return nil, http.StatusSwitchingProtocols, protocol.Code(ce.Text)
+			}
+			t.Fatalf("waiting for the edge to take the connection: %v", err)
+		}
+		_ = ws.SetReadDeadline(time.Time{})
 		return ws, http.StatusSwitchingProtocols, ""
 	}
 	if resp == nil {
