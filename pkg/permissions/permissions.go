@@ -131,11 +131,16 @@ func join(lists ...[]string) []string {
 }
 
 // Config is the authorization block of a nats-server configuration file
-// with one user per role, each with its password from passwords (a
-// variable reference like $EDGE_PASSWORD works too) and its permissions.
-func Config(passwords map[Role]string) string {
+// with one user per role, each with its password from passwords (quoted,
+// or a variable reference like $EDGE_PASSWORD) and its permissions, and,
+// if admin is not empty, a user "admin" with that password and every
+// permission, for operators' tools.
+func Config(passwords map[Role]string, admin string) string {
 	var b strings.Builder
 	b.WriteString("authorization {\n  users = [\n")
+	if admin != "" {
+		fmt.Fprintf(&b, "    {user: \"admin\", password: %s}\n", admin)
+	}
 	for _, r := range Roles {
 		s := For(r)
 		fmt.Fprintf(&b, "    {user: %q, password: %s, permissions: {\n", string(r), passwords[r])

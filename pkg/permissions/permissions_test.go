@@ -22,17 +22,23 @@ func TestConfigIsWhatTheServerReads(t *testing.T) {
 		pw[r] = `"pw-` + string(r) + `"`
 	}
 	conf := filepath.Join(t.TempDir(), "nats.conf")
-	if err := os.WriteFile(conf, []byte(permissions.Config(pw)), 0o600); err != nil {
+	if err := os.WriteFile(conf, []byte(permissions.Config(pw, `"pw-admin"`)), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	opts, err := server.ProcessConfigFile(conf)
 	if err != nil {
-		t.Fatalf("nats-server refuses the configuration: %v\n%s", err, permissions.Config(pw))
+		t.Fatalf("nats-server refuses the configuration: %v\n%s", err, permissions.Config(pw, `"pw-admin"`))
 	}
-	if len(opts.Users) != len(permissions.Roles) {
-		t.Fatalf("%d users, want %d", len(opts.Users), len(permissions.Roles))
+	if len(opts.Users) != len(permissions.Roles)+1 {
+		t.Fatalf("%d users, want %d", len(opts.Users), len(permissions.Roles)+1)
 	}
 	for _, u := range opts.Users {
+		if u.Username == "admin" {
+			if u.Password != "pw-admin" || u.Permissions != nil {
+				t.Errorf("admin read back as %+v", u)
+			}
+			continue
+		}
 		want := permissions.For(permissions.Role(u.Username))
 		if u.Password != "pw-"+u.Username || !slices.Equal(u.Permissions.Publish.Allow, want.Publish) ||
 			!slices.Equal(u.Permissions.Subscribe.Allow, want.Subscribe) || (u.Permissions.Response != nil) != want.Responds {

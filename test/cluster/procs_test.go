@@ -18,6 +18,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/buddytok/buddytok/pkg/freeport"
+	"github.com/buddytok/buddytok/pkg/permissions"
+	"github.com/buddytok/buddytok/pkg/protocol"
 )
 
 // binaries builds the service binaries and nats-server (the version
@@ -155,6 +157,25 @@ type natsNode struct {
 
 func (n *natsNode) url() string { return fmt.Sprintf("nats://127.0.0.1:%d", n.port) }
 
+// users are the NATS users of the cluster: one per BuddyTok role, with the
+// role's permissions (package permissions), and admin, for the test's own
+// connections. Every service process connects as its role.
+var users = func() map[string]string {
+	pw := map[string]string{"admin": protocol.NewSecret()}
+	for _, r := range permissions.Roles {
+		pw[string(r)] = protocol.NewSecret()
+	}
+	return pw
+}()
+
+// roleEnv is the environment that makes a process connect as role.
+func roleEnv(role permissions.Role) []string {
+	return []string{"NATS_USER=" + string(role), "NATS_PASSWORD=" + users[string(role)]}
+}
+
+// adminAuth is the test's own way in.
+func adminAuth() nats.Option { return nats.UserInfo("admin", users["admin"]) }
+
 // startNATS writes the configuration of a 3-node JetStream cluster and
 // starts it. Stale connections (a paused process) are found within a few
 // seconds, not the default four minutes, so that a paused replica stops
@@ -171,6 +192,11 @@ func startNATS(t *testing.T, bin, dir string) []*natsNode {
 	for _, r := range routes {
 		routeURLs = append(routeURLs, fmt.Sprintf("nats-route://127.0.0.1:%d", r))
 	}
+	quoted := map[permissions.Role]string{}
+	for _, r := range permissions.Roles {
+		quoted[r] = fmt.Sprintf("%q", users[string(r)])
+	}
+	authorization := permissions.Config(quoted, fmt.Sprintf("%q", users["admin"]))
 	nodes := make([]*natsNode, n)
 	for i := range n {
 		conf := filepath.Join(dir, fmt.Sprintf("n%d.conf", i))
@@ -184,7 +210,7 @@ cluster {
   listen: 127.0.0.1:%d
   routes: [%s]
 }
-`, i, ports[i], filepath.Join(dir, fmt.Sprintf("n%d-data", i)), routes[i], strings.Join(routeURLs, ", "))
+%s`, i, ports[i], filepath.Join(dir, fmt.Sprintf("n%d-data", i)), routes[i], strings.Join(routeURLs, ", "), authorization)
 		if err := os.WriteFile(conf, []byte(body), 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -210,7 +236,7 @@ func (n *natsNode) awaitReady(limit time.Duration) error {
 	var last error
 	for ctx.Err() == nil {
 		last = func() error {
-			nc, err := nats.Connect(n.url(), nats.Timeout(time.Second))
+			nc, err := nats.Connect(n.url(), nats.Timeout(time.Second), adminAuth())
 			if err != nil {
 				return err
 			}

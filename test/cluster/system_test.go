@@ -12,6 +12,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/buddytok/buddytok/pkg/permissions"
 	"github.com/buddytok/buddytok/pkg/protocol"
 	"github.com/buddytok/buddytok/pkg/state"
 )
@@ -64,7 +65,7 @@ func startSystem(t *testing.T, replicas, edges int) *system {
 		for i := range replicas {
 			ops := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 			p := &proc{name: fmt.Sprintf("%s-%d", name, i), path: filepath.Join(bin, name),
-				env: append(append([]string(nil), common...), "OPS_ADDR="+ops), ops: "http://" + ops,
+				env: append(append(append([]string(nil), common...), roleEnv(permissions.Role(name))...), "OPS_ADDR="+ops), ops: "http://" + ops,
 				logs: filepath.Join(dir, fmt.Sprintf("%s-%d.log", name, i))}
 			if err := p.start(); err != nil {
 				t.Fatal(err)
@@ -92,7 +93,7 @@ func startSystem(t *testing.T, replicas, edges int) *system {
 		}
 		port := freePort(t)
 		e := &edgeProc{proc: &proc{name: fmt.Sprintf("edge-%d", i), path: filepath.Join(bin, "edge"),
-			env: append(append([]string(nil), env...), "HOST=127.0.0.1", fmt.Sprintf("PORT=%d", port),
+			env: append(append(append([]string(nil), env...), roleEnv(permissions.Edge)...), "HOST=127.0.0.1", fmt.Sprintf("PORT=%d", port),
 				"RECONCILE_INTERVAL=500ms", "WS_PING_INTERVAL=2s", "SHUTDOWN_TIMEOUT=5s",
 				// Every simulated user connects from loopback: one address.
 				"WS_MAX_CONNS_PER_ADDR=0", "WS_JOIN_RATE_PER_ADDR=0"),
@@ -172,7 +173,7 @@ func (sys *system) connect() *nats.Conn {
 	for _, n := range sys.nats {
 		urls = append(urls, n.url())
 	}
-	nc, err := nats.Connect(strings.Join(urls, ","), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
+	nc, err := nats.Connect(strings.Join(urls, ","), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond), adminAuth())
 	if err != nil {
 		sys.t.Fatal(err)
 	}
