@@ -193,13 +193,38 @@ func (d *deployment) sockets(ctx context.Context) map[string]float64 {
 	return n
 }
 
+// awaitSockets waits until the edges count the sockets of want again.
+func (d *deployment) awaitSockets(ctx context.Context, want map[string]float64) {
+	d.t.Helper()
+	for {
+		got := d.sockets(ctx)
+		same := true
+		for id, n := range want {
+			same = same && got[id] == n
+		}
+		if same {
+			return
+		}
+		if ctx.Err() != nil {
+			d.t.Fatalf("the edges still count a closed tab: %v, want %v", got, want)
+		}
+		time.Sleep(50 * time.Millisecond) // polling the edges' metrics
+	}
+}
+
 // joinOnEdge opens tabs through the load balancer until one lands on an
 // edge other than avoid, and joins there as name; it returns the client
 // and its edge's container.
+//
+// The balancer picks an edge per connection (round robin over the edges it
+// resolves, in the order DNS gives them each second): about one try in two
+// lands on avoid, so it tries up to 30 times. A tab that landed on avoid is
+// closed, and the next try starts once the edges no longer count it, so
+// that a new socket on the same edge is never mistaken for none.
 func (d *deployment) joinOnEdge(ctx context.Context, base, name, avoid string) (*client.Client, string) {
 	d.t.Helper()
-	for range 10 {
-		before := d.sockets(ctx)
+	before := d.sockets(ctx)
+	for range 30 {
 		c, err := client.Dial(ctx, base)
 		if err != nil {
 			d.t.Fatalf("%s dials the load balancer: %v", name, err)
@@ -219,6 +244,7 @@ func (d *deployment) joinOnEdge(ctx context.Context, base, name, avoid string) (
 		}
 		if edge == "" || edge == avoid {
 			_ = c.Close()
+			d.awaitSockets(ctx, before)
 			continue
 		}
 		if _, err := c.Join(ctx, name); err != nil {
