@@ -62,14 +62,15 @@ func (r *DisconnectRequest) Validate() error {
 // Validate checks the request's fields.
 func (r *LeaveRequest) Validate() error { return checkIDs("user_id", r.UserID, "conn", r.Conn) }
 
-// errNotProven answers a request that acts for a user without the user's
-// secret.
-var errNotProven = Errorf(CodeForbidden, "the request does not come from the connection that serves this user")
+// ErrNotProven answers a request that acts for a user without the user's
+// secret: refused by Validate when it has none, by the service when it is
+// not the user's.
+var ErrNotProven = Errorf(CodeForbidden, "the request does not come from the connection that serves this user")
 
 // checkProof refuses a secret that cannot be one.
 func checkProof(secret string) error {
 	if !ValidSecret(secret) {
-		return errNotProven
+		return ErrNotProven
 	}
 	return nil
 }
@@ -108,10 +109,6 @@ func (r *SignalRequest) Validate() error {
 	}
 	return checkProof(r.Secret)
 }
-
-// ErrNotProven is what a service answers when the secret of a request is
-// not the acting user's.
-func ErrNotProven() error { return errNotProven }
 
 // Validate checks the request's fields.
 func (r *SessionRequest) Validate() error {

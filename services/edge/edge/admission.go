@@ -206,9 +206,7 @@ func (a *admission) release(key netip.Prefix) {
 
 // allowJoin takes a join from key, or refuses it with rate_limited.
 func (a *admission) allowJoin(key netip.Prefix) error {
-	a.mu.Lock()
-	s := a.stateLocked(key)
-	a.mu.Unlock()
+	s := a.state(key)
 	if !s.joins.Allow() {
 		return protocol.Errorf(protocol.CodeRateLimited, "too many joins from your address; try again in a few seconds")
 	}
@@ -221,9 +219,7 @@ func (a *admission) allowJoin(key netip.Prefix) error {
 // allowResume refuses a resume from an address whose resumes failed too
 // often lately; resumeFailed counts one that failed.
 func (a *admission) allowResume(key netip.Prefix) error {
-	a.mu.Lock()
-	s := a.stateLocked(key)
-	a.mu.Unlock()
+	s := a.state(key)
 	if s.resumes.Tokens() < 1 {
 		return protocol.Errorf(protocol.CodeRateLimited, "too many failed resumes from your address; try again in a few seconds")
 	}
@@ -232,9 +228,7 @@ func (a *admission) allowResume(key netip.Prefix) error {
 
 // allowListing takes a GET /api/users from key, or refuses it.
 func (a *admission) allowListing(key netip.Prefix) error {
-	a.mu.Lock()
-	s := a.stateLocked(key)
-	a.mu.Unlock()
+	s := a.state(key)
 	if !s.lists.Allow() {
 		return protocol.Errorf(protocol.CodeRateLimited, "too many requests for the user list from your address; at most %d a second", listingsPerSecond)
 	}
@@ -242,10 +236,15 @@ func (a *admission) allowListing(key netip.Prefix) error {
 }
 
 func (a *admission) resumeFailed(key netip.Prefix) {
-	a.mu.Lock()
-	s := a.stateLocked(key)
-	a.mu.Unlock()
+	s := a.state(key)
 	s.resumes.Allow()
+}
+
+// state returns key's state, made if new.
+func (a *admission) state(key netip.Prefix) *addrState {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.stateLocked(key)
 }
 
 // stateLocked returns key's state, made if new. Once a minute it forgets

@@ -47,12 +47,12 @@ type client struct {
 	events   *nats.Subscription
 	feedFrom uint64 // set by hub.subscribe
 
-	// hasUser is set once the connection has joined or resumed; joining
-	// while it is doing so (for the join deadline's timer).
-	hasUser, joining atomic.Bool
-	joinMu           sync.Mutex
-	joinBy           *time.Timer // the join deadline; nil once the reader ended
-	joinEnded        bool
+	// joining is set while the connection joins or resumes (for the join
+	// deadline's timer).
+	joining   atomic.Bool
+	joinMu    sync.Mutex
+	joinBy    *time.Timer // the join deadline; nil once the reader ended
+	joinEnded bool
 
 	// joinedID is userID for other goroutines (the reconcile loop).
 	joinedMu sync.Mutex
@@ -391,7 +391,7 @@ func (c *client) joinTimedOut() {
 		return
 	default:
 	}
-	if c.hasUser.Load() {
+	if c.joined() != "" {
 		return
 	}
 	if c.joining.Load() {
@@ -516,7 +516,6 @@ func (c *client) event(m *nats.Msg) {
 // setJoined records the user this connection serves.
 func (c *client) setJoined(uid string) {
 	c.userID = uid
-	c.hasUser.Store(true)
 	c.joinedMu.Lock()
 	c.joinedID = uid
 	c.joinedMu.Unlock()

@@ -334,28 +334,23 @@ func (e *Edge) upgradeGate(c *fiber.Ctx) error {
 	if !websocket.IsWebSocketUpgrade(c) {
 		return fiber.ErrUpgradeRequired
 	}
-	peer, _ := netip.AddrFromSlice(c.Context().RemoteIP())
-	peer = peer.Unmap()
+	peer := peerAddr(c)
 	scheme := e.requestScheme(c, e.admit.trusted(peer))
 	if !e.origins.allows(c.Get(fiber.HeaderOrigin), scheme, string(c.Request().Host())) {
-		e.metrics.Refused.WithLabelValues(string(protocol.CodeOriginRefused)).Inc()
-		return c.Status(fiber.StatusForbidden).JSON(fiber.Map{
-			"code": protocol.CodeOriginRefused, "message": "this page's origin may not connect; see ALLOWED_ORIGINS",
-		})
+		return e.refuse(c, fiber.StatusForbidden, string(protocol.CodeOriginRefused),
+			protocol.Errorf(protocol.CodeOriginRefused, "this page's origin may not connect; see ALLOWED_ORIGINS"))
 	}
 	// Refused here, before the upgrade, what admit would refuse after it
 	// (serveWS counts the connection): a load balancer can take a 503 to
 	// another edge, and a refused address costs no upgrade.
 	key := addrKey(e.admit.clientAddr(peer, c.Get(fiber.HeaderXForwardedFor)))
 	if err := e.admit.check(key); err != nil {
-		pe := protocol.AsError(err)
-		e.metrics.Refused.WithLabelValues(string(pe.Code)).Inc()
 		status := fiber.StatusTooManyRequests
-		if pe.Code == protocol.CodeEdgeFull {
+		if protocol.CodeOf(err) == protocol.CodeEdgeFull {
 			status = fiber.StatusServiceUnavailable
 		}
 		c.Set(fiber.HeaderRetryAfter, "5")
-		return c.Status(status).JSON(fiber.Map{"code": pe.Code, "message": pe.Message})
+		return e.refuse(c, status, string(protocol.CodeOf(err)), err)
 	}
 	c.Locals(addrLocal, key)
 	if e.ident != nil {
@@ -365,20 +360,32 @@ func (e *Edge) upgradeGate(c *fiber.Ctx) error {
 		}
 		id, err := e.ident.Verify(c.UserContext(), token)
 		if err != nil {
-			pe := protocol.AsError(err)
-			e.metrics.Refused.WithLabelValues(string(pe.Code)).Inc()
 			status := fiber.StatusUnauthorized
-			if pe.Code != protocol.CodeUnauthorized {
+			if protocol.CodeOf(err) != protocol.CodeUnauthorized {
 				e.log.Warn("identity token not verified", "err", err)
 				status = fiber.StatusServiceUnavailable
 			} else {
 				c.Set(fiber.HeaderWWWAuthenticate, `Bearer realm="buddytok"`)
 			}
-			return c.Status(status).JSON(fiber.Map{"code": pe.Code, "message": pe.Message})
+			return e.refuse(c, status, string(protocol.CodeOf(err)), err)
 		}
 		c.Locals(identityLocal, &id)
 	}
 	return c.Next()
+}
+
+// peerAddr is the address the HTTP request came from.
+func peerAddr(c *fiber.Ctx) netip.Addr {
+	peer, _ := netip.AddrFromSlice(c.Context().RemoteIP())
+	return peer.Unmap()
+}
+
+// refuse answers an HTTP request the edge's limits or checks refuse with
+// status and err's code and message, and counts it under reason.
+func (e *Edge) refuse(c *fiber.Ctx, status int, reason string, err error) error {
+	e.metrics.Refused.WithLabelValues(reason).Inc()
+	pe := protocol.AsError(err)
+	return c.Status(status).JSON(fiber.Map{"code": pe.Code, "message": pe.Message})
 }
 
 // addrLocal is the request local that carries a connection's address key
@@ -497,13 +504,10 @@ func (e *Edge) knownMode() string {
 // them, from the list the hub keeps encoded per revision; rate-limited per
 // client address.
 func (e *Edge) users(c *fiber.Ctx) error {
-	peer, _ := netip.AddrFromSlice(c.Context().RemoteIP())
-	key := addrKey(e.admit.clientAddr(peer, c.Get(fiber.HeaderXForwardedFor)))
+	key := addrKey(e.admit.clientAddr(peerAddr(c), c.Get(fiber.HeaderXForwardedFor)))
 	if err := e.admit.allowListing(key); err != nil {
-		e.metrics.Refused.WithLabelValues("users_rate").Inc()
 		c.Set(fiber.HeaderRetryAfter, "1")
-		pe := protocol.AsError(err)
-		return c.Status(fiber.StatusTooManyRequests).JSON(fiber.Map{"code": pe.Code, "message": pe.Message})
+		return e.refuse(c, fiber.StatusTooManyRequests, "users_rate", err)
 	}
 	c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
 	return c.Send(e.hub.list())

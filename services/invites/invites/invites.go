@@ -161,7 +161,7 @@ func (s *Service) invite(ctx context.Context, req protocol.InviteRequest) (proto
 			return err
 		}
 		if !from.Proves(req.Secret) {
-			return protocol.ErrNotProven()
+			return protocol.ErrNotProven
 		}
 		to, err := c.user(ctx, req.To)
 		if errors.Is(err, state.ErrNotFound) {
@@ -240,7 +240,7 @@ func actor(ctx context.Context, c *change, userID, secret string) error {
 		return err
 	}
 	if !u.Proves(secret) {
-		return protocol.ErrNotProven()
+		return protocol.ErrNotProven
 	}
 	return nil
 }
@@ -289,7 +289,7 @@ func (s *Service) accept(ctx context.Context, req protocol.InvitationRequest) (p
 	// a doomed accept makes no video session. The transition decides.
 	if accepter, _, err := s.store.GetUser(ctx, inv.To); err == nil {
 		if !accepter.Proves(req.Secret) {
-			return protocol.Chat{}, protocol.ErrNotProven()
+			return protocol.Chat{}, protocol.ErrNotProven
 		}
 		if accepter.State == protocol.StateChatting {
 			return protocol.Chat{}, errInChat
@@ -326,7 +326,7 @@ func (s *Service) accept(ctx context.Context, req protocol.InvitationRequest) (p
 			return err
 		}
 		if !accepter.Proves(req.Secret) {
-			return protocol.ErrNotProven()
+			return protocol.ErrNotProven
 		}
 		if accepter.State == protocol.StateChatting {
 			return errInChat

@@ -136,7 +136,7 @@ func (s *Service) chatOf(ctx context.Context, chatID, userID, secret string) (st
 		return chat, "", err
 	}
 	if !u.Proves(secret) {
-		return chat, "", protocol.ErrNotProven()
+		return chat, "", protocol.ErrNotProven
 	}
 	return chat, peer, nil
 }
