@@ -17,7 +17,7 @@ var requestKinds = []func(t *testing.T, data []byte){
 		if again, err := protocol.NormalizeName(r.Name); err != nil || again != r.Name {
 			return []string{"name not normalised: " + r.Name}
 		}
-		return ids(r.UserID, r.Edge, r.Conn)
+		return append(ids(r.UserID, r.Edge, r.Conn), proof(r.Secret)...)
 	}),
 	check(func(r protocol.ResumeRequest) []string {
 		if !protocol.ValidSecret(r.Secret) {
@@ -25,8 +25,10 @@ var requestKinds = []func(t *testing.T, data []byte){
 		}
 		return ids(r.UserID, r.Edge, r.Conn)
 	}),
-	check(func(r protocol.DisconnectRequest) []string { return ids(r.UserID, r.Conn) }),
-	check(func(r protocol.AttachRequest) []string { return ids(r.UserID, r.Edge, r.Conn) }),
+	check(func(r protocol.DisconnectRequest) []string { return append(ids(r.UserID, r.Conn), proof(r.Secret)...) }),
+	check(func(r protocol.AttachRequest) []string {
+		return append(ids(r.UserID, r.Edge, r.Conn), proof(r.Secret)...)
+	}),
 	check(func(r protocol.LeaveRequest) []string { return ids(r.UserID, r.Conn) }),
 	check(func(r protocol.InviteRequest) []string { return append(ids(r.From, r.To), proof(r.Secret)...) }),
 	check(func(r protocol.InvitationRequest) []string {
@@ -84,7 +86,7 @@ func check[Req any](ok func(Req) []string) func(t *testing.T, data []byte) {
 func FuzzDecodeRequests(f *testing.F) {
 	id := protocol.NewID()
 	for _, seed := range []string{
-		`{"user_id":"` + id + `","name":"Ann","edge":"` + id + `","conn":"` + id + `"}`,
+		`{"user_id":"` + id + `","name":"Ann","edge":"` + id + `","conn":"` + id + `","secret":"` + protocol.NewSecret() + `"}`,
 		`{"user_id":"` + id + `","secret":"` + protocol.NewSecret() + `","edge":"` + id + `","conn":"` + id + `"}`,
 		`{"from":"` + id + `","to":"a.>"}`, `{"user_id":"` + id + `","chat":"` + id + `","data":{"a":1},"secret":"` + protocol.NewSecret() + `"}`,
 		`{"chat_id":"` + id + `","parties":["` + id + `","` + id + `"]}`, `null`, `[]`, `{"parties":[1]}`,
@@ -100,19 +102,29 @@ func FuzzDecodeRequests(f *testing.F) {
 
 func TestDecodeRequests(t *testing.T) {
 	t.Parallel()
-	id := protocol.NewID()
+	id, secret := protocol.NewID(), protocol.NewSecret()
+	invite := func(data []byte) error { _, err := natsrpc.Decode[protocol.InviteRequest](data); return err }
+	join := func(data []byte) error { _, err := natsrpc.Decode[protocol.JoinRequest](data); return err }
+	disconnect := func(data []byte) error { _, err := natsrpc.Decode[protocol.DisconnectRequest](data); return err }
+	attach := func(data []byte) error { _, err := natsrpc.Decode[protocol.AttachRequest](data); return err }
 	for _, tc := range []struct {
-		name string
-		data string
-		code protocol.Code
+		name   string
+		decode func([]byte) error
+		data   string
+		code   protocol.Code
 	}{
-		{"valid", `{"from":"` + id + `","to":"` + id + `","secret":"` + protocol.NewSecret() + `"}`, ""},
-		{"no proof", `{"from":"` + id + `","to":"` + id + `"}`, protocol.CodeForbidden},
-		{"not JSON", `{"from":`, protocol.CodeBadRequest},
-		{"a wildcard ID", `{"from":"` + id + `","to":"*"}`, protocol.CodeBadRequest},
-		{"no ID", `{}`, protocol.CodeBadRequest},
+		{"valid", invite, `{"from":"` + id + `","to":"` + id + `","secret":"` + secret + `"}`, ""},
+		{"no proof", invite, `{"from":"` + id + `","to":"` + id + `"}`, protocol.CodeForbidden},
+		{"not JSON", invite, `{"from":`, protocol.CodeBadRequest},
+		{"a wildcard ID", invite, `{"from":"` + id + `","to":"*"}`, protocol.CodeBadRequest},
+		{"no ID", invite, `{}`, protocol.CodeBadRequest},
+		{"a join", join, `{"user_id":"` + id + `","name":"Ann","edge":"` + id + `","conn":"` + id + `","secret":"` + secret + `"}`, ""},
+		{"a join without the secret the edge picked", join, `{"user_id":"` + id + `","name":"Ann","edge":"` + id + `","conn":"` + id + `"}`, protocol.CodeBadRequest},
+		{"a disconnect", disconnect, `{"user_id":"` + id + `","conn":"` + id + `","secret":"` + secret + `"}`, ""},
+		{"a disconnect without proof", disconnect, `{"user_id":"` + id + `","conn":"` + id + `"}`, protocol.CodeForbidden},
+		{"an attach without proof", attach, `{"user_id":"` + id + `","edge":"` + id + `","conn":"` + id + `","secret":"x"}`, protocol.CodeForbidden},
 	} {
-		_, err := natsrpc.Decode[protocol.InviteRequest]([]byte(tc.data))
+		err := tc.decode([]byte(tc.data))
 		if got := protocol.CodeOf(err); err != nil && got != tc.code || err == nil && tc.code != "" {
 			t.Errorf("%s: %v, want %q", tc.name, err, tc.code)
 		}

@@ -59,18 +59,24 @@ const (
 func EventSubject(userID string) string { return eventPrefix + userID }
 
 // JoinRequest asks presence to create a user. The edge picks the ID so it
-// can subscribe to the user's events before anyone can see the user.
+// can subscribe to the user's events before anyone can see the user, and
+// the resume secret (NewSecret) so that it holds the proof every later
+// request for the user needs, the disconnect report among them, even when
+// the join's reply is lost.
 type JoinRequest struct {
 	UserID string `json:"user_id"`
 	Name   string `json:"name"`
 	Edge   string `json:"edge"`
 	Conn   string `json:"conn"`
+	Secret string `json:"secret"`
 }
 
-// JoinReply is the new user and its resume secret (shown to that tab only).
+// JoinReply is the new user. Secret is empty: the edge picked it; a
+// presence older than JoinRequest.Secret made its own and sent it here,
+// and the edge then uses that one.
 type JoinReply struct {
 	User   User   `json:"user"`
-	Secret string `json:"secret"`
+	Secret string `json:"secret,omitempty"`
 }
 
 // ResumeRequest reattaches a connection to an existing user.
@@ -94,6 +100,7 @@ type Personal struct {
 type DisconnectRequest struct {
 	UserID string `json:"user_id"`
 	Conn   string `json:"conn"`
+	Secret string `json:"secret"`
 }
 
 // AttachRequest marks a user connected again through a connection that
@@ -104,6 +111,7 @@ type AttachRequest struct {
 	UserID string `json:"user_id"`
 	Edge   string `json:"edge"`
 	Conn   string `json:"conn"`
+	Secret string `json:"secret"`
 }
 
 // LeaveRequest removes a user whose grace period ran out, ending its

@@ -38,6 +38,9 @@ func (r *JoinRequest) Validate() error {
 	if err := checkIDs("user_id", r.UserID, "edge", r.Edge, "conn", r.Conn); err != nil {
 		return err
 	}
+	if !ValidSecret(r.Secret) {
+		return Errorf(CodeBadRequest, "secret is missing or not 64 hexadecimal digits")
+	}
 	name, err := NormalizeName(r.Name)
 	r.Name = name
 	return err
@@ -56,7 +59,10 @@ func (r *ResumeRequest) Validate() error {
 
 // Validate checks the request's fields.
 func (r *DisconnectRequest) Validate() error {
-	return checkIDs("user_id", r.UserID, "conn", r.Conn)
+	if err := checkIDs("user_id", r.UserID, "conn", r.Conn); err != nil {
+		return err
+	}
+	return checkProof(r.Secret)
 }
 
 // Validate checks the request's fields.
@@ -117,5 +123,8 @@ func (r *SessionRequest) Validate() error {
 
 // Validate checks the request's fields.
 func (r *AttachRequest) Validate() error {
-	return checkIDs("user_id", r.UserID, "edge", r.Edge, "conn", r.Conn)
+	if err := checkIDs("user_id", r.UserID, "edge", r.Edge, "conn", r.Conn); err != nil {
+		return err
+	}
+	return checkProof(r.Secret)
 }

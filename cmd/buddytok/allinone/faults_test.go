@@ -151,27 +151,42 @@ func TestSocketOfARemovedUserIsClosed(t *testing.T) {
 }
 
 // A user the state says an edge serves through a connection that edge no
-// longer has (its disconnect report or its join reply was lost) is a
-// ghost: the edge reports it, and it leaves after the grace period.
+// longer has (its disconnect report was lost, or its join timed out at the
+// edge and committed after the edge reported it) is a ghost: the edge
+// reports it again, with the secret it kept for the ended connection, and
+// it leaves after the grace period.
 func TestGhostUserOfALiveEdgeLeaves(t *testing.T) {
 	t.Parallel()
-	w := mustWorld(t, topologies[0], settings{grace: 300 * time.Millisecond})
+	w := mustWorld(t, topologies[0], settings{grace: 2 * time.Second})
 	st := w.store()
-	bob := w.join("Bob")
-	rec, _ := w.userRecord(st, id(bob))
-	ghost := state.User{
-		ID: protocol.NewID(), Name: "Ghost", State: protocol.StateAvailable, JoinedAt: time.Now().UnixMilli(),
-		SecretHash: rec.SecretHash, Edge: rec.Edge, Conn: protocol.NewID(), Connected: true,
-	}
+	ann, bob := w.join("Ann"), w.join("Bob")
+	w.sees(id(bob), protocol.StateAvailable, ann)
+	bobID := id(bob)
+	updates := w.watchUser(st, bobID)
+	_ = bob.Close()
 	ctx, cancel := w.wctx()
 	defer cancel()
+	for detached := false; !detached; {
+		select {
+		case u := <-updates:
+			detached = !u.Connected
+		case <-ctx.Done():
+			t.Fatal("Bob was never detached")
+		}
+	}
+	// Bob's record as if the report had been lost: attached to the
+	// connection that ended.
+	u, rev, err := st.GetUser(ctx, bobID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.Connected, u.DisconnectedAt = true, 0
 	var txn state.Txn
-	txn.Put(state.UserKey(ghost.ID), 0, ghost)
+	txn.Put(state.UserKey(bobID), rev, u)
 	if err := st.Commit(ctx, &txn); err != nil {
 		t.Fatal(err)
 	}
-	w.sees(ghost.ID, protocol.StateAvailable, bob)
-	w.sees(ghost.ID, "", bob)
+	w.sees(bobID, "", ann)
 	w.mustInvariants(st)
 }
 

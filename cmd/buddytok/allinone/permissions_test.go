@@ -147,4 +147,39 @@ func TestEdgePermissions(t *testing.T) {
 		}
 	}
 	w.sees(id(ann), protocol.StateChatting, bob)
+
+	// The state the credential may read shows which edge and connection
+	// serve Ann; that does not let it report her gone or move her, which
+	// would end her chat after the grace period.
+	store, err := state.Open(ctx, nc, state.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	before, _, err := store.GetUser(ctx, id(ann))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name    string
+		subject string
+		req     any
+	}{
+		{"report Ann disconnected, no secret", protocol.SubjectPresenceDisconnect, protocol.DisconnectRequest{UserID: id(ann), Conn: before.Conn}},
+		{"report Ann disconnected, a guessed secret", protocol.SubjectPresenceDisconnect, protocol.DisconnectRequest{UserID: id(ann), Conn: before.Conn, Secret: protocol.NewSecret()}},
+		{"report Ann disconnected, Bob's secret", protocol.SubjectPresenceDisconnect, protocol.DisconnectRequest{UserID: id(ann), Conn: before.Conn, Secret: bob.View().Secret}},
+		{"attach Ann to another edge", protocol.SubjectPresenceAttach, protocol.AttachRequest{UserID: id(ann), Edge: protocol.NewID(), Conn: protocol.NewID(), Secret: bob.View().Secret}},
+	} {
+		err := natsrpc.Call(ctx, nc, tc.subject, tc.req, nil)
+		if protocol.CodeOf(err) != protocol.CodeForbidden {
+			t.Errorf("%s: %v, want forbidden", tc.name, err)
+		}
+	}
+	after, _, err := store.GetUser(ctx, id(ann))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !after.Connected || after.Conn != before.Conn || after.Edge != before.Edge {
+		t.Errorf("Ann's record changed: %+v, was %+v", after, before)
+	}
+	w.sees(id(ann), protocol.StateChatting, bob)
 }

@@ -2,6 +2,7 @@ package edge
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -54,9 +55,11 @@ type client struct {
 	joinBy    *time.Timer // the join deadline; nil once the reader ended
 	joinEnded bool
 
-	// joinedID is userID for other goroutines (the reconcile loop).
-	joinedMu sync.Mutex
-	joinedID string
+	// joinedID and joinedSecret are userID and secret for other
+	// goroutines (the reconcile loop).
+	joinedMu     sync.Mutex
+	joinedID     string
+	joinedSecret string
 }
 
 func newClient(e *Edge, ws *websocket.Conn) *client {
@@ -513,11 +516,11 @@ func (c *client) event(m *nats.Msg) {
 	c.deliver(m.Data)
 }
 
-// setJoined records the user this connection serves.
-func (c *client) setJoined(uid string) {
-	c.userID = uid
+// setJoined records the user this connection serves, and its secret.
+func (c *client) setJoined(uid, secret string) {
+	c.userID, c.secret = uid, secret
 	c.joinedMu.Lock()
-	c.joinedID = uid
+	c.joinedID, c.joinedSecret = uid, secret
 	c.joinedMu.Unlock()
 }
 
@@ -532,6 +535,14 @@ func (c *client) joined() string {
 	c.joinedMu.Lock()
 	defer c.joinedMu.Unlock()
 	return c.joinedID
+}
+
+// joinedSecretOf returns the secret of the user this connection serves,
+// if it still serves uid.
+func (c *client) joinedSecretOf(uid string) (string, bool) {
+	c.joinedMu.Lock()
+	defer c.joinedMu.Unlock()
+	return c.joinedSecret, uid != "" && c.joinedID == uid
 }
 
 // deliver queues a directed event, which must come after the welcome: at
@@ -556,7 +567,7 @@ func (c *client) join(ctx context.Context, f protocol.ClientFrame) {
 	if c.identity != nil {
 		name = c.identity.Name
 	}
-	uid := protocol.NewID()
+	uid, secret := protocol.NewID(), protocol.NewSecret()
 	if err := c.subscribeEvents(uid); err != nil {
 		c.replyErr(ctx, f.Ref, protocol.SubjectPresenceJoin, err)
 		return
@@ -564,20 +575,21 @@ func (c *client) join(ctx context.Context, f protocol.ClientFrame) {
 	ctx, cancel := context.WithTimeout(ctx, c.e.cfg.RequestTimeout)
 	defer cancel()
 	var reply protocol.JoinReply
-	req := protocol.JoinRequest{UserID: uid, Name: name, Edge: c.e.id, Conn: c.id}
+	req := protocol.JoinRequest{UserID: uid, Name: name, Edge: c.e.id, Conn: c.id, Secret: secret}
 	if err := natsrpc.Call(ctx, c.e.nc, protocol.SubjectPresenceJoin, req, &reply); err != nil {
 		c.unsubscribeEvents()
 		c.replyErr(ctx, f.Ref, protocol.SubjectPresenceJoin, err)
 		if transient(err) {
 			// The join may have committed without its reply reaching us:
 			// the user must not stay online with no connection.
-			c.e.reportDisconnect(uid, c.id)
+			c.e.reportDisconnect(uid, c.id, secret)
 		}
 		return
 	}
-	c.setJoined(uid)
-	c.secret = reply.Secret
-	c.welcome(f.Ref, protocol.Personal{User: reply.User}, reply.Secret)
+	// A presence older than JoinRequest.Secret made its own.
+	secret = cmp.Or(reply.Secret, secret)
+	c.setJoined(uid, secret)
+	c.welcome(f.Ref, protocol.Personal{User: reply.User}, secret)
 }
 
 func (c *client) resume(ctx context.Context, f protocol.ClientFrame) {
@@ -598,12 +610,11 @@ func (c *client) resume(ctx context.Context, f protocol.ClientFrame) {
 		if transient(err) {
 			// The resume may have attached the user to this connection
 			// without its reply reaching us: detach it again.
-			c.e.reportDisconnect(f.UserID, c.id)
+			c.e.reportDisconnect(f.UserID, c.id, f.Secret)
 		}
 		return
 	}
-	c.setJoined(f.UserID)
-	c.secret = f.Secret
+	c.setJoined(f.UserID, f.Secret)
 	c.welcome(f.Ref, p, "")
 	// One connection per user: presence has told the edges to close any
 	// other connection of this user.
@@ -659,14 +670,14 @@ func (c *client) sendWelcome(data []byte) {
 // and presence starts the grace period.
 func (c *client) cleanup() {
 	c.joinedMu.Lock()
-	c.joinedID = "" // no longer to be reconciled: it is being reported
+	c.joinedID, c.joinedSecret = "", "" // no longer to be reconciled: it is being reported
 	c.joinedMu.Unlock()
 	c.e.hub.unsubscribe(c)
 	if c.events != nil {
 		c.e.relay.unsubscribe(c.events)
 	}
 	if c.userID != "" {
-		c.e.reportDisconnect(c.userID, c.id)
+		c.e.reportDisconnect(c.userID, c.id, c.secret)
 	}
 }
 

@@ -111,6 +111,7 @@ func (r *reconciler) pass(ctx context.Context) {
 			e.settle(ctx, c, uid)
 		}
 	}
+	e.forgetEnded(records)
 	for uid, a := range records {
 		if a.edge != e.id || !a.connected {
 			continue
@@ -157,9 +158,14 @@ func (e *Edge) hasConn(connID string) bool {
 
 // attach asks presence to mark the user connected through c again.
 func (e *Edge) attach(ctx context.Context, c *client, uid string) {
+	secret, ok := c.joinedSecretOf(uid)
+	if !ok {
+		return // ended meanwhile, or serves another user
+	}
 	ctx, cancel := context.WithTimeout(requestid.With(ctx, requestid.New()), e.cfg.RequestTimeout)
 	defer cancel()
-	err := natsrpc.Call(ctx, e.nc, protocol.SubjectPresenceAttach, protocol.AttachRequest{UserID: uid, Edge: e.id, Conn: c.id}, nil)
+	req := protocol.AttachRequest{UserID: uid, Edge: e.id, Conn: c.id, Secret: secret}
+	err := natsrpc.Call(ctx, e.nc, protocol.SubjectPresenceAttach, req, nil)
 	switch protocol.CodeOf(err) {
 	case protocol.CodeNotFound:
 		e.closeLost(c, uid)
@@ -209,6 +215,34 @@ func (e *Edge) exorcise(ctx context.Context, uid, connID string) {
 	if e.hasConn(connID) {
 		return
 	}
-	e.log.Warn("user attached to a connection that has ended; reporting it", "user", uid, "conn", connID)
-	e.reportDisconnect(uid, connID)
+	e.mu.Lock()
+	r, ok := e.ended[connID]
+	e.mu.Unlock()
+	switch {
+	case ok && r.reporting:
+		return // being reported
+	case !ok || r.user != uid:
+		// Not a connection of this edge's life: it holds no proof for
+		// the user.
+		e.log.Warn("user attached to a connection this edge never served it on; left alone", "user", uid, "conn", connID)
+		return
+	}
+	e.log.Warn("user attached to a connection that has ended; reporting it again", "user", uid, "conn", connID)
+	e.reportDisconnect(uid, connID, r.secret)
+}
+
+// forgetEnded drops the ended connections that need no more reports: kept
+// long enough, and their users no longer attached to them in the state.
+func (e *Edge) forgetEnded(records map[string]attachment) {
+	now := time.Now()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for connID, r := range e.ended {
+		if r.reporting || now.Before(r.keepUntil) {
+			continue
+		}
+		if a, ok := records[r.user]; !ok || a.edge != e.id || a.conn != connID || !a.connected {
+			delete(e.ended, connID)
+		}
+	}
 }

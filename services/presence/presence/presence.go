@@ -103,13 +103,12 @@ func (s *Service) Run(ctx context.Context) error {
 }
 
 func (s *Service) join(ctx context.Context, req protocol.JoinRequest) (protocol.JoinReply, error) {
-	secret := protocol.NewSecret()
 	u := state.User{
 		ID:         req.UserID,
 		Name:       req.Name,
 		State:      protocol.StateAvailable,
 		JoinedAt:   s.now().UnixMilli(),
-		SecretHash: state.HashSecret(secret),
+		SecretHash: state.HashSecret(req.Secret),
 		Edge:       req.Edge,
 		Conn:       req.Conn,
 		Connected:  true,
@@ -123,7 +122,7 @@ func (s *Service) join(ctx context.Context, req protocol.JoinRequest) (protocol.
 		return protocol.JoinReply{}, err
 	}
 	s.log.InfoContext(ctx, "user joined", "user", u.ID, "edge", u.Edge)
-	return protocol.JoinReply{User: u.Public(), Secret: secret}, nil
+	return protocol.JoinReply{User: u.Public()}, nil
 }
 
 var errResume = protocol.Errorf(protocol.CodeResumeFailed, "unknown user or wrong secret")
@@ -207,8 +206,15 @@ func (s *Service) personal(ctx context.Context, u state.User) (protocol.Personal
 	return p, nil
 }
 
+// disconnect starts the grace period of a user whose connection ended, if
+// the report proves it comes from the edge that served the user.
 func (s *Service) disconnect(ctx context.Context, req protocol.DisconnectRequest) (protocol.Empty, error) {
-	return protocol.Empty{}, s.detach(ctx, req.UserID, req.Conn)
+	return protocol.Empty{}, s.detach(ctx, req.UserID, req.Conn, func(u state.User) error {
+		if !u.Proves(req.Secret) {
+			return protocol.ErrNotProven
+		}
+		return nil
+	})
 }
 
 // attach marks a user connected again through the connection that served
@@ -221,6 +227,9 @@ func (s *Service) attach(ctx context.Context, req protocol.AttachRequest) (proto
 		}
 		if err != nil {
 			return err
+		}
+		if !u.Proves(req.Secret) {
+			return protocol.ErrNotProven
 		}
 		if u.Edge != req.Edge || u.Conn != req.Conn {
 			return protocol.Errorf(protocol.CodeSuperseded, "another connection serves that user")
@@ -241,7 +250,10 @@ func (s *Service) attach(ctx context.Context, req protocol.AttachRequest) (proto
 
 // detach marks the user's connection conn as ended, starting the grace
 // period. A user already served by another connection is left alone.
-func (s *Service) detach(ctx context.Context, userID, conn string) error {
+// allowed, if not nil, refuses a request that may not act for the user
+// (its error is the answer); the reaper, acting on the state itself,
+// passes nil.
+func (s *Service) detach(ctx context.Context, userID, conn string, allowed func(state.User) error) error {
 	return state.Retry(ctx, func(ctx context.Context) error {
 		u, rev, err := s.store.GetUser(ctx, userID)
 		if errors.Is(err, state.ErrNotFound) {
@@ -249,6 +261,11 @@ func (s *Service) detach(ctx context.Context, userID, conn string) error {
 		}
 		if err != nil {
 			return err
+		}
+		if allowed != nil {
+			if err := allowed(u); err != nil {
+				return err
+			}
 		}
 		if u.Conn != conn || !u.Connected {
 			return nil

@@ -212,7 +212,7 @@ func (s *Service) sweep(ctx context.Context, r *reaper, actions *sync.WaitGroup)
 				continue
 			}
 			action = func(ctx context.Context) {
-				err := s.detach(ctx, id, u.Conn)
+				err := s.detach(ctx, id, u.Conn, nil)
 				s.metrics.ReaperActions.WithLabelValues("detach", metrics.Outcome(err)).Inc()
 				if err != nil {
 					s.log.WarnContext(ctx, "detach after lease expiry failed", "user", id, "edge", u.Edge, "err", err)
