@@ -68,9 +68,28 @@ func (e *Env) String(key, def string) string {
 }
 
 // Secret is String for a value that must never be shown: the effective
-// configuration says only whether it is set.
+// configuration says only whether it is set. KEY_FILE may name a file that
+// holds the value instead (a Docker or Kubernetes secret mounted as a
+// file); its surrounding white space is ignored. Both set is an error.
 func (e *Env) Secret(key string) string {
 	v, ok := e.get(key)
+	path, fromFile := e.get(key + "_FILE")
+	if fromFile {
+		e.note(key+"_FILE", path, true, "", false)
+	}
+	switch {
+	case ok && fromFile:
+		e.Fail("%s and %s_FILE are both set: keep one", key, key)
+	case fromFile:
+		data, err := os.ReadFile(path)
+		if err != nil {
+			e.Fail("%s_FILE: %v", key, err)
+			break
+		}
+		if v, ok = strings.TrimSpace(string(data)), true; v == "" {
+			e.Fail("%s_FILE: %s is empty", key, path)
+		}
+	}
 	e.note(key, v, ok, "", true)
 	return v
 }

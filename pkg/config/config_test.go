@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -90,5 +92,53 @@ func TestEffectiveConfiguration(t *testing.T) {
 		if strings.Contains(buf.String(), secret) {
 			t.Errorf("the log line shows %q: %s", secret, buf.String())
 		}
+	}
+}
+
+// A secret may come from a file named by KEY_FILE (a mounted Docker or
+// Kubernetes secret), never from both places, and never empty.
+func TestSecretFromFile(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	file := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	pw, blank := file("pw", "s3cr3t\n"), file("blank", " \n")
+	for _, tc := range []struct {
+		name    string
+		env     map[string]string
+		want    string
+		wantErr string
+	}{
+		{"from the variable", map[string]string{"NATS_PASSWORD": "v"}, "v", ""},
+		{"from a file", map[string]string{"NATS_PASSWORD_FILE": pw}, "s3cr3t", ""},
+		{"unset", map[string]string{}, "", ""},
+		{"both", map[string]string{"NATS_PASSWORD": "v", "NATS_PASSWORD_FILE": pw}, "", "both set"},
+		{"a missing file", map[string]string{"NATS_PASSWORD_FILE": filepath.Join(dir, "none")}, "", "NATS_PASSWORD_FILE"},
+		{"an empty file", map[string]string{"NATS_PASSWORD_FILE": blank}, "", "is empty"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			env := config.FromMap(tc.env)
+			got := env.Secret("NATS_PASSWORD")
+			err := env.Err()
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("error %v, want one saying %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil || got != tc.want {
+				t.Fatalf("%q, %v; want %q", got, err, tc.want)
+			}
+			var buf bytes.Buffer
+			slog.New(slog.NewTextHandler(&buf, nil)).Info("x", env.Effective())
+			if strings.Contains(buf.String(), "s3cr3t") {
+				t.Errorf("the effective configuration shows the secret: %s", buf.String())
+			}
+		})
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"strconv"
 	"syscall"
 
 	"github.com/nats-io/nats.go"
@@ -68,9 +69,21 @@ func Define[C any, R Runner](name string, configFromEnv func(*config.Env) C,
 //
 // `SERVICE probe URL` instead checks that URL answers 200 OK and exits 0 or
 // 1: the health check of a container that holds nothing but the binary.
+//
+// `SERVICE nats-users DIR [OWNER]` makes the NATS users of a deployment
+// (permissions.Provision, with the roles' files owned by the numeric user
+// OWNER) and exits: the one-shot container docker-compose.yml runs before
+// NATS starts.
 func Main[C any](svc Program[C]) {
 	if len(os.Args) == 3 && os.Args[1] == "probe" {
 		os.Exit(probe(context.Background(), os.Args[2], os.Stderr))
+	}
+	if len(os.Args) >= 3 && len(os.Args) <= 4 && os.Args[1] == "nats-users" {
+		if err := natsUsers(os.Args[2:]); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		return
 	}
 	if err := run(svc); err != nil {
 		slog.Error(svc.Name+" stopped", "err", err)
@@ -124,4 +137,21 @@ func run[C any](svc Program[C]) error {
 	// /healthz answers until the replica has drained.
 	stopOps()
 	return errors.Join(err, <-opsDone)
+}
+
+// natsUsers is `nats-users DIR [OWNER]`.
+func natsUsers(args []string) error {
+	owner := -1
+	if len(args) == 2 {
+		n, err := strconv.Atoi(args[1])
+		if err != nil || n < 0 {
+			return fmt.Errorf("nats-users: OWNER %q is not a numeric user ID", args[1])
+		}
+		owner = n
+	}
+	if err := permissions.Provision(args[0], owner); err != nil {
+		return err
+	}
+	fmt.Printf("NATS users of every role are in %s\n", args[0])
+	return nil
 }

@@ -48,6 +48,22 @@ func TestComposeDeployment(t *testing.T) {
 		}
 	}
 
+	// NATS takes its per-role users only: an edge started without its
+	// password is refused.
+	refused := d.command("run", "--rm", "--no-deps", "-T", "-e", "NATS_USER=", "-e", "NATS_PASSWORD_FILE=", "edge")
+	var buf bytes.Buffer
+	refused.Stdout, refused.Stderr = &buf, &buf
+	if err := refused.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// An edge NATS let in would run on: stop waiting for it after a while.
+	stopWaiting := time.AfterFunc(waitFor, func() { _ = refused.Process.Kill() })
+	err := refused.Wait()
+	stopWaiting.Stop()
+	if out := buf.String(); err == nil || !strings.Contains(out, "Authorization Violation") {
+		t.Fatalf("an edge without a NATS password: %v\n%s", err, out)
+	}
+
 	// Ann and Bob come in through the load balancer and land on
 	// different edges.
 	ann, annEdge := d.joinOnEdge(ctx, base, "Ann", "")

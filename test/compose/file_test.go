@@ -54,11 +54,14 @@ func load(t *testing.T, env []string, files ...string) *types.Project {
 func TestComposeFile(t *testing.T) {
 	t.Parallel()
 	p := load(t, []string{"OPENTOK_KEY=12345", "BUDDYTOK_PORT=18080"}, composeFile)
-	want := append([]string{"nats", "lb"}, services...)
+	want := append([]string{"nats-users", "nats", "lb"}, services...)
 	if got := p.ServiceNames(); !sameSet(got, want) {
 		t.Fatalf("services %v, want %v", got, want)
 	}
 	for name, s := range p.Services {
+		if name == "nats-users" {
+			continue // runs once at each start (below)
+		}
 		if s.HealthCheck == nil || s.HealthCheck.Disable || len(s.HealthCheck.Test) < 2 {
 			t.Errorf("%s: no health check", name)
 		}
@@ -76,6 +79,18 @@ func TestComposeFile(t *testing.T) {
 		}
 		if d, ok := s.DependsOn["nats"]; !ok || d.Condition != types.ServiceConditionHealthy {
 			t.Errorf("%s: depends on nats %+v, want condition service_healthy", name, d)
+		}
+		// Its own NATS user, with the password only it mounts.
+		if env(s, "NATS_USER") != name || env(s, "NATS_PASSWORD_FILE") != "/run/secrets/nats/password" {
+			t.Errorf("%s: NATS_USER %q, NATS_PASSWORD_FILE %q", name, env(s, "NATS_USER"), env(s, "NATS_PASSWORD_FILE"))
+		}
+		if got := volumesAt(s, "/run/secrets/nats"); !slices.Equal(got, []string{"nats-users-" + name}) {
+			t.Errorf("%s: mounts %v at /run/secrets/nats, want its own nats-users-%s", name, got, name)
+		}
+		for other, o := range p.Services {
+			if other != name && other != "nats-users" && slices.ContainsFunc(o.Volumes, func(v types.ServiceVolumeConfig) bool { return v.Source == "nats-users-"+name }) {
+				t.Errorf("%s mounts %s's NATS password", other, name)
+			}
 		}
 		if test := s.HealthCheck.Test; !slices.Equal(test[:3], []string{"CMD", "/usr/local/bin/" + name, "probe"}) {
 			t.Errorf("%s: health check %v, want its binary's probe (the image has no shell)", name, test)
@@ -131,6 +146,45 @@ func TestComposeFile(t *testing.T) {
 	if !slices.ContainsFunc(nats.Volumes, func(v types.ServiceVolumeConfig) bool { return v.Target == "/data" && v.Type == types.VolumeTypeVolume }) {
 		t.Errorf("nats: JetStream's /data is not on a named volume: %+v", nats.Volumes)
 	}
+
+	// NATS accepts the per-role users only, which nats-users makes before
+	// it starts, into the volumes NATS and each service mount.
+	if !strings.Contains(conf, `include "auth/users.conf"`) {
+		t.Error(`the NATS configuration does not include "auth/users.conf": NATS would run without users`)
+	}
+	if got := volumesAt(nats, "/etc/nats/auth"); !slices.Equal(got, []string{"nats-users-server"}) {
+		t.Errorf("nats mounts %v at /etc/nats/auth, want nats-users-server", got)
+	}
+	users := p.Services["nats-users"]
+	if d, ok := nats.DependsOn["nats-users"]; !ok || d.Condition != types.ServiceConditionCompletedSuccessfully {
+		t.Errorf("nats: depends on nats-users %+v, want condition service_completed_successfully", d)
+	}
+	if users.Restart != "no" || users.User != "0:0" || users.NetworkMode != "none" {
+		t.Errorf("nats-users: restart %q, user %q, network %q; want a one-shot as root (to give the files to 65532), off the network", users.Restart, users.User, users.NetworkMode)
+	}
+	if !slices.Equal(users.Entrypoint, []string{"/usr/local/bin/presence", "nats-users", "/nats-users", "65532"}) {
+		t.Errorf("nats-users entrypoint %v", users.Entrypoint)
+	}
+	for _, dir := range append([]string{"nats"}, services...) {
+		want := "nats-users-" + dir
+		if dir == "nats" {
+			want = "nats-users-server"
+		}
+		if got := volumesAt(users, "/nats-users/"+dir); !slices.Equal(got, []string{want}) {
+			t.Errorf("nats-users: mounts %v at /nats-users/%s, want %s", got, dir, want)
+		}
+	}
+}
+
+// volumesAt lists the named volumes s mounts at target.
+func volumesAt(s types.ServiceConfig, target string) []string {
+	var names []string
+	for _, v := range s.Volumes {
+		if v.Target == target && v.Type == types.VolumeTypeVolume {
+			names = append(names, v.Source)
+		}
+	}
+	return names
 }
 
 // The test override swaps the images and nothing else: what the compose
@@ -145,8 +199,14 @@ func TestOverrideChangesOnlyImages(t *testing.T) {
 		if !ok {
 			t.Fatalf("the override drops %s", name)
 		}
-		if o.Image != "buddytok-test/"+name+":t1" {
-			t.Errorf("%s: override image %q", name, o.Image)
+		// A service of one of BuddyTok's images gets the test's build of
+		// that image; nats and lb get their own.
+		want := name
+		if repo, ok := strings.CutPrefix(s.Image, "buddytok/"); ok {
+			want, _, _ = strings.Cut(repo, ":")
+		}
+		if o.Image != "buddytok-test/"+want+":t1" {
+			t.Errorf("%s: override image %q, want buddytok-test/%s:t1", name, o.Image, want)
 		}
 		o.Image = s.Image
 		a, _ := json.Marshal(s)
