@@ -29,6 +29,7 @@ func main() {
 	flag.IntVar(&cfg.Pairs, "pairs", 10, "pairs of users that alternate invite and cancel")
 	flag.Float64Var(&cfg.Rate, "rate", 20, "list changes a second, over all pairs")
 	flag.DurationVar(&cfg.Duration, "duration", 30*time.Second, "how long the changes go on")
+	flag.IntVar(&cfg.Abusers, "abusers", 0, "sockets that misbehave beside the users while the changes go on: flood, huge frames, garbage, never join, never read")
 	flag.DurationVar(&cfg.Settle, "settle", time.Minute, "bound on each wait for the lists to complete or catch up")
 	jsonPath := flag.String("json", "", "write the full result as JSON to this file")
 	cpuProfile := flag.String("cpuprofile", "", "write the load generator's own CPU profile to this file")

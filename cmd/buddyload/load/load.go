@@ -39,6 +39,9 @@ type Config struct {
 	Duration time.Duration // how long the changes go on
 	// Settle bounds each wait for every list to be complete or in step.
 	Settle time.Duration
+	// Abusers misbehave beside the users while the changes go on (see
+	// abuseKinds), to show what they cost everyone else.
+	Abusers int
 }
 
 // Result is what a run measured. Durations are in milliseconds in JSON.
@@ -64,6 +67,8 @@ type Result struct {
 	ServerFramesPerWrite float64
 	FramesReceived       int64
 	ServerMetricsNotice  string `json:",omitempty"` // why the server figures are missing
+	Abusers              int
+	Abuse                *Abuse `json:",omitempty"` // what the abusers met
 }
 
 // Summary is the one-line report.
@@ -71,7 +76,14 @@ func (r Result) Summary() string {
 	return fmt.Sprintf("users=%d changes=%d/%d (%.1f/s of %.0f/s) list-change %s invite %s joins %s lists-complete +%s missed=%d disconnects=%d rss/user=%.1fKiB cpu=%.1fs frames/write=%.2f",
 		r.Users, r.ChangesMade, r.ChangesMade+r.ChangesRefused+r.ChangesSkipped, r.RateAchieved, r.Rate, r.ListChange, r.InviteDelivery,
 		r.JoinsTook.Round(time.Millisecond), r.ListsCompleteAfter.Round(time.Millisecond), r.Missed, r.Disconnects,
-		r.ServerRSSPerUser/1024, r.ServerCPUSeconds, r.ServerFramesPerWrite)
+		r.ServerRSSPerUser/1024, r.ServerCPUSeconds, r.ServerFramesPerWrite) + r.abuseSummary()
+}
+
+func (r Result) abuseSummary() string {
+	if r.Abusers == 0 {
+		return ""
+	}
+	return fmt.Sprintf(" abusers=%d %s", r.Abusers, r.Abuse)
 }
 
 // user is one simulated tab.
@@ -193,7 +205,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		cfg.Settle = time.Minute
 	}
 	r := &run{cfg: cfg, ids: map[string]int32{}}
-	res := Result{Users: cfg.Users, Pairs: cfg.Pairs, Rate: cfg.Rate}
+	res := Result{Users: cfg.Users, Pairs: cfg.Pairs, Rate: cfg.Rate, Abusers: cfg.Abusers}
 	before, berr := serverFigures(ctx, cfg.URL)
 
 	// Joins.
@@ -267,6 +279,14 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	var made, refused, skipped atomic.Int64
 	var changes []*change
 	var cmu sync.Mutex
+	stopAbuse := func() *Abuse { return nil }
+	if cfg.Abusers > 0 {
+		actx, cancel := context.WithCancel(ctx)
+		abused := make(chan *Abuse, 1)
+		go func() { abused <- abuse(actx, wsURL(cfg.URL), cfg.Abusers) }()
+		stopAbuse = sync.OnceValue(func() *Abuse { cancel(); return <-abused })
+		defer stopAbuse()
+	}
 	if cfg.Pairs > 0 && cfg.Rate > 0 {
 		every := time.Duration(float64(time.Second) / cfg.Rate)
 		tick := time.NewTicker(every)
@@ -331,6 +351,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		}
 		res.RateAchieved = float64(made.Load()) / cfg.Duration.Seconds()
 	}
+	res.Abuse = stopAbuse()
 	after, aerr := serverFigures(ctx, cfg.URL)
 
 	res.ChangesMade, res.ChangesRefused, res.ChangesSkipped = int(made.Load()), int(refused.Load()), int(skipped.Load())
@@ -420,7 +441,7 @@ func (r *run) await(ctx context.Context, users []*user, ok func(*user) bool) (ti
 }
 
 func (r *run) join(ctx context.Context, name string) (*user, error) {
-	url := "ws" + strings.TrimPrefix(r.cfg.URL, "http") + "/ws"
+	url := wsURL(r.cfg.URL)
 	ws, _, err := websocket.DefaultDialer.DialContext(ctx, url, nil)
 	if err != nil {
 		return nil, fmt.Errorf("dial %s: %w", url, err)
@@ -437,6 +458,9 @@ func (r *run) join(ctx context.Context, name string) (*user, error) {
 	u.mu.Unlock()
 	return u, nil
 }
+
+// wsURL is the WebSocket endpoint of the deployment at base.
+func wsURL(base string) string { return "ws" + strings.TrimPrefix(base, "http") + "/ws" }
 
 // request sends f and waits for its answer; an error frame is an error.
 func (u *user) request(ctx context.Context, f protocol.ClientFrame) (frame, error) {

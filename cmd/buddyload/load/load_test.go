@@ -27,9 +27,13 @@ func TestRunMeasuresEveryChange(t *testing.T) {
 		edge     edge.Config
 		duration time.Duration
 		batched  bool
+		abusers  int
 	}{
-		{"default", edge.Config{Admission: oneAddress}, 2 * time.Second, false},
-		{"batched", edge.Config{Admission: oneAddress, WriteBudget: 60, BatchMax: 250 * time.Millisecond, PingEvery: 100 * time.Millisecond}, 6 * time.Second, true},
+		{"default", edge.Config{Admission: oneAddress}, 2 * time.Second, false, 0},
+		{"batched", edge.Config{Admission: oneAddress, WriteBudget: 60, BatchMax: 250 * time.Millisecond, PingEvery: 100 * time.Millisecond}, 6 * time.Second, true, 0},
+		// Beside misbehaving sockets (abuseKinds): the users are served
+		// all the same, and each kind of abuse is ended by its limit.
+		{"abused", edge.Config{Admission: oneAddress, JoinTimeout: 500 * time.Millisecond}, 3 * time.Second, false, 10},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -41,6 +45,7 @@ func TestRunMeasuresEveryChange(t *testing.T) {
 			t.Cleanup(func() { _ = sys.Close() })
 			res, err := load.Run(ctx, load.Config{
 				URL: sys.EdgeURLs[0], Users: 30, JoinRate: 100, Pairs: 3, Rate: 15, Duration: tc.duration, Settle: 30 * time.Second,
+				Abusers: tc.abusers,
 			})
 			if err != nil {
 				t.Fatal(err)
@@ -60,6 +65,18 @@ func TestRunMeasuresEveryChange(t *testing.T) {
 			}
 			if res.ServerMetricsNotice != "" {
 				t.Errorf("server figures missing: %s", res.ServerMetricsNotice)
+			}
+			if tc.abusers > 0 {
+				// (The WebSocket library closes a frame over the read
+				// limit itself, with no reason.)
+				for _, want := range []string{"1009", "1008 rate_limited", "1008 join_timeout"} {
+					if res.Abuse == nil || res.Abuse.Closes[want] == 0 {
+						t.Errorf("no abuser's socket ended with %s: %v", want, res.Abuse)
+					}
+				}
+				if res.Abuse == nil || res.Abuse.Refused == 0 {
+					t.Errorf("the abusers' address was never cut off: %v", res.Abuse)
+				}
 			}
 			if tc.batched && res.ServerFramesPerWrite < 2 {
 				t.Errorf("%.2f frames a write: the batched edge wrote changes one by one", res.ServerFramesPerWrite)

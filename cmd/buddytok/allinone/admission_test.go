@@ -218,3 +218,66 @@ func dialFrom(t *testing.T, w *world, addr string) *client.Client {
 	t.Cleanup(func() { _ = c.Close() })
 	return c
 }
+
+// A socket the edge closed for abuse (a flood over the rate limit, a frame
+// over the read limit) cuts its address off for a while: its next
+// connections are refused before the upgrade (429 rate_limited, with a
+// Retry-After), until the penalty is served; other addresses, and the
+// address's sockets already open, are not affected.
+func TestAbuserIsCutOff(t *testing.T) {
+	t.Parallel()
+	w := mustWorld(t, topologies[0], settings{grace: time.Second, admission: &edge.Admission{
+		ConnsPerAddr: -1, JoinRatePerAddr: -1, TrustedProxies: loopback, PenaltyMax: time.Minute,
+	}})
+	neighbour, _, _ := upgrade(t, w, "198.51.100.1") // opened before the abuse
+	for _, tc := range []struct {
+		name  string
+		abuse func(ws *websocket.Conn)
+		code  int
+	}{
+		{"a flood", func(ws *websocket.Conn) {
+			for ws.WriteMessage(websocket.TextMessage, []byte(`{"type":"ping"}`)) == nil {
+			}
+		}, websocket.ClosePolicyViolation},
+		{"a huge frame", func(ws *websocket.Conn) {
+			_ = ws.WriteMessage(websocket.TextMessage, make([]byte, 2*protocol.MaxFrameBytes))
+		}, websocket.CloseMessageTooBig},
+	} {
+		ws, status, code := upgrade(t, w, "198.51.100.1")
+		if ws == nil {
+			t.Fatalf("%s: the abuser's connection was refused before any abuse: %d %s", tc.name, status, code)
+		}
+		tc.abuse(ws)
+		_ = ws.SetReadDeadline(time.Now().Add(waitFor))
+		var err error
+		for err == nil {
+			_, _, err = ws.ReadMessage()
+		}
+		if ce, ok := errors.AsType[*websocket.CloseError](err); !ok || ce.Code != tc.code {
+			t.Fatalf("%s: the socket ended with %v, want close %d", tc.name, err, tc.code)
+		}
+		if _, status, code := upgrade(t, w, "198.51.100.1"); status != http.StatusTooManyRequests || code != protocol.CodeRateLimited {
+			t.Fatalf("%s: the abuser's next connection: %d %s, want 429 %s", tc.name, status, code, protocol.CodeRateLimited)
+		}
+		if ws, status, code := upgrade(t, w, "198.51.100.2"); ws == nil {
+			t.Fatalf("%s: another address refused: %d %s", tc.name, status, code)
+		}
+		// The first penalty is a second: then the address may connect.
+		deadline := time.Now().Add(waitFor)
+		for {
+			if ws, _, _ := upgrade(t, w, "198.51.100.1"); ws != nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: the address is still refused", tc.name)
+			}
+			time.Sleep(100 * time.Millisecond) // serving the penalty
+		}
+	}
+	if err := neighbour.WriteMessage(websocket.TextMessage, []byte(`{"type":"ping","ref":"still"}`)); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := neighbour.ReadMessage(); err != nil {
+		t.Fatalf("a socket of the abuser's address opened before the abuse: %v", err)
+	}
+}

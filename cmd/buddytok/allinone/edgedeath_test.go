@@ -1,6 +1,11 @@
 package allinone_test
 
 import (
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -98,5 +103,66 @@ func TestEdgeStopsWhilePresenceIsUnreachable(t *testing.T) {
 		}
 	case <-time.After(waitFor):
 		t.Fatal("the edge did not stop: its disconnect report ignores the shutdown")
+	}
+}
+
+// Sockets that arrive while an edge shuts down are closed with 1001 and
+// server_shutdown, including those upgraded after the edge closed the
+// sockets it had; none is left open. Sockets come and go all the time, so
+// that upgrades are under way at every step of the shutdown: one counted
+// after the edge began waiting for its sockets was a race a full run once
+// found (this makes it possible under -race, not certain).
+func TestUpgradesWhileTheEdgeStops(t *testing.T) {
+	t.Parallel()
+	w := mustWorld(t, topologies[0], settings{grace: time.Second})
+	url := "ws" + strings.TrimPrefix(w.sys.EdgeURLs[0], "http") + "/ws"
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	closes := map[string]int{}
+	shutdown := fmt.Sprintf("%d %s", websocket.CloseGoingAway, protocol.CodeServerShutdown)
+	for range 8 {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				ws, _, err := websocket.DefaultDialer.Dial(url, nil)
+				if err != nil {
+					continue // refused: the edge no longer listens
+				}
+				// Open for a moment, then closed by this side, unless the
+				// edge closes it first.
+				_ = ws.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+				how := "closed by the test"
+				if _, _, err := ws.ReadMessage(); err != nil {
+					if ce, ok := errors.AsType[*websocket.CloseError](err); ok {
+						how = fmt.Sprintf("%d %s", ce.Code, ce.Text)
+					} else if ne, ok := errors.AsType[net.Error](err); !ok || !ne.Timeout() {
+						how = "dropped: " + err.Error()
+					}
+				} else {
+					how = "a frame came"
+				}
+				_ = ws.Close()
+				mu.Lock()
+				closes[how]++
+				mu.Unlock()
+			}
+		})
+	}
+	time.Sleep(200 * time.Millisecond)
+	if err := w.sys.Stop(allinone.Edge, 0); err != nil {
+		t.Fatal(err)
+	}
+	close(stop)
+	wg.Wait()
+	t.Logf("sockets: %v", closes)
+	for how, n := range closes {
+		if how != shutdown && how != "closed by the test" {
+			t.Errorf("%d sockets ended %q, want %q", n, how, shutdown)
+		}
 	}
 }

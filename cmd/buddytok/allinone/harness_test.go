@@ -78,7 +78,7 @@ type settings struct {
 
 // unlimitedAddr lifts the per-address limits: the tests' users all connect
 // from one address.
-var unlimitedAddr = edge.Admission{ConnsPerAddr: -1, JoinRatePerAddr: -1}
+var unlimitedAddr = edge.Admission{ConnsPerAddr: -1, JoinRatePerAddr: -1, PenaltyMax: -1}
 
 func options(top topology, s settings) allinone.Options {
 	log := slog.New(slog.DiscardHandler)

@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"net/http"
 	"net/netip"
 	"strings"
 	"sync"
@@ -34,6 +35,13 @@ type Admission struct {
 	// X-Forwarded-For is believed: a connection from one of them counts
 	// for the address it forwarded for.
 	TrustedProxies []netip.Prefix
+	// PenaltyMax bounds how long an address is refused new connections
+	// after the edge closed one of its sockets for abuse (a flood over the
+	// rate limit, a frame over the read limit): a second at first, twice
+	// as long at each further abuse, forgotten after PenaltyMax without
+	// one. Without it a closed abuser reconnects at once, hundreds of
+	// times a second.
+	PenaltyMax time.Duration
 }
 
 // Limits in an Admission that are zero take the defaults; a negative one is
@@ -44,7 +52,11 @@ var defaultAdmission = Admission{
 	JoinBurstPerAddr: 20,
 	JoinRate:         500,
 	JoinBurst:        1000,
+	PenaltyMax:       time.Minute,
 }
+
+// penaltyFirst is an address's first penalty.
+const penaltyFirst = time.Second
 
 // Failed resumes from one address are throttled: a secret cannot be
 // guessed, but each try costs a presence request.
@@ -78,6 +90,9 @@ func (a Admission) withDefaults() Admission {
 	if a.MaxSockets == 0 {
 		a.MaxSockets = socketsForFiles(openFileLimit())
 	}
+	if a.PenaltyMax == 0 {
+		a.PenaltyMax = defaultAdmission.PenaltyMax
+	}
 	return a
 }
 
@@ -93,6 +108,7 @@ func socketsForFiles(files int) int {
 type admission struct {
 	cfg   Admission
 	joins *rate.Limiter // the edge's
+	now   func() time.Time
 
 	mu        sync.Mutex
 	addrs     map[netip.Prefix]*addrState
@@ -107,10 +123,14 @@ type addrState struct {
 	joins   *rate.Limiter
 	resumes *rate.Limiter // failed resumes
 	lists   *rate.Limiter // GET /api/users
+	// penalty is the address's last penalty, refusing it until
+	// penaltyUntil.
+	penalty      time.Duration
+	penaltyUntil time.Time
 }
 
 func newAdmission(cfg Admission) *admission {
-	return &admission{cfg: cfg, joins: limiter(cfg.JoinRate, cfg.JoinBurst), addrs: map[netip.Prefix]*addrState{}}
+	return &admission{cfg: cfg, joins: limiter(cfg.JoinRate, cfg.JoinBurst), addrs: map[netip.Prefix]*addrState{}, now: time.Now}
 }
 
 // limiter is a token bucket; a negative rate is no limit.
@@ -163,12 +183,52 @@ func addrKey(addr netip.Addr) netip.Prefix {
 	return p
 }
 
+// refusal is why a connection is refused before its upgrade.
+type refusal struct {
+	err        error
+	status     int           // the HTTP answer
+	reason     string        // the label of the edge's refused metric
+	retryAfter time.Duration // when to try again
+}
+
 // check refuses a connection from key that admit would refuse, without
-// counting it.
-func (a *admission) check(key netip.Prefix) error {
+// counting it, or one from an address serving a penalty.
+func (a *admission) check(key netip.Prefix) *refusal {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return a.refuseLocked(key)
+	if s := a.addrs[key]; s != nil {
+		if wait := s.penaltyUntil.Sub(a.now()); wait > 0 {
+			return &refusal{
+				err: protocol.Errorf(protocol.CodeRateLimited,
+					"a connection from your address was closed for abuse; try again in %s", wait.Round(time.Second)),
+				status: http.StatusTooManyRequests, reason: "abuse_penalty", retryAfter: wait,
+			}
+		}
+	}
+	if err := a.refuseLocked(key); err != nil {
+		r := &refusal{err: err, status: http.StatusTooManyRequests, reason: string(protocol.CodeOf(err)), retryAfter: 5 * time.Second}
+		if protocol.CodeOf(err) == protocol.CodeEdgeFull {
+			r.status = http.StatusServiceUnavailable
+		}
+		return r
+	}
+	return nil
+}
+
+// penalise refuses key new connections for a while: the edge closed one of
+// its sockets for abuse.
+func (a *admission) penalise(key netip.Prefix) {
+	if a.cfg.PenaltyMax < 0 {
+		return
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	s, now := a.stateLocked(key), a.now()
+	if now.After(s.penaltyUntil.Add(a.cfg.PenaltyMax)) {
+		s.penalty = 0 // none for long: start again
+	}
+	s.penalty = min(max(2*s.penalty, penaltyFirst), a.cfg.PenaltyMax)
+	s.penaltyUntil = now.Add(s.penalty)
 }
 
 // admit counts a new connection from key, or refuses it: the edge is full,
@@ -251,12 +311,12 @@ func (a *admission) state(key netip.Prefix) *addrState {
 // the addresses with no connection whose limits have refilled, so the
 // map holds about the addresses connected now.
 func (a *admission) stateLocked(key netip.Prefix) *addrState {
-	now := time.Now()
+	now := a.now()
 	if now.Sub(a.lastSweep) > time.Minute {
 		a.lastSweep = now
 		for k, s := range a.addrs {
 			if s.conns == 0 && s.joins.TokensAt(now) >= float64(s.joins.Burst()) && s.resumes.TokensAt(now) >= resumeFailuresBurst &&
-				s.lists.TokensAt(now) >= listingsBurst {
+				s.lists.TokensAt(now) >= listingsBurst && now.After(s.penaltyUntil.Add(a.cfg.PenaltyMax)) {
 				delete(a.addrs, k)
 			}
 		}

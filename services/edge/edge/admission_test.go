@@ -1,8 +1,10 @@
 package edge
 
 import (
+	"net/http"
 	"net/netip"
 	"testing"
+	"time"
 
 	"github.com/buddytok/buddytok/pkg/protocol"
 )
@@ -74,7 +76,7 @@ func TestAdmissionCounts(t *testing.T) {
 		{"first from one", func() error { return a.admit(one) }, ""},
 		{"second from one", func() error { return a.admit(one) }, ""},
 		{"third from one: the address is full", func() error { return a.admit(one) }, protocol.CodeTooManyConns},
-		{"check agrees", func() error { return a.check(one) }, protocol.CodeTooManyConns},
+		{"check agrees", func() error { return checkErr(a, one) }, protocol.CodeTooManyConns},
 		{"first from two", func() error { return a.admit(two) }, ""},
 		{"second from two: the edge is full", func() error { return a.admit(two) }, protocol.CodeEdgeFull},
 		{"one leaves", func() error { a.release(one); return nil }, ""},
@@ -105,5 +107,68 @@ func TestSocketsForFiles(t *testing.T) {
 	}
 	if got := socketsForFiles(100); got != 64 {
 		t.Errorf("socketsForFiles(100) = %d", got)
+	}
+}
+
+func checkErr(a *admission, key netip.Prefix) error {
+	if r := a.check(key); r != nil {
+		return r.err
+	}
+	return nil
+}
+
+// An address whose socket was closed for abuse is refused new connections
+// for a second, then twice as long at each further abuse up to PenaltyMax,
+// and starts again from a second once it has behaved for PenaltyMax; other
+// addresses are never affected.
+func TestAbusePenalty(t *testing.T) {
+	t.Parallel()
+	a := newAdmission(Admission{PenaltyMax: 4 * time.Second}.withDefaults())
+	now := time.Unix(1_800_000_000, 0)
+	a.now = func() time.Time { return now }
+	one, two := addrKey(netip.MustParseAddr("198.51.100.1")), addrKey(netip.MustParseAddr("2001:db8::1"))
+	refusedFor := func(key netip.Prefix) time.Duration {
+		r := a.check(key)
+		if r == nil {
+			return 0
+		}
+		if r.status != http.StatusTooManyRequests || r.reason != "abuse_penalty" || protocol.CodeOf(r.err) != protocol.CodeRateLimited {
+			t.Fatalf("refusal %+v", r)
+		}
+		return r.retryAfter
+	}
+	for _, step := range []struct {
+		name    string
+		abuse   bool
+		advance time.Duration
+		want    time.Duration
+	}{
+		{"no abuse yet", false, 0, 0},
+		{"first abuse: a second", true, 0, time.Second},
+		{"half of it served", false, 500 * time.Millisecond, 500 * time.Millisecond},
+		{"served", false, 500 * time.Millisecond, 0},
+		{"again: two seconds", true, 0, 2 * time.Second},
+		{"again: four", true, 0, 4 * time.Second},
+		{"again: at most PenaltyMax", true, 0, 4 * time.Second},
+		{"served, and behaved for less than PenaltyMax", false, 7 * time.Second, 0},
+		{"so the next is still the longest", true, 0, 4 * time.Second},
+		{"served, and behaved for PenaltyMax", false, 9 * time.Second, 0},
+		{"starts again from a second", true, 0, time.Second},
+	} {
+		now = now.Add(step.advance)
+		if step.abuse {
+			a.penalise(one)
+		}
+		if got := refusedFor(one); got != step.want {
+			t.Fatalf("%s: refused for %v, want %v", step.name, got, step.want)
+		}
+		if got := refusedFor(two); got != 0 {
+			t.Fatalf("%s: another address refused for %v", step.name, got)
+		}
+	}
+	off := newAdmission(Admission{PenaltyMax: -1}.withDefaults())
+	off.penalise(one)
+	if r := off.check(one); r != nil {
+		t.Fatalf("penalties off, but refused: %+v", r)
 	}
 }

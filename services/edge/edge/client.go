@@ -320,6 +320,7 @@ func (c *client) readLoop() {
 		if err != nil {
 			if errors.Is(err, websocket.ErrReadLimit) {
 				c.e.metrics.Refused.WithLabelValues(string(protocol.CodeFrameTooLarge)).Inc()
+				c.e.admit.penalise(c.addr)
 				c.close(websocket.CloseMessageTooBig, string(protocol.CodeFrameTooLarge))
 			}
 			if ne, ok := errors.AsType[net.Error](err); ok && ne.Timeout() && c.joined() != "" {
@@ -338,6 +339,7 @@ func (c *client) readLoop() {
 			over++
 			if over > c.e.cfg.FrameBurst {
 				c.e.metrics.Refused.WithLabelValues(string(protocol.CodeRateLimited)).Inc()
+				c.e.admit.penalise(c.addr)
 				c.e.log.Warn("client kept sending over its rate limit; disconnecting", "user", c.joined(), "limit", c.e.cfg.FramesPerSecond)
 				c.close(websocket.ClosePolicyViolation, string(protocol.CodeRateLimited))
 				return

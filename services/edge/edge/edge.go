@@ -127,8 +127,8 @@ func ConfigFromEnv(env *config.Env) Config {
 }
 
 // admissionFromEnv reads WS_MAX_CONNS_PER_ADDR, WS_JOIN_RATE_PER_ADDR,
-// WS_JOIN_BURST_PER_ADDR, WS_JOIN_RATE, WS_JOIN_BURST, WS_MAX_CONNECTIONS
-// and TRUSTED_PROXIES. A limit set to 0 is off.
+// WS_JOIN_BURST_PER_ADDR, WS_JOIN_RATE, WS_JOIN_BURST, WS_MAX_CONNECTIONS,
+// WS_ABUSE_PENALTY_MAX and TRUSTED_PROXIES. A limit set to 0 is off.
 func admissionFromEnv(env *config.Env) Admission {
 	off := func(n int) int {
 		if n == 0 {
@@ -144,6 +144,10 @@ func admissionFromEnv(env *config.Env) Admission {
 		JoinRate:         float64(off(env.Int("WS_JOIN_RATE", int(d.JoinRate), 0, 1_000_000))),
 		JoinBurst:        env.Int("WS_JOIN_BURST", d.JoinBurst, 1, 1_000_000),
 		MaxSockets:       env.Int("WS_MAX_CONNECTIONS", 0, 0, 10_000_000),
+		PenaltyMax:       env.Duration("WS_ABUSE_PENALTY_MAX", d.PenaltyMax, 0, 24*time.Hour),
+	}
+	if a.PenaltyMax == 0 {
+		a.PenaltyMax = -1
 	}
 	for _, p := range env.List("TRUSTED_PROXIES") {
 		prefix, err := netip.ParsePrefix(p)
@@ -345,13 +349,9 @@ func (e *Edge) upgradeGate(c *fiber.Ctx) error {
 	// (serveWS counts the connection): a load balancer can take a 503 to
 	// another edge, and a refused address costs no upgrade.
 	key := addrKey(e.admit.clientAddr(peer, c.Get(fiber.HeaderXForwardedFor)))
-	if err := e.admit.check(key); err != nil {
-		status := fiber.StatusTooManyRequests
-		if protocol.CodeOf(err) == protocol.CodeEdgeFull {
-			status = fiber.StatusServiceUnavailable
-		}
-		c.Set(fiber.HeaderRetryAfter, "5")
-		return e.refuse(c, status, string(protocol.CodeOf(err)), err)
+	if r := e.admit.check(key); r != nil {
+		c.Set(fiber.HeaderRetryAfter, strconv.Itoa(int(max(time.Second, r.retryAfter.Round(time.Second))/time.Second)))
+		return e.refuse(c, r.status, r.reason, r.err)
 	}
 	c.Locals(addrLocal, key)
 	if e.ident != nil {
@@ -401,8 +401,14 @@ func (e *Edge) serveWS(ws *websocket.Conn) {
 	c.addr, _ = ws.Locals(addrLocal).(netip.Prefix)
 	c.identity, _ = ws.Locals(identityLocal).(*identity.Identity)
 	if !e.track(c) {
-		c.close(websocket.CloseGoingAway, string(protocol.CodeServerShutdown))
-	} else if err := e.admit.admit(c.addr); err != nil {
+		// Upgraded as the edge shut down, after it closed its sockets: it
+		// is told so and touches nothing of the edge.
+		msg := websocket.FormatCloseMessage(websocket.CloseGoingAway, string(protocol.CodeServerShutdown))
+		_ = ws.WriteControl(websocket.CloseMessage, msg, time.Now().Add(time.Second))
+		return
+	}
+	defer e.conns.Done()
+	if err := e.admit.admit(c.addr); err != nil {
 		// Admitted by upgradeGate, refused now: others came between.
 		code := protocol.AsError(err).Code
 		e.metrics.Refused.WithLabelValues(string(code)).Inc()
@@ -414,7 +420,6 @@ func (e *Edge) serveWS(ws *websocket.Conn) {
 	} else {
 		defer e.admit.release(c.addr)
 	}
-	defer e.conns.Done()
 	e.metrics.Sockets.Inc()
 	defer e.metrics.Sockets.Dec()
 	e.sockets.Add(1)
@@ -436,13 +441,15 @@ func (e *Edge) batchInterval() time.Duration {
 }
 
 // track registers c; it reports false once the edge is shutting down.
+// track counts c among the edge's connections, unless the edge has shut
+// down (its connections are closed, and it waits for those it counted).
 func (e *Edge) track(c *client) bool {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	e.conns.Add(1)
 	if e.clients == nil {
 		return false
 	}
+	e.conns.Add(1)
 	e.clients[c] = struct{}{}
 	return true
 }
