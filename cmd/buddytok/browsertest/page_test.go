@@ -77,7 +77,9 @@ func newBrowser(t *testing.T) context.Context {
 	return bctx
 }
 
-func openTab(t *testing.T, browser context.Context, url, name string) *tab {
+// openTab opens url in a new tab; prepare, if given, runs on the tab
+// before the page loads (to intercept its requests, say).
+func openTab(t *testing.T, browser context.Context, url, name string, prepare ...func(ctx context.Context) error) *tab {
 	t.Helper()
 	ctx, cancel := chromedp.NewContext(browser)
 	t.Cleanup(cancel)
@@ -85,6 +87,11 @@ func openTab(t *testing.T, browser context.Context, url, name string) *tab {
 	// action's context: it must not carry a timeout.
 	if err := chromedp.Do(ctx); err != nil {
 		t.Fatalf("%s: open a tab: %v", name, err)
+	}
+	for _, p := range prepare {
+		if err := p(ctx); err != nil {
+			t.Fatalf("%s: prepare the tab: %v", name, err)
+		}
 	}
 	tb := &tab{t: t, ctx: ctx, name: name}
 	tb.do("open the page", chromedp.Navigate(url))
