@@ -425,7 +425,10 @@ let video = null; // {chatId, pc, stream, initiator, queue: []}
 
 async function startVideo(chat) {
   stopVideo();
-  const v = { chatId: chat.id, pc: null, stream: null, queue: [], session: null, remoteSet: false, candidates: [] };
+  const v = {
+    chatId: chat.id, pc: null, stream: null, queue: [], session: null, publisher: null,
+    remoteSet: false, candidates: [], muted: false, cameraOff: false, problem: "",
+  };
   video = v;
   let cred;
   try {
@@ -449,33 +452,96 @@ function stopVideo() {
   $("remote-video").srcObject = null;
   $("local-video").srcObject = null;
   videoStatus("");
+  setToggles(null);
+}
+
+// ---- microphone and camera toggles ------------------------------------------
+
+// setToggles enables Mute and Camera off for what v sends (a track of each
+// kind, or an OpenTok publisher), and shows whether each is on.
+function setToggles(v) {
+  const audio = !!v && (v.publisher ? true : !!v.stream && v.stream.getAudioTracks().length > 0);
+  const videoOn = !!v && (v.publisher ? true : !!v.stream && v.stream.getVideoTracks().length > 0);
+  $("mute").disabled = !audio;
+  $("camera-off").disabled = !videoOn;
+  $("mute").setAttribute("aria-pressed", String(!!v && v.muted));
+  $("camera-off").setAttribute("aria-pressed", String(!!v && v.cameraOff));
+}
+
+function toggleMute() {
+  const v = video;
+  if (!v) return;
+  v.muted = !v.muted;
+  if (v.stream) v.stream.getAudioTracks().forEach((t) => (t.enabled = !v.muted));
+  if (v.publisher) v.publisher.publishAudio(!v.muted);
+  setToggles(v);
+}
+
+function toggleCamera() {
+  const v = video;
+  if (!v) return;
+  v.cameraOff = !v.cameraOff;
+  if (v.stream) v.stream.getVideoTracks().forEach((t) => (t.enabled = !v.cameraOff));
+  if (v.publisher) v.publisher.publishVideo(!v.cameraOff);
+  setToggles(v);
 }
 
 function videoStatus(text) {
   $("video-status").textContent = text;
 }
 
+// localMedia asks for the camera and microphone, else the microphone
+// alone, and says what the user should know: {stream, problem}. Without
+// either, the chat still shows and plays the other side.
+async function localMedia() {
+  try {
+    return { stream: await navigator.mediaDevices.getUserMedia({ video: true, audio: true }), problem: "" };
+  } catch (err) {
+    const refused = err && (err.name === "NotAllowedError" || err.name === "SecurityError");
+    try {
+      const stream = await navigator.mediaDevices.getUserMedia({ audio: true });
+      return {
+        stream,
+        problem: refused
+          ? "Your camera was refused: your buddy hears you but does not see you."
+          : "No camera found: your buddy hears you but does not see you.",
+      };
+    } catch {
+      return {
+        stream: null,
+        problem: refused
+          ? "Camera and microphone refused: you can still see and hear your buddy. Allow them in the browser's site settings to be seen and heard."
+          : "No camera or microphone found: you can still see and hear your buddy.",
+      };
+    }
+  }
+}
+
 async function startWebRTC(v, cred) {
-  const pc = new RTCPeerConnection({ iceServers: [] });
+  // STUN and TURN servers come with the credentials (the tokens service's
+  // ICE_SERVERS); none: a direct connection, which works on one network.
+  const pc = new RTCPeerConnection({ iceServers: cred.ice_servers || [] });
   v.pc = pc;
   pc.addEventListener("icecandidate", (e) => {
     if (e.candidate) signal(v, { candidate: e.candidate.toJSON() });
   });
   pc.addEventListener("track", (e) => {
     $("remote-video").srcObject = e.streams[0];
-    videoStatus("Connected.");
+    videoStatus(v.problem || "Connected.");
   });
-  try {
-    v.stream = await navigator.mediaDevices.getUserMedia({ video: true, audio: true });
-    if (video !== v) return v.stream.getTracks().forEach((t) => t.stop());
-    $("local-video").srcObject = v.stream;
-    v.stream.getTracks().forEach((t) => pc.addTrack(t, v.stream));
-  } catch {
-    videoStatus("No camera: you can still see and hear your buddy.");
-    pc.addTransceiver("video", { direction: "recvonly" });
-    pc.addTransceiver("audio", { direction: "recvonly" });
+  const { stream, problem } = await localMedia();
+  if (video !== v) return stream && stream.getTracks().forEach((t) => t.stop());
+  v.stream = stream;
+  v.problem = problem;
+  if (problem) videoStatus(problem);
+  if (stream) {
+    $("local-video").srcObject = stream;
+    stream.getTracks().forEach((t) => pc.addTrack(t, stream));
   }
-  if (video !== v) return;
+  // Receive what this side does not send.
+  if (!stream || stream.getVideoTracks().length === 0) pc.addTransceiver("video", { direction: "recvonly" });
+  if (!stream || stream.getAudioTracks().length === 0) pc.addTransceiver("audio", { direction: "recvonly" });
+  setToggles(v);
   if (cred.initiator) {
     await pc.setLocalDescription(await pc.createOffer());
     signal(v, { description: pc.localDescription.toJSON() });
@@ -544,7 +610,11 @@ async function startOpenTok(v, cred) {
   });
   session.connect(cred.token, (err) => {
     if (err) return videoStatus(`OpenTok: ${err.message}`);
-    session.publish(window.OT.initPublisher("opentok-local", { insertMode: "append", width: "100%", height: "100%" }));
+    const publisher = window.OT.initPublisher("opentok-local", { insertMode: "append", width: "100%", height: "100%" });
+    if (video !== v) return;
+    v.publisher = publisher;
+    session.publish(publisher);
+    setToggles(v);
     videoStatus("Waiting for your buddy's video…");
   });
 }
@@ -554,5 +624,7 @@ async function startOpenTok(v, cred) {
 $("join-form").addEventListener("submit", join);
 $("cancel").addEventListener("click", () => view.outgoing && act({ type: "cancel", invitation: view.outgoing.id }));
 $("end-chat").addEventListener("click", () => view.chat && act({ type: "end_chat", chat: view.chat.id }));
+$("mute").addEventListener("click", toggleMute);
+$("camera-off").addEventListener("click", toggleCamera);
 document.addEventListener("visibilitychange", render);
 connect();

@@ -62,6 +62,18 @@ type Credentials struct {
 	Token     string `json:"token,omitempty"`   // OpenTok only; for this party alone
 	Peer      string `json:"peer"`              // the other party's user ID
 	Initiator bool   `json:"initiator"`         // WebRTC: this side sends the offer
+	// IceServers are the STUN and TURN servers a WebRTC page gives its
+	// peer connection (the tokens service's ICE_SERVERS); none: the
+	// browsers connect directly, which works on one network.
+	IceServers []IceServer `json:"ice_servers,omitempty"`
+}
+
+// IceServer is one STUN or TURN server, as a browser's RTCIceServer takes
+// it.
+type IceServer struct {
+	URLs       []string `json:"urls"`
+	Username   string   `json:"username,omitempty"`
+	Credential string   `json:"credential,omitempty"`
 }
 
 // Client frame types (browser -> edge).

@@ -3,11 +3,14 @@ package allinone_test
 import (
 	"encoding/json"
 	"net/http"
+	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/buddytok/buddytok/pkg/client"
 	"github.com/buddytok/buddytok/pkg/protocol"
+	"github.com/buddytok/buddytok/services/tokens/tokens"
 )
 
 // Each flow of spec §2 runs on every topology; in the replicated one the
@@ -314,5 +317,30 @@ func flowResume(t *testing.T, w *world) {
 	snap := w.mustInvariants(w.store())
 	if u := snap.Users[av.Me.ID]; !u.Connected || u.Chat != chat.ID {
 		t.Fatalf("resumed user record = %+v", u)
+	}
+}
+
+// In WebRTC mode each party's credentials carry the deployment's STUN and
+// TURN servers (ICE_SERVERS), for its peer connection.
+func TestWebRTCCredentialsCarryIceServers(t *testing.T) {
+	t.Parallel()
+	ice := []protocol.IceServer{
+		{URLs: []string{"stun:stun.example.org:3478"}},
+		{URLs: []string{"turn:turn.example.org:3478"}, Username: "u", Credential: "p"},
+	}
+	w := mustWorld(t, topologies[0], settings{grace: time.Second, video: tokens.WebRTC{IceServers: ice}})
+	ann, bob := w.join("Ann"), w.join("Bob")
+	w.sees(id(bob), protocol.StateAvailable, ann)
+	_, chat := w.chat(ann, bob)
+	ctx, cancel := w.wctx()
+	defer cancel()
+	for _, c := range []*client.Client{ann, bob} {
+		cred, err := c.Credentials(ctx, chat.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cred.Mode != protocol.ModeWebRTC || !reflect.DeepEqual(cred.IceServers, ice) {
+			t.Fatalf("credentials %+v, want the ICE servers %+v", cred, ice)
+		}
 	}
 }

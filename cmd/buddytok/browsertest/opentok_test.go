@@ -55,7 +55,11 @@ window.OT = {
   },
   initPublisher(target) {
     record({ fn: "initPublisher", target });
-    return { target };
+    return {
+      target,
+      publishAudio(on) { record({ fn: "publishAudio", on }); },
+      publishVideo(on) { record({ fn: "publishVideo", on }); },
+    };
   },
 };
 `
@@ -187,6 +191,16 @@ func TestPageOpenTokChat(t *testing.T) {
 	if n := srv.Sessions(); n != 1 {
 		t.Errorf("%d OpenTok sessions made for one chat", n)
 	}
+
+	// Mute and camera off stop publishing audio and video, and undo.
+	ann.click(toggleRole, "Mute")
+	ann.until("audio unpublished", `JSON.stringify(window.otCalls.at(-1)) === '{"fn":"publishAudio","on":false}'`)
+	ann.pressed("Mute", true)
+	ann.click(toggleRole, "Camera off")
+	ann.until("video unpublished", `JSON.stringify(window.otCalls.at(-1)) === '{"fn":"publishVideo","on":false}'`)
+	ann.click(toggleRole, "Mute")
+	ann.until("audio published again", `JSON.stringify(window.otCalls.at(-1)) === '{"fn":"publishAudio","on":true}'`)
+	ann.pressed("Mute", false)
 
 	ann.click("button", "End chat")
 	for _, tb := range []*tab{ann, bob} {

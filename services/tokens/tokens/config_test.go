@@ -26,6 +26,9 @@ func TestConfigFromEnv(t *testing.T) {
 		{"unparseable API URL", map[string]string{"OPENTOK_KEY": "123", "OPENTOK_SECRET": secret, "OPENTOK_API_URL": "http://[::1"}, "", "API URL"},
 		{"unknown token type", map[string]string{"OPENTOK_KEY": "123", "OPENTOK_SECRET": secret, "OPENTOK_TOKEN_TYPE": "t9"}, "", "t1 or jwt"},
 		{"URL without credentials", map[string]string{"OPENTOK_API_URL": "https://example.com"}, "", "OPENTOK_KEY"},
+		{"WebRTC with a TURN server", map[string]string{"ICE_SERVERS": `[{"urls":"turn:t.example.org","username":"u","credential":"p"}]`}, protocol.ModeWebRTC, ""},
+		{"a malformed ICE_SERVERS", map[string]string{"ICE_SERVERS": `[{"urls":"http://t.example.org"}]`}, "", "scheme"},
+		{"ICE_SERVERS with OpenTok", map[string]string{"OPENTOK_KEY": "123", "OPENTOK_SECRET": secret, "ICE_SERVERS": `[{"urls":"stun:s.example.org"}]`}, "", "OpenTok brings its own"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

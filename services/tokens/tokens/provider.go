@@ -22,7 +22,10 @@ type Provider interface {
 
 // WebRTC is the no-credentials provider: the browsers call each other
 // directly and signal through BuddyTok, so a session is just the chat's room.
-type WebRTC struct{}
+// IceServers (STUN, TURN) reach every page with its credentials.
+type WebRTC struct {
+	IceServers []protocol.IceServer
+}
 
 // Mode implements Provider.
 func (WebRTC) Mode() string { return protocol.ModeWebRTC }
@@ -33,13 +36,14 @@ func (WebRTC) CreateSession(_ context.Context, req protocol.SessionRequest) (str
 }
 
 // Credentials implements Provider. The inviter sends the WebRTC offer.
-func (WebRTC) Credentials(_ context.Context, chat state.Chat, userID string) (protocol.Credentials, error) {
+func (w WebRTC) Credentials(_ context.Context, chat state.Chat, userID string) (protocol.Credentials, error) {
 	peer, _ := chat.Peer(userID)
 	return protocol.Credentials{
-		Mode:      protocol.ModeWebRTC,
-		ChatID:    chat.ID,
-		SessionID: chat.SessionID,
-		Peer:      peer,
-		Initiator: userID == chat.Parties[0],
+		Mode:       protocol.ModeWebRTC,
+		ChatID:     chat.ID,
+		SessionID:  chat.SessionID,
+		Peer:       peer,
+		Initiator:  userID == chat.Parties[0],
+		IceServers: w.IceServers,
 	}, nil
 }

@@ -34,17 +34,28 @@ type Config struct {
 
 // ConfigFromEnv reads KV_REPLICAS and the OpenTok settings: with
 // OPENTOK_KEY and OPENTOK_SECRET set, chats use OpenTok (OPENTOK_API_URL,
-// OPENTOK_TOKEN_TYPE=t1|jwt); without them, direct WebRTC. A half or
-// malformed OpenTok configuration is an error, never a silent fallback.
+// OPENTOK_TOKEN_TYPE=t1|jwt); without them, direct WebRTC, with the STUN
+// and TURN servers of ICE_SERVERS (ParseIceServers). A half or malformed
+// configuration is an error, never a silent fallback.
 func ConfigFromEnv(env *config.Env) Config {
 	cfg := Config{Replicas: env.Int("KV_REPLICAS", 0, 1, 5)}
 	key, secret := env.String("OPENTOK_KEY", ""), env.Secret("OPENTOK_SECRET")
 	apiURL, tokenType := env.String("OPENTOK_API_URL", ""), env.String("OPENTOK_TOKEN_TYPE", "")
+	ice, err := ParseIceServers(env.Secret("ICE_SERVERS")) // TURN credentials: not logged
+	if err != nil {
+		env.Fail("%v", err)
+	}
 	if key == "" && secret == "" {
 		if apiURL != "" || tokenType != "" {
 			env.Fail("OPENTOK_API_URL or OPENTOK_TOKEN_TYPE is set but OPENTOK_KEY and OPENTOK_SECRET are not")
 		}
+		if len(ice) > 0 {
+			cfg.Provider = WebRTC{IceServers: ice}
+		}
 		return cfg
+	}
+	if len(ice) > 0 {
+		env.Fail("ICE_SERVERS is for direct WebRTC; with OPENTOK_KEY and OPENTOK_SECRET set, OpenTok brings its own")
 	}
 	client, err := opentok.NewClient(opentok.Config{
 		APIKey: key, APISecret: secret, APIURL: apiURL,
