@@ -6,5 +6,5 @@ import "embed"
 
 // Files are the page's static assets, served at the site root.
 //
-//go:embed index.html app.js names.js style.css
+//go:embed index.html style.css app.js connection.js view.js render.js video.js names.js
 var Files embed.FS
