@@ -239,8 +239,11 @@ const actions = {
   },
   async decline(inv) {
     if (await act({ type: "decline", invitation: inv.id })) {
-      // The next invitation, if there is one; else the buddy list.
-      focusWhenShown(() => document.querySelector("#invitations button") || $("buddies-heading"));
+      // The next invitation, if there is one; else the buddy list. (The
+      // declined one may still be on screen: its removal comes in a frame
+      // of its own.)
+      focusWhenShown(() => [...document.querySelectorAll('#invitations button[data-key^="accept-"]')]
+        .find((b) => b.dataset.key !== `accept-${inv.id}`) || $("buddies-heading"));
     }
   },
   async cancel() {

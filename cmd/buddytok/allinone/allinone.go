@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"path/filepath"
+	"strings"
 	"sync"
 
 	"github.com/nats-io/nats.go"
@@ -253,6 +254,25 @@ func (sys *System) AddReplica(ctx context.Context, kind Kind) error {
 	i := len(sys.replicas[kind])
 	sys.mu.Unlock()
 	return sys.startService(ctx, sys.opts, kind, i)
+}
+
+// RestartEdge stops edge i as a clean shutdown would (its pages are told
+// to reconnect) and starts a new edge where it listened, as a restarted
+// process would: EdgeURLs stay as they were.
+func (sys *System) RestartEdge(ctx context.Context, i int) error {
+	if i < 0 || i >= len(sys.EdgeURLs) {
+		return fmt.Errorf("no edge %d", i)
+	}
+	addr := strings.TrimPrefix(sys.EdgeURLs[i], "http://")
+	if err := sys.Stop(Edge, i); err != nil {
+		return err
+	}
+	n := len(sys.EdgeURLs)
+	if err := sys.startEdge(ctx, sys.opts, addr); err != nil {
+		return err
+	}
+	sys.EdgeURLs = sys.EdgeURLs[:n]
+	return nil
 }
 
 // Stop stops replica i of kind (in start order) as a clean shutdown

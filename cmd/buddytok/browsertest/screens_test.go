@@ -79,7 +79,9 @@ func (tb *tab) fitsWidth(screen string) {
 }
 
 // namedRoles are the roles whose every node must have an accessible name.
-var namedRoles = []string{"button", "textbox", "link", "checkbox", "image", "img", "combobox", "region", "video"}
+// (Chromium names a video element "Unable to play media." whatever its
+// label, so videos are checked in the DOM instead.)
+var namedRoles = []string{"button", "textbox", "link", "checkbox", "image", "img", "combobox", "region"}
 
 // audit checks the screen through Chromium's own accessibility tree: every
 // control and image has a name, the banner and main landmarks and the
@@ -99,7 +101,7 @@ func (tb *tab) audit(screen string) {
 		if n.Ignored || n.Role == nil {
 			continue
 		}
-		role := strings.Trim(string(n.Role.Value), `"`)
+		role := strings.ToLower(strings.Trim(string(n.Role.Value), `"`)) // Chromium's own roles are capitalised ("Video")
 		name := ""
 		if n.Name != nil {
 			_ = json.Unmarshal(n.Name.Value, &name)
@@ -111,6 +113,15 @@ func (tb *tab) audit(screen string) {
 		if role == "heading" {
 			headings = append(headings, name)
 		}
+	}
+	unnamed, err := chromedp.Run(ctx, chromedp.Evaluate[[]string](`[...document.querySelectorAll("video, img")]
+		.filter((e) => e.offsetParent !== null && !(e.getAttribute("aria-label") || e.getAttribute("alt") || "").trim())
+		.map((e) => e.id || e.tagName)`))
+	if err != nil {
+		tb.t.Fatal(err)
+	}
+	for _, u := range unnamed {
+		tb.t.Errorf("%s: %s: %s has no label", tb.name, screen, u)
 	}
 	for _, landmark := range []string{"banner", "main"} {
 		if roles[landmark] != 1 {
