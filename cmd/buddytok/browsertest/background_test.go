@@ -2,6 +2,7 @@ package browsertest
 
 import (
 	"context"
+	"encoding/json"
 	"testing"
 	"time"
 
@@ -133,4 +134,39 @@ func (tb *tab) userID() string {
 		return nil
 	})
 	return id
+}
+
+// A duplicated tab (it carries the first tab's session) takes the user
+// over, chat and all: the first tab tells its person that the chat moved
+// to another tab, and starts over as a new visitor.
+func TestPageSupersededByADuplicatedTab(t *testing.T) {
+	sys := startSystem(t, 10*time.Second)
+	b := newBrowser(t)
+	url := sys.EdgeURLs[0]
+	ann := openTab(t, b, url, "Ann")
+	ann.join()
+	bob := openTab(t, b, url, "Bob")
+	bob.join()
+	ann.click("button", "Invite Bob")
+	bob.click("button", "Accept Ann")
+	ann.one("button", "End chat")
+	session, err := chromedp.Run(ann.ctx, chromedp.Evaluate[string](`sessionStorage.getItem("buddytok.session")`))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	dup := openTab(t, b, url, "Ann's second tab")
+	dup.do("carry the session over", chromedp.Evaluate[chromedp.Void](`sessionStorage.setItem("buddytok.session", `+jsString(session)+`)`), chromedp.Reload())
+	dup.textOf("region", "You", "Ann, in the chat", has("Ann", "chatting"))
+	dup.one("button", "End chat")
+
+	ann.textOf("alert", "Errors", "the chat moved", has("Your chat moved to another tab"))
+	ann.one("textbox", "Your name")
+	ann.absent("button", "End chat")
+}
+
+// jsString quotes s as a JavaScript string.
+func jsString(s string) string {
+	b, _ := json.Marshal(s)
+	return string(b)
 }
