@@ -62,8 +62,8 @@ func Provision(dir string, owner int) error {
 	return writeFile(filepath.Join(server, UsersFile), []byte(conf), 0o444, -1)
 }
 
-// password returns the password in dir/name, made and written first if
-// there is none.
+// password returns the password in dir/name (KeepPassword), making dir
+// first, given to owner if not negative.
 func password(dir, name string, owner int) (string, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return "", fmt.Errorf("nats users: %w", err)
@@ -73,7 +73,22 @@ func password(dir, name string, owner int) (string, error) {
 			return "", fmt.Errorf("nats users: %w", err)
 		}
 	}
-	path := filepath.Join(dir, name)
+	return KeepPassword(filepath.Join(dir, name), owner)
+}
+
+// NewPassword is a random password: 64 hexadecimal digits.
+func NewPassword() string {
+	b := make([]byte, 32)
+	_, _ = rand.Read(b) // never fails (crypto/rand)
+	return hex.EncodeToString(b)
+}
+
+// KeepPassword returns the password in the file at path, made
+// (NewPassword) and written there first if there is none, readable by its
+// owner only (owner, if not negative). A file that holds a password
+// shorter than 32 characters is refused, not replaced behind the backs of
+// those who read it.
+func KeepPassword(path string, owner int) (string, error) {
 	data, err := os.ReadFile(path)
 	switch {
 	case err == nil:
@@ -85,9 +100,7 @@ func password(dir, name string, owner int) (string, error) {
 	case !errors.Is(err, fs.ErrNotExist):
 		return "", fmt.Errorf("nats users: %w", err)
 	}
-	b := make([]byte, 32)
-	_, _ = rand.Read(b) // never fails (crypto/rand)
-	pw := hex.EncodeToString(b)
+	pw := NewPassword()
 	return pw, writeFile(path, []byte(pw+"\n"), 0o400, owner)
 }
 

@@ -1,6 +1,7 @@
 package allinone_test
 
 import (
+	"context"
 	"errors"
 	"strings"
 	"sync"
@@ -96,56 +97,29 @@ func TestEdgePermissions(t *testing.T) {
 	// Knowing Ann's ID (every buddy list shows it) is not enough.
 	ctx, cancel := w.wctx()
 	defer cancel()
-	for _, tc := range []struct {
-		name    string
-		subject string
-		req     any
-	}{
+	forbidden(t, ctx, nc, []call{
 		{"invite as Ann, no secret", protocol.SubjectInvitesInvite, protocol.InviteRequest{From: id(ann), To: id(bob)}},
 		{"invite as Ann, a guessed secret", protocol.SubjectInvitesInvite, protocol.InviteRequest{From: id(ann), To: id(bob), Secret: protocol.NewSecret()}},
 		{"invite as Ann, Bob's secret", protocol.SubjectInvitesInvite, protocol.InviteRequest{From: id(ann), To: id(bob), Secret: bob.View().Secret}},
-	} {
-		err := natsrpc.Call(ctx, nc, tc.subject, tc.req, nil)
-		if protocol.CodeOf(err) != protocol.CodeForbidden {
-			t.Errorf("%s: %v, want forbidden", tc.name, err)
-		}
-	}
+	})
 	// Nothing changed, and the system still serves everyone.
 	w.sees(id(ann), protocol.StateAvailable, bob)
 	inv := w.invite(ann, bob)
 	w.sees(id(ann), protocol.StateInviting, bob)
-	for _, tc := range []struct {
-		name    string
-		subject string
-		req     any
-	}{
+	forbidden(t, ctx, nc, []call{
 		{"cancel Ann's invitation as Ann", protocol.SubjectInvitesCancel, protocol.InvitationRequest{UserID: id(ann), Invitation: inv.ID, Secret: protocol.NewSecret()}},
 		{"accept it as Bob", protocol.SubjectInvitesAccept, protocol.InvitationRequest{UserID: id(bob), Invitation: inv.ID, Secret: ann.View().Secret}},
 		{"decline it as Bob", protocol.SubjectInvitesDecline, protocol.InvitationRequest{UserID: id(bob), Invitation: inv.ID, Secret: protocol.NewSecret()}},
-	} {
-		err := natsrpc.Call(ctx, nc, tc.subject, tc.req, nil)
-		if protocol.CodeOf(err) != protocol.CodeForbidden {
-			t.Errorf("%s: %v, want forbidden", tc.name, err)
-		}
-	}
+	})
 	chat, err := bob.Accept(ctx, inv.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, tc := range []struct {
-		name    string
-		subject string
-		req     any
-	}{
+	forbidden(t, ctx, nc, []call{
 		{"Ann's video credentials", protocol.SubjectTokensCredentials, protocol.ChatRequest{UserID: id(ann), Chat: chat.ID, Secret: protocol.NewSecret()}},
 		{"a signal as Ann", protocol.SubjectTokensSignal, protocol.SignalRequest{UserID: id(ann), Chat: chat.ID, Data: []byte(`{"sdp":"x"}`), Secret: protocol.NewSecret()}},
 		{"end the chat as Bob", protocol.SubjectInvitesEnd, protocol.ChatRequest{UserID: id(bob), Chat: chat.ID, Secret: protocol.NewSecret()}},
-	} {
-		err := natsrpc.Call(ctx, nc, tc.subject, tc.req, nil)
-		if protocol.CodeOf(err) != protocol.CodeForbidden {
-			t.Errorf("%s: %v, want forbidden", tc.name, err)
-		}
-	}
+	})
 	w.sees(id(ann), protocol.StateChatting, bob)
 
 	// The state the credential may read shows which edge and connection
@@ -159,21 +133,12 @@ func TestEdgePermissions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, tc := range []struct {
-		name    string
-		subject string
-		req     any
-	}{
+	forbidden(t, ctx, nc, []call{
 		{"report Ann disconnected, no secret", protocol.SubjectPresenceDisconnect, protocol.DisconnectRequest{UserID: id(ann), Conn: before.Conn}},
 		{"report Ann disconnected, a guessed secret", protocol.SubjectPresenceDisconnect, protocol.DisconnectRequest{UserID: id(ann), Conn: before.Conn, Secret: protocol.NewSecret()}},
 		{"report Ann disconnected, Bob's secret", protocol.SubjectPresenceDisconnect, protocol.DisconnectRequest{UserID: id(ann), Conn: before.Conn, Secret: bob.View().Secret}},
 		{"attach Ann to another edge", protocol.SubjectPresenceAttach, protocol.AttachRequest{UserID: id(ann), Edge: protocol.NewID(), Conn: protocol.NewID(), Secret: bob.View().Secret}},
-	} {
-		err := natsrpc.Call(ctx, nc, tc.subject, tc.req, nil)
-		if protocol.CodeOf(err) != protocol.CodeForbidden {
-			t.Errorf("%s: %v, want forbidden", tc.name, err)
-		}
-	}
+	})
 	after, _, err := store.GetUser(ctx, id(ann))
 	if err != nil {
 		t.Fatal(err)
@@ -182,4 +147,21 @@ func TestEdgePermissions(t *testing.T) {
 		t.Errorf("Ann's record changed: %+v, was %+v", after, before)
 	}
 	w.sees(id(ann), protocol.StateChatting, bob)
+}
+
+// call is a request a connection makes, named for the test's messages.
+type call struct {
+	name    string
+	subject string
+	req     any
+}
+
+// forbidden checks that each call is refused as not acting for its user.
+func forbidden(t *testing.T, ctx context.Context, nc *nats.Conn, calls []call) {
+	t.Helper()
+	for _, c := range calls {
+		if err := natsrpc.Call(ctx, nc, c.subject, c.req, nil); protocol.CodeOf(err) != protocol.CodeForbidden {
+			t.Errorf("%s: %v, want forbidden", c.name, err)
+		}
+	}
 }

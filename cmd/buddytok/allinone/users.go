@@ -1,14 +1,9 @@
 package allinone
 
 import (
-	"crypto/rand"
-	"encoding/hex"
-	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
-	"strings"
 
 	"github.com/nats-io/nats-server/v2/server"
 
@@ -29,13 +24,13 @@ func userNames() []string {
 }
 
 // UsersDir is where an all-in-one keeps the passwords of its embedded
-// server's users, one file per user (mode 0600), so that replicas started
-// apart can connect: NATS_USER=edge NATS_PASSWORD=$(cat DIR/edge).
+// server's users, one file per user (readable by its owner only), so that
+// replicas started apart can connect: NATS_USER=edge NATS_PASSWORD=$(cat DIR/edge).
 func UsersDir(storeDir string) string { return filepath.Join(storeDir, "users") }
 
 // passwords returns each user's password: read from dir, or made and
-// written there on the first start; with no dir, made for this process
-// only.
+// written there on the first start (permissions.KeepPassword); with no
+// dir, made for this process only.
 func passwords(dir string) (map[string]string, error) {
 	pw := map[string]string{}
 	if dir != "" {
@@ -44,24 +39,15 @@ func passwords(dir string) (map[string]string, error) {
 		}
 	}
 	for _, name := range userNames() {
-		if dir != "" {
-			b, err := os.ReadFile(filepath.Join(dir, name))
-			if err == nil && len(strings.TrimSpace(string(b))) >= 32 {
-				pw[name] = strings.TrimSpace(string(b))
-				continue
-			}
-			if err != nil && !errors.Is(err, fs.ErrNotExist) {
-				return nil, fmt.Errorf("allinone: NATS users: %w", err)
-			}
+		if dir == "" {
+			pw[name] = permissions.NewPassword()
+			continue
 		}
-		var b [24]byte
-		_, _ = rand.Read(b[:])
-		pw[name] = hex.EncodeToString(b[:])
-		if dir != "" {
-			if err := os.WriteFile(filepath.Join(dir, name), []byte(pw[name]+"\n"), 0o600); err != nil {
-				return nil, fmt.Errorf("allinone: NATS users: %w", err)
-			}
+		p, err := permissions.KeepPassword(filepath.Join(dir, name), -1)
+		if err != nil {
+			return nil, fmt.Errorf("allinone: %w", err)
 		}
+		pw[name] = p
 	}
 	return pw, nil
 }

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/chromedp/cdproto/browser"
-	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
 )
 
@@ -43,10 +42,7 @@ document.addEventListener("DOMContentLoaded", () => {
 });
 `
 
-func watch(ctx context.Context) error {
-	_, err := chromedp.Call(ctx, page.AddScriptToEvaluateOnNewDocument, page.AddScriptToEvaluateOnNewDocumentParams{Source: watchPage})
-	return err
-}
+var watch = beforeLoad(watchPage)
 
 // An invitation that arrives while the tab is hidden shows a browser
 // notification and a count in the title; the page asks for permission to

@@ -19,6 +19,7 @@ import (
 	"github.com/chromedp/cdproto/accessibility"
 	"github.com/chromedp/cdproto/cdp"
 	"github.com/chromedp/cdproto/dom"
+	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 	"github.com/go-jose/go-jose/v4"
@@ -96,6 +97,15 @@ func openTab(t *testing.T, browser context.Context, url, name string, prepare ..
 	tb := &tab{t: t, ctx: ctx, name: name}
 	tb.do("open the page", chromedp.Navigate(url))
 	return tb
+}
+
+// beforeLoad is an openTab preparation that runs script in the tab before
+// each page's own scripts.
+func beforeLoad(script string) func(ctx context.Context) error {
+	return func(ctx context.Context) error {
+		_, err := chromedp.Call(ctx, page.AddScriptToEvaluateOnNewDocument, page.AddScriptToEvaluateOnNewDocumentParams{Source: script})
+		return err
+	}
 }
 
 func (tb *tab) do(what string, steps ...chromedp.Action[chromedp.Void]) {

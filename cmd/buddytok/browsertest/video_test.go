@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
 )
 
@@ -39,15 +38,12 @@ func (tb *tab) pressed(name string, want bool) {
 
 // refuseCamera makes the tab's browser refuse the camera, as a person who
 // answers "Block" would, and leave the microphone.
-func refuseCamera(ctx context.Context) error {
-	_, err := chromedp.Call(ctx, page.AddScriptToEvaluateOnNewDocument, page.AddScriptToEvaluateOnNewDocumentParams{Source: `
-		const ask = navigator.mediaDevices.getUserMedia.bind(navigator.mediaDevices);
-		navigator.mediaDevices.getUserMedia = async (constraints) => {
-			if (constraints.video) throw new DOMException("Permission denied", "NotAllowedError");
-			return ask(constraints);
-		};`})
-	return err
-}
+var refuseCamera = beforeLoad(`
+	const ask = navigator.mediaDevices.getUserMedia.bind(navigator.mediaDevices);
+	navigator.mediaDevices.getUserMedia = async (constraints) => {
+		if (constraints.video) throw new DOMException("Permission denied", "NotAllowedError");
+		return ask(constraints);
+	};`)
 
 // A person who refuses the camera is still in the chat: the page says
 // what happened, sends the microphone alone, and shows the other side's
