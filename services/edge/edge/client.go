@@ -177,7 +177,7 @@ func (c *client) writeLoop(done chan<- struct{}) {
 			if len(frames) == 0 {
 				break
 			}
-			if err := c.writeFrames(frames); err != nil {
+			if err := c.writeFrames(frames, c.e.cfg.WriteTimeout); err != nil {
 				fail(err)
 				return
 			}
@@ -248,15 +248,28 @@ func (c *client) holdFor(batch *time.Timer, ping <-chan time.Time, sendPing func
 	}
 }
 
+// closeGrace bounds what the writer still writes as a connection closes:
+// its last frames and the close frame.
+const closeGrace = time.Second
+
 // closing sends the close frame the connection ends with, unless the
 // connection failed, and gives the client a moment to answer it before
 // the read ends. Called by the writer once quit is closed.
+//
+// The socket's own frames still queued go first: among them is the
+// refusal that explains the close (a flood's rate_limited). A slow
+// consumer's are dropped: it is closed for not reading them.
 func (c *client) closing() {
 	if c.closeCd != websocket.CloseAbnormalClosure {
+		if c.closeTx != string(protocol.CodeSlowConsumer) {
+			if frames, _, _, _, _ := c.box.take(); len(frames) > 0 {
+				_ = c.writeFrames(frames, closeGrace)
+			}
+		}
 		msg := websocket.FormatCloseMessage(c.closeCd, c.closeTx)
-		_ = c.ws.WriteControl(websocket.CloseMessage, msg, time.Now().Add(time.Second))
+		_ = c.ws.WriteControl(websocket.CloseMessage, msg, time.Now().Add(closeGrace))
 	}
-	c.stopReader(time.Second)
+	c.stopReader(closeGrace)
 }
 
 // writeBuffers hold a batch of encoded frames while it is written; pooled,
@@ -267,15 +280,16 @@ var writeBuffers = sync.Pool{New: func() any { return new([]byte) }}
 // with thousands of users is written once and let go.
 const maxPooledWrite = 64 << 10
 
-// writeFrames writes frames as WebSocket text frames in one write.
-func (c *client) writeFrames(frames [][]byte) error {
+// writeFrames writes frames as WebSocket text frames in one write, given
+// at most timeout.
+func (c *client) writeFrames(frames [][]byte, timeout time.Duration) error {
 	bp := writeBuffers.Get().(*[]byte)
 	b := (*bp)[:0]
 	for _, f := range frames {
 		b = appendTextFrame(b, f)
 	}
 	conn := c.ws.UnderlyingConn()
-	_ = conn.SetWriteDeadline(time.Now().Add(c.e.cfg.WriteTimeout))
+	_ = conn.SetWriteDeadline(time.Now().Add(timeout))
 	_, err := conn.Write(b)
 	c.e.metrics.SocketWrites.Inc()
 	if cap(b) <= maxPooledWrite {

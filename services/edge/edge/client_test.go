@@ -1,0 +1,82 @@
+package edge
+
+import (
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/fasthttp/websocket"
+
+	"github.com/buddytok/buddytok/pkg/protocol"
+)
+
+// A connection closed while frames of its own wait in its outbox gets them
+// before the close frame: the refusal that explains a rate_limited close
+// reaches the client whichever the writer noticed first, the frames or the
+// close. A slow consumer's frames are dropped: it is closed for not
+// reading them.
+func TestClosingWritesTheLastFramesFirst(t *testing.T) {
+	t.Parallel()
+	refusal := []byte(`{"type":"error","ref":"p61","code":"rate_limited"}`)
+	tests := []struct {
+		name   string
+		code   int
+		reason protocol.Code
+		want   []string
+	}{
+		{"rate limited", websocket.ClosePolicyViolation, protocol.CodeRateLimited, []string{`{"type":"pong","ref":"p60"}`, string(refusal)}},
+		{"frame too large", websocket.CloseMessageTooBig, protocol.CodeFrameTooLarge, []string{`{"type":"pong","ref":"p60"}`, string(refusal)}},
+		{"server shutdown", websocket.CloseGoingAway, protocol.CodeServerShutdown, []string{`{"type":"pong","ref":"p60"}`, string(refusal)}},
+		{"slow consumer", websocket.ClosePolicyViolation, protocol.CodeSlowConsumer, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			done := make(chan struct{})
+			up := websocket.Upgrader{}
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				defer close(done)
+				ws, err := up.Upgrade(w, r, nil)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				defer ws.Close()
+				c := testClient()
+				c.ws = ws
+				c.send([]byte(`{"type":"pong","ref":"p60"}`))
+				c.send(refusal)
+				c.close(tt.code, string(tt.reason))
+				c.closing() // as the writer does on seeing quit
+			}))
+			defer srv.Close()
+			ws, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(srv.URL, "http"), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ws.Close()
+			_ = ws.SetReadDeadline(time.Now().Add(10 * time.Second))
+			var got []string
+			for {
+				_, data, err := ws.ReadMessage()
+				if ce, ok := errors.AsType[*websocket.CloseError](err); ok {
+					if ce.Code != tt.code || ce.Text != string(tt.reason) {
+						t.Errorf("closed %d %q, want %d %q", ce.Code, ce.Text, tt.code, tt.reason)
+					}
+					break
+				}
+				if err != nil {
+					t.Fatalf("after %q: %v", got, err)
+				}
+				got = append(got, string(data))
+			}
+			if strings.Join(got, "\n") != strings.Join(tt.want, "\n") {
+				t.Errorf("frames before the close:\n%q\nwant\n%q", got, tt.want)
+			}
+			<-done
+		})
+	}
+}
