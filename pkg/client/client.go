@@ -1,7 +1,8 @@
 // Package client is a Go BuddyTok client speaking the real WebSocket
-// protocol. System tests and the load generator use it to play users; it
+// protocol. The system, cluster and compose tests use it to play users; it
 // keeps the same view of the world a browser tab keeps (buddy list,
-// invitations, chat), built only from the frames it receives.
+// invitations, chat), built only from the frames it receives. (The load
+// generator has a lighter client of its own.)
 package client
 
 import (

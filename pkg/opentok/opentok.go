@@ -1,8 +1,8 @@
 // Package opentok is BuddyTok's own implementation of the OpenTok (Vonage
 // Video API) server protocol: client tokens (T1 and HS256 JWT), the
 // session-ID ownership check, and session creation over REST. It follows
-// shared/spec/opentok.md, which is distilled from the official SDKs, and
-// is tested against that document's vectors. No OpenTok Go SDK is used.
+// docs/opentok-protocol.md, which is distilled from the official SDKs, and
+// is tested against their vectors. No OpenTok Go SDK is used.
 //
 // The API secret is held only inside Client; it never appears in an error,
 // and Config's String masks it.

@@ -131,7 +131,7 @@ func (o SessionOptions) form() (url.Values, error) {
 	return form, nil
 }
 
-// CreateSession creates a session over REST (spec §3) and returns its ID.
+// CreateSession creates a session over REST (docs/opentok-protocol.md §3) and returns its ID.
 // Network errors and 5xx answers are retried a bounded number of times
 // with a short backoff; 4xx answers are not.
 func (c *Client) CreateSession(ctx context.Context, opts SessionOptions) (string, error) {

@@ -17,7 +17,7 @@ var (
 const maxSessionID = 255
 
 // ValidateSessionOwner checks that sessionID is a well-formed OpenTok
-// session ID whose API key field is apiKey (spec §2). It never panics.
+// session ID whose API key field is apiKey (docs/opentok-protocol.md §2). It never panics.
 func ValidateSessionOwner(sessionID, apiKey string) error {
 	if len(sessionID) < 3 || len(sessionID) > maxSessionID {
 		return fmt.Errorf("%w: length %d", ErrInvalidSessionID, len(sessionID))

@@ -40,13 +40,13 @@ type TokenType string
 
 // Token types. T1 is the default: every OpenTok client and server accepts
 // it, whereas HS256 JWT client tokens once failed server-side over the
-// `exp` claim (spec §4.1) and are accepted only by newer servers.
+// `exp` claim (docs/opentok-protocol.md §4.1) and are accepted only by newer servers.
 const (
 	TokenT1  TokenType = "t1"
 	TokenJWT TokenType = "jwt"
 )
 
-// Limits from the SDKs (spec §1.4).
+// Limits from the SDKs (docs/opentok-protocol.md §1.4).
 const (
 	MaxConnectionData = 1000 // bytes
 	MaxLayoutClasses  = 1000 // bytes, joined
@@ -75,7 +75,7 @@ type Field struct{ Key, Value string }
 
 // EncodeT1 builds a T1 token from data fields in the given order: the
 // data string is the fields form-encoded (url.QueryEscape per value) and
-// joined by &, signed with HMAC-SHA1 under the secret (spec §1.1).
+// joined by &, signed with HMAC-SHA1 under the secret (docs/opentok-protocol.md §1.1).
 func EncodeT1(apiKey, secret string, fields []Field) string {
 	var data strings.Builder
 	for i, f := range fields {
@@ -131,7 +131,7 @@ func (c *Client) tokenFields(sessionID string, opts TokenOptions, now time.Time)
 
 // T1Token issues a T1 client token for sessionID. Fields are in the order
 // session_id, create_time, expire_time, nonce, role, [connection_data],
-// initial_layout_class_list (spec §8).
+// initial_layout_class_list (docs/opentok-protocol.md §1.2).
 func (c *Client) T1Token(sessionID string, opts TokenOptions) (string, error) {
 	now := c.now()
 	role, expire, layout, err := c.tokenFields(sessionID, opts, now)
@@ -153,7 +153,7 @@ func (c *Client) T1Token(sessionID string, opts TokenOptions) (string, error) {
 }
 
 // JWTToken issues an HS256 JWT client token for sessionID with the claim
-// set of the official Node SDK, and always an exp claim (spec §4.1).
+// set of the official Node SDK, and always an exp claim (docs/opentok-protocol.md §4.1).
 func (c *Client) JWTToken(sessionID string, opts TokenOptions) (string, error) {
 	now := c.now()
 	role, expire, layout, err := c.tokenFields(sessionID, opts, now)

@@ -11,7 +11,7 @@ import (
 	"time"
 )
 
-// Fixtures from shared/spec/opentok.md §5.
+// Fixtures from the official SDKs' tests (docs/opentok-protocol.md §5).
 const (
 	fixtureKey     = "123456"
 	fixtureSecret  = "1234567890abcdef1234567890abcdef1234567890"

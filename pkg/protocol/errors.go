@@ -88,3 +88,14 @@ func AsError(err error) *Error {
 	}
 	return &Error{Code: CodeInternal, Message: "internal server error"}
 }
+
+// Transient reports whether a failed call to a service may succeed if made
+// again: the service was unreachable or slow, or failed in a way that is
+// not an answer about the request.
+func Transient(err error) bool {
+	switch CodeOf(err) {
+	case CodeUnavailable, CodeInternal, CodeConflict:
+		return true
+	}
+	return false
+}

@@ -10,7 +10,7 @@ import "encoding/json"
 // Version of the WebSocket protocol, sent in the welcome frame.
 const Version = 1
 
-// State is an online user's state (spec §1).
+// State is an online user's state (docs/behaviour.md §1).
 type State string
 
 // User states.

@@ -8,7 +8,7 @@ import (
 	"github.com/buddytok/buddytok/pkg/protocol"
 )
 
-// Check returns every violation of spec §3's invariants (and of the
+// Check returns every violation of docs/behaviour.md §3's invariants (and of the
 // records' own cross-references) in snap, joined, or nil.
 func Check(snap Snapshot) error {
 	var errs []error

@@ -1,7 +1,7 @@
 // Package state is BuddyTok's shared state in NATS JetStream: the records
 // kept in one KV bucket (users, invitations, chats), the atomic multi-key
 // transactions that change them, the edge lease bucket, and the invariant
-// checker of spec §3.
+// checker of docs/behaviour.md §3.
 package state
 
 import (

@@ -7,6 +7,7 @@ import (
 
 	"github.com/buddytok/buddytok/cmd/buddyload/load"
 	"github.com/buddytok/buddytok/cmd/buddytok/allinone"
+	"github.com/buddytok/buddytok/services/edge/admission"
 	"github.com/buddytok/buddytok/services/edge/edge"
 	"github.com/buddytok/buddytok/services/presence/presence"
 )
@@ -21,7 +22,7 @@ import (
 // figures are measured, not tested.
 func TestRunMeasuresEveryChange(t *testing.T) {
 	// Every simulated user connects from loopback, as from one address.
-	oneAddress := edge.Admission{ConnsPerAddr: -1, JoinRatePerAddr: -1}
+	oneAddress := admission.Limits{ConnsPerAddr: -1, JoinRatePerAddr: -1}
 	for _, tc := range []struct {
 		name     string
 		edge     edge.Config
@@ -35,7 +36,7 @@ func TestRunMeasuresEveryChange(t *testing.T) {
 		// served all the same, and each kind of abuse is ended by its
 		// limit. (Without the abuse penalty, which would cut the one
 		// address off after the first abuse: TestAbuserIsCutOff.)
-		{"abused", edge.Config{Admission: edge.Admission{ConnsPerAddr: -1, JoinRatePerAddr: -1, PenaltyMax: -1}, JoinTimeout: 500 * time.Millisecond}, 3 * time.Second, false, 5},
+		{"abused", edge.Config{Admission: admission.Limits{ConnsPerAddr: -1, JoinRatePerAddr: -1, PenaltyMax: -1}, JoinTimeout: 500 * time.Millisecond}, 3 * time.Second, false, 5},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)

@@ -13,7 +13,7 @@ import (
 
 	"github.com/buddytok/buddytok/pkg/client"
 	"github.com/buddytok/buddytok/pkg/protocol"
-	"github.com/buddytok/buddytok/services/edge/edge"
+	"github.com/buddytok/buddytok/services/edge/admission"
 )
 
 // upgrade opens a WebSocket to the world's first edge as the browser at
@@ -68,7 +68,7 @@ func upgrade(t *testing.T, w *world, forwardedFor string) (*websocket.Conn, int,
 // not affected.
 func TestConnectionsPerAddress(t *testing.T) {
 	t.Parallel()
-	w := mustWorld(t, topologies[0], settings{grace: time.Second, admission: &edge.Admission{
+	w := mustWorld(t, topologies[0], settings{grace: time.Second, admission: &admission.Limits{
 		ConnsPerAddr: 3, JoinRatePerAddr: -1, TrustedProxies: loopback,
 	}})
 	var held []*websocket.Conn
@@ -108,7 +108,7 @@ func TestConnectionsPerAddress(t *testing.T) {
 // connection counts for the peer.
 func TestForwardedForIgnoredWithoutTrustedProxy(t *testing.T) {
 	t.Parallel()
-	w := mustWorld(t, topologies[0], settings{grace: time.Second, admission: &edge.Admission{ConnsPerAddr: 2, JoinRatePerAddr: -1}})
+	w := mustWorld(t, topologies[0], settings{grace: time.Second, admission: &admission.Limits{ConnsPerAddr: 2, JoinRatePerAddr: -1}})
 	upgrade(t, w, "198.51.100.1")
 	upgrade(t, w, "198.51.100.2")
 	if _, status, code := upgrade(t, w, "198.51.100.3"); status != http.StatusTooManyRequests || code != protocol.CodeTooManyConns {
@@ -120,7 +120,7 @@ func TestForwardedForIgnoredWithoutTrustedProxy(t *testing.T) {
 // upgrade, so that a load balancer can take it elsewhere.
 func TestEdgeFull(t *testing.T) {
 	t.Parallel()
-	w := mustWorld(t, topologies[0], settings{grace: time.Second, admission: &edge.Admission{
+	w := mustWorld(t, topologies[0], settings{grace: time.Second, admission: &admission.Limits{
 		ConnsPerAddr: -1, JoinRatePerAddr: -1, MaxSockets: 2,
 	}})
 	a, b := w.join("Ann"), w.join("Bob")
@@ -136,7 +136,7 @@ func TestEdgeFull(t *testing.T) {
 // once the limit allows it.
 func TestJoinsPerAddress(t *testing.T) {
 	t.Parallel()
-	w := mustWorld(t, topologies[0], settings{grace: time.Second, admission: &edge.Admission{
+	w := mustWorld(t, topologies[0], settings{grace: time.Second, admission: &admission.Limits{
 		ConnsPerAddr: -1, JoinRatePerAddr: 2, JoinBurstPerAddr: 3,
 	}})
 	ctx, cancel := w.wctx()
@@ -170,7 +170,7 @@ func TestJoinsPerAddress(t *testing.T) {
 // resume with the right secret from another connection still works.
 func TestFailedResumesThrottled(t *testing.T) {
 	t.Parallel()
-	w := mustWorld(t, topologies[0], settings{grace: 30 * time.Second, admission: &edge.Admission{
+	w := mustWorld(t, topologies[0], settings{grace: 30 * time.Second, admission: &admission.Limits{
 		ConnsPerAddr: -1, JoinRatePerAddr: -1, TrustedProxies: loopback,
 	}})
 	ctx, cancel := w.wctx()
@@ -226,7 +226,7 @@ func dialFrom(t *testing.T, w *world, addr string) *client.Client {
 // address's sockets already open, are not affected.
 func TestAbuserIsCutOff(t *testing.T) {
 	t.Parallel()
-	w := mustWorld(t, topologies[0], settings{grace: time.Second, admission: &edge.Admission{
+	w := mustWorld(t, topologies[0], settings{grace: time.Second, admission: &admission.Limits{
 		ConnsPerAddr: -1, JoinRatePerAddr: -1, TrustedProxies: loopback, PenaltyMax: time.Minute,
 	}})
 	neighbour, _, _ := upgrade(t, w, "198.51.100.1") // opened before the abuse

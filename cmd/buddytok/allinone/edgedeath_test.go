@@ -46,7 +46,7 @@ func TestEdgeDeathRemovesItsUsers(t *testing.T) {
 	w.mustInvariants(w.store())
 }
 
-// A replica restart must not cost a user their chat (spec §2.9): an edge
+// A replica restart must not cost a user their chat (docs/behaviour.md §2.9): an edge
 // that stops closes its sockets with 1001, and a user who reconnects to
 // another edge within the grace period is back in the same chat.
 func TestEdgeRestartKeepsTheChat(t *testing.T) {

@@ -13,7 +13,7 @@ import (
 	"github.com/buddytok/buddytok/services/tokens/tokens"
 )
 
-// Each flow of spec §2 runs on every topology; in the replicated one the
+// Each flow of docs/behaviour.md §2 runs on every topology; in the replicated one the
 // users of a flow sit on different edges and every request may reach any
 // service replica.
 func TestFlows(t *testing.T) {

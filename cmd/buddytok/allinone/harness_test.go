@@ -19,6 +19,7 @@ import (
 	"github.com/buddytok/buddytok/pkg/protocol"
 	"github.com/buddytok/buddytok/pkg/requestid"
 	"github.com/buddytok/buddytok/pkg/state"
+	"github.com/buddytok/buddytok/services/edge/admission"
 	"github.com/buddytok/buddytok/services/edge/edge"
 	"github.com/buddytok/buddytok/services/edge/identity"
 	"github.com/buddytok/buddytok/services/invites/invites"
@@ -69,7 +70,7 @@ type settings struct {
 	joinTimeout time.Duration
 	// admission replaces the edge's admission limits; by default every
 	// test user, all on loopback, may connect and join at any rate.
-	admission *edge.Admission
+	admission *admission.Limits
 	// noUsersAPI switches GET /api/users off.
 	noUsersAPI bool
 	// identity makes the edges require identity tokens.
@@ -78,7 +79,7 @@ type settings struct {
 
 // unlimitedAddr lifts the per-address limits: the tests' users all connect
 // from one address.
-var unlimitedAddr = edge.Admission{ConnsPerAddr: -1, JoinRatePerAddr: -1, PenaltyMax: -1}
+var unlimitedAddr = admission.Limits{ConnsPerAddr: -1, JoinRatePerAddr: -1, PenaltyMax: -1}
 
 func options(top topology, s settings) allinone.Options {
 	log := slog.New(slog.DiscardHandler)
@@ -253,7 +254,7 @@ func (w *world) store() *state.Store {
 	return st
 }
 
-// checkInvariants reads a consistent snapshot and checks spec §3.
+// checkInvariants reads a consistent snapshot and checks docs/behaviour.md §3.
 func checkInvariants(ctx context.Context, st *state.Store) (state.Snapshot, error) {
 	snap, err := st.Snapshot(ctx)
 	if err != nil {

@@ -11,7 +11,7 @@ import (
 	"github.com/buddytok/buddytok/pkg/protocol"
 )
 
-// The races of spec §3, each played many times with the racing requests
+// The races of docs/behaviour.md §3, each played many times with the racing requests
 // sent at once from different connections (on different edges, served by
 // different replicas). After every round the state must satisfy the
 // invariants and every party must see the same outcome.

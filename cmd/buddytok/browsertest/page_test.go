@@ -1,7 +1,7 @@
 // Package browsertest drives the real page in headless Chromium: two tabs
 // join, invite, decline, accept, see each other's video over WebRTC (with
 // Chromium's fake camera), end the chat, reload and leave. Elements are
-// found the way the page contract (spec §7) names them: by role and
+// found the way the page contract (docs/behaviour.md §7) names them: by role and
 // accessible name, from Chromium's accessibility tree.
 package browsertest
 

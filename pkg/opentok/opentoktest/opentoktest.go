@@ -1,8 +1,8 @@
 // Package opentoktest is a local stand-in for the OpenTok REST API, which
-// tests cannot reach, speaking its documented protocol (spec §3, §5.7):
+// tests cannot reach, speaking its documented protocol (docs/opentok-protocol.md §3, §5.7):
 // it checks every request the way OpenTok does and answers with a JSON
 // array holding a new, well-formed session ID, or with OpenTok's errors.
-// It also decodes and verifies client tokens (spec §5.4).
+// It also decodes and verifies client tokens (docs/opentok-protocol.md §5.4).
 package opentoktest
 
 import (
@@ -178,7 +178,7 @@ func claimInt(claims map[string]any, key string) (int64, bool) {
 }
 
 // NewSessionID mints a syntactically valid session ID for apiKey
-// (spec §8): "1_" + base64url("1~<key>~~<ms>~<random>~").
+// (docs/opentok-protocol.md §2): "1_" + base64url("1~<key>~~<ms>~<random>~").
 func NewSessionID(apiKey string) string {
 	raw := fmt.Sprintf("1~%s~~%d~%x~", apiKey, time.Now().UnixMilli(), rand.Uint64())
 	return "1_" + base64.RawURLEncoding.EncodeToString([]byte(raw))
@@ -195,7 +195,7 @@ type T1 struct {
 var ErrBadToken = errors.New("opentoktest: token does not verify")
 
 // DecodeT1 decodes a T1 token and checks its signature under secret, the
-// way the SDKs' tests do (spec §5.4).
+// way the SDKs' tests do (docs/opentok-protocol.md §5.4).
 func DecodeT1(token, secret string) (T1, error) {
 	rest, ok := strings.CutPrefix(token, "T1==")
 	if !ok {

@@ -12,6 +12,8 @@ import (
 	"github.com/buddytok/buddytok/pkg/protocol"
 	"github.com/buddytok/buddytok/pkg/requestid"
 	"github.com/buddytok/buddytok/pkg/state"
+	"github.com/buddytok/buddytok/services/edge/fanout"
+	"github.com/buddytok/buddytok/services/edge/session"
 )
 
 // The edge reconciles its open sockets with the state, so that neither can
@@ -71,7 +73,7 @@ func (e *Edge) kickReconcile() {
 func (r *reconciler) pass(ctx context.Context) {
 	e := r.e
 	local := e.localConns()
-	records, ready := e.hub.attachments()
+	records, ready := e.hub.Attachments()
 	if !ready {
 		return
 	}
@@ -82,15 +84,15 @@ func (r *reconciler) pass(ctx context.Context) {
 	slots := make(chan struct{}, maxAttaches)
 	seen := map[string]bool{}
 	for connID, c := range local {
-		uid := c.joined()
+		uid := c.Joined()
 		if uid == "" {
 			continue
 		}
 		a, ok := records[uid]
 		switch {
-		case ok && a.edge == e.id && a.conn == connID && a.connected:
+		case ok && a.Edge == e.id && a.Conn == connID && a.Connected:
 			continue
-		case ok && a.edge == e.id && a.conn == connID:
+		case ok && a.Edge == e.id && a.Conn == connID:
 			// Detached while the socket stayed open: no doubt about it.
 			// While the lease is not renewed, presence would detach the
 			// user again at once: attach once it is (renewLease asks for a
@@ -113,15 +115,15 @@ func (r *reconciler) pass(ctx context.Context) {
 	}
 	e.forgetEnded(records)
 	for uid, a := range records {
-		if a.edge != e.id || !a.connected {
+		if a.Edge != e.id || !a.Connected {
 			continue
 		}
-		if _, ok := local[a.conn]; ok {
+		if _, ok := local[a.Conn]; ok {
 			continue
 		}
-		seen[a.conn] = true
-		if r.suspects[a.conn] {
-			e.exorcise(ctx, uid, a.conn)
+		seen[a.Conn] = true
+		if r.suspects[a.Conn] {
+			e.exorcise(ctx, uid, a.Conn)
 		}
 	}
 	r.suspects = seen
@@ -135,12 +137,12 @@ func (e *Edge) leaseHeld() bool {
 }
 
 // localConns returns the open sockets by connection ID.
-func (e *Edge) localConns() map[string]*client {
+func (e *Edge) localConns() map[string]*session.Session {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	out := make(map[string]*client, len(e.clients))
+	out := make(map[string]*session.Session, len(e.clients))
 	for c := range e.clients {
-		out[c.id] = c
+		out[c.ID()] = c
 	}
 	return out
 }
@@ -149,7 +151,7 @@ func (e *Edge) hasConn(connID string) bool {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	for c := range e.clients {
-		if c.id == connID {
+		if c.ID() == connID {
 			return true
 		}
 	}
@@ -157,47 +159,47 @@ func (e *Edge) hasConn(connID string) bool {
 }
 
 // attach asks presence to mark the user connected through c again.
-func (e *Edge) attach(ctx context.Context, c *client, uid string) {
-	secret, ok := c.joinedSecretOf(uid)
+func (e *Edge) attach(ctx context.Context, c *session.Session, uid string) {
+	secret, ok := c.JoinedSecretOf(uid)
 	if !ok {
 		return // ended meanwhile, or serves another user
 	}
 	ctx, cancel := context.WithTimeout(requestid.With(ctx, requestid.New()), e.cfg.RequestTimeout)
 	defer cancel()
-	req := protocol.AttachRequest{UserID: uid, Edge: e.id, Conn: c.id, Secret: secret}
+	req := protocol.AttachRequest{UserID: uid, Edge: e.id, Conn: c.ID(), Secret: secret}
 	err := natsrpc.Call(ctx, e.nc, protocol.SubjectPresenceAttach, req, nil)
 	switch protocol.CodeOf(err) {
 	case protocol.CodeNotFound:
 		e.closeLost(c, uid)
 	case protocol.CodeSuperseded:
-		c.close(protocol.CloseSuperseded, string(protocol.CodeSuperseded))
+		c.Close(protocol.CloseSuperseded, string(protocol.CodeSuperseded))
 	default:
 		if err != nil {
 			e.log.WarnContext(ctx, "attaching a user again failed; next pass retries", "user", uid, "err", err)
 			return
 		}
-		e.log.InfoContext(ctx, "user attached again after a lapse", "user", uid, "conn", c.id)
+		e.log.InfoContext(ctx, "user attached again after a lapse", "user", uid, "conn", c.ID())
 	}
 }
 
 // closeLost closes a socket whose user no longer exists: the page
 // reconnects, and starts over when its resume is refused.
-func (e *Edge) closeLost(c *client, uid string) {
-	e.log.Info("closing a socket whose user has left", "user", uid, "conn", c.id)
-	c.close(websocket.CloseGoingAway, string(protocol.CodeSessionLost))
+func (e *Edge) closeLost(c *session.Session, uid string) {
+	e.log.Info("closing a socket whose user has left", "user", uid, "conn", c.ID())
+	c.Close(websocket.CloseGoingAway, string(protocol.CodeSessionLost))
 }
 
 // settle acts on a socket whose user the state, read afresh, does not
 // serve through it.
-func (e *Edge) settle(ctx context.Context, c *client, uid string) {
+func (e *Edge) settle(ctx context.Context, c *session.Session, uid string) {
 	u, _, err := e.store.GetUser(ctx, uid)
 	switch {
 	case errors.Is(err, state.ErrNotFound):
 		e.closeLost(c, uid)
 	case err != nil:
 		e.log.Warn("reconcile read failed; next pass retries", "user", uid, "err", err)
-	case u.Edge != e.id || u.Conn != c.id:
-		c.close(protocol.CloseSuperseded, string(protocol.CodeSuperseded))
+	case u.Edge != e.id || u.Conn != c.ID():
+		c.Close(protocol.CloseSuperseded, string(protocol.CodeSuperseded))
 	case !u.Connected:
 		e.attach(ctx, c, uid)
 	}
@@ -233,7 +235,7 @@ func (e *Edge) exorcise(ctx context.Context, uid, connID string) {
 
 // forgetEnded drops the ended connections that need no more reports: kept
 // long enough, and their users no longer attached to them in the state.
-func (e *Edge) forgetEnded(records map[string]attachment) {
+func (e *Edge) forgetEnded(records map[string]fanout.Attachment) {
 	now := time.Now()
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -241,7 +243,7 @@ func (e *Edge) forgetEnded(records map[string]attachment) {
 		if r.reporting || now.Before(r.keepUntil) {
 			continue
 		}
-		if a, ok := records[r.user]; !ok || a.edge != e.id || a.conn != connID || !a.connected {
+		if a, ok := records[r.user]; !ok || a.Edge != e.id || a.Conn != connID || !a.Connected {
 			delete(e.ended, connID)
 		}
 	}

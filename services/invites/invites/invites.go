@@ -1,5 +1,5 @@
 // Package invites is the invitations service: it owns the lifecycle of
-// invitations and chats and settles the races of spec §3. Each transition
+// invitations and chats and settles the races of docs/behaviour.md §3. Each transition
 // reads the records it depends on and writes them back in one atomic batch
 // guarded by their revisions, so concurrent requests on any replicas can
 // never leave an impossible state: one wins, the others re-read and retry

@@ -28,7 +28,7 @@ const Version = "0.1.0"
 
 // Config tunes the service.
 type Config struct {
-	// Grace is how long a detached user is kept for a resume (spec §2.9).
+	// Grace is how long a detached user is kept for a resume (docs/behaviour.md §2.9).
 	Grace time.Duration
 	// LeaseTTL is how long an edge may go silent before its users count as
 	// detached: 0 takes the deployment's (its lease bucket carries it); any

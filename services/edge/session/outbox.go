@@ -1,8 +1,9 @@
-package edge
+package session
 
 import (
-	"encoding/binary"
 	"sync"
+
+	"github.com/buddytok/buddytok/services/edge/fanout"
 )
 
 // outbox is one connection's encoded frames waiting for its writer. It is
@@ -30,9 +31,9 @@ type outbox struct {
 	bytes    int      // in ready and held, the welcome not counted
 	uncount  int      // the welcome's size while it is in ready
 	welcomed bool
-	from     uint64 // where in the hub's feed the frames after the welcome start
-	urgent   bool   // something must not wait for a batch: a frame, a pong, a poke
-	pong     []byte // the payload of a ping to answer, if pongDue
+	sub      *fanout.Sub // the buddy list, whose frames follow the welcome
+	urgent   bool        // something must not wait for a batch: a frame, a pong, a poke
+	pong     []byte      // the payload of a ping to answer, if pongDue
 	pongDue  bool
 }
 
@@ -80,14 +81,14 @@ func (o *outbox) deliver(data []byte) bool {
 }
 
 // welcome queues the welcome, which the limit does not count (its size
-// is the list's), and the frames held for it behind it. The hub's frames
-// follow from position from in its feed.
-func (o *outbox) welcome(data []byte, from uint64) {
+// is the list's), and the frames held for it behind it. The buddy list's
+// frames follow from sub, which the writer then starts.
+func (o *outbox) welcome(data []byte, sub *fanout.Sub) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.ready = append(o.ready, data)
 	o.ready = append(o.ready, o.held...)
-	o.held, o.welcomed, o.uncount, o.from = nil, true, len(data), from
+	o.held, o.welcomed, o.uncount, o.sub = nil, true, len(data), sub
 	o.signal()
 }
 
@@ -129,9 +130,8 @@ func (o *outbox) signal() {
 
 // take hands the writer everything ready: the frames, and the payload of
 // a ping to answer (pongDue reports whether there is one). Once the
-// welcome is queued (welcomed), the hub's frames from position from in its
-// feed are to follow.
-func (o *outbox) take() (frames [][]byte, pong []byte, pongDue, welcomed bool, from uint64) {
+// welcome is queued, sub is the buddy list whose frames are to follow.
+func (o *outbox) take() (frames [][]byte, pong []byte, pongDue bool, sub *fanout.Sub) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	frames, o.ready = o.ready, nil
@@ -142,7 +142,7 @@ func (o *outbox) take() (frames [][]byte, pong []byte, pongDue, welcomed bool, f
 	o.uncount = 0
 	pong, pongDue = o.pong, o.pongDue
 	o.pong, o.pongDue, o.urgent = nil, false, false
-	return frames, pong, pongDue, o.welcomed, o.from
+	return frames, pong, pongDue, o.sub
 }
 
 // hold starts the writer's wait for a batch, which only something urgent
@@ -166,21 +166,4 @@ func (o *outbox) queued() int {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	return o.bytes
-}
-
-// appendTextFrame appends data as one unmasked, final WebSocket text
-// frame (RFC 6455 §5.2), as a server sends it.
-func appendTextFrame(b, data []byte) []byte {
-	const finText = 0x81
-	switch n := len(data); {
-	case n <= 125:
-		b = append(b, finText, byte(n))
-	case n <= 0xffff:
-		b = append(b, finText, 126)
-		b = binary.BigEndian.AppendUint16(b, uint16(n))
-	default:
-		b = append(b, finText, 127)
-		b = binary.BigEndian.AppendUint64(b, uint64(n))
-	}
-	return append(b, data...)
 }

@@ -1,4 +1,9 @@
-package edge
+// Package admission decides who may connect to an edge and how much they
+// may do: connections and joins per client address and for the whole edge,
+// the penalty of an address that abused its socket, the client address
+// behind trusted proxies, and the origins whose pages may open WebSockets.
+// It knows nothing of sockets or of the services: the session asks it.
+package admission
 
 import (
 	"net/http"
@@ -12,11 +17,11 @@ import (
 	"github.com/buddytok/buddytok/pkg/protocol"
 )
 
-// Admission bounds who may connect and join, per client address and for
+// Limits bound who may connect and join, per client address and for
 // the whole edge, so that no one address, and no storm, can take the edge
 // from everyone else. The per-address counts are this edge's own: behind a
 // load balancer over N edges, an address may hold N times as much.
-type Admission struct {
+type Limits struct {
 	// ConnsPerAddr bounds the WebSockets open from one client address (an
 	// IPv6 address counts by its /64).
 	ConnsPerAddr int
@@ -44,9 +49,8 @@ type Admission struct {
 	PenaltyMax time.Duration
 }
 
-// Limits in an Admission that are zero take the defaults; a negative one is
-// off.
-var defaultAdmission = Admission{
+// Limits that are zero take these defaults; a negative one is off.
+var defaults = Limits{
 	ConnsPerAddr:     64,
 	JoinRatePerAddr:  2,
 	JoinBurstPerAddr: 20,
@@ -71,27 +75,28 @@ const (
 	listingsBurst     = 5
 )
 
-func (a Admission) withDefaults() Admission {
+// WithDefaults fills the limits left zero.
+func (a Limits) WithDefaults() Limits {
 	if a.ConnsPerAddr == 0 {
-		a.ConnsPerAddr = defaultAdmission.ConnsPerAddr
+		a.ConnsPerAddr = defaults.ConnsPerAddr
 	}
 	if a.JoinRatePerAddr == 0 {
-		a.JoinRatePerAddr = defaultAdmission.JoinRatePerAddr
+		a.JoinRatePerAddr = defaults.JoinRatePerAddr
 	}
 	if a.JoinBurstPerAddr <= 0 {
-		a.JoinBurstPerAddr = defaultAdmission.JoinBurstPerAddr
+		a.JoinBurstPerAddr = defaults.JoinBurstPerAddr
 	}
 	if a.JoinRate == 0 {
-		a.JoinRate = defaultAdmission.JoinRate
+		a.JoinRate = defaults.JoinRate
 	}
 	if a.JoinBurst <= 0 {
-		a.JoinBurst = defaultAdmission.JoinBurst
+		a.JoinBurst = defaults.JoinBurst
 	}
 	if a.MaxSockets == 0 {
 		a.MaxSockets = socketsForFiles(openFileLimit())
 	}
 	if a.PenaltyMax == 0 {
-		a.PenaltyMax = defaultAdmission.PenaltyMax
+		a.PenaltyMax = defaults.PenaltyMax
 	}
 	return a
 }
@@ -104,9 +109,9 @@ func socketsForFiles(files int) int {
 	return max(files-reserve, 64)
 }
 
-// admission applies an Admission.
-type admission struct {
-	cfg   Admission
+// Gate applies Limits: one per edge.
+type Gate struct {
+	cfg   Limits
 	joins *rate.Limiter // the edge's
 	now   func() time.Time
 
@@ -129,8 +134,10 @@ type addrState struct {
 	penaltyUntil time.Time
 }
 
-func newAdmission(cfg Admission) *admission {
-	return &admission{cfg: cfg, joins: limiter(cfg.JoinRate, cfg.JoinBurst), addrs: map[netip.Prefix]*addrState{}, now: time.Now}
+// New returns a Gate applying cfg (with its defaults filled).
+func New(cfg Limits) *Gate {
+	cfg = cfg.WithDefaults()
+	return &Gate{cfg: cfg, joins: limiter(cfg.JoinRate, cfg.JoinBurst), addrs: map[netip.Prefix]*addrState{}, now: time.Now}
 }
 
 // limiter is a token bucket; a negative rate is no limit.
@@ -141,12 +148,12 @@ func limiter(perSecond float64, burst int) *rate.Limiter {
 	return rate.NewLimiter(rate.Limit(perSecond), burst)
 }
 
-// clientAddr is the address a connection counts for: its peer's, or, if
+// ClientAddr is the address a connection counts for: its peer's, or, if
 // the peer is a trusted proxy, the last address in X-Forwarded-For that
 // is not a trusted proxy (the one the nearest trusted proxy saw).
-func (a *admission) clientAddr(peer netip.Addr, forwardedFor string) netip.Addr {
+func (a *Gate) ClientAddr(peer netip.Addr, forwardedFor string) netip.Addr {
 	peer = peer.Unmap()
-	if !a.trusted(peer) || forwardedFor == "" {
+	if !a.Trusted(peer) || forwardedFor == "" {
 		return peer
 	}
 	hops := strings.Split(forwardedFor, ",")
@@ -155,14 +162,14 @@ func (a *admission) clientAddr(peer netip.Addr, forwardedFor string) netip.Addr 
 		if err != nil {
 			return peer // a malformed header: believe only what we saw
 		}
-		if hop = hop.Unmap(); !a.trusted(hop) || i == 0 {
+		if hop = hop.Unmap(); !a.Trusted(hop) || i == 0 {
 			return hop
 		}
 	}
 	return peer
 }
 
-func (a *admission) trusted(addr netip.Addr) bool {
+func (a *Gate) Trusted(addr netip.Addr) bool {
 	for _, p := range a.cfg.TrustedProxies {
 		if p.Contains(addr) {
 			return true
@@ -171,9 +178,9 @@ func (a *admission) trusted(addr netip.Addr) bool {
 	return false
 }
 
-// addrKey is what the limits of addr are counted under: an IPv4 address
+// AddrKey is what the limits of addr are counted under: an IPv4 address
 // alone, an IPv6 address by its /64 (what one subscriber is given).
-func addrKey(addr netip.Addr) netip.Prefix {
+func AddrKey(addr netip.Addr) netip.Prefix {
 	addr = addr.Unmap()
 	bits := 32
 	if addr.Is6() {
@@ -183,41 +190,41 @@ func addrKey(addr netip.Addr) netip.Prefix {
 	return p
 }
 
-// refusal is why a connection is refused before its upgrade.
-type refusal struct {
-	err        error
-	status     int           // the HTTP answer
-	reason     string        // the label of the edge's refused metric
-	retryAfter time.Duration // when to try again
+// Refusal is why a connection is refused before its upgrade.
+type Refusal struct {
+	Err        error
+	Status     int           // the HTTP answer
+	Reason     string        // the label of the edge's refused metric
+	RetryAfter time.Duration // when to try again
 }
 
-// check refuses a connection from key that admit would refuse, without
+// Check refuses a connection from key that admit would refuse, without
 // counting it, or one from an address serving a penalty.
-func (a *admission) check(key netip.Prefix) *refusal {
+func (a *Gate) Check(key netip.Prefix) *Refusal {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if s := a.addrs[key]; s != nil {
 		if wait := s.penaltyUntil.Sub(a.now()); wait > 0 {
-			return &refusal{
-				err: protocol.Errorf(protocol.CodeRateLimited,
+			return &Refusal{
+				Err: protocol.Errorf(protocol.CodeRateLimited,
 					"a connection from your address was closed for abuse; try again in %s", wait.Round(time.Second)),
-				status: http.StatusTooManyRequests, reason: "abuse_penalty", retryAfter: wait,
+				Status: http.StatusTooManyRequests, Reason: "abuse_penalty", RetryAfter: wait,
 			}
 		}
 	}
 	if err := a.refuseLocked(key); err != nil {
-		r := &refusal{err: err, status: http.StatusTooManyRequests, reason: string(protocol.CodeOf(err)), retryAfter: 5 * time.Second}
+		r := &Refusal{Err: err, Status: http.StatusTooManyRequests, Reason: string(protocol.CodeOf(err)), RetryAfter: 5 * time.Second}
 		if protocol.CodeOf(err) == protocol.CodeEdgeFull {
-			r.status = http.StatusServiceUnavailable
+			r.Status = http.StatusServiceUnavailable
 		}
 		return r
 	}
 	return nil
 }
 
-// penalise refuses key new connections for a while: the edge closed one of
+// Penalise refuses key new connections for a while: the edge closed one of
 // its sockets for abuse.
-func (a *admission) penalise(key netip.Prefix) {
+func (a *Gate) Penalise(key netip.Prefix) {
 	if a.cfg.PenaltyMax < 0 {
 		return
 	}
@@ -231,9 +238,9 @@ func (a *admission) penalise(key netip.Prefix) {
 	s.penaltyUntil = now.Add(s.penalty)
 }
 
-// admit counts a new connection from key, or refuses it: the edge is full,
+// Admit counts a new connection from key, or refuses it: the edge is full,
 // or the address holds as many connections as it may.
-func (a *admission) admit(key netip.Prefix) error {
+func (a *Gate) Admit(key netip.Prefix) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if err := a.refuseLocked(key); err != nil {
@@ -244,7 +251,7 @@ func (a *admission) admit(key netip.Prefix) error {
 	return nil
 }
 
-func (a *admission) refuseLocked(key netip.Prefix) error {
+func (a *Gate) refuseLocked(key netip.Prefix) error {
 	if a.cfg.MaxSockets > 0 && a.sockets >= a.cfg.MaxSockets {
 		return protocol.Errorf(protocol.CodeEdgeFull, "this server is full; try again in a moment")
 	}
@@ -254,8 +261,8 @@ func (a *admission) refuseLocked(key netip.Prefix) error {
 	return nil
 }
 
-// release ends a connection admit counted.
-func (a *admission) release(key netip.Prefix) {
+// Release ends a connection admit counted.
+func (a *Gate) Release(key netip.Prefix) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if s := a.addrs[key]; s != nil {
@@ -264,8 +271,8 @@ func (a *admission) release(key netip.Prefix) {
 	a.sockets--
 }
 
-// allowJoin takes a join from key, or refuses it with rate_limited.
-func (a *admission) allowJoin(key netip.Prefix) error {
+// AllowJoin takes a join from key, or refuses it with rate_limited.
+func (a *Gate) AllowJoin(key netip.Prefix) error {
 	s := a.state(key)
 	if !s.joins.Allow() {
 		return protocol.Errorf(protocol.CodeRateLimited, "too many joins from your address; try again in a few seconds")
@@ -276,9 +283,9 @@ func (a *admission) allowJoin(key netip.Prefix) error {
 	return nil
 }
 
-// allowResume refuses a resume from an address whose resumes failed too
+// AllowResume refuses a resume from an address whose resumes failed too
 // often lately; resumeFailed counts one that failed.
-func (a *admission) allowResume(key netip.Prefix) error {
+func (a *Gate) AllowResume(key netip.Prefix) error {
 	s := a.state(key)
 	if s.resumes.Tokens() < 1 {
 		return protocol.Errorf(protocol.CodeRateLimited, "too many failed resumes from your address; try again in a few seconds")
@@ -286,8 +293,8 @@ func (a *admission) allowResume(key netip.Prefix) error {
 	return nil
 }
 
-// allowListing takes a GET /api/users from key, or refuses it.
-func (a *admission) allowListing(key netip.Prefix) error {
+// AllowListing takes a GET /api/users from key, or refuses it.
+func (a *Gate) AllowListing(key netip.Prefix) error {
 	s := a.state(key)
 	if !s.lists.Allow() {
 		return protocol.Errorf(protocol.CodeRateLimited, "too many requests for the user list from your address; at most %d a second", listingsPerSecond)
@@ -295,13 +302,14 @@ func (a *admission) allowListing(key netip.Prefix) error {
 	return nil
 }
 
-func (a *admission) resumeFailed(key netip.Prefix) {
+// ResumeFailed counts a failed resume from key.
+func (a *Gate) ResumeFailed(key netip.Prefix) {
 	s := a.state(key)
 	s.resumes.Allow()
 }
 
 // state returns key's state, made if new.
-func (a *admission) state(key netip.Prefix) *addrState {
+func (a *Gate) state(key netip.Prefix) *addrState {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return a.stateLocked(key)
@@ -310,7 +318,7 @@ func (a *admission) state(key netip.Prefix) *addrState {
 // stateLocked returns key's state, made if new. Once a minute it forgets
 // the addresses with no connection whose limits have refilled, so the
 // map holds about the addresses connected now.
-func (a *admission) stateLocked(key netip.Prefix) *addrState {
+func (a *Gate) stateLocked(key netip.Prefix) *addrState {
 	now := a.now()
 	if now.Sub(a.lastSweep) > time.Minute {
 		a.lastSweep = now

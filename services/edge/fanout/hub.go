@@ -1,4 +1,11 @@
-package edge
+// Package fanout is the edge's buddy list: one KV watcher on the state
+// feeds a Hub, which keeps the list (and each user's own invitations and
+// chat) and fans every change out to the edge's subscribers through one
+// shared, append-only feed. A subscriber gets a snapshot and its place in
+// the feed under one lock, so it gets every later change, in order, and none
+// before. The package knows nothing of sockets: a subscriber is a Sub, read
+// by whoever writes its frames.
+package fanout
 
 import (
 	"cmp"
@@ -17,7 +24,7 @@ import (
 	"github.com/buddytok/buddytok/pkg/state"
 )
 
-// hub is the edge's one view of the state. A single KV watcher on the
+// Hub is the edge's one view of the state. A single KV watcher on the
 // whole state bucket feeds it; it fans each buddy-list change out to every
 // joined local connection through its feed. A subscriber gets the snapshot
 // and its place in the feed under one lock, so it gets all later deltas,
@@ -28,19 +35,19 @@ import (
 // user's own invitations and chat now are (a sync frame) whenever they
 // change: a directed event that was lost (its publisher died after the
 // commit, the edge was reconnecting) costs the page nothing but the notice.
-type hub struct {
+type Hub struct {
 	metrics *metrics.Metrics
 	mu      sync.Mutex
 	users   map[string]protocol.User
-	conns   map[string]attachment // by user ID, for reconciling sockets with the state
+	conns   map[string]Attachment // by user ID, for reconciling sockets with the state
 	own     map[string]ownRefs    // by user ID: their invitations and chat
 	invs    map[string]protocol.Invitation
 	chats   map[string]protocol.Chat
 	rev     uint64
 	ready   bool
 	feed    *feed
-	subs    map[*client]struct{}
-	local   map[string]map[*client]struct{} // subscribers by user ID
+	subs    map[*Sub]struct{}
+	local   map[string]map[*Sub]struct{} // subscribers by user ID
 
 	// The list as a welcome carries it, kept ready: each user's record
 	// encoded once when it changes, the users in the page's order
@@ -71,24 +78,24 @@ func refsOf(u state.User) ownRefs {
 	return ownRefs{outgoing: u.Outgoing, incoming: strings.Join(u.Incoming, ","), chat: u.Chat}
 }
 
-// attachment is which connection serves a user, as the state says.
-type attachment struct {
-	edge, conn string
-	connected  bool
+// Attachment is which connection serves a user, as the state says.
+type Attachment struct {
+	Edge, Conn string
+	Connected  bool
 }
 
-// newHub returns a hub whose feed keeps feedBytes of frames: a socket
-// further behind than that is too slow.
-func newHub(m *metrics.Metrics, feedBytes int) *hub {
-	return &hub{metrics: m, feed: newFeed(feedBytes),
-		users: map[string]protocol.User{}, conns: map[string]attachment{}, own: map[string]ownRefs{},
+// New returns a hub whose feed keeps feedBytes of frames: a subscriber
+// further behind than that is too slow (Sub.Read reports it).
+func New(m *metrics.Metrics, feedBytes int) *Hub {
+	return &Hub{metrics: m, feed: newFeed(feedBytes),
+		users: map[string]protocol.User{}, conns: map[string]Attachment{}, own: map[string]ownRefs{},
 		invs: map[string]protocol.Invitation{}, chats: map[string]protocol.Chat{},
-		subs: map[*client]struct{}{}, local: map[string]map[*client]struct{}{},
+		subs: map[*Sub]struct{}{}, local: map[string]map[*Sub]struct{}{},
 	}
 }
 
-// watch applies the watcher's entries until ctx ends or the watcher fails.
-func (h *hub) watch(ctx context.Context, kv jetstream.KeyValue) error {
+// Watch applies the watcher's entries until ctx ends or the watcher fails.
+func (h *Hub) Watch(ctx context.Context, kv jetstream.KeyValue) error {
 	w, err := kv.WatchAll(ctx)
 	if err != nil {
 		return err
@@ -120,7 +127,7 @@ func (h *hub) watch(ctx context.Context, kv jetstream.KeyValue) error {
 
 // dropExcept removes every record whose key is not in keep and tells the
 // subscribers about users that left.
-func (h *hub) dropExcept(keep map[string]bool) {
+func (h *Hub) dropExcept(keep map[string]bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for id := range h.invs {
@@ -144,7 +151,7 @@ func (h *hub) dropExcept(keep map[string]bool) {
 	}
 }
 
-func (h *hub) broadcastLocked(frame protocol.ServerFrame) {
+func (h *Hub) broadcastLocked(frame protocol.ServerFrame) {
 	data, err := json.Marshal(frame)
 	if err != nil {
 		return
@@ -153,7 +160,7 @@ func (h *hub) broadcastLocked(frame protocol.ServerFrame) {
 	h.feed.append(data, nil)
 }
 
-func (h *hub) apply(e jetstream.KeyValueEntry) {
+func (h *Hub) apply(e jetstream.KeyValueEntry) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if e == nil {
@@ -189,7 +196,7 @@ func (h *hub) apply(e jetstream.KeyValueEntry) {
 	}
 }
 
-func (h *hub) applyUser(e jetstream.KeyValueEntry, id string, put bool) {
+func (h *Hub) applyUser(e jetstream.KeyValueEntry, id string, put bool) {
 	if !put {
 		delete(h.conns, id)
 		delete(h.own, id)
@@ -204,7 +211,7 @@ func (h *hub) applyUser(e jetstream.KeyValueEntry, id string, put bool) {
 	if err := json.Unmarshal(e.Value(), &u); err != nil {
 		return
 	}
-	h.conns[id] = attachment{edge: u.Edge, conn: u.Conn, connected: u.Connected}
+	h.conns[id] = Attachment{Edge: u.Edge, Conn: u.Conn, Connected: u.Connected}
 	refs := refsOf(u)
 	if old, ok := h.own[id]; !ok || old != refs {
 		h.own[id] = refs
@@ -213,9 +220,9 @@ func (h *hub) applyUser(e jetstream.KeyValueEntry, id string, put bool) {
 		if subs := h.local[id]; len(subs) > 0 {
 			if data, err := json.Marshal(h.syncLocked(id, e.Revision())); err == nil {
 				h.metrics.FramesOut.WithLabelValues(protocol.TypeSync).Add(float64(len(subs)))
-				for c := range subs {
-					h.feed.append(data, c)
-					c.box.poke()
+				for s := range subs {
+					h.feed.append(data, s)
+					s.wake()
 				}
 			}
 		}
@@ -229,7 +236,7 @@ func (h *hub) applyUser(e jetstream.KeyValueEntry, id string, put bool) {
 }
 
 // putLocked adds or updates a user in the list.
-func (h *hub) putLocked(u protocol.User) {
+func (h *Hub) putLocked(u protocol.User) {
 	data, err := json.Marshal(u)
 	if err != nil {
 		return
@@ -246,7 +253,7 @@ func (h *hub) putLocked(u protocol.User) {
 }
 
 // removeLocked takes a listed user out of the list.
-func (h *hub) removeLocked(id string) {
+func (h *Hub) removeLocked(id string) {
 	if i, found := slices.BinarySearchFunc(h.order, h.users[id], compareListed); found {
 		h.order = slices.Delete(h.order, i, i+1)
 	}
@@ -256,7 +263,7 @@ func (h *hub) removeLocked(id string) {
 
 // listLocked is the list encoded as a JSON array, in the page's order.
 // The slice is never written again: callers may use it after unlocking.
-func (h *hub) listLocked() []byte {
+func (h *Hub) listLocked() []byte {
 	if h.listJS != nil {
 		return h.listJS
 	}
@@ -278,14 +285,14 @@ func (h *hub) listLocked() []byte {
 
 // syncLocked is the sync frame of user id: its invitations and chat as the
 // hub knows them at rev.
-func (h *hub) syncLocked(id string, rev uint64) protocol.ServerFrame {
+func (h *Hub) syncLocked(id string, rev uint64) protocol.ServerFrame {
 	p := h.personalLocked(id)
 	return protocol.ServerFrame{Type: protocol.TypeSync, Revision: rev, Incoming: p.Incoming, Outgoing: p.Outgoing, Chat: p.Chat}
 }
 
 // personalLocked gathers user id's own invitations and chat from the
 // records the hub holds.
-func (h *hub) personalLocked(id string) protocol.Personal {
+func (h *Hub) personalLocked(id string) protocol.Personal {
 	var p protocol.Personal
 	refs := h.own[id]
 	if refs.incoming != "" {
@@ -304,47 +311,47 @@ func (h *hub) personalLocked(id string) protocol.Personal {
 	return p
 }
 
-// subscribe adds c, the connection of user uid, to the fan-out and
-// returns, taken under the same lock, the list (encoded as a JSON array,
-// in the page's order, not to be written to), its revision and, if the
-// hub holds uid's record, uid's own invitations and chat. c.feedFrom is
-// where c's writer is to read the feed after the welcome: every change
-// after these is there, none before.
-func (h *hub) subscribe(c *client, uid string) ([]byte, uint64, *protocol.Personal) {
+// Subscribe adds a subscriber for user uid and returns it with, taken
+// under the same lock, the snapshot it starts from: every change after it
+// is in the feed from the Sub's start, none before. wake is called for a
+// frame appended for this subscriber alone (its sync), which its writer
+// must not hold back; frames for everyone wake the writers waiting on
+// Sub.Wait.
+func (h *Hub) Subscribe(uid string, wake func()) (*Sub, Snapshot) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.subs[c] = struct{}{}
-	c.feedFrom = h.feed.next()
+	s := &Sub{feed: h.feed, user: uid, wake: wake, from: h.feed.next()}
+	h.subs[s] = struct{}{}
 	if uid != "" {
 		if h.local[uid] == nil {
-			h.local[uid] = map[*client]struct{}{}
+			h.local[uid] = map[*Sub]struct{}{}
 		}
-		h.local[uid][c] = struct{}{}
+		h.local[uid][s] = struct{}{}
 	}
 	var own *protocol.Personal
 	if _, ok := h.own[uid]; ok && uid != "" {
 		p := h.personalLocked(uid)
 		own = &p
 	}
-	return h.listLocked(), h.rev, own
+	return s, Snapshot{List: h.listLocked(), Revision: h.rev, Own: own}
 }
 
-func (h *hub) unsubscribe(c *client) {
+// Unsubscribe removes s: nothing more is appended for it.
+func (h *Hub) Unsubscribe(s *Sub) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	delete(h.subs, c)
-	// Called on c's reader goroutine, which owns c.userID.
-	if subs := h.local[c.userID]; subs != nil {
-		delete(subs, c)
+	delete(h.subs, s)
+	if subs := h.local[s.user]; subs != nil {
+		delete(subs, s)
 		if len(subs) == 0 {
-			delete(h.local, c.userID)
+			delete(h.local, s.user)
 		}
 	}
 }
 
-// list returns the online users in the page's order, encoded as a JSON
+// List returns the online users in the page's order, encoded as a JSON
 // array (not to be written to).
-func (h *hub) list() []byte {
+func (h *Hub) List() []byte {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return h.listLocked()
@@ -356,15 +363,18 @@ func compareUsers(a, b protocol.User) int {
 	return cmp.Or(cmp.Compare(a.Name, b.Name), cmp.Compare(a.JoinedAt, b.JoinedAt), cmp.Compare(a.ID, b.ID))
 }
 
-// attachments returns, as of the latest change applied, which connection
-// serves each user (a copy).
-func (h *hub) attachments() (map[string]attachment, bool) {
+// Attachments returns, as of the latest change applied, which connection
+// serves each user (a copy), and whether the hub has read the state once
+// (before that it knows nothing).
+func (h *Hub) Attachments() (map[string]Attachment, bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return maps.Clone(h.conns), h.ready
 }
 
-func (h *hub) isReady() bool {
+// Ready reports whether the hub has read the whole state once: until then
+// its list is not the state's.
+func (h *Hub) Ready() bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return h.ready

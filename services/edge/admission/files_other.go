@@ -1,6 +1,6 @@
 //go:build !unix
 
-package edge
+package admission
 
 // openFileLimit is the process's limit on open files: none this package
 // can read here.

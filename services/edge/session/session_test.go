@@ -1,17 +1,47 @@
-package edge
+package session
 
 import (
 	"errors"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/fasthttp/websocket"
 
+	"github.com/buddytok/buddytok/pkg/metrics"
 	"github.com/buddytok/buddytok/pkg/protocol"
+	"github.com/buddytok/buddytok/services/edge/admission"
 )
+
+// testSession is a session of ws on a server with the default limits and
+// nothing behind it.
+func testSession(ws *websocket.Conn) *Session {
+	srv := NewServer(Deps{
+		Log: slog.New(slog.DiscardHandler), Metrics: metrics.New(), Gate: admission.New(admission.Limits{}),
+		Config: Config{SendQueueBytes: protocol.SendQueueBytes, FramesPerSecond: protocol.FramesPerSecond, FrameBurst: protocol.FrameBurst},
+	})
+	return srv.New(ws, netip.Prefix{}, nil)
+}
+
+// Every frame a browser may send has its handler, and no handler waits for
+// a frame the decoder never passes.
+func TestEveryClientFrameHasAHandler(t *testing.T) {
+	t.Parallel()
+	for _, k := range protocol.ClientFrames {
+		if handlers[k.Type] == nil {
+			t.Errorf("no handler for the client frame %q", k.Type)
+		}
+	}
+	for typ := range handlers {
+		if _, ok := protocol.ClientFrameKindOf(typ); !ok {
+			t.Errorf("a handler for %q, which is not a client frame", typ)
+		}
+	}
+}
 
 // A connection closed while frames of its own wait in its outbox gets them
 // before the close frame: the refusal that explains a rate_limited close
@@ -45,11 +75,10 @@ func TestClosingWritesTheLastFramesFirst(t *testing.T) {
 					return
 				}
 				defer ws.Close()
-				c := testClient()
-				c.ws = ws
+				c := testSession(ws)
 				c.send([]byte(`{"type":"pong","ref":"p60"}`))
 				c.send(refusal)
-				c.close(tt.code, string(tt.reason))
+				c.Close(tt.code, string(tt.reason))
 				c.closing() // as the writer does on seeing quit
 			}))
 			defer srv.Close()

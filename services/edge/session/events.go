@@ -1,4 +1,4 @@
-package edge
+package session
 
 import (
 	"context"
@@ -14,22 +14,23 @@ import (
 // notice, and the sync frames carry the state it announced.
 const eventQueue = 8192
 
-// eventRelay hands each user's directed events to the connection serving
+// Events hands each user's directed events to the connection serving
 // it. Every connection subscribes to its own user's subject, so that NATS
 // sends an event only to the edge that serves its user, but all those
 // subscriptions feed one channel read by one goroutine: with thousands of
 // users an edge keeps one goroutine for their events, not one each.
-type eventRelay struct {
+type Events struct {
 	ch   chan *nats.Msg
-	subs sync.Map // *nats.Subscription -> *client
+	subs sync.Map // *nats.Subscription -> *Session
 }
 
-func newEventRelay() *eventRelay {
-	return &eventRelay{ch: make(chan *nats.Msg, eventQueue)}
+// NewEvents returns an edge's relay of directed events; Run relays them.
+func NewEvents() *Events {
+	return &Events{ch: make(chan *nats.Msg, eventQueue)}
 }
 
 // subscribe relays the events of user to c.
-func (r *eventRelay) subscribe(nc *nats.Conn, user string, c *client) (*nats.Subscription, error) {
+func (r *Events) subscribe(nc *nats.Conn, user string, c *Session) (*nats.Subscription, error) {
 	sub, err := nc.ChanSubscribe(protocol.EventSubject(user), r.ch)
 	if err != nil {
 		return nil, err
@@ -39,20 +40,20 @@ func (r *eventRelay) subscribe(nc *nats.Conn, user string, c *client) (*nats.Sub
 }
 
 // unsubscribe stops relaying sub's events.
-func (r *eventRelay) unsubscribe(sub *nats.Subscription) {
+func (r *Events) unsubscribe(sub *nats.Subscription) {
 	_ = sub.Unsubscribe()
 	r.subs.Delete(sub)
 }
 
-// run relays events, in the order NATS delivers them, until ctx ends.
-func (r *eventRelay) run(ctx context.Context) {
+// Run relays events, in the order NATS delivers them, until ctx ends.
+func (r *Events) Run(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case m := <-r.ch:
 			if c, ok := r.subs.Load(m.Sub); ok {
-				c.(*client).event(m)
+				c.(*Session).event(m)
 			}
 		}
 	}

@@ -1,4 +1,4 @@
-package edge
+package admission
 
 import (
 	"net/http"
@@ -11,9 +11,9 @@ import (
 
 func TestClientAddr(t *testing.T) {
 	t.Parallel()
-	a := newAdmission(Admission{TrustedProxies: []netip.Prefix{
+	a := New(Limits{TrustedProxies: []netip.Prefix{
 		netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("fd00::/8"),
-	}}.withDefaults())
+	}})
 	tests := []struct {
 		name, peer, xff, want string
 	}{
@@ -30,7 +30,7 @@ func TestClientAddr(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			got := a.clientAddr(netip.MustParseAddr(tc.peer), tc.xff)
+			got := a.ClientAddr(netip.MustParseAddr(tc.peer), tc.xff)
 			if got != netip.MustParseAddr(tc.want) {
 				t.Fatalf("clientAddr(%s, %q) = %s, want %s", tc.peer, tc.xff, got, tc.want)
 			}
@@ -50,48 +50,48 @@ func TestAddrKey(t *testing.T) {
 		{"2001:db8:1:2::1", "2001:db8:1:3::1", false},
 		{"::ffff:203.0.113.7", "203.0.113.7", true},
 	} {
-		if same := addrKey(netip.MustParseAddr(tc.a)) == addrKey(netip.MustParseAddr(tc.b)); same != tc.same {
-			t.Errorf("addrKey(%s) == addrKey(%s): %t, want %t", tc.a, tc.b, same, tc.same)
+		if same := AddrKey(netip.MustParseAddr(tc.a)) == AddrKey(netip.MustParseAddr(tc.b)); same != tc.same {
+			t.Errorf("AddrKey(%s) == AddrKey(%s): %t, want %t", tc.a, tc.b, same, tc.same)
 		}
 	}
 }
 
 func TestAdmissionCounts(t *testing.T) {
 	t.Parallel()
-	a := newAdmission(Admission{ConnsPerAddr: 2, MaxSockets: 3, JoinRatePerAddr: 0.001, JoinBurstPerAddr: 2}.withDefaults())
-	one, two := addrKey(netip.MustParseAddr("198.51.100.1")), addrKey(netip.MustParseAddr("198.51.100.2"))
+	a := New(Limits{ConnsPerAddr: 2, MaxSockets: 3, JoinRatePerAddr: 0.001, JoinBurstPerAddr: 2})
+	one, two := AddrKey(netip.MustParseAddr("198.51.100.1")), AddrKey(netip.MustParseAddr("198.51.100.2"))
 	type step struct {
 		name string
 		do   func() error
 		code protocol.Code
 	}
 	failResume := func() error {
-		if err := a.allowResume(one); err != nil {
+		if err := a.AllowResume(one); err != nil {
 			return err
 		}
-		a.resumeFailed(one)
+		a.ResumeFailed(one)
 		return nil
 	}
 	steps := []step{
-		{"first from one", func() error { return a.admit(one) }, ""},
-		{"second from one", func() error { return a.admit(one) }, ""},
-		{"third from one: the address is full", func() error { return a.admit(one) }, protocol.CodeTooManyConns},
+		{"first from one", func() error { return a.Admit(one) }, ""},
+		{"second from one", func() error { return a.Admit(one) }, ""},
+		{"third from one: the address is full", func() error { return a.Admit(one) }, protocol.CodeTooManyConns},
 		{"check agrees", func() error { return checkErr(a, one) }, protocol.CodeTooManyConns},
-		{"first from two", func() error { return a.admit(two) }, ""},
-		{"second from two: the edge is full", func() error { return a.admit(two) }, protocol.CodeEdgeFull},
-		{"one leaves", func() error { a.release(one); return nil }, ""},
-		{"two may come in now", func() error { return a.admit(two) }, ""},
-		{"a join", func() error { return a.allowJoin(one) }, ""},
-		{"a second join", func() error { return a.allowJoin(one) }, ""},
-		{"a third join: too many from one", func() error { return a.allowJoin(one) }, protocol.CodeRateLimited},
-		{"two still joins", func() error { return a.allowJoin(two) }, ""},
+		{"first from two", func() error { return a.Admit(two) }, ""},
+		{"second from two: the edge is full", func() error { return a.Admit(two) }, protocol.CodeEdgeFull},
+		{"one leaves", func() error { a.Release(one); return nil }, ""},
+		{"two may come in now", func() error { return a.Admit(two) }, ""},
+		{"a join", func() error { return a.AllowJoin(one) }, ""},
+		{"a second join", func() error { return a.AllowJoin(one) }, ""},
+		{"a third join: too many from one", func() error { return a.AllowJoin(one) }, protocol.CodeRateLimited},
+		{"two still joins", func() error { return a.AllowJoin(two) }, ""},
 	}
 	for range resumeFailuresBurst {
 		steps = append(steps, step{"a failed resume", failResume, ""})
 	}
 	steps = append(steps,
-		step{"a resume after a burst of failures", func() error { return a.allowResume(one) }, protocol.CodeRateLimited},
-		step{"two may still resume", func() error { return a.allowResume(two) }, ""})
+		step{"a resume after a burst of failures", func() error { return a.AllowResume(one) }, protocol.CodeRateLimited},
+		step{"two may still resume", func() error { return a.AllowResume(two) }, ""})
 	for _, s := range steps {
 		err := s.do()
 		if got := protocol.CodeOf(err); err != nil && got != s.code || err == nil && s.code != "" {
@@ -110,9 +110,9 @@ func TestSocketsForFiles(t *testing.T) {
 	}
 }
 
-func checkErr(a *admission, key netip.Prefix) error {
-	if r := a.check(key); r != nil {
-		return r.err
+func checkErr(a *Gate, key netip.Prefix) error {
+	if r := a.Check(key); r != nil {
+		return r.Err
 	}
 	return nil
 }
@@ -123,19 +123,19 @@ func checkErr(a *admission, key netip.Prefix) error {
 // addresses are never affected.
 func TestAbusePenalty(t *testing.T) {
 	t.Parallel()
-	a := newAdmission(Admission{PenaltyMax: 4 * time.Second}.withDefaults())
+	a := New(Limits{PenaltyMax: 4 * time.Second})
 	now := time.Unix(1_800_000_000, 0)
 	a.now = func() time.Time { return now }
-	one, two := addrKey(netip.MustParseAddr("198.51.100.1")), addrKey(netip.MustParseAddr("2001:db8::1"))
+	one, two := AddrKey(netip.MustParseAddr("198.51.100.1")), AddrKey(netip.MustParseAddr("2001:db8::1"))
 	refusedFor := func(key netip.Prefix) time.Duration {
-		r := a.check(key)
+		r := a.Check(key)
 		if r == nil {
 			return 0
 		}
-		if r.status != http.StatusTooManyRequests || r.reason != "abuse_penalty" || protocol.CodeOf(r.err) != protocol.CodeRateLimited {
+		if r.Status != http.StatusTooManyRequests || r.Reason != "abuse_penalty" || protocol.CodeOf(r.Err) != protocol.CodeRateLimited {
 			t.Fatalf("refusal %+v", r)
 		}
-		return r.retryAfter
+		return r.RetryAfter
 	}
 	for _, step := range []struct {
 		name    string
@@ -157,7 +157,7 @@ func TestAbusePenalty(t *testing.T) {
 	} {
 		now = now.Add(step.advance)
 		if step.abuse {
-			a.penalise(one)
+			a.Penalise(one)
 		}
 		if got := refusedFor(one); got != step.want {
 			t.Fatalf("%s: refused for %v, want %v", step.name, got, step.want)
@@ -166,9 +166,9 @@ func TestAbusePenalty(t *testing.T) {
 			t.Fatalf("%s: another address refused for %v", step.name, got)
 		}
 	}
-	off := newAdmission(Admission{PenaltyMax: -1}.withDefaults())
-	off.penalise(one)
-	if r := off.check(one); r != nil {
+	off := New(Limits{PenaltyMax: -1})
+	off.Penalise(one)
+	if r := off.Check(one); r != nil {
 		t.Fatalf("penalties off, but refused: %+v", r)
 	}
 }

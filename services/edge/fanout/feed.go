@@ -1,4 +1,4 @@
-package edge
+package fanout
 
 import (
 	"sync"
@@ -40,14 +40,7 @@ func (v *feedView) next() uint64 { return v.base + uint64(len(v.entries)) }
 // feedEntry is one frame, for every subscriber or for one.
 type feedEntry struct {
 	data []byte
-	to   *client // nil: for everyone
-}
-
-// feedReader is a writer's place in the feed: from where it reads once
-// its welcome is on its way (on).
-type feedReader struct {
-	pos uint64
-	on  bool
+	to   *Sub // nil: for everyone
 }
 
 var closedNews = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
@@ -66,7 +59,7 @@ func (f *feed) next() uint64 { return f.view.Load().next() }
 // drops the oldest frames beyond the limit. Waking the writers is the
 // caller's: for everyone, the writers waiting on news wake by themselves;
 // one subscriber's writer must be poked.
-func (f *feed) append(data []byte, to *client) {
+func (f *feed) append(data []byte, to *Sub) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	old := f.view.Load()
@@ -89,35 +82,35 @@ func (f *feed) append(data []byte, to *client) {
 	}
 }
 
-// read appends to frames those after r's position that are for c, until
-// they hold max bytes or more, and moves r past what it read: more reports
-// that frames were left for the next read. It reports !ok if frames after
-// r's position were already dropped.
-func (f *feed) read(r *feedReader, c *client, frames [][]byte, max int) (_ [][]byte, more, ok bool) {
+// read appends to frames those after position *pos that are for s, until
+// they hold max bytes or more, and moves *pos past what it read: more
+// reports that frames were left for the next read. It reports !ok if
+// frames after *pos were already dropped.
+func (f *feed) read(pos *uint64, s *Sub, frames [][]byte, max int) (_ [][]byte, more, ok bool) {
 	v := f.view.Load()
-	if r.pos < v.base {
+	if *pos < v.base {
 		return frames, false, false
 	}
 	n := 0
-	for i, e := range v.entries[r.pos-v.base:] {
+	for i, e := range v.entries[*pos-v.base:] {
 		if n >= max {
-			r.pos += uint64(i)
+			*pos += uint64(i)
 			return frames, true, true
 		}
-		if e.to == nil || e.to == c {
+		if e.to == nil || e.to == s {
 			frames = append(frames, e.data)
 			n += len(e.data)
 		}
 	}
-	r.pos = v.next()
+	*pos = v.next()
 	return frames, false, true
 }
 
 // wait returns a channel that is closed once a frame for everyone lies at
-// or after r's position: already closed if one does.
-func (f *feed) wait(r *feedReader) <-chan struct{} {
+// or after pos: already closed if one does.
+func (f *feed) wait(pos uint64) <-chan struct{} {
 	v := f.view.Load()
-	if v.lastAll > r.pos {
+	if v.lastAll > pos {
 		return closedNews
 	}
 	return v.news

@@ -1,9 +1,8 @@
-package edge
+package fanout
 
 import (
 	"encoding/json"
 	"fmt"
-	"log/slog"
 	"maps"
 	"math/rand/v2"
 	"reflect"
@@ -55,34 +54,20 @@ func changes(n int, seed uint64) []entry {
 	return out
 }
 
-// testWriter takes what a client's writer would write, as the writer does:
-// the client's own frames, then the hub's feed after the welcome.
-type testWriter struct {
-	c *client
-	f *feed
-	r feedReader
-}
-
-func (w *testWriter) take(t testing.TB) [][]byte {
+// readAll reads everything the feed holds for s, as its writer would, a
+// pooled write buffer at a time.
+func readAll(t testing.TB, s *Sub) [][]byte {
 	t.Helper()
 	var all [][]byte
 	for {
-		frames, _, _, more, ok := w.c.take(w.f, &w.r)
+		frames, more, ok := s.Read(nil, 64<<10)
 		if !ok {
-			t.Fatal("the writer fell behind the feed")
+			t.Fatal("the subscriber fell behind the feed")
 		}
 		all = append(all, frames...)
 		if !more {
 			return all
 		}
-	}
-}
-
-func testClient() *client {
-	return &client{
-		e:    &Edge{log: slog.New(slog.DiscardHandler), metrics: metrics.New(), cfg: Config{}.withDefaults()},
-		box:  newOutbox(protocol.SendQueueBytes),
-		quit: make(chan struct{}),
 	}
 }
 
@@ -96,7 +81,7 @@ func TestHubSnapshotThenDeltas(t *testing.T) {
 	for _, seed := range []uint64{1, 2, 3, 4} {
 		t.Run(fmt.Sprint("seed ", seed), func(t *testing.T) {
 			t.Parallel()
-			h := newHub(metrics.New(), protocol.SendQueueBytes)
+			h := New(metrics.New(), protocol.SendQueueBytes)
 			all := changes(400, seed)
 			var wg sync.WaitGroup
 			wg.Add(1)
@@ -107,27 +92,26 @@ func TestHubSnapshotThenDeltas(t *testing.T) {
 				}
 			}()
 			type joined struct {
-				w     *testWriter
-				users []protocol.User
-				rev   uint64
+				s       *Sub
+				welcome []byte
+				rev     uint64
 			}
 			var subs []joined
 			for range 8 {
-				c := testClient()
-				list, rev, _ := h.subscribe(c, "")
+				s, snap := h.Subscribe("", func() {})
 				var users []protocol.User
-				if err := json.Unmarshal(list, &users); err != nil {
+				if err := json.Unmarshal(snap.List, &users); err != nil {
 					t.Fatal(err)
 				}
 				if !slices.IsSortedFunc(users, compareUsers) {
 					t.Fatalf("subscriber's list is not in the page's order: %v", users)
 				}
-				data, err := json.Marshal(protocol.ServerFrame{Type: protocol.TypeWelcome, Revision: rev})
+				welcome, err := snap.Welcome(protocol.ServerFrame{Type: protocol.TypeWelcome})
 				if err != nil {
 					t.Fatal(err)
 				}
-				c.sendWelcome(withUsers(data, list))
-				subs = append(subs, joined{&testWriter{c: c, f: h.feed}, users, rev})
+				s.Start()
+				subs = append(subs, joined{s, welcome, snap.Revision})
 			}
 			wg.Wait()
 			h.mu.Lock()
@@ -143,7 +127,7 @@ func TestHubSnapshotThenDeltas(t *testing.T) {
 			for i, s := range subs {
 				got := map[string]protocol.User{}
 				last := s.rev
-				frames := s.w.take(t)
+				frames := append([][]byte{s.welcome}, readAll(t, s.s)...)
 				for n, data := range frames {
 					first := n == 0
 					var f protocol.ServerFrame
@@ -185,9 +169,7 @@ func TestHubSnapshotThenDeltas(t *testing.T) {
 // they end where the state ends.
 func TestHubSyncsAUsersOwnRecords(t *testing.T) {
 	t.Parallel()
-	h := newHub(metrics.New(), protocol.SendQueueBytes)
-	c := testClient()
-	c.userID = "ann"
+	h := New(metrics.New(), protocol.SendQueueBytes)
 	put := func(rev uint64, key string, v any) {
 		val, _ := json.Marshal(v)
 		h.apply(entry{key: key, val: val, rev: rev, op: jetstream.KeyValuePut})
@@ -197,14 +179,14 @@ func TestHubSyncsAUsersOwnRecords(t *testing.T) {
 	}
 	ann := state.User{ID: "ann", Name: "Ann", State: protocol.StateAvailable}
 	put(1, state.UserKey("ann"), ann)
-	_, _, own := h.subscribe(c, "ann")
-	if own == nil || own.Incoming != nil || own.Outgoing != nil || own.Chat != nil {
+	wakes := 0
+	s, snap := h.Subscribe("ann", func() { wakes++ })
+	if own := snap.Own; own == nil || own.Incoming != nil || own.Outgoing != nil || own.Chat != nil {
 		t.Fatalf("subscribe: own records %+v, want known and empty", own)
 	}
-	c.sendWelcome([]byte(`{"type":"welcome"}`))
-	w := &testWriter{c: c, f: h.feed}
-	if frames := w.take(t); len(frames) != 1 {
-		t.Fatalf("%d frames queued after the welcome, want the welcome only", len(frames))
+	s.Start()
+	if frames := readAll(t, s); len(frames) != 0 {
+		t.Fatalf("%d frames in the feed after the snapshot, want none", len(frames))
 	}
 
 	inv := protocol.Invitation{ID: "i1", From: "bob", To: "ann"}
@@ -219,7 +201,7 @@ func TestHubSyncsAUsersOwnRecords(t *testing.T) {
 	put(7, state.UserKey("ann"), ann)
 
 	var syncs []protocol.ServerFrame
-	frames := w.take(t)
+	frames := readAll(t, s)
 	for _, data := range frames {
 		var f protocol.ServerFrame
 		if err := json.Unmarshal(data, &f); err != nil {
@@ -236,6 +218,9 @@ func TestHubSyncsAUsersOwnRecords(t *testing.T) {
 	}{{3, 1, ""}, {7, 0, "c1"}}
 	if len(syncs) != len(want) {
 		t.Fatalf("%d syncs %+v, want %d", len(syncs), syncs, len(want))
+	}
+	if wakes != len(want) {
+		t.Fatalf("the subscriber's writer was woken %d times for %d syncs", wakes, len(want))
 	}
 	for i, w := range want {
 		f := syncs[i]

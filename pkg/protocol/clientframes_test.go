@@ -1,4 +1,4 @@
-package edge
+package protocol_test
 
 import (
 	"encoding/json"
@@ -6,19 +6,17 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/fasthttp/websocket"
-
 	"github.com/buddytok/buddytok/pkg/protocol"
 )
 
-func TestDecodeFrame(t *testing.T) {
+func TestDecodeClientFrame(t *testing.T) {
 	t.Parallel()
 	id := protocol.NewID()
 	secret := protocol.NewSecret()
-	text := websocket.TextMessage
+	const text, binary = true, false
 	tests := []struct {
 		name  string
-		mt    int
+		text  bool
 		frame string
 		code  protocol.Code // "" for a good frame
 		ref   string        // the ref the answer carries
@@ -35,7 +33,7 @@ func TestDecodeFrame(t *testing.T) {
 			protocol.ClientFrame{Type: "signal", Chat: id, Data: json.RawMessage(`{"sdp":"x"}`)}},
 		{"fields of other types are ignored", text, `{"type":"ping","to":"../x"}`, "", "", protocol.ClientFrame{Type: "ping", To: "../x"}},
 
-		{"binary", websocket.BinaryMessage, `{"type":"ping"}`, protocol.CodeBadJSON, "", protocol.ClientFrame{}},
+		{"binary", binary, `{"type":"ping"}`, protocol.CodeBadJSON, "", protocol.ClientFrame{}},
 		{"too large", text, `{"type":"ping","name":"` + strings.Repeat("x", protocol.MaxFrameBytes) + `"}`, protocol.CodeFrameTooLarge, "", protocol.ClientFrame{}},
 		{"not JSON", text, `{"type":"invite",`, protocol.CodeBadJSON, "", protocol.ClientFrame{}},
 		{"an array", text, `["ping"]`, protocol.CodeBadJSON, "", protocol.ClientFrame{}},
@@ -64,9 +62,9 @@ func TestDecodeFrame(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			f, err := decodeFrame(tc.mt, []byte(tc.frame))
+			f, err := protocol.DecodeClientFrame(tc.text, []byte(tc.frame))
 			if code := protocol.CodeOf(err); err != nil && code != tc.code || err == nil && tc.code != "" {
-				t.Fatalf("decodeFrame: %v, want code %q", err, tc.code)
+				t.Fatalf("DecodeClientFrame: %v, want code %q", err, tc.code)
 			}
 			if f.Ref != tc.ref {
 				t.Fatalf("ref %q, want %q", f.Ref, tc.ref)
@@ -79,7 +77,7 @@ func TestDecodeFrame(t *testing.T) {
 	}
 }
 
-// FuzzDecodeFrame holds decodeFrame to its promise on any message: it never
+// FuzzDecodeFrame holds DecodeClientFrame to its promise on any message: it never
 // panics; what it refuses it refuses with a protocol error code; and what it
 // passes is a frame a handler may use without checking anything again.
 func FuzzDecodeFrame(f *testing.F) {
@@ -95,32 +93,28 @@ func FuzzDecodeFrame(f *testing.F) {
 	}
 	f.Add(false, []byte(`{"type":"ping"}`))
 	f.Fuzz(func(t *testing.T, text bool, data []byte) {
-		mt := websocket.BinaryMessage
-		if text {
-			mt = websocket.TextMessage
-		}
-		fr, err := decodeFrame(mt, data)
+		fr, err := protocol.DecodeClientFrame(text, data)
 		if err != nil {
 			var pe *protocol.Error
 			if !errors.As(err, &pe) || pe.Code == "" || pe.Code == protocol.CodeInternal || pe.Message == "" {
-				t.Fatalf("decodeFrame(%q): %v is not a protocol error with a code and a message", data, err)
+				t.Fatalf("DecodeClientFrame(%q): %v is not a protocol error with a code and a message", data, err)
 			}
 			if len(fr.Ref) > protocol.MaxRefBytes {
-				t.Fatalf("decodeFrame(%q): answers with ref of %d bytes", data, len(fr.Ref))
+				t.Fatalf("DecodeClientFrame(%q): answers with ref of %d bytes", data, len(fr.Ref))
 			}
 			return
 		}
-		if !text || len(data) > protocol.MaxFrameBytes || !clientFrameTypes[fr.Type] || len(fr.Ref) > protocol.MaxRefBytes {
-			t.Fatalf("decodeFrame(%q) passed %+v", data, fr)
+		if !text || len(data) > protocol.MaxFrameBytes || !known(fr.Type) || len(fr.Ref) > protocol.MaxRefBytes {
+			t.Fatalf("DecodeClientFrame(%q) passed %+v", data, fr)
 		}
 		switch fr.Type {
 		case protocol.TypeJoin:
 			if again, err := protocol.NormalizeName(fr.Name); err != nil || again != fr.Name {
-				t.Fatalf("decodeFrame(%q) passed name %q, not normalised", data, fr.Name)
+				t.Fatalf("DecodeClientFrame(%q) passed name %q, not normalised", data, fr.Name)
 			}
 		case protocol.TypeResume:
 			if !protocol.ValidID(fr.UserID) || !protocol.ValidSecret(fr.Secret) {
-				t.Fatalf("decodeFrame(%q) passed %+v", data, fr)
+				t.Fatalf("DecodeClientFrame(%q) passed %+v", data, fr)
 			}
 		case protocol.TypeInvite:
 			mustID(t, data, fr.To)
@@ -131,7 +125,7 @@ func FuzzDecodeFrame(f *testing.F) {
 		case protocol.TypeSignal:
 			mustID(t, data, fr.Chat)
 			if len(fr.Data) > protocol.MaxSignalBytes || !json.Valid(fr.Data) || fr.Data[0] != '{' {
-				t.Fatalf("decodeFrame(%q) passed signal data %q", data, fr.Data)
+				t.Fatalf("DecodeClientFrame(%q) passed signal data %q", data, fr.Data)
 			}
 		}
 	})
@@ -140,6 +134,11 @@ func FuzzDecodeFrame(f *testing.F) {
 func mustID(t *testing.T, data []byte, id string) {
 	t.Helper()
 	if !protocol.ValidID(id) {
-		t.Fatalf("decodeFrame(%q) passed the ID %q", data, id)
+		t.Fatalf("DecodeClientFrame(%q) passed the ID %q", data, id)
 	}
+}
+
+func known(typ string) bool {
+	_, ok := protocol.ClientFrameKindOf(typ)
+	return ok
 }

@@ -1,4 +1,4 @@
-package edge
+package session
 
 import (
 	"bytes"
@@ -120,11 +120,11 @@ func TestOutbox(t *testing.T) {
 						t.Fatalf("op %d: %s of %d bytes accepted %v, want %v", i, op.kind, op.size, got, op.ok)
 					}
 				case "welcome":
-					o.welcome(data, 0)
+					o.welcome(data, nil)
 				case "drop":
 					o.dropHeld()
 				case "take":
-					frames, _, _, _, _ := o.take()
+					frames, _, _, _ := o.take()
 					var names []string
 					for _, f := range frames {
 						names = append(names, name(f))
@@ -143,7 +143,7 @@ func TestOutbox(t *testing.T) {
 func TestOutboxWakesTheWriterOnce(t *testing.T) {
 	t.Parallel()
 	o := newOutbox(1 << 10)
-	o.welcome([]byte("w"), 0)
+	o.welcome([]byte("w"), nil)
 	for range 5 {
 		o.deliver([]byte("d"))
 	}
@@ -155,11 +155,11 @@ func TestOutboxWakesTheWriterOnce(t *testing.T) {
 		t.Fatal("woken twice")
 	default:
 	}
-	frames, pong, due, _, _ := o.take()
+	frames, pong, due, _ := o.take()
 	if len(frames) != 6 || !due || string(pong) != "p2" {
 		t.Fatalf("took %d frames, pong %q due %v; want 6, the latest ping's p2", len(frames), pong, due)
 	}
-	if frames, _, due, _, _ := o.take(); len(frames) != 0 || due {
+	if frames, _, due, _ := o.take(); len(frames) != 0 || due {
 		t.Fatalf("second take: %d frames, pong due %v; want nothing", len(frames), due)
 	}
 	if got := o.queued(); got != 0 {

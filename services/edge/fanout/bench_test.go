@@ -1,4 +1,4 @@
-package edge
+package fanout
 
 import (
 	"encoding/json"
@@ -16,21 +16,20 @@ import (
 
 // hubWith returns a hub holding n users, each with a welcomed subscriber
 // whose writer has read everything so far.
-func hubWith(b *testing.B, n int) (*hub, []*testWriter) {
+func hubWith(b *testing.B, n int) (*Hub, []*Sub) {
 	b.Helper()
-	h := newHub(metrics.New(), 64<<20) // room for every join the subscribers have yet to read
-	subs := make([]*testWriter, n)
+	h := New(metrics.New(), 64<<20) // room for every join the subscribers have yet to read
+	subs := make([]*Sub, n)
 	for i := range n {
 		u := state.User{ID: fmt.Sprintf("u%06d", i), Name: fmt.Sprintf("user %06d", i), State: protocol.StateAvailable, JoinedAt: int64(i)}
 		val, _ := json.Marshal(u)
 		h.apply(entry{key: state.UserKey(u.ID), val: val, rev: uint64(i + 1), op: jetstream.KeyValuePut})
-		c := testClient()
-		h.subscribe(c, u.ID)
-		c.sendWelcome([]byte(`{"type":"welcome"}`))
-		subs[i] = &testWriter{c: c, f: h.feed}
+		s, _ := h.Subscribe(u.ID, func() {})
+		s.Start()
+		subs[i] = s
 	}
-	for _, w := range subs { // the welcome, and the users who came after
-		w.take(b)
+	for _, s := range subs { // the users who came after
+		readAll(b, s)
 	}
 	return h, subs
 }
@@ -76,21 +75,21 @@ func BenchmarkFanout(b *testing.B) {
 // feed and reads what it is woken for. Called before an append, expect
 // has read, called after it, return once every writer has read it; stop
 // ends them.
-func parkWriters(subs []*testWriter) (expect, read, stop func()) {
+func parkWriters(subs []*Sub) (expect, read, stop func()) {
 	var stopping atomic.Bool
 	var pending sync.WaitGroup
 	var ended sync.WaitGroup
-	for _, w := range subs {
+	for _, s := range subs {
 		ended.Add(1)
 		go func() {
 			defer ended.Done()
 			for {
-				<-w.f.wait(&w.r)
+				<-s.Wait()
 				if stopping.Load() {
 					return
 				}
 				for more := true; more; {
-					_, _, _, more, _ = w.c.take(w.f, &w.r)
+					_, more, _ = s.Read(nil, 64<<10)
 				}
 				pending.Done()
 			}
@@ -100,7 +99,7 @@ func parkWriters(subs []*testWriter) (expect, read, stop func()) {
 	read = pending.Wait
 	stop = func() {
 		stopping.Store(true)
-		subs[0].f.append([]byte("{}"), nil) // wakes them all
+		subs[0].feed.append([]byte("{}"), nil) // wakes them all
 		ended.Wait()
 	}
 	return expect, read, stop
@@ -114,7 +113,7 @@ func BenchmarkWelcomeList(b *testing.B) {
 		b.Run(fmt.Sprintf("users=%d/cached", n), func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
-				h.list()
+				h.List()
 			}
 		})
 		b.Run(fmt.Sprintf("users=%d/after-a-change", n), func(b *testing.B) {
@@ -124,24 +123,6 @@ func BenchmarkWelcomeList(b *testing.B) {
 				h.listJS = nil
 				h.listLocked()
 				h.mu.Unlock()
-			}
-		})
-	}
-}
-
-// A batch of frames encoded for one write.
-func BenchmarkAppendTextFrames(b *testing.B) {
-	frame, _ := json.Marshal(protocol.ServerFrame{Type: protocol.TypeUser, Revision: 123456,
-		User: &protocol.User{ID: protocol.NewID(), Name: "someone", State: protocol.StateInviting, JoinedAt: 1764000000000}})
-	for _, n := range []int{1, 4, 16} {
-		b.Run(fmt.Sprint("frames=", n), func(b *testing.B) {
-			b.ReportAllocs()
-			var buf []byte
-			for b.Loop() {
-				buf = buf[:0]
-				for range n {
-					buf = appendTextFrame(buf, frame)
-				}
 			}
 		})
 	}

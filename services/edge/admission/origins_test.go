@@ -1,4 +1,4 @@
-package edge
+package admission
 
 import (
 	"strings"
@@ -36,17 +36,17 @@ func TestCanonicalOrigin(t *testing.T) {
 
 func TestOriginsAllow(t *testing.T) {
 	t.Parallel()
-	listed, err := parseOrigins([]string{"https://app.example", "http://localhost:3000"})
+	listed, err := ParseOrigins([]string{"https://app.example", "http://localhost:3000"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	anyOrigin, err := parseOrigins([]string{"*"})
+	anyOrigin, err := ParseOrigins([]string{"*"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	tests := []struct {
 		name                 string
-		o                    origins
+		o                    Origins
 		origin, scheme, host string
 		want                 bool
 	}{
@@ -66,11 +66,34 @@ func TestOriginsAllow(t *testing.T) {
 		{"any", anyOrigin, "https://evil.test", "https", "edge.example", true},
 	}
 	for _, tc := range tests {
-		if got := tc.o.allows(tc.origin, tc.scheme, tc.host); got != tc.want {
+		if got := tc.o.Allows(tc.origin, tc.scheme, tc.host); got != tc.want {
 			t.Errorf("%s: allows(%q, %q, %q) = %t", tc.name, tc.origin, tc.scheme, tc.host, got)
 		}
 	}
-	if _, err := parseOrigins([]string{"app.example"}); err == nil || !strings.Contains(err.Error(), "app.example") {
+	if _, err := ParseOrigins([]string{"app.example"}); err == nil || !strings.Contains(err.Error(), "app.example") {
 		t.Errorf("an origin without a scheme: %v, want an error naming it", err)
+	}
+}
+
+// The scheme a browser used: https over TLS; what a trusted proxy says it
+// was (http or https only); never what anyone else says.
+func TestScheme(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name           string
+		tls, trusted   bool
+		forwardedProto string
+		want           string
+	}{
+		{"plain", false, false, "", "http"},
+		{"TLS", true, false, "", "https"},
+		{"TLS, a proxy says http", true, true, "http", "https"},
+		{"a trusted proxy terminated TLS", false, true, "HTTPS", "https"},
+		{"an untrusted peer claims https", false, false, "https", "http"},
+		{"a trusted proxy says something else", false, true, "gopher", "http"},
+	} {
+		if got := Scheme(tc.tls, tc.trusted, tc.forwardedProto); got != tc.want {
+			t.Errorf("%s: Scheme(%t, %t, %q) = %q, want %q", tc.name, tc.tls, tc.trusted, tc.forwardedProto, got, tc.want)
+		}
 	}
 }

@@ -1,4 +1,4 @@
-package edge
+package fanout
 
 import (
 	"cmp"
@@ -8,12 +8,12 @@ import (
 )
 
 // A reader gets, in order, the frames for everyone and those for its own
-// client after its place, never another client's, a bounded number of
+// client after its place, never another subscriber's, a bounded number of
 // bytes at a time; the frames beyond the byte limit are dropped from the
 // front, and a reader that still needed them learns it fell behind.
 func TestFeed(t *testing.T) {
 	t.Parallel()
-	ann, bob := testClient(), testClient()
+	ann, bob := &Sub{}, &Sub{}
 	type op struct {
 		kind string // append (to: "", "ann", "bob"), read (by: "ann", "bob")
 		data string
@@ -72,14 +72,14 @@ func TestFeed(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			f := newFeed(tc.limit)
-			clients := map[string]*client{"ann": ann, "bob": bob}
-			readers := map[string]*feedReader{"ann": {on: true}, "bob": {on: true}}
+			subs := map[string]*Sub{"ann": ann, "bob": bob}
+			pos := map[string]*uint64{"ann": new(uint64), "bob": new(uint64)}
 			for i, op := range tc.ops {
 				switch op.kind {
 				case "append":
-					f.append([]byte(op.data), clients[op.to])
+					f.append([]byte(op.data), subs[op.to])
 				case "read":
-					frames, more, ok := f.read(readers[op.to], clients[op.to], nil, cmp.Or(op.max, math.MaxInt))
+					frames, more, ok := f.read(pos[op.to], subs[op.to], nil, cmp.Or(op.max, math.MaxInt))
 					var got []string
 					for _, fr := range frames {
 						got = append(got, string(fr))
@@ -95,12 +95,16 @@ func TestFeed(t *testing.T) {
 }
 
 // A waiting writer is woken by a frame for everyone after its place, at
-// once if one is already there, and not by a frame for another client.
+// once if one is already there, and not by a frame for another subscriber.
 func TestFeedWait(t *testing.T) {
 	t.Parallel()
-	ann, bob := testClient(), testClient()
 	f := newFeed(1 << 10)
-	r := &feedReader{pos: f.next(), on: true}
+	ann := &Sub{feed: f, from: f.next()}
+	bob := &Sub{feed: f}
+	if ann.Wait() != nil {
+		t.Fatal("a subscriber not started yet waits on the feed")
+	}
+	ann.Start()
 	closed := func(ch <-chan struct{}) bool {
 		select {
 		case <-ch:
@@ -109,25 +113,25 @@ func TestFeedWait(t *testing.T) {
 			return false
 		}
 	}
-	w := f.wait(r)
+	w := ann.Wait()
 	if closed(w) {
 		t.Fatal("woken with nothing appended")
 	}
 	f.append([]byte("for bob"), bob)
-	if closed(w) || closed(f.wait(r)) {
-		t.Fatal("woken by a frame for another client")
+	if closed(w) || closed(ann.Wait()) {
+		t.Fatal("woken by a frame for another subscriber")
 	}
 	f.append([]byte("for all"), nil)
 	if !closed(w) {
 		t.Fatal("a frame for everyone did not wake the waiting writer")
 	}
-	if !closed(f.wait(r)) {
+	if !closed(ann.Wait()) {
 		t.Fatal("a writer about to wait was not told of the frame already there")
 	}
-	if frames, _, ok := f.read(r, ann, nil, math.MaxInt); !ok || len(frames) != 1 || string(frames[0]) != "for all" {
+	if frames, _, ok := ann.Read(nil, math.MaxInt); !ok || len(frames) != 1 || string(frames[0]) != "for all" {
 		t.Fatalf("read %q ok %v, want the frame for everyone only", frames, ok)
 	}
-	if closed(f.wait(r)) {
+	if closed(ann.Wait()) {
 		t.Fatal("woken again for a frame already read")
 	}
 }

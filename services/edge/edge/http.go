@@ -1,0 +1,142 @@
+package edge
+
+import (
+	"errors"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gofiber/contrib/websocket"
+	"github.com/gofiber/fiber/v2"
+	"github.com/gofiber/fiber/v2/middleware/adaptor"
+	"github.com/gofiber/fiber/v2/middleware/filesystem"
+
+	"github.com/buddytok/buddytok/pkg/protocol"
+	"github.com/buddytok/buddytok/services/edge/admission"
+	"github.com/buddytok/buddytok/web"
+)
+
+func (e *Edge) routes() *fiber.App {
+	app := fiber.New(fiber.Config{
+		DisableStartupMessage: true,
+		ReadTimeout:           30 * time.Second,
+		BodyLimit:             64 << 10,
+		ErrorHandler: func(c *fiber.Ctx, err error) error {
+			code := fiber.StatusInternalServerError
+			var fe *fiber.Error
+			if errors.As(err, &fe) {
+				code = fe.Code
+			}
+			return c.Status(code).JSON(fiber.Map{"error": http.StatusText(code)})
+		},
+	})
+	app.Use(e.securityHeaders)
+	app.Get("/healthz", func(c *fiber.Ctx) error { return c.SendString("ok") })
+	app.Get("/readyz", e.readyz)
+	app.Get("/metrics", adaptor.HTTPHandler(e.metrics.Handler()))
+	if !e.cfg.NoUsersAPI {
+		app.Get("/api/users", e.users)
+	}
+	app.Use("/ws", e.upgradeGate)
+	// The session writes frames itself: the library
+	// writes only control frames, so its write buffer is borrowed from a
+	// pool while it does. Client frames are small; a larger one takes a
+	// few more reads.
+	app.Get("/ws", websocket.New(e.serveWS, websocket.Config{
+		HandshakeTimeout: 10 * time.Second,
+		ReadBufferSize:   1024,
+		WriteBufferSize:  1024,
+		WriteBufferPool:  &sync.Pool{},
+	}))
+	app.Use("/", filesystem.New(filesystem.Config{Root: http.FS(web.Files), Index: "index.html"}))
+	return app
+}
+
+func (e *Edge) readyz(c *fiber.Ctx) error {
+	e.mu.Lock()
+	lease := e.leaseOK
+	e.mu.Unlock()
+	checks := fiber.Map{"nats": e.nc.IsConnected(), "buddy_list": e.hub.Ready(), "lease": lease}
+	if e.nc.IsConnected() && e.hub.Ready() && lease {
+		return c.JSON(checks)
+	}
+	return c.Status(fiber.StatusServiceUnavailable).JSON(checks)
+}
+
+// upgradeGate lets only WebSocket upgrades from allowed origins through.
+func (e *Edge) upgradeGate(c *fiber.Ctx) error {
+	if !websocket.IsWebSocketUpgrade(c) {
+		return fiber.ErrUpgradeRequired
+	}
+	peer := peerAddr(c)
+	scheme := admission.Scheme(c.Context().IsTLS(), e.gate.Trusted(peer), c.Get(fiber.HeaderXForwardedProto))
+	if !e.origins.Allows(c.Get(fiber.HeaderOrigin), scheme, string(c.Request().Host())) {
+		return e.refuse(c, fiber.StatusForbidden, string(protocol.CodeOriginRefused),
+			protocol.Errorf(protocol.CodeOriginRefused, "this page's origin may not connect; see ALLOWED_ORIGINS"))
+	}
+	// Refused here, before the upgrade, what the session's admission would
+	// refuse after it (it counts the connection): a load balancer can take a 503 to
+	// another edge, and a refused address costs no upgrade.
+	key := admission.AddrKey(e.gate.ClientAddr(peer, c.Get(fiber.HeaderXForwardedFor)))
+	if r := e.gate.Check(key); r != nil {
+		c.Set(fiber.HeaderRetryAfter, strconv.Itoa(int(max(time.Second, r.RetryAfter.Round(time.Second))/time.Second)))
+		return e.refuse(c, r.Status, r.Reason, r.Err)
+	}
+	c.Locals(addrLocal, key)
+	if e.ident != nil {
+		token := strings.TrimPrefix(c.Get(fiber.HeaderAuthorization), "Bearer ")
+		if token == "" {
+			token = c.Query("access_token")
+		}
+		id, err := e.ident.Verify(c.UserContext(), token)
+		if err != nil {
+			status := fiber.StatusUnauthorized
+			if protocol.CodeOf(err) != protocol.CodeUnauthorized {
+				e.log.Warn("identity token not verified", "err", err)
+				status = fiber.StatusServiceUnavailable
+			} else {
+				c.Set(fiber.HeaderWWWAuthenticate, `Bearer realm="buddytok"`)
+			}
+			return e.refuse(c, status, string(protocol.CodeOf(err)), err)
+		}
+		c.Locals(identityLocal, &id)
+	}
+	return c.Next()
+}
+
+// peerAddr is the address the HTTP request came from.
+func peerAddr(c *fiber.Ctx) netip.Addr {
+	peer, _ := netip.AddrFromSlice(c.Context().RemoteIP())
+	return peer.Unmap()
+}
+
+// refuse answers an HTTP request the edge's limits or checks refuse with
+// status and err's code and message, and counts it under reason.
+func (e *Edge) refuse(c *fiber.Ctx, status int, reason string, err error) error {
+	e.metrics.Refused.WithLabelValues(reason).Inc()
+	pe := protocol.AsError(err)
+	return c.Status(status).JSON(fiber.Map{"code": pe.Code, "message": pe.Message})
+}
+
+// addrLocal is the request local that carries a connection's address key
+// from upgradeGate to serveWS.
+const addrLocal = "buddytok.addr"
+
+// identityLocal carries a verified identity from upgradeGate to serveWS.
+const identityLocal = "buddytok.identity"
+
+// users serves GET /api/users: every online user, as the welcome lists
+// them, from the list the hub keeps encoded per revision; rate-limited per
+// client address.
+func (e *Edge) users(c *fiber.Ctx) error {
+	key := admission.AddrKey(e.gate.ClientAddr(peerAddr(c), c.Get(fiber.HeaderXForwardedFor)))
+	if err := e.gate.AllowListing(key); err != nil {
+		c.Set(fiber.HeaderRetryAfter, "1")
+		return e.refuse(c, fiber.StatusTooManyRequests, "users_rate", err)
+	}
+	c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
+	return c.Send(e.hub.List())
+}

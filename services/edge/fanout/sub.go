@@ -1,0 +1,94 @@
+package fanout
+
+import (
+	"encoding/json"
+
+	"github.com/buddytok/buddytok/pkg/protocol"
+)
+
+// Sub is one subscriber of the hub: a user's connection, reading the feed
+// from its own place. It is read by one goroutine (its writer), which
+// starts it once the snapshot it was subscribed with is on its way.
+type Sub struct {
+	feed *feed
+	user string
+	wake func()
+	from uint64 // where the changes after the snapshot start
+
+	pos     uint64 // the next frame to read, once started
+	started bool
+}
+
+// Start makes the Sub read from the first change after its snapshot. Its
+// writer calls it once the snapshot (the welcome) is on its way: before
+// that, the changes wait in the feed.
+func (s *Sub) Start() {
+	if !s.started {
+		s.pos, s.started = s.from, true
+	}
+}
+
+// Started reports whether Start was called.
+func (s *Sub) Started() bool { return s.started }
+
+// Read appends to frames the feed's frames for this subscriber after its
+// place, until they hold max bytes or more, and moves on past them: more
+// reports that frames were left for the next read. It reports !ok if the
+// subscriber fell so far behind that frames it needs were dropped from the
+// feed: it does not read fast enough, and must be let go. A Sub not yet
+// started reads nothing.
+func (s *Sub) Read(frames [][]byte, max int) (_ [][]byte, more, ok bool) {
+	if !s.started {
+		return frames, false, true
+	}
+	return s.feed.read(&s.pos, s, frames, max)
+}
+
+// Wait returns a channel that is closed once a frame for everyone lies
+// after the Sub's place (already closed if one does); nil, which never
+// closes, until the Sub is started. Frames for this subscriber alone call
+// its wake function instead.
+func (s *Sub) Wait() <-chan struct{} {
+	if !s.started {
+		return nil
+	}
+	return s.feed.wait(s.pos)
+}
+
+// Snapshot is the list as a subscriber starts from it.
+type Snapshot struct {
+	// List is the online users, encoded as a JSON array in the page's
+	// order; shared, never to be written to.
+	List []byte
+	// Revision is the state's revision the list is at.
+	Revision uint64
+	// Own is the subscriber's user's own invitations and chat at Revision,
+	// if the hub holds the user's record.
+	Own *protocol.Personal
+}
+
+// Welcome encodes a welcome frame with the snapshot's list as its users,
+// adding the list, already encoded, to the encoded frame rather than
+// encoding every user again for every joining socket.
+func (s Snapshot) Welcome(frame protocol.ServerFrame) ([]byte, error) {
+	frame.Revision = s.Revision
+	data, err := json.Marshal(frame)
+	if err != nil {
+		return nil, err
+	}
+	return withUsers(data, s.List), nil
+}
+
+// withUsers adds the encoded list to an encoded frame as its "users",
+// unless the list is empty (the field is omitted then, as when encoded).
+func withUsers(frame, list []byte) []byte {
+	if len(list) <= 2 { // []
+		return frame
+	}
+	const key = `,"users":`
+	out := make([]byte, 0, len(frame)+len(key)+len(list))
+	out = append(out, frame[:len(frame)-1]...)
+	out = append(out, key...)
+	out = append(out, list...)
+	return append(out, '}')
+}

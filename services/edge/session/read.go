@@ -1,0 +1,143 @@
+package session
+
+import (
+	"errors"
+	"net"
+	"time"
+
+	"github.com/fasthttp/websocket"
+
+	"github.com/buddytok/buddytok/pkg/protocol"
+)
+
+// readLoop reads frames until the connection ends.
+func (c *Session) readLoop() {
+	// A frame over the limit is not read: the socket closes with 1009.
+	c.ws.SetReadLimit(protocol.MaxFrameBytes)
+	c.ws.SetPongHandler(func(string) error { c.extendReadDeadline(); return nil })
+	// The library would answer pings and closes from this goroutine;
+	// the writer does, so that it stays the socket's only writer.
+	c.ws.SetPingHandler(func(payload string) error { c.box.answerPing([]byte(payload)); return nil })
+	c.ws.SetCloseHandler(func(code int, _ string) error { c.Close(code, ""); return nil })
+	c.armJoinDeadline()
+	defer c.disarmJoinDeadline()
+	over := 0 // frames over the rate limit in a row
+	for {
+		// The silence allowed runs from now: a request handled below may
+		// take longer than it (a service restarting), and pongs that
+		// arrived meanwhile are only read now.
+		c.extendReadDeadline()
+		mt, data, err := c.ws.ReadMessage()
+		if err != nil {
+			c.readFailed(err)
+			return
+		}
+		if !c.limiter.Allow() {
+			over++
+			if !c.overLimit(over, mt, data) {
+				return
+			}
+			continue
+		}
+		over = 0
+		f, err := protocol.DecodeClientFrame(mt == websocket.TextMessage, data)
+		if err != nil {
+			c.srv.Metrics.FramesIn.WithLabelValues(frameTypeLabel(f.Type, err)).Inc()
+			c.sendFrame(protocol.ErrorFrame(f.Ref, err))
+			continue
+		}
+		c.srv.Metrics.FramesIn.WithLabelValues(f.Type).Inc()
+		c.handle(f)
+	}
+}
+
+// extendReadDeadline gives the client another keepalive period to be
+// heard from, unless the connection is closing (stopReader has set the
+// last deadline then).
+func (c *Session) extendReadDeadline() {
+	select {
+	case <-c.quit:
+	default:
+		_ = c.ws.SetReadDeadline(time.Now().Add(2*c.srv.Config.PingEvery + 5*time.Second))
+	}
+}
+
+// readFailed acts on the error that ended the reads.
+func (c *Session) readFailed(err error) {
+	if errors.Is(err, websocket.ErrReadLimit) {
+		c.srv.Metrics.Refused.WithLabelValues(string(protocol.CodeFrameTooLarge)).Inc()
+		c.srv.Gate.Penalise(c.addr)
+		c.Close(websocket.CloseMessageTooBig, string(protocol.CodeFrameTooLarge))
+	}
+	if ne, ok := errors.AsType[net.Error](err); ok && ne.Timeout() && c.Joined() != "" {
+		// Not the deadline of a close: the client answered no ping in
+		// time (gone, or too far behind in its reading).
+		c.srv.Log.Warn("client silent past its keepalive; disconnecting", "user", c.Joined())
+	}
+}
+
+// overLimit handles a frame over the rate limit, the over-th in a row.
+// Every frame counts against the limit. The first frame over it is refused
+// with its own ref, so the client knows which one; the next are dropped
+// unread; a socket that goes on sending a burst's worth of them is closed
+// (1008), and overLimit reports false.
+func (c *Session) overLimit(over, mt int, data []byte) bool {
+	c.srv.Metrics.FramesIn.WithLabelValues("over_limit").Inc()
+	if over > c.srv.Config.FrameBurst {
+		c.srv.Metrics.Refused.WithLabelValues(string(protocol.CodeRateLimited)).Inc()
+		c.srv.Gate.Penalise(c.addr)
+		c.srv.Log.Warn("client kept sending over its rate limit; disconnecting", "user", c.Joined(), "limit", c.srv.Config.FramesPerSecond)
+		c.Close(websocket.ClosePolicyViolation, string(protocol.CodeRateLimited))
+		return false
+	}
+	if over == 1 {
+		f, _ := protocol.DecodeClientFrame(mt == websocket.TextMessage, data)
+		c.sendFrame(protocol.ErrorFrame(f.Ref, protocol.Errorf(protocol.CodeRateLimited,
+			"too many messages; at most %g per second, and frames are dropped until you slow down", float64(c.limiter.Limit()))))
+	}
+	return true
+}
+
+// armJoinDeadline starts (again) the time the connection has to join.
+func (c *Session) armJoinDeadline() {
+	c.joinMu.Lock()
+	defer c.joinMu.Unlock()
+	if !c.joinEnded {
+		c.joinBy = time.AfterFunc(c.srv.Config.JoinTimeout, c.joinTimedOut)
+	}
+}
+
+// disarmJoinDeadline stops it for good, as the reader ends.
+func (c *Session) disarmJoinDeadline() {
+	c.joinMu.Lock()
+	defer c.joinMu.Unlock()
+	c.joinEnded = true
+	if c.joinBy != nil {
+		c.joinBy.Stop()
+	}
+}
+
+// joinTimedOut closes a connection that has not joined (or resumed) in
+// Config.JoinTimeout: a socket may not sit on the edge without a user. A
+// join or resume under way is given another while.
+//
+// It runs on a timer's goroutine, which may outlive the connection: it
+// never touches the socket (which is reused once the handler returns),
+// only asks the writer to close it, which does nothing once the
+// connection has ended.
+func (c *Session) joinTimedOut() {
+	select {
+	case <-c.quit:
+		return
+	default:
+	}
+	if c.Joined() != "" {
+		return
+	}
+	if c.joining.Load() {
+		c.armJoinDeadline()
+		return
+	}
+	c.srv.Metrics.Refused.WithLabelValues(string(protocol.CodeJoinTimeout)).Inc()
+	c.Close(websocket.ClosePolicyViolation, string(protocol.CodeJoinTimeout))
+}

@@ -1,0 +1,250 @@
+package session
+
+import (
+	"encoding/binary"
+	"errors"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/fasthttp/websocket"
+
+	"github.com/buddytok/buddytok/pkg/protocol"
+	"github.com/buddytok/buddytok/services/edge/fanout"
+)
+
+// writer is the state of a connection's only writer goroutine.
+type writer struct {
+	c     *Session
+	ping  *time.Ticker
+	batch *time.Timer
+	sub   *fanout.Sub // the buddy list, once the welcome is on its way
+	last  time.Time   // of the last write of frames
+}
+
+// writeLoop is the connection's only writer: every byte the socket sends
+// after the upgrade, control frames included, is written here. It takes
+// all the frames waiting at once, its own and the hub's, and writes them
+// in one system call. It also pings, so that a vanished network shows up
+// as a read timeout.
+func (c *Session) writeLoop(done chan<- struct{}) {
+	defer close(done)
+	w := &writer{c: c, ping: time.NewTicker(c.srv.Config.PingEvery), batch: time.NewTimer(time.Hour)}
+	w.batch.Stop()
+	defer w.ping.Stop()
+	for {
+		var news <-chan struct{} // nil until the welcome is on its way
+		if w.sub != nil {
+			news = w.sub.Wait()
+		}
+		select {
+		case <-c.box.wake:
+		case <-news:
+		case <-w.ping.C:
+			if !w.sendPing() {
+				return
+			}
+			continue
+		case <-c.quit:
+			c.closing()
+			return
+		}
+		if !w.flush() {
+			return
+		}
+	}
+}
+
+// flush writes what waits. Then, on a busy edge, it holds a busy socket's
+// buddy-list changes back for a batch interval from that write: the next
+// ones leave together, and nothing wakes this goroutine for each of them
+// (only something urgent does). A socket that wrote nothing lately writes
+// at once. It reports false once the connection has ended.
+func (w *writer) flush() bool {
+	c := w.c
+	for {
+		frames, pong, pongDue, more, ok := w.take()
+		if !ok {
+			c.tooSlow("behind_bytes", c.srv.Config.SendQueueBytes)
+			c.closing()
+			return false
+		}
+		if pongDue {
+			if err := c.ws.WriteControl(websocket.PongMessage, pong, time.Now().Add(c.srv.Config.WriteTimeout)); err != nil {
+				w.fail(err)
+				return false
+			}
+		}
+		if len(frames) == 0 {
+			return true
+		}
+		if err := c.writeFrames(frames, c.srv.Config.WriteTimeout); err != nil {
+			w.fail(err)
+			return false
+		}
+		prev := w.last
+		w.last = time.Now()
+		if more { // still behind the feed: write on
+			continue
+		}
+		if held, alive := w.hold(prev); !held {
+			return alive
+		}
+	}
+}
+
+// hold holds a busy socket's next buddy-list changes back for a batch
+// interval (written to within the last one and a half intervals before
+// prev: holding an idle one would cost a timer for each frame and save no
+// write). It reports whether it held, and whether the connection is still
+// alive.
+func (w *writer) hold(prev time.Time) (held, alive bool) {
+	c := w.c
+	interval := c.srv.batchInterval()
+	if interval <= 0 || w.last.Sub(prev) > interval*3/2 || !c.box.hold() {
+		return false, true
+	}
+	w.batch.Reset(interval)
+	defer w.batch.Stop()
+	for {
+		select {
+		case <-w.batch.C:
+			return true, true
+		case <-c.box.wake: // something urgent
+			return true, true
+		case <-c.quit:
+			c.closing()
+			return false, false
+		case <-w.ping.C: // a socket that never idles is pinged too
+			if !w.sendPing() {
+				return false, false
+			}
+		}
+	}
+}
+
+// take returns what the writer has to write now: the frames queued for
+// this socket, then, once its welcome is among them or written, the hub's
+// frames after its place in the feed, up to about a pooled write buffer
+// of them (more: the feed holds further frames for it). A socket that fell
+// behind then catches up a write at a time, each in a reused buffer. take
+// reports !ok if the socket fell so far behind that frames it needs were
+// dropped from the feed.
+func (w *writer) take() (frames [][]byte, pong []byte, pongDue, more, ok bool) {
+	frames, pong, pongDue, sub := w.c.box.take()
+	if w.sub == nil && sub != nil {
+		sub.Start()
+		w.sub = sub
+	}
+	if w.sub == nil {
+		return frames, pong, pongDue, false, true
+	}
+	frames, more, ok = w.sub.Read(frames, maxPooledWrite)
+	return frames, pong, pongDue, more, ok
+}
+
+func (w *writer) sendPing() bool {
+	c := w.c
+	if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(c.srv.Config.WriteTimeout)); err != nil {
+		w.fail(err)
+		return false
+	}
+	return true
+}
+
+// fail ends a connection whose write failed.
+func (w *writer) fail(err error) {
+	c := w.c
+	// A write that timed out is a client too slow to read (or a network
+	// gone): counted with the slow, since it ends the same.
+	if ne, ok := errors.AsType[net.Error](err); ok && ne.Timeout() {
+		c.srv.Metrics.SlowConsumerDisconnects.Inc()
+		c.srv.Log.Warn("write to client timed out; disconnecting", "user", c.Joined(), "timeout", c.srv.Config.WriteTimeout)
+	}
+	c.Close(websocket.CloseAbnormalClosure, "")
+	c.stopReader(0)
+}
+
+// closeGrace bounds what the writer still writes as a connection closes:
+// its last frames and the close frame.
+const closeGrace = time.Second
+
+// closing sends the close frame the connection ends with, unless the
+// connection failed, and gives the client a moment to answer it before
+// the read ends. Called by the writer once quit is closed.
+//
+// The socket's own frames still queued go first: among them is the
+// refusal that explains the close (a flood's rate_limited). A slow
+// consumer's are dropped: it is closed for not reading them.
+func (c *Session) closing() {
+	if c.closeCd != websocket.CloseAbnormalClosure {
+		if c.closeTx != string(protocol.CodeSlowConsumer) {
+			if frames, _, _, _ := c.box.take(); len(frames) > 0 {
+				_ = c.writeFrames(frames, closeGrace)
+			}
+		}
+		msg := websocket.FormatCloseMessage(c.closeCd, c.closeTx)
+		_ = c.ws.WriteControl(websocket.CloseMessage, msg, time.Now().Add(closeGrace))
+	}
+	c.stopReader(closeGrace)
+}
+
+// tooSlow disconnects a client that does not drain its queue or keep up
+// with the feed, rather than let it hold the edge's memory or slow anyone
+// else down. what says how far behind it is, as a log attribute.
+func (c *Session) tooSlow(what ...any) {
+	c.Close(websocket.ClosePolicyViolation, string(protocol.CodeSlowConsumer))
+	c.srv.Metrics.SlowConsumerDisconnects.Inc()
+	c.srv.Log.Warn("client too slow to read its frames; disconnecting", append([]any{"user", c.Joined()}, what...)...)
+}
+
+// writeBuffers hold a batch of encoded frames while it is written; pooled,
+// so that an idle connection holds none.
+var writeBuffers = sync.Pool{New: func() any { return new([]byte) }}
+
+// maxPooledWrite is the largest batch buffer kept for reuse: a welcome
+// with thousands of users is written once and let go.
+const maxPooledWrite = 64 << 10
+
+// writeFrames writes frames as WebSocket text frames in one write, given
+// at most timeout.
+func (c *Session) writeFrames(frames [][]byte, timeout time.Duration) error {
+	bp := writeBuffers.Get().(*[]byte)
+	b := (*bp)[:0]
+	for _, f := range frames {
+		b = appendTextFrame(b, f)
+	}
+	conn := c.ws.UnderlyingConn()
+	_ = conn.SetWriteDeadline(time.Now().Add(timeout))
+	_, err := conn.Write(b)
+	c.srv.Metrics.SocketWrites.Inc()
+	if cap(b) <= maxPooledWrite {
+		*bp = b[:0]
+		writeBuffers.Put(bp)
+	}
+	return err
+}
+
+// stopReader makes the reader's blocked read fail after grace. Closing the
+// socket would not do it: a hijacked fasthttp connection is only closed
+// once the handler returns, so a read deadline is what ends the read.
+func (c *Session) stopReader(grace time.Duration) {
+	_ = c.ws.UnderlyingConn().SetReadDeadline(time.Now().Add(grace))
+}
+
+// appendTextFrame appends data as one unmasked, final WebSocket text
+// frame (RFC 6455 §5.2), as a server sends it.
+func appendTextFrame(b, data []byte) []byte {
+	const finText = 0x81
+	switch n := len(data); {
+	case n <= 125:
+		b = append(b, finText, byte(n))
+	case n <= 0xffff:
+		b = append(b, finText, 126)
+		b = binary.BigEndian.AppendUint16(b, uint16(n))
+	default:
+		b = append(b, finText, 127)
+		b = binary.BigEndian.AppendUint64(b, uint64(n))
+	}
+	return append(b, data...)
+}
