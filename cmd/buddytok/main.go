@@ -30,11 +30,24 @@ func main() {
 	}
 }
 
+// The all-in-one's own settings; it reads every service's too.
+var (
+	storeDirSetting = config.String("NATS_STORE_DIR", "", "all-in-one",
+		"JetStream storage of the embedded server. It outlives the process: after a restart (an upgrade) pages resume within "+
+			"`GRACE_PERIOD` and keep their chats. Delete the directory to start from nothing",
+		config.DefaultShown("`$XDG_STATE_HOME/buddytok/nats`, else `~/.local/state/buddytok/nats`"))
+	natsPortSetting = config.Int("NATS_PORT", 0, 0, 65535, "all-in-one", "port of the embedded NATS server",
+		config.DefaultShown("a free one"))
+	pprofSetting = config.String("PPROF_ADDR", "", "all-in-one",
+		"serve Go's runtime profiles (`/debug/pprof/`) here; keep it on loopback", config.DefaultShown("— (off)"))
+)
+
 func run() error {
 	env := config.FromOS()
 	log := env.Logger()
-	storeDir := env.String("NATS_STORE_DIR", "")
-	if storeDir == "" && env.String("NATS_URL", "") == "" {
+	natsURL := natsrpc.URLSetting.ReadOr(env, "") // none: the embedded server
+	storeDir := storeDirSetting.Read(env)
+	if storeDir == "" && natsURL == "" {
 		dir, err := allinone.DefaultStoreDir(os.Getenv)
 		if err != nil {
 			env.Fail("%v", err)
@@ -42,11 +55,11 @@ func run() error {
 		storeDir = dir
 	}
 	opts := allinone.Options{
-		NATSURL:  env.String("NATS_URL", ""),
+		NATSURL:  natsURL,
 		NATSAuth: natsrpc.AuthFromEnv(env),
-		NATSPort: env.Int("NATS_PORT", 0, 0, 65535),
+		NATSPort: natsPortSetting.Read(env),
 		StoreDir: storeDir,
-		Listen:   net.JoinHostPort(env.String("HOST", "127.0.0.1"), strconv.Itoa(env.Int("PORT", 8080, 0, 65535))),
+		Listen:   net.JoinHostPort(edge.HostSetting.ReadOr(env, "127.0.0.1"), strconv.Itoa(edge.PortSetting.Read(env))),
 		Presence: presence.ConfigFromEnv(env),
 		Invites:  invites.ConfigFromEnv(env),
 		Tokens:   tokens.ConfigFromEnv(env),
@@ -59,7 +72,7 @@ func run() error {
 	log.Info("effective configuration", env.Effective())
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if addr := env.String("PPROF_ADDR", ""); addr != "" {
+	if addr := pprofSetting.Read(env); addr != "" {
 		if _, err := profiling.Start(ctx, addr, log); err != nil {
 			return err
 		}

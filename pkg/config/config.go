@@ -179,15 +179,21 @@ func (e *Env) Err() error {
 	return fmt.Errorf("configuration: %w", errors.Join(e.errs...))
 }
 
+// The settings of the process logger.
+var (
+	logLevel  = String("LOG_LEVEL", "info", "all", "`debug`, `info`, `warn`, `error`")
+	logFormat = String("LOG_FORMAT", "json", "all", "`json` (one object a line) or `text` (for people)")
+)
+
 // Logger returns the process logger: JSON lines on stderr (LOG_FORMAT=text
 // for people), at LOG_LEVEL (debug, info, warn, error; default info).
 func (e *Env) Logger() *slog.Logger {
 	var level slog.Level
-	if v := e.String("LOG_LEVEL", "info"); level.UnmarshalText([]byte(v)) != nil {
+	if v := logLevel.Read(e); level.UnmarshalText([]byte(v)) != nil {
 		e.Fail("LOG_LEVEL=%q: want debug, info, warn or error", v)
 	}
 	opts := &slog.HandlerOptions{Level: level}
-	switch f := e.String("LOG_FORMAT", "json"); f {
+	switch f := logFormat.Read(e); f {
 	case "json":
 		return slog.New(requestid.Handler(slog.NewJSONHandler(os.Stderr, opts)))
 	case "text":

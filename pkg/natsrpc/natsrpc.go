@@ -102,18 +102,38 @@ type Auth struct {
 	TLSKey       string
 }
 
+// The NATS settings every process reads. Exactly one way to authenticate
+// may be set (Auth.options says which combinations are refused).
+var (
+	// URLSetting is NATS_URL; the all-in-one reads it with its own default
+	// (none: its embedded server).
+	URLSetting = config.String("NATS_URL", "nats://127.0.0.1:4222", "all",
+		"the NATS server (JetStream on); several comma-separated URLs for a cluster. A password in it is never logged",
+		config.DefaultShown("all-in-one: its embedded server; services: `nats://127.0.0.1:4222`"), config.Deployed())
+	credsSetting = config.String("NATS_CREDS", "", "all", "authenticate to NATS with this credentials file (a user JWT and its seed)")
+	nkeySetting  = config.String("NATS_NKEY", "", "all", "authenticate to NATS with this nkey seed file")
+	userSetting  = config.String("NATS_USER", "", "all",
+		"authenticate to NATS as this user, with `NATS_PASSWORD`; compose and Kubernetes give each role its own", config.Deployed())
+	passwordSetting = config.Secret("NATS_PASSWORD", "all", "the password of `NATS_USER`", config.Deployed())
+	tokenSetting    = config.Secret("NATS_TOKEN", "all", "authenticate to NATS with this token")
+	tlsCASetting    = config.String("NATS_TLS_CA", "", "all",
+		"TLS to NATS: the CA of the server's certificate (else the system's, for a `tls://` URL or a server that requires TLS)")
+	tlsCertSetting = config.String("NATS_TLS_CERT", "", "all", "TLS to NATS: a client certificate, with `NATS_TLS_KEY`")
+	tlsKeySetting  = config.String("NATS_TLS_KEY", "", "all", "TLS to NATS: the client certificate's key")
+)
+
 // AuthFromEnv reads the NATS_* settings of Auth; the password and the
 // token are secrets, never logged.
 func AuthFromEnv(env *config.Env) Auth {
 	a := Auth{
-		CredsFile:    env.String("NATS_CREDS", ""),
-		NKeySeedFile: env.String("NATS_NKEY", ""),
-		User:         env.String("NATS_USER", ""),
-		Password:     env.Secret("NATS_PASSWORD"),
-		Token:        env.Secret("NATS_TOKEN"),
-		TLSCA:        env.String("NATS_TLS_CA", ""),
-		TLSCert:      env.String("NATS_TLS_CERT", ""),
-		TLSKey:       env.String("NATS_TLS_KEY", ""),
+		CredsFile:    credsSetting.Read(env),
+		NKeySeedFile: nkeySetting.Read(env),
+		User:         userSetting.Read(env),
+		Password:     passwordSetting.Read(env),
+		Token:        tokenSetting.Read(env),
+		TLSCA:        tlsCASetting.Read(env),
+		TLSCert:      tlsCertSetting.Read(env),
+		TLSKey:       tlsKeySetting.Read(env),
 	}
 	if _, err := a.options(); err != nil {
 		env.Fail("%v", err)

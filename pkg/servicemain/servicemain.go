@@ -37,9 +37,9 @@ type Readier interface {
 	Ready() <-chan struct{}
 }
 
-// DefaultOpsAddr is where a service serves /healthz, /readyz and /metrics
-// unless OPS_ADDR says otherwise.
-const DefaultOpsAddr = ":9090"
+// opsAddrSetting is where a service serves /healthz, /readyz and /metrics.
+var opsAddrSetting = config.String("OPS_ADDR", ":9090", "presence, invites, tokens",
+	"where the service serves `/healthz`, `/readyz` and `/metrics` (the edge serves them on its own port)")
 
 // Program is one BuddyTok service, as its own binary runs it (Main) and as
 // the all-in-one does: its name, how it reads its settings from the
@@ -95,10 +95,10 @@ func run[C any](svc Program[C]) error {
 	name := svc.Name
 	env := config.FromOS()
 	log := env.Logger().With("service", name)
-	url := env.String("NATS_URL", "nats://127.0.0.1:4222")
+	url := natsrpc.URLSetting.Read(env)
 	auth := natsrpc.AuthFromEnv(env)
 	auth.InboxPrefix = permissions.InboxPrefix(permissions.Role(name))
-	opsAddr := env.String("OPS_ADDR", DefaultOpsAddr)
+	opsAddr := opsAddrSetting.Read(env)
 	cfg := svc.ConfigFromEnv(env)
 	if err := env.Err(); err != nil {
 		return err

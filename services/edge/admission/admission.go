@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/time/rate"
 
+	"github.com/buddytok/buddytok/pkg/config"
 	"github.com/buddytok/buddytok/pkg/protocol"
 )
 
@@ -49,14 +50,73 @@ type Limits struct {
 	PenaltyMax time.Duration
 }
 
-// Limits that are zero take these defaults; a negative one is off.
+// The settings of the limits; set to 0, a limit is off.
+var (
+	connsPerAddrSetting = config.Int("WS_MAX_CONNS_PER_ADDR", 64, 0, 1_000_000, "edge",
+		"WebSockets one client address may hold on one edge (an IPv6 address counts by its /64); more are refused with 429 `too_many_connections`. `0`: no limit")
+	joinRatePerAddrSetting = config.Int("WS_JOIN_RATE_PER_ADDR", 2, 0, 1_000_000, "edge",
+		"joins a second one client address may make on one edge; more are refused with `rate_limited`. `0`: no limit")
+	joinBurstPerAddrSetting = config.Int("WS_JOIN_BURST_PER_ADDR", 20, 1, 1_000_000, "edge",
+		"the burst of joins one client address may make over `WS_JOIN_RATE_PER_ADDR`")
+	joinRateSetting = config.Int("WS_JOIN_RATE", 500, 0, 1_000_000, "edge",
+		"joins a second the whole edge takes. `0`: no limit")
+	joinBurstSetting = config.Int("WS_JOIN_BURST", 1000, 1, 1_000_000, "edge",
+		"the burst of joins the edge takes over `WS_JOIN_RATE`")
+	maxConnectionsSetting = config.Int("WS_MAX_CONNECTIONS", 0, 0, 10_000_000, "edge",
+		"WebSockets one edge holds; more are refused before the upgrade with 503 `edge_full`, so a load balancer can try another edge",
+		config.DefaultShown("the open-file limit less 256"))
+	penaltyMaxSetting = config.Duration("WS_ABUSE_PENALTY_MAX", time.Minute, 0, 24*time.Hour, "edge",
+		"after the edge closes a socket for abuse (a flood, a frame over 64 KiB), its address's new connections are refused (429) "+
+			"for a second, twice as long at each further abuse up to this; `0` turns it off")
+	trustedProxiesSetting = config.List("TRUSTED_PROXIES", "edge",
+		"comma-separated addresses or CIDR prefixes of load balancers whose `X-Forwarded-For` is believed for the per-address limits "+
+			"(compose and Kubernetes set the private ranges)", config.DefaultShown("— (none)"))
+)
+
+// Limits that are zero take these defaults (their settings'); a negative
+// one is off.
 var defaults = Limits{
-	ConnsPerAddr:     64,
-	JoinRatePerAddr:  2,
-	JoinBurstPerAddr: 20,
-	JoinRate:         500,
-	JoinBurst:        1000,
-	PenaltyMax:       time.Minute,
+	ConnsPerAddr:     connsPerAddrSetting.Def,
+	JoinRatePerAddr:  float64(joinRatePerAddrSetting.Def),
+	JoinBurstPerAddr: joinBurstPerAddrSetting.Def,
+	JoinRate:         float64(joinRateSetting.Def),
+	JoinBurst:        joinBurstSetting.Def,
+	PenaltyMax:       penaltyMaxSetting.Def,
+}
+
+// LimitsFromEnv reads the limits' settings. A limit set to 0 is off.
+func LimitsFromEnv(env *config.Env) Limits {
+	off := func(n int) int {
+		if n == 0 {
+			return -1
+		}
+		return n
+	}
+	a := Limits{
+		ConnsPerAddr:     off(connsPerAddrSetting.Read(env)),
+		JoinRatePerAddr:  float64(off(joinRatePerAddrSetting.Read(env))),
+		JoinBurstPerAddr: joinBurstPerAddrSetting.Read(env),
+		JoinRate:         float64(off(joinRateSetting.Read(env))),
+		JoinBurst:        joinBurstSetting.Read(env),
+		MaxSockets:       maxConnectionsSetting.Read(env),
+		PenaltyMax:       penaltyMaxSetting.Read(env),
+	}
+	if a.PenaltyMax == 0 {
+		a.PenaltyMax = -1
+	}
+	for _, p := range trustedProxiesSetting.Read(env) {
+		prefix, err := netip.ParsePrefix(p)
+		if err != nil {
+			addr, aerr := netip.ParseAddr(p)
+			if aerr != nil {
+				env.Fail("TRUSTED_PROXIES: %q is neither an address nor a CIDR prefix", p)
+				continue
+			}
+			prefix = netip.PrefixFrom(addr.Unmap(), addr.Unmap().BitLen())
+		}
+		a.TrustedProxies = append(a.TrustedProxies, prefix.Masked())
+	}
+	return a
 }
 
 // penaltyFirst is an address's first penalty.

@@ -3,12 +3,12 @@ package edge
 import (
 	"cmp"
 	"net"
-	"net/netip"
 	"strconv"
 	"time"
 
 	"github.com/buddytok/buddytok/pkg/config"
 	"github.com/buddytok/buddytok/pkg/protocol"
+	"github.com/buddytok/buddytok/pkg/state"
 	"github.com/buddytok/buddytok/services/edge/admission"
 	"github.com/buddytok/buddytok/services/edge/identity"
 	"github.com/buddytok/buddytok/services/edge/session"
@@ -70,114 +70,104 @@ type Config struct {
 	SendBuffer int
 }
 
-// ConfigFromEnv reads HOST, PORT, ALLOWED_ORIGINS, EDGE_LEASE_TTL,
-// WS_PING_INTERVAL, WS_RATE_LIMIT, WS_RATE_BURST, WS_SEND_BUFFER_BYTES,
-// WS_JOIN_TIMEOUT, SHUTDOWN_TIMEOUT, RECONCILE_INTERVAL and KV_REPLICAS.
+// The edge's settings.
+var (
+	// HostSetting and PortSetting are where the edge listens; the
+	// all-in-one reads HOST with its own default (loopback).
+	HostSetting = config.String("HOST", "", "edge, all-in-one", "HTTP listen host",
+		config.DefaultShown("all-in-one: `127.0.0.1`; edge: all interfaces"))
+	PortSetting = config.Int("PORT", 8080, 0, 65535, "edge, all-in-one", "HTTP listen port (`0` picks a free one)")
+
+	allowedOriginsSetting = config.List("ALLOWED_ORIGINS", "edge",
+		"comma-separated extra origins (`scheme://host[:port]`, matched exactly) allowed to open WebSockets; `*` for any, "+
+			"which the edge warns about at start. A malformed entry stops the start",
+		config.DefaultShown("— (its own origin only)"))
+	usersAPISetting = config.String("USERS_API", "on", "edge", "`off` removes `GET /api/users`")
+	pingSetting     = config.Duration("WS_PING_INTERVAL", 20*time.Second, time.Second, 5*time.Minute, "edge",
+		"WebSocket keepalive ping; a silent connection closes after 2× + 5 s")
+	rateSetting = config.Int("WS_RATE_LIMIT", protocol.FramesPerSecond, 1, 100000, "edge",
+		"frames per second each connection may send; a connection that sends a further `WS_RATE_BURST` over the limit is closed (1008 `rate_limited`)")
+	burstSetting = config.Int("WS_RATE_BURST", protocol.FrameBurst, 1, 100000, "edge",
+		"the burst of frames a connection may send over `WS_RATE_LIMIT`")
+	sendBufferSetting = config.Int("WS_SEND_BUFFER_BYTES", protocol.SocketSendBufferBytes, 4<<10, 16<<20, "edge",
+		"each socket's kernel send buffer (4 KiB to 16 MiB); with the send queue it bounds what a client that stops reading holds before it is dropped")
+	sendQueueSetting = config.Int("WS_SEND_QUEUE_BYTES", protocol.SendQueueBytes, protocol.MaxSignalBytes+4<<10, 64<<20, "edge",
+		"bytes of frames that may wait for one socket (its welcome not counted), and how far it may fall behind the edge's feed "+
+			"of buddy-list changes, before it is closed as too slow (1008 `slow_consumer`)")
+	writeBudgetSetting = config.Int("WS_WRITE_BUDGET", 40_000, 1000, 10_000_000, "edge",
+		"socket writes a second the edge allows itself for buddy-list changes: each socket writes changes at most once per "+
+			"sockets ÷ budget seconds, several in one write ([scaling.md](scaling.md))")
+	batchMaxSetting = config.Duration("WS_BATCH_MAX", 200*time.Millisecond, time.Millisecond, time.Second, "edge",
+		"the longest a buddy-list change waits for that batch; answers, invitations and chat changes never wait")
+	joinTimeoutSetting = config.Duration("WS_JOIN_TIMEOUT", protocol.JoinTimeout, time.Second, time.Hour, "edge",
+		"how long a new WebSocket may stay without joining or resuming before it is closed (1008 `join_timeout`)")
+	shutdownSetting = config.Duration("SHUTDOWN_TIMEOUT", 10*time.Second, time.Second, 10*time.Minute, "edge",
+		"bound on a shutdown: closing the sockets and reporting their disconnects")
+	reconcileSetting = config.Duration("RECONCILE_INTERVAL", time.Second, 10*time.Millisecond, time.Minute, "edge",
+		"how often an edge checks its sockets against the state (re-attaches after a lapsed lease, closes sockets of removed users, reports ghosts)")
+	identityHMACSetting = config.Secret("IDENTITY_HMAC_SECRET", "edge",
+		"require a signed identity token (JWT, HS256 with this secret of at least 32 bytes) on every WebSocket upgrade; the user's name is then the token's "+
+			"([security.md](security.md#requiring-identity))", config.DefaultShown("— (anonymous)"))
+	identityJWKSSetting = config.String("IDENTITY_JWKS_URL", "", "edge",
+		"require a signed identity token (RS/PS/ES/EdDSA) checked with the keys of this JSON Web Key Set", config.DefaultShown("— (anonymous)"))
+	identityIssuerSetting   = config.String("IDENTITY_ISSUER", "", "edge", "the `iss` an identity token must carry")
+	identityAudienceSetting = config.String("IDENTITY_AUDIENCE", "", "edge", "one `aud` an identity token must carry")
+	identityNameSetting     = config.String("IDENTITY_NAME_CLAIM", "name", "edge", "the identity token's claim that holds the user's name")
+)
+
+// Settings that are not the operator's to change.
+const (
+	writeTimeout   = 10 * time.Second // a socket write
+	requestTimeout = 20 * time.Second // a request to a service
+)
+
+// ConfigFromEnv reads the edge's settings.
 func ConfigFromEnv(env *config.Env) Config {
 	return Config{
-		Listen:          net.JoinHostPort(env.String("HOST", ""), strconv.Itoa(env.Int("PORT", defaultPort, 0, 65535))),
-		AllowedOrigins:  env.List("ALLOWED_ORIGINS"),
-		LeaseTTL:        env.Duration("EDGE_LEASE_TTL", 0, time.Second, time.Minute),
-		PingEvery:       env.Duration("WS_PING_INTERVAL", defaults.PingEvery, time.Second, 5*time.Minute),
-		WriteTimeout:    defaults.WriteTimeout,
-		RequestTimeout:  defaults.RequestTimeout,
-		Replicas:        env.Int("KV_REPLICAS", 0, 1, 5),
-		FramesPerSecond: float64(env.Int("WS_RATE_LIMIT", int(defaults.FramesPerSecond), 1, 100000)),
-		FrameBurst:      env.Int("WS_RATE_BURST", defaults.FrameBurst, 1, 100000),
-		SendBuffer:      env.Int("WS_SEND_BUFFER_BYTES", defaults.SendBuffer, 4<<10, 16<<20),
-		SendQueueBytes:  env.Int("WS_SEND_QUEUE_BYTES", defaults.SendQueueBytes, protocol.MaxSignalBytes+4<<10, 64<<20),
-		WriteBudget:     env.Int("WS_WRITE_BUDGET", defaults.WriteBudget, 1000, 10_000_000),
-		BatchMax:        env.Duration("WS_BATCH_MAX", defaults.BatchMax, time.Millisecond, time.Second),
-		JoinTimeout:     env.Duration("WS_JOIN_TIMEOUT", defaults.JoinTimeout, time.Second, time.Hour),
-		Admission:       admissionFromEnv(env),
-		NoUsersAPI:      env.String("USERS_API", "on") == "off",
+		Listen:          net.JoinHostPort(HostSetting.Read(env), strconv.Itoa(PortSetting.Read(env))),
+		AllowedOrigins:  allowedOriginsSetting.Read(env),
+		LeaseTTL:        state.LeaseTTLSetting.Read(env),
+		PingEvery:       pingSetting.Read(env),
+		WriteTimeout:    writeTimeout,
+		RequestTimeout:  requestTimeout,
+		Replicas:        state.ReplicasSetting.Read(env),
+		FramesPerSecond: float64(rateSetting.Read(env)),
+		FrameBurst:      burstSetting.Read(env),
+		SendBuffer:      sendBufferSetting.Read(env),
+		SendQueueBytes:  sendQueueSetting.Read(env),
+		WriteBudget:     writeBudgetSetting.Read(env),
+		BatchMax:        batchMaxSetting.Read(env),
+		JoinTimeout:     joinTimeoutSetting.Read(env),
+		Admission:       admission.LimitsFromEnv(env),
+		NoUsersAPI:      usersAPISetting.Read(env) == "off",
 		Identity: identity.Config{
-			HMACSecret: []byte(env.Secret("IDENTITY_HMAC_SECRET")),
-			JWKSURL:    env.String("IDENTITY_JWKS_URL", ""),
-			Issuer:     env.String("IDENTITY_ISSUER", ""),
-			Audience:   env.String("IDENTITY_AUDIENCE", ""),
-			NameClaim:  env.String("IDENTITY_NAME_CLAIM", "name"),
+			HMACSecret: []byte(identityHMACSetting.Read(env)),
+			JWKSURL:    identityJWKSSetting.Read(env),
+			Issuer:     identityIssuerSetting.Read(env),
+			Audience:   identityAudienceSetting.Read(env),
+			NameClaim:  identityNameSetting.Read(env),
 		},
-		ShutdownTimeout: env.Duration("SHUTDOWN_TIMEOUT", defaults.ShutdownTimeout, time.Second, 10*time.Minute),
-		ReconcileEvery:  env.Duration("RECONCILE_INTERVAL", defaults.ReconcileEvery, 10*time.Millisecond, time.Minute),
+		ShutdownTimeout: shutdownSetting.Read(env),
+		ReconcileEvery:  reconcileSetting.Read(env),
 	}
 }
 
-// admissionFromEnv reads WS_MAX_CONNS_PER_ADDR, WS_JOIN_RATE_PER_ADDR,
-// WS_JOIN_BURST_PER_ADDR, WS_JOIN_RATE, WS_JOIN_BURST, WS_MAX_CONNECTIONS,
-// WS_ABUSE_PENALTY_MAX and TRUSTED_PROXIES. A limit set to 0 is off.
-func admissionFromEnv(env *config.Env) admission.Limits {
-	off := func(n int) int {
-		if n == 0 {
-			return -1
-		}
-		return n
-	}
-	d := admission.Limits{}.WithDefaults()
-	a := admission.Limits{
-		ConnsPerAddr:     off(env.Int("WS_MAX_CONNS_PER_ADDR", d.ConnsPerAddr, 0, 1_000_000)),
-		JoinRatePerAddr:  float64(off(env.Int("WS_JOIN_RATE_PER_ADDR", int(d.JoinRatePerAddr), 0, 1_000_000))),
-		JoinBurstPerAddr: env.Int("WS_JOIN_BURST_PER_ADDR", d.JoinBurstPerAddr, 1, 1_000_000),
-		JoinRate:         float64(off(env.Int("WS_JOIN_RATE", int(d.JoinRate), 0, 1_000_000))),
-		JoinBurst:        env.Int("WS_JOIN_BURST", d.JoinBurst, 1, 1_000_000),
-		MaxSockets:       env.Int("WS_MAX_CONNECTIONS", 0, 0, 10_000_000),
-		PenaltyMax:       env.Duration("WS_ABUSE_PENALTY_MAX", d.PenaltyMax, 0, 24*time.Hour),
-	}
-	if a.PenaltyMax == 0 {
-		a.PenaltyMax = -1
-	}
-	for _, p := range env.List("TRUSTED_PROXIES") {
-		prefix, err := netip.ParsePrefix(p)
-		if err != nil {
-			addr, aerr := netip.ParseAddr(p)
-			if aerr != nil {
-				env.Fail("TRUSTED_PROXIES: %q is neither an address nor a CIDR prefix", p)
-				continue
-			}
-			prefix = netip.PrefixFrom(addr.Unmap(), addr.Unmap().BitLen())
-		}
-		a.TrustedProxies = append(a.TrustedProxies, prefix.Masked())
-	}
-	return a
-}
-
-// defaultPort is the edge's HTTP port unless PORT says otherwise.
-const defaultPort = 8080
-
-// defaults are the edge's settings where nothing else is said, for
-// ConfigFromEnv and for withDefaults alike.
-var defaults = Config{
-	Listen:          ":" + strconv.Itoa(defaultPort),
-	PingEvery:       20 * time.Second,
-	WriteTimeout:    10 * time.Second,
-	RequestTimeout:  20 * time.Second,
-	FramesPerSecond: protocol.FramesPerSecond,
-	FrameBurst:      protocol.FrameBurst,
-	ShutdownTimeout: 10 * time.Second,
-	ReconcileEvery:  time.Second,
-	SendQueueBytes:  protocol.SendQueueBytes,
-	WriteBudget:     40_000,
-	BatchMax:        200 * time.Millisecond,
-	JoinTimeout:     protocol.JoinTimeout,
-	SendBuffer:      protocol.SocketSendBufferBytes,
-}
-
-// withDefaults fills the settings left zero.
+// withDefaults fills the settings left zero with their declared defaults.
 func (c Config) withDefaults() Config {
-	c.Listen = cmp.Or(c.Listen, defaults.Listen)
-	c.PingEvery = cmp.Or(c.PingEvery, defaults.PingEvery)
-	c.WriteTimeout = cmp.Or(c.WriteTimeout, defaults.WriteTimeout)
-	c.RequestTimeout = cmp.Or(c.RequestTimeout, defaults.RequestTimeout)
-	c.FramesPerSecond = cmp.Or(c.FramesPerSecond, defaults.FramesPerSecond)
-	c.FrameBurst = cmp.Or(c.FrameBurst, defaults.FrameBurst)
-	c.ShutdownTimeout = cmp.Or(c.ShutdownTimeout, defaults.ShutdownTimeout)
-	c.ReconcileEvery = cmp.Or(c.ReconcileEvery, defaults.ReconcileEvery)
-	c.SendQueueBytes = cmp.Or(c.SendQueueBytes, defaults.SendQueueBytes)
-	c.WriteBudget = cmp.Or(c.WriteBudget, defaults.WriteBudget)
-	c.BatchMax = cmp.Or(c.BatchMax, defaults.BatchMax)
-	c.JoinTimeout = cmp.Or(c.JoinTimeout, defaults.JoinTimeout)
+	c.Listen = cmp.Or(c.Listen, ":"+strconv.Itoa(PortSetting.Def))
+	c.PingEvery = cmp.Or(c.PingEvery, pingSetting.Def)
+	c.WriteTimeout = cmp.Or(c.WriteTimeout, writeTimeout)
+	c.RequestTimeout = cmp.Or(c.RequestTimeout, requestTimeout)
+	c.FramesPerSecond = cmp.Or(c.FramesPerSecond, float64(rateSetting.Def))
+	c.FrameBurst = cmp.Or(c.FrameBurst, burstSetting.Def)
+	c.ShutdownTimeout = cmp.Or(c.ShutdownTimeout, shutdownSetting.Def)
+	c.ReconcileEvery = cmp.Or(c.ReconcileEvery, reconcileSetting.Def)
+	c.SendQueueBytes = cmp.Or(c.SendQueueBytes, sendQueueSetting.Def)
+	c.WriteBudget = cmp.Or(c.WriteBudget, writeBudgetSetting.Def)
+	c.BatchMax = cmp.Or(c.BatchMax, batchMaxSetting.Def)
+	c.JoinTimeout = cmp.Or(c.JoinTimeout, joinTimeoutSetting.Def)
 	c.Admission = c.Admission.WithDefaults()
-	c.SendBuffer = cmp.Or(c.SendBuffer, defaults.SendBuffer)
+	c.SendBuffer = cmp.Or(c.SendBuffer, sendBufferSetting.Def)
 	return c
 }
 

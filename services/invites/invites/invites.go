@@ -45,11 +45,15 @@ type Config struct {
 // the user, a chat and its peer) far below protocol.ServerBatchLimit.
 const defaultLeaveBatch = 100
 
+// maxPendingSetting bounds the invitations one user may hold.
+var maxPendingSetting = config.Int("MAX_PENDING_INVITATIONS", protocol.MaxIncomingInvitations, 1, protocol.IncomingInvitationsCeiling,
+	"invites", fmt.Sprintf("pending invitations one user may hold (at most %d); more are refused with `too_many_invites`", protocol.IncomingInvitationsCeiling))
+
 // ConfigFromEnv reads KV_REPLICAS and MAX_PENDING_INVITATIONS.
 func ConfigFromEnv(env *config.Env) Config {
 	return Config{
-		Replicas:    env.Int("KV_REPLICAS", 0, 1, 5),
-		MaxIncoming: env.Int("MAX_PENDING_INVITATIONS", protocol.MaxIncomingInvitations, 1, protocol.IncomingInvitationsCeiling),
+		Replicas:    state.ReplicasSetting.Read(env),
+		MaxIncoming: maxPendingSetting.Read(env),
 	}
 }
 

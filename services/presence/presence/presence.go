@@ -71,13 +71,17 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger, m *me
 // withDefaults fills the settings that must not be zero. A zero Grace is
 // valid: users leave as soon as they are detached.
 func (c Config) withDefaults() Config {
-	c.SweepEvery = cmp.Or(c.SweepEvery, defaultSweepEvery)
+	c.SweepEvery = cmp.Or(c.SweepEvery, sweepSetting.Def)
 	return c
 }
 
-// defaultSweepEvery is how often the reaper looks for users to detach or
-// remove unless SWEEP_INTERVAL says otherwise.
-const defaultSweepEvery = 500 * time.Millisecond
+// The service's settings.
+var (
+	graceSetting = config.Duration("GRACE_PERIOD", 5*time.Second, 0, time.Hour, "presence",
+		"how long a disconnected user is kept for a resume ([behaviour.md](behaviour.md) §2.9), measured on the NATS server's clock")
+	sweepSetting = config.Duration("SWEEP_INTERVAL", 500*time.Millisecond, 10*time.Millisecond, time.Minute, "presence",
+		"how often presence looks for users to detach or remove")
+)
 
 // Ready is closed once the replica takes requests.
 func (s *Service) Ready() <-chan struct{} { return s.srv.Ready() }
@@ -285,9 +289,9 @@ func (s *Service) detach(ctx context.Context, userID, conn string, allowed func(
 // SWEEP_INTERVAL, KV_REPLICAS.
 func ConfigFromEnv(env *config.Env) Config {
 	return Config{
-		Grace:      env.Duration("GRACE_PERIOD", 5*time.Second, 0, time.Hour),
-		LeaseTTL:   env.Duration("EDGE_LEASE_TTL", 0, time.Second, time.Minute),
-		SweepEvery: env.Duration("SWEEP_INTERVAL", defaultSweepEvery, 10*time.Millisecond, time.Minute),
-		Replicas:   env.Int("KV_REPLICAS", 0, 1, 5),
+		Grace:      graceSetting.Read(env),
+		LeaseTTL:   state.LeaseTTLSetting.Read(env),
+		SweepEvery: sweepSetting.Read(env),
+		Replicas:   state.ReplicasSetting.Read(env),
 	}
 }

@@ -32,16 +32,34 @@ type Config struct {
 	Provider Provider // nil: WebRTC
 }
 
+// The service's settings.
+var (
+	openTokKeySetting = config.String("OPENTOK_KEY", "", "tokens",
+		"the OpenTok project's API key; with `OPENTOK_SECRET`, chats use OpenTok, without both direct WebRTC ([opentok.md](opentok.md))",
+		config.DefaultShown("— (WebRTC mode)"))
+	openTokSecretSetting = config.Secret("OPENTOK_SECRET", "tokens", "the OpenTok project's API secret; it never leaves the tokens service")
+	openTokURLSetting    = config.String("OPENTOK_API_URL", "", "tokens", "OpenTok REST base URL",
+		config.DefaultShown("`https://api.opentok.com`"))
+	openTokTokenTypeSetting = config.String("OPENTOK_TOKEN_TYPE", "", "tokens", "client token format: `t1` or `jwt`",
+		config.DefaultShown("`t1`"))
+	// The TURN credentials in it are secret: never logged.
+	iceServersSetting = config.Secret("ICE_SERVERS", "tokens",
+		"WebRTC mode: the STUN and TURN servers pages use to reach each other across networks, a JSON array of "+
+			"`{\"urls\": URL or [URLs], \"username\", \"credential\"}` (`stun:`, `stuns:`, `turn:`, `turns:`; TURN needs a username "+
+			"and credential; at most 8). They reach the chat's two pages with their credentials, and are never logged. Refused with OpenTok, which brings its own",
+		config.DefaultShown("— (direct connections only)"))
+)
+
 // ConfigFromEnv reads KV_REPLICAS and the OpenTok settings: with
 // OPENTOK_KEY and OPENTOK_SECRET set, chats use OpenTok (OPENTOK_API_URL,
 // OPENTOK_TOKEN_TYPE=t1|jwt); without them, direct WebRTC, with the STUN
 // and TURN servers of ICE_SERVERS (ParseIceServers). A half or malformed
 // configuration is an error, never a silent fallback.
 func ConfigFromEnv(env *config.Env) Config {
-	cfg := Config{Replicas: env.Int("KV_REPLICAS", 0, 1, 5)}
-	key, secret := env.String("OPENTOK_KEY", ""), env.Secret("OPENTOK_SECRET")
-	apiURL, tokenType := env.String("OPENTOK_API_URL", ""), env.String("OPENTOK_TOKEN_TYPE", "")
-	ice, err := ParseIceServers(env.Secret("ICE_SERVERS")) // TURN credentials: not logged
+	cfg := Config{Replicas: state.ReplicasSetting.Read(env)}
+	key, secret := openTokKeySetting.Read(env), openTokSecretSetting.Read(env)
+	apiURL, tokenType := openTokURLSetting.Read(env), openTokTokenTypeSetting.Read(env)
+	ice, err := ParseIceServers(iceServersSetting.Read(env))
 	if err != nil {
 		env.Fail("%v", err)
 	}
