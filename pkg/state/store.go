@@ -449,91 +449,19 @@ func (s *Store) snapshotOnce(ctx context.Context) (Snapshot, bool, error) {
 	if err != nil {
 		return snap, false, fmt.Errorf("state: snapshot: %w", err)
 	}
-	last := info.State.LastSeq
 	if info.State.Msgs == 0 {
 		return snap, true, nil
 	}
-	cons, err := s.js.OrderedConsumer(ctx, s.stream, jetstream.OrderedConsumerConfig{InactiveThreshold: snapshotConsumerIdle})
-	if err != nil {
-		return snap, false, fmt.Errorf("state: snapshot consumer: %w", err)
+	r := snapshotRead{last: info.State.LastSeq, atLast: map[string]jetstream.Msg{}, newer: map[string]int{}, purged: map[string]bool{}}
+	if err := s.readSnapshot(ctx, st, &r); err != nil {
+		return snap, false, err
 	}
-	defer s.deleteConsumer(cons)
-	it, err := cons.Messages(jetstream.PullMaxMessages(1000), jetstream.PullHeartbeat(2*time.Second))
-	if err != nil {
-		return snap, false, fmt.Errorf("state: snapshot consumer: %w", err)
-	}
-	defer it.Stop()
-	// Stream info may report a last sequence in the middle of an atomic
-	// batch being applied. Batches are stored contiguously and their
-	// messages carry Nats-Batch-Sequence, so the rest of a batch that began
-	// at or before last belongs to the snapshot too.
-	atLast := map[string]jetstream.Msg{} // each key's newest message in the snapshot
-	newer := map[string]int{}            // how many newer ones each key has
-	purged := map[string]bool{}          // keys PurgeDeleted rolled up
-	// A message that said more were pending may have been followed by a
-	// purge of all of them; then nothing more comes. A watcher ends the
-	// read when nothing came for a while and the stream holds no message
-	// after the last one read. (The read itself waits in one call, so the
-	// iterator's heartbeat check still finds a consumer that was lost, on
-	// a NATS node that restarted, and replaces it.)
-	readCtx, endRead := context.WithCancel(ctx)
-	var read, delivered atomic.Uint64
-	watcherDone := make(chan struct{})
-	go func() {
-		defer close(watcherDone)
-		endWhenDrained(readCtx, endRead, st, &read, &delivered)
-	}()
-	defer func() { endRead(); <-watcherDone }()
-	for {
-		m, err := it.Next(jetstream.NextContext(readCtx))
-		if err != nil && readCtx.Err() != nil && ctx.Err() == nil {
-			break // nothing left to read
-		}
-		if err != nil {
-			return snap, false, fmt.Errorf("state: snapshot read: %w", err)
-		}
-		delivered.Add(1)
-		meta, err := m.Metadata()
-		if err != nil {
-			return snap, false, fmt.Errorf("state: snapshot metadata: %w", err)
-		}
-		key := strings.TrimPrefix(m.Subject(), s.prefix)
-		if m.Headers().Get("KV-Operation") == "PURGE" {
-			// PurgeDeleted rolls up only records deleted long ago:
-			// before this snapshot began, however late the marker.
-			purged[key] = true
-		}
-		seq := meta.Sequence.Stream
-		read.Store(seq)
-		batchSeq, _ := strconv.ParseUint(m.Headers().Get(headerBatchSequence), 10, 64)
-		if seq <= last || batchSeq > 1 && seq-batchSeq+1 <= last {
-			atLast[key] = m
-			snap.Sequence = max(snap.Sequence, seq)
-		} else {
-			newer[key]++
-		}
-		if meta.NumPending > 0 {
-			continue
-		}
-		// The end of the stream. A batch's messages are stored one after
-		// the other, so it may end, for a moment, in the middle of one;
-		// then the rest of the batch belongs to the snapshot too.
-		if batchSeq == 0 || m.Headers().Get(headerBatchCommit) != "" {
-			break
-		}
-		more, err := storedAfter(ctx, st, seq)
-		if err != nil {
-			return snap, false, err
-		}
-		if !more {
-			break
-		}
-	}
+	snap.Sequence = r.sequence
 	// A key with History revisions newer than last may have lost, while it
 	// was being read, the revision it had at last: the history limit drops
 	// the oldest first, and only once History newer ones exist. Then the
 	// snapshot cannot be trusted, and is read again.
-	for _, n := range newer {
+	for _, n := range r.newer {
 		if n >= History {
 			return snap, false, nil
 		}
@@ -545,8 +473,8 @@ func (s *Store) snapshotOnce(ctx context.Context) (Snapshot, bool, error) {
 	if time.Since(began) > snapshotReadLimit {
 		return snap, false, nil
 	}
-	for key, m := range atLast {
-		if op := m.Headers().Get("KV-Operation"); op == "DEL" || op == "PURGE" || purged[key] {
+	for key, m := range r.atLast {
+		if op := m.Headers().Get("KV-Operation"); op == "DEL" || op == "PURGE" || r.purged[key] {
 			continue
 		}
 		if err := snap.add(key, m.Data()); err != nil {
@@ -554,6 +482,97 @@ func (s *Store) snapshotOnce(ctx context.Context) (Snapshot, bool, error) {
 		}
 	}
 	return snap, true, nil
+}
+
+// snapshotRead is what one read of the state stream for a snapshot found.
+type snapshotRead struct {
+	last     uint64                   // the stream's last sequence when the snapshot began
+	sequence uint64                   // the snapshot's: the newest message it holds
+	atLast   map[string]jetstream.Msg // each key's newest message in the snapshot
+	newer    map[string]int           // how many newer ones each key has
+	purged   map[string]bool          // keys PurgeDeleted rolled up
+}
+
+// record files one message of the stream under its key: in the snapshot
+// if it is at or before last, or belongs to a batch that began there.
+// Stream info may report a last sequence in the middle of an atomic batch
+// being applied; batches are stored contiguously and their messages carry
+// Nats-Batch-Sequence, so the rest of such a batch belongs to the snapshot
+// too.
+func (r *snapshotRead) record(key string, m jetstream.Msg, seq, batchSeq uint64) {
+	if m.Headers().Get("KV-Operation") == "PURGE" {
+		// PurgeDeleted rolls up only records deleted long ago: before
+		// this snapshot began, however late the marker.
+		r.purged[key] = true
+	}
+	if seq <= r.last || batchSeq > 1 && seq-batchSeq+1 <= r.last {
+		r.atLast[key] = m
+		r.sequence = max(r.sequence, seq)
+	} else {
+		r.newer[key]++
+	}
+}
+
+// readSnapshot reads the state stream from its start to its end into r.
+// A message that said more were pending may have been followed by a purge
+// of all of them; then nothing more comes. A watcher ends the read when
+// nothing came for a while and the stream holds no message after the last
+// one read. (The read itself waits in one call, so the iterator's
+// heartbeat check still finds a consumer that was lost, on a NATS node
+// that restarted, and replaces it.)
+func (s *Store) readSnapshot(ctx context.Context, st jetstream.Stream, r *snapshotRead) error {
+	cons, err := s.js.OrderedConsumer(ctx, s.stream, jetstream.OrderedConsumerConfig{InactiveThreshold: snapshotConsumerIdle})
+	if err != nil {
+		return fmt.Errorf("state: snapshot consumer: %w", err)
+	}
+	defer s.deleteConsumer(cons)
+	it, err := cons.Messages(jetstream.PullMaxMessages(1000), jetstream.PullHeartbeat(2*time.Second))
+	if err != nil {
+		return fmt.Errorf("state: snapshot consumer: %w", err)
+	}
+	defer it.Stop()
+	readCtx, endRead := context.WithCancel(ctx)
+	var read, delivered atomic.Uint64
+	watcherDone := make(chan struct{})
+	go func() {
+		defer close(watcherDone)
+		endWhenDrained(readCtx, endRead, st, &read, &delivered)
+	}()
+	defer func() { endRead(); <-watcherDone }()
+	for {
+		m, err := it.Next(jetstream.NextContext(readCtx))
+		if err != nil && readCtx.Err() != nil && ctx.Err() == nil {
+			return nil // nothing left to read
+		}
+		if err != nil {
+			return fmt.Errorf("state: snapshot read: %w", err)
+		}
+		delivered.Add(1)
+		meta, err := m.Metadata()
+		if err != nil {
+			return fmt.Errorf("state: snapshot metadata: %w", err)
+		}
+		seq := meta.Sequence.Stream
+		read.Store(seq)
+		batchSeq, _ := strconv.ParseUint(m.Headers().Get(headerBatchSequence), 10, 64)
+		r.record(strings.TrimPrefix(m.Subject(), s.prefix), m, seq, batchSeq)
+		if meta.NumPending > 0 {
+			continue
+		}
+		// The end of the stream. A batch's messages are stored one after
+		// the other, so it may end, for a moment, in the middle of one;
+		// then the rest of the batch belongs to the snapshot too.
+		if batchSeq == 0 || m.Headers().Get(headerBatchCommit) != "" {
+			return nil
+		}
+		more, err := storedAfter(ctx, st, seq)
+		if err != nil {
+			return err
+		}
+		if !more {
+			return nil
+		}
+	}
 }
 
 // endWhenDrained calls end once nothing was delivered for snapshotIdle

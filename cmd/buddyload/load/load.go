@@ -196,7 +196,8 @@ type run struct {
 	closing    atomic.Bool
 }
 
-// Run plays cfg against the deployment at cfg.URL.
+// Run plays cfg against the deployment at cfg.URL: every user joins, then
+// the pairs change state at the rate asked, then the figures are gathered.
 func Run(ctx context.Context, cfg Config) (Result, error) {
 	if cfg.Users < 2*cfg.Pairs || cfg.Users < 2 {
 		return Result{}, fmt.Errorf("load: %d users cannot hold %d pairs", cfg.Users, cfg.Pairs)
@@ -206,9 +207,10 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	}
 	r := &run{cfg: cfg, ids: map[string]int32{}}
 	res := Result{Users: cfg.Users, Pairs: cfg.Pairs, Rate: cfg.Rate, Abusers: cfg.Abusers}
-	before, berr := serverFigures(ctx, cfg.URL)
+	var figs [3]figures // before the joins, after them, after the changes
+	var figErrs [3]error
+	figs[0], figErrs[0] = serverFigures(ctx, cfg.URL)
 
-	// Joins.
 	users := make([]*user, cfg.Users)
 	defer func() {
 		r.closing.Store(true)
@@ -218,67 +220,19 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 			}
 		}
 	}()
-	// Joins come at the join rate whether or not earlier ones were
-	// answered: a storm of them is what a deployment meets.
 	start := time.Now()
-	var lastWelcome time.Time
-	var jmu sync.Mutex
-	var jerr error
-	var jwg sync.WaitGroup
-	inflight := make(chan struct{}, maxJoinsInFlight)
-	for i := range users {
-		if cfg.JoinRate > 0 {
-			if d := time.Until(start.Add(time.Duration(float64(i) / cfg.JoinRate * float64(time.Second)))); d > 0 {
-				time.Sleep(d)
-			}
-		}
-		select {
-		case inflight <- struct{}{}:
-		case <-ctx.Done():
-			jwg.Wait()
-			return res, ctx.Err()
-		}
-		jwg.Add(1)
-		go func() {
-			defer jwg.Done()
-			defer func() { <-inflight }()
-			u, err := r.join(ctx, fmt.Sprintf("load%05d", i))
-			jmu.Lock()
-			defer jmu.Unlock()
-			if err != nil {
-				jerr = cmp.Or(jerr, fmt.Errorf("load: user %d: %w", i, err))
-				return
-			}
-			users[i] = u
-			if now := time.Now(); now.After(lastWelcome) {
-				lastWelcome = now
-			}
-		}()
-	}
-	jwg.Wait()
-	if jerr != nil {
-		return res, jerr
+	lastWelcome, err := r.joinAll(ctx, users)
+	if err != nil {
+		return res, err
 	}
 	res.JoinsTook = lastWelcome.Sub(start)
-	for _, u := range users {
-		u.mu.Lock()
-		u.want = cfg.Users
-		if u.count >= u.want && u.full.IsZero() {
-			u.full = time.Now()
-		}
-		u.mu.Unlock()
-	}
-	complete, err := r.await(ctx, users, func(u *user) bool { return !u.full.IsZero() })
+	complete, err := r.awaitLists(ctx, users)
 	if err != nil {
-		return res, fmt.Errorf("load: lists never complete: %w", err)
+		return res, err
 	}
 	res.ListsCompleteAfter = max(0, complete.Sub(lastWelcome))
-	mid, merr := serverFigures(ctx, cfg.URL)
+	figs[1], figErrs[1] = serverFigures(ctx, cfg.URL)
 
-	// Changes: pair i is users 2i (inviter) and 2i+1.
-	var made, refused, skipped atomic.Int64
-	var changes []*change
-	var cmu sync.Mutex
 	stopAbuse := func() *Abuse { return nil }
 	if cfg.Abusers > 0 {
 		actx, cancel := context.WithCancel(ctx)
@@ -287,74 +241,174 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		stopAbuse = sync.OnceValue(func() *Abuse { cancel(); return <-abused })
 		defer stopAbuse()
 	}
-	if cfg.Pairs > 0 && cfg.Rate > 0 {
-		every := time.Duration(float64(time.Second) / cfg.Rate)
-		tick := time.NewTicker(every)
-		end := time.Now().Add(cfg.Duration)
-		pending := make([]string, cfg.Pairs) // each pair's pending invitation
-		var wg sync.WaitGroup
-		busy := make([]atomic.Bool, cfg.Pairs)
-		for n := 0; time.Now().Before(end); n++ {
-			select {
-			case <-ctx.Done():
-				tick.Stop()
-				return res, ctx.Err()
-			case <-tick.C:
-			}
-			p := n % cfg.Pairs
-			if !busy[p].CompareAndSwap(false, true) {
-				skipped.Add(1) // its last change is still in flight
-				continue
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer busy[p].Store(false)
-				from, to := users[2*p], users[2*p+1]
-				c := &change{user: from.id, state: protocol.StateInviting, sent: time.Now()}
-				req := protocol.ClientFrame{Type: protocol.TypeInvite, To: to.id}
-				if pending[p] != "" {
-					c.state = protocol.StateAvailable
-					req = protocol.ClientFrame{Type: protocol.TypeCancel, Invitation: pending[p]}
-				}
-				// Known before the request goes: its frames may come first.
-				hv, _ := r.made.LoadOrStore(from.id, &history{})
-				h := hv.(*history)
-				h.mu.Lock()
-				h.changes = append(h.changes, c)
-				h.mu.Unlock()
-				f, err := from.request(ctx, req)
-				switch {
-				case err != nil:
-					h.mu.Lock()
-					h.changes = h.changes[:len(h.changes)-1]
-					h.mu.Unlock()
-					refused.Add(1)
-					return
-				case req.Type == protocol.TypeInvite && f.Invitation != nil:
-					pending[p] = f.Invitation.ID
-					r.inviteSent.Store(f.Invitation.ID, c.sent)
-				default:
-					pending[p] = ""
-				}
-				made.Add(1)
-				cmu.Lock()
-				changes = append(changes, c)
-				cmu.Unlock()
-			}()
-		}
-		tick.Stop()
-		wg.Wait()
-		// Let the last changes arrive everywhere.
-		if _, err := r.await(ctx, users, func(u *user) bool { return r.inStep(u, users, cfg.Pairs, pending) }); err != nil {
-			return res, fmt.Errorf("load: lists not in step with the changes made: %w", err)
-		}
-		res.RateAchieved = float64(made.Load()) / cfg.Duration.Seconds()
+	changes, err := r.makeChanges(ctx, users, &res)
+	if err != nil {
+		return res, err
 	}
 	res.Abuse = stopAbuse()
-	after, aerr := serverFigures(ctx, cfg.URL)
+	figs[2], figErrs[2] = serverFigures(ctx, cfg.URL)
+	r.summarise(&res, users, changes)
+	if err := errors.Join(figErrs[:]...); err != nil {
+		res.ServerMetricsNotice = err.Error()
+	} else {
+		res.ServerRSSPerUser = (figs[1].rss - figs[0].rss) / float64(cfg.Users)
+		res.ServerCPUSeconds = figs[2].cpu - figs[1].cpu
+		if w := figs[2].writes - figs[1].writes; w > 0 {
+			res.ServerFramesPerWrite = (figs[2].framesOut - figs[1].framesOut) / w
+		}
+	}
+	return res, nil
+}
 
+// joinAll joins every user into users, at the join rate whether or not
+// earlier joins were answered (a storm of them is what a deployment
+// meets), and returns when the last welcome came.
+func (r *run) joinAll(ctx context.Context, users []*user) (lastWelcome time.Time, err error) {
+	start := time.Now()
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	inflight := make(chan struct{}, maxJoinsInFlight)
+	for i := range users {
+		if r.cfg.JoinRate > 0 {
+			if d := time.Until(start.Add(time.Duration(float64(i) / r.cfg.JoinRate * float64(time.Second)))); d > 0 {
+				time.Sleep(d)
+			}
+		}
+		select {
+		case inflight <- struct{}{}:
+		case <-ctx.Done():
+			wg.Wait()
+			return lastWelcome, ctx.Err()
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-inflight }()
+			u, jerr := r.join(ctx, fmt.Sprintf("load%05d", i))
+			mu.Lock()
+			defer mu.Unlock()
+			if jerr != nil {
+				err = cmp.Or(err, fmt.Errorf("load: user %d: %w", i, jerr))
+				return
+			}
+			users[i] = u
+			if now := time.Now(); now.After(lastWelcome) {
+				lastWelcome = now
+			}
+		}()
+	}
+	wg.Wait()
+	return lastWelcome, err
+}
+
+// awaitLists waits until every user's list holds every user, and returns
+// when the last one did.
+func (r *run) awaitLists(ctx context.Context, users []*user) (time.Time, error) {
+	for _, u := range users {
+		u.mu.Lock()
+		u.want = r.cfg.Users
+		if u.count >= u.want && u.full.IsZero() {
+			u.full = time.Now()
+		}
+		u.mu.Unlock()
+	}
+	complete, err := r.await(ctx, users, func(u *user) bool { return !u.full.IsZero() })
+	if err != nil {
+		return complete, fmt.Errorf("load: lists never complete: %w", err)
+	}
+	return complete, nil
+}
+
+// makeChanges has the pairs change state at the rate asked for the
+// duration asked (pair i is users 2i, the inviter, and 2i+1), then waits
+// until every list shows the last change. It counts the changes in res.
+func (r *run) makeChanges(ctx context.Context, users []*user, res *Result) ([]*change, error) {
+	cfg := r.cfg
+	if cfg.Pairs <= 0 || cfg.Rate <= 0 {
+		return nil, nil
+	}
+	var made, refused, skipped atomic.Int64
+	var changes []*change
+	var cmu sync.Mutex
+	every := time.Duration(float64(time.Second) / cfg.Rate)
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	end := time.Now().Add(cfg.Duration)
+	pending := make([]string, cfg.Pairs) // each pair's pending invitation
+	var wg sync.WaitGroup
+	busy := make([]atomic.Bool, cfg.Pairs)
+	for n := 0; time.Now().Before(end); n++ {
+		select {
+		case <-ctx.Done():
+			return changes, ctx.Err()
+		case <-tick.C:
+		}
+		p := n % cfg.Pairs
+		if !busy[p].CompareAndSwap(false, true) {
+			skipped.Add(1) // its last change is still in flight
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer busy[p].Store(false)
+			c, ok := r.changePair(ctx, users[2*p], users[2*p+1], &pending[p])
+			if !ok {
+				refused.Add(1)
+				return
+			}
+			made.Add(1)
+			cmu.Lock()
+			changes = append(changes, c)
+			cmu.Unlock()
+		}()
+	}
+	tick.Stop()
+	wg.Wait()
 	res.ChangesMade, res.ChangesRefused, res.ChangesSkipped = int(made.Load()), int(refused.Load()), int(skipped.Load())
+	// Let the last changes arrive everywhere.
+	if _, err := r.await(ctx, users, func(u *user) bool { return r.inStep(u, users, cfg.Pairs, pending) }); err != nil {
+		return changes, fmt.Errorf("load: lists not in step with the changes made: %w", err)
+	}
+	res.RateAchieved = float64(made.Load()) / cfg.Duration.Seconds()
+	return changes, nil
+}
+
+// changePair makes one change of a pair: from invites to if the pair has
+// no invitation pending (*pending), else cancels it. It reports false if
+// the change was refused.
+func (r *run) changePair(ctx context.Context, from, to *user, pending *string) (*change, bool) {
+	c := &change{user: from.id, state: protocol.StateInviting, sent: time.Now()}
+	req := protocol.ClientFrame{Type: protocol.TypeInvite, To: to.id}
+	if *pending != "" {
+		c.state = protocol.StateAvailable
+		req = protocol.ClientFrame{Type: protocol.TypeCancel, Invitation: *pending}
+	}
+	// Known before the request goes: its frames may come first.
+	hv, _ := r.made.LoadOrStore(from.id, &history{})
+	h := hv.(*history)
+	h.mu.Lock()
+	h.changes = append(h.changes, c)
+	h.mu.Unlock()
+	f, err := from.request(ctx, req)
+	switch {
+	case err != nil:
+		h.mu.Lock()
+		h.changes = h.changes[:len(h.changes)-1]
+		h.mu.Unlock()
+		return c, false
+	case req.Type == protocol.TypeInvite && f.Invitation != nil:
+		*pending = f.Invitation.ID
+		r.inviteSent.Store(f.Invitation.ID, c.sent)
+	default:
+		*pending = ""
+	}
+	return c, true
+}
+
+// summarise puts what the run measured into res: latencies, invitations
+// never delivered, changes some list missed, disconnects.
+func (r *run) summarise(res *Result, users []*user, changes []*change) {
 	r.inviteSent.Range(func(id, sent any) bool {
 		if got, ok := r.inviteGot.Load(id); ok {
 			r.invites.Add(got.(time.Time).Sub(sent.(time.Time)))
@@ -365,7 +419,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	})
 	res.ListChange, res.InviteDelivery = r.lat.Summary(), r.invites.Summary()
 	for _, c := range changes {
-		res.Missed += cfg.Users - 1 - int(c.seen.Load())
+		res.Missed += r.cfg.Users - 1 - int(c.seen.Load())
 	}
 	for _, u := range users {
 		u.mu.Lock()
@@ -375,16 +429,6 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		u.mu.Unlock()
 	}
 	res.FramesReceived = r.frames.Load()
-	if err := errors.Join(berr, merr, aerr); err != nil {
-		res.ServerMetricsNotice = err.Error()
-	} else {
-		res.ServerRSSPerUser = (mid.rss - before.rss) / float64(cfg.Users)
-		res.ServerCPUSeconds = after.cpu - mid.cpu
-		if w := after.writes - mid.writes; w > 0 {
-			res.ServerFramesPerWrite = (after.framesOut - mid.framesOut) / w
-		}
-	}
-	return res, nil
 }
 
 // inStep reports whether u's list shows every changing user as the last

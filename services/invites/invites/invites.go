@@ -278,34 +278,17 @@ func (s *Service) decline(ctx context.Context, req protocol.InvitationRequest) (
 var errInChat = protocol.Errorf(protocol.CodeBusy, "you are already in a chat")
 
 func (s *Service) accept(ctx context.Context, req protocol.InvitationRequest) (protocol.Chat, error) {
-	// Check the request before making a video session for it.
-	inv, _, err := s.store.GetInvitation(ctx, req.Invitation)
-	if errors.Is(err, state.ErrNotFound) {
-		return protocol.Chat{}, protocol.Errorf(protocol.CodeNotFound, "that invitation is no longer pending")
-	}
+	inv, err := s.checkAccept(ctx, req)
 	if err != nil {
 		return protocol.Chat{}, err
-	}
-	if inv.To != req.UserID {
-		return protocol.Chat{}, protocol.Errorf(protocol.CodeNotParty, "only the invited user can answer an invitation")
-	}
-	// The same refusal as in the transition below, checked early so that
-	// a doomed accept makes no video session. The transition decides.
-	if accepter, _, err := s.store.GetUser(ctx, inv.To); err == nil {
-		if !accepter.Proves(req.Secret) {
-			return protocol.Chat{}, protocol.ErrNotProven
-		}
-		if accepter.State == protocol.StateChatting {
-			return protocol.Chat{}, errInChat
-		}
 	}
 	chat := state.Chat{Chat: protocol.Chat{
 		ID:      protocol.NewID(),
 		Parties: [2]string{inv.From, inv.To},
 		Names:   [2]string{inv.FromName, inv.ToName},
 	}}
-	// The session is made once, outside the retry loop: a retry must not
-	// make another one.
+	// The session is made once, before the transition and its retries: a
+	// retry must not make another one.
 	var sess protocol.SessionReply
 	if err := natsrpc.Call(ctx, s.nc, protocol.SubjectTokensSession,
 		protocol.SessionRequest{ChatID: chat.ID, Parties: chat.Parties}, &sess); err != nil {
@@ -319,54 +302,85 @@ func (s *Service) accept(ctx context.Context, req protocol.InvitationRequest) (p
 		return protocol.Chat{}, s.failAccept(ctx, inv, err)
 	}
 	chat.Mode, chat.SessionID = sess.Mode, sess.SessionID
-
 	err = s.run(ctx, []string{inv.From, inv.To}, func(ctx context.Context, c *change) error {
-		inv, rev, err := invitationFor(ctx, c, req.Invitation, req.UserID, false)
-		if err != nil {
-			return err
-		}
-		accepter, err := c.user(ctx, inv.To)
-		if err != nil {
-			return err
-		}
-		if !accepter.Proves(req.Secret) {
-			return protocol.ErrNotProven
-		}
-		if accepter.State == protocol.StateChatting {
-			return errInChat
-		}
-		inviter, err := c.user(ctx, inv.From)
-		if err != nil {
-			return err
-		}
-		otherIncoming := append(slices.Clone(accepter.Incoming), inviter.Incoming...)
-		outgoing := accepter.Outgoing
-		if err := c.endLoadedInvitation(ctx, inv, rev, protocol.ReasonAccepted); err != nil {
-			return err
-		}
-		for _, id := range otherIncoming {
-			if id == inv.ID {
-				continue
-			}
-			if err := c.endInvitation(ctx, id, protocol.ReasonBusy); err != nil {
-				return err
-			}
-		}
-		if outgoing != "" {
-			if err := c.endInvitation(ctx, outgoing, protocol.ReasonCancelled); err != nil {
-				return err
-			}
-		}
-		for _, u := range []*state.User{inviter, accepter} {
-			*u = u.Available()
-			u.State, u.Chat, u.Incoming = protocol.StateChatting, chat.ID, nil
-		}
-		chat.StartedAt = s.now().UnixMilli()
-		c.txn.Put(state.ChatKey(chat.ID), 0, chat)
-		c.notify(protocol.ServerFrame{Type: protocol.TypeChatStarted, Chat: &chat.Chat}, chat.Parties[:]...)
-		return nil
+		return s.startChat(ctx, c, req, &chat)
 	})
 	return chat.Chat, err
+}
+
+// checkAccept refuses, before a video session is made for it, an accept
+// that the transition would refuse: the transition decides, this only
+// spares a doomed accept its session. It returns the invitation.
+func (s *Service) checkAccept(ctx context.Context, req protocol.InvitationRequest) (protocol.Invitation, error) {
+	inv, _, err := s.store.GetInvitation(ctx, req.Invitation)
+	if errors.Is(err, state.ErrNotFound) {
+		return inv, protocol.Errorf(protocol.CodeNotFound, "that invitation is no longer pending")
+	}
+	if err != nil {
+		return inv, err
+	}
+	if inv.To != req.UserID {
+		return inv, protocol.Errorf(protocol.CodeNotParty, "only the invited user can answer an invitation")
+	}
+	if accepter, _, err := s.store.GetUser(ctx, inv.To); err == nil {
+		if !accepter.Proves(req.Secret) {
+			return inv, protocol.ErrNotProven
+		}
+		if accepter.State == protocol.StateChatting {
+			return inv, errInChat
+		}
+	}
+	return inv, nil
+}
+
+// startChat is the accept transition: the invitation becomes chat, both
+// parties' other invitations end (declined as busy, or the accepter's own
+// cancelled), and both parties are chatting in it.
+func (s *Service) startChat(ctx context.Context, c *change, req protocol.InvitationRequest, chat *state.Chat) error {
+	inv, rev, err := invitationFor(ctx, c, req.Invitation, req.UserID, false)
+	if err != nil {
+		return err
+	}
+	accepter, err := c.user(ctx, inv.To)
+	if err != nil {
+		return err
+	}
+	if !accepter.Proves(req.Secret) {
+		return protocol.ErrNotProven
+	}
+	if accepter.State == protocol.StateChatting {
+		return errInChat
+	}
+	inviter, err := c.user(ctx, inv.From)
+	if err != nil {
+		return err
+	}
+	otherIncoming := append(slices.Clone(accepter.Incoming), inviter.Incoming...)
+	outgoing := accepter.Outgoing
+	if err := c.endLoadedInvitation(ctx, inv, rev, protocol.ReasonAccepted); err != nil {
+		return err
+	}
+	for _, id := range otherIncoming {
+		if id == inv.ID {
+			continue
+		}
+		if err := c.endInvitation(ctx, id, protocol.ReasonBusy); err != nil {
+			return err
+		}
+	}
+	if outgoing != "" {
+		if err := c.endInvitation(ctx, outgoing, protocol.ReasonCancelled); err != nil {
+			return err
+		}
+	}
+	for _, u := range []*state.User{inviter, accepter} {
+		*u = u.Available()
+		u.State, u.Chat, u.Incoming = protocol.StateChatting, chat.ID, nil
+	}
+	chat.StartedAt = s.now().UnixMilli()
+	c.txn.Put(state.ChatKey(chat.ID), 0, *chat)
+	c.notify(protocol.ServerFrame{Type: protocol.TypeChatStarted, Chat: &chat.Chat}, chat.Parties[:]...)
+	return nil
 }
 
 // failAccept ends an invitation whose chat could not be set up, so that both
