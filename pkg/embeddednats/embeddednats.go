@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/buddytok/buddytok/pkg/permissions"
 )
 
 // Options configure the embedded server. The zero value listens on a random
@@ -99,4 +101,23 @@ func (s *Server) removeTemp() {
 	if s.tempDir != "" {
 		_ = os.RemoveAll(s.tempDir)
 	}
+}
+
+// RoleUsers are the users of an embedded NATS server as BuddyTok runs it: admin with every
+// permission, and each role's user with the role's, with the passwords pw
+// names (by user).
+func RoleUsers(pw map[string]string, admin string) []*server.User {
+	users := []*server.User{{Username: admin, Password: pw[admin]}}
+	for _, r := range permissions.Roles {
+		set := permissions.For(r)
+		p := &server.Permissions{
+			Publish:   &server.SubjectPermission{Allow: set.Publish},
+			Subscribe: &server.SubjectPermission{Allow: set.Subscribe},
+		}
+		if set.Responds {
+			p.Response = &server.ResponsePermission{MaxMsgs: 1}
+		}
+		users = append(users, &server.User{Username: string(r), Password: pw[string(r)], Permissions: p})
+	}
+	return users
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/buddytok/buddytok/pkg/embeddednats"
 	"github.com/buddytok/buddytok/pkg/metrics"
 	"github.com/buddytok/buddytok/pkg/natsrpc"
+	"github.com/buddytok/buddytok/pkg/natstest"
 	"github.com/buddytok/buddytok/pkg/protocol"
 )
 
@@ -31,19 +32,8 @@ type reply struct {
 // function that opens connections to it (closed when the test ends).
 func startNATS(t *testing.T) func() *nats.Conn {
 	t.Helper()
-	srv, err := embeddednats.Start(embeddednats.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Shutdown)
-	return func() *nats.Conn {
-		nc, err := nats.Connect(srv.ClientURL())
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(nc.Close)
-		return nc
-	}
+	srv := natstest.Start(t, embeddednats.Options{})
+	return func() *nats.Conn { return natstest.Connect(t, srv) }
 }
 
 // serve starts a micro service with one endpoint, "test.<name>", whose

@@ -10,10 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-
-	"github.com/buddytok/buddytok/pkg/embeddednats"
 	"github.com/buddytok/buddytok/pkg/metrics"
+	"github.com/buddytok/buddytok/pkg/natstest"
 	"github.com/buddytok/buddytok/pkg/opsserver"
 	"github.com/buddytok/buddytok/pkg/state"
 )
@@ -22,16 +20,7 @@ import (
 // endpoints subscribed and the state bucket there.
 func TestReadyzReportsEachCheck(t *testing.T) {
 	t.Parallel()
-	srv, err := embeddednats.Start(embeddednats.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Shutdown)
-	nc, err := nats.Connect(srv.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
+	nc := natstest.Conn(t)
 	ready := make(chan struct{})
 	m := metrics.New()
 	ops, err := opsserver.New(nc, ready, m, slog.New(slog.DiscardHandler))

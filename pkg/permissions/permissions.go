@@ -162,3 +162,12 @@ func list(subjects []string) string {
 	}
 	return "[" + strings.Join(q, ", ") + "]"
 }
+
+// NewPasswords makes a password for each role's user and for admin.
+func NewPasswords(admin string) map[string]string {
+	pw := map[string]string{admin: NewPassword()}
+	for _, r := range Roles {
+		pw[string(r)] = NewPassword()
+	}
+	return pw
+}

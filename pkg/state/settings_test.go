@@ -9,6 +9,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/buddytok/buddytok/pkg/embeddednats"
+	"github.com/buddytok/buddytok/pkg/natstest"
 	"github.com/buddytok/buddytok/pkg/state"
 )
 
@@ -21,17 +22,7 @@ func mustNATS(tb testing.TB) *nats.Conn {
 // tmpfs where the machine has one) and connects to it.
 func mustNATSIn(tb testing.TB, dir string) *nats.Conn {
 	tb.Helper()
-	srv, err := embeddednats.Start(embeddednats.Options{StoreDir: dir})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(srv.Shutdown)
-	nc, err := nats.Connect(srv.ClientURL())
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(nc.Close)
-	return nc
+	return natstest.Connect(tb, natstest.Start(tb, embeddednats.Options{StoreDir: dir}))
 }
 
 // The lease TTL is the deployment's, carried by the lease bucket: a process

@@ -134,7 +134,7 @@ func Start(ctx context.Context, opts Options) (sys *System, err error) {
 		if sys.passwords, err = passwords(usersDir); err != nil {
 			return sys, err
 		}
-		srv, err := embeddednats.Start(embeddednats.Options{Port: opts.NATSPort, StoreDir: opts.StoreDir, Users: serverUsers(sys.passwords)})
+		srv, err := embeddednats.Start(embeddednats.Options{Port: opts.NATSPort, StoreDir: opts.StoreDir, Users: embeddednats.RoleUsers(sys.passwords, Admin)})
 		if err != nil {
 			return sys, err
 		}

@@ -5,8 +5,6 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/nats-io/nats-server/v2/server"
-
 	"github.com/buddytok/buddytok/pkg/permissions"
 )
 
@@ -50,21 +48,4 @@ func passwords(dir string) (map[string]string, error) {
 		pw[name] = p
 	}
 	return pw, nil
-}
-
-// serverUsers are the embedded server's users with their permissions.
-func serverUsers(pw map[string]string) []*server.User {
-	users := []*server.User{{Username: Admin, Password: pw[Admin]}}
-	for _, r := range permissions.Roles {
-		set := permissions.For(r)
-		p := &server.Permissions{
-			Publish:   &server.SubjectPermission{Allow: set.Publish},
-			Subscribe: &server.SubjectPermission{Allow: set.Subscribe},
-		}
-		if set.Responds {
-			p.Response = &server.ResponsePermission{MaxMsgs: 1}
-		}
-		users = append(users, &server.User{Username: string(r), Password: pw[string(r)], Permissions: p})
-	}
-	return users
 }

@@ -15,30 +15,24 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/buddytok/buddytok/pkg/embeddednats"
 	"github.com/buddytok/buddytok/pkg/metrics"
+	"github.com/buddytok/buddytok/pkg/natstest"
+	"github.com/buddytok/buddytok/pkg/permissions"
 	"github.com/buddytok/buddytok/pkg/protocol"
 	"github.com/buddytok/buddytok/pkg/state"
 )
 
-// startEdge runs an edge on a fresh embedded NATS, with no service behind
-// it, until the test ends or stop is called (which returns Run's error).
+// startEdge runs an edge, connected as the edge role, on a fresh embedded
+// NATS with no service behind it, until the test ends or stop is called
+// (which returns Run's error). nc is an admin connection, for checks.
 func startEdge(t *testing.T, cfg Config) (e *Edge, nc *nats.Conn, stop func() error) {
 	t.Helper()
-	ns, err := embeddednats.Start(embeddednats.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(ns.Shutdown)
-	nc, err = nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
+	roles := natstest.StartRoles(t)
+	nc = roles.Admin()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	cfg.Listen = "127.0.0.1:0"
-	e, err = New(ctx, nc, cfg, slog.New(slog.DiscardHandler), metrics.New())
+	e, err := New(ctx, roles.As(permissions.Edge), cfg, slog.New(slog.DiscardHandler), metrics.New())
 	if err != nil {
 		t.Fatal(err)
 	}
