@@ -182,7 +182,7 @@ func (e *Edge) mode() string {
 // in order: stop accepting, close every WebSocket with 1001, report the
 // disconnects, drop the lease.
 func (e *Edge) Run(ctx context.Context) error {
-	leaseRev, err := e.leases.Put(ctx, e.id, []byte(time.Now().UTC().Format(time.RFC3339Nano)))
+	leaseRev, err := e.firstLease(ctx)
 	if err != nil {
 		_ = e.ln.Close()
 		return fmt.Errorf("edge: first lease: %w", err)

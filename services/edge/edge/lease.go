@@ -6,7 +6,36 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/buddytok/buddytok/pkg/retry"
 )
+
+// firstLeaseFor bounds how long a starting edge tries to store its first
+// lease before it gives up (and exits, for its supervisor to start it
+// again).
+const firstLeaseFor = time.Minute
+
+// firstLease stores the edge's lease before it serves anyone, and returns
+// its revision. On a NATS cluster the lease bucket's stream may not answer
+// for a moment (just created, or electing a leader, as the edge starts
+// with the others or a node restarts): the put is tried again, each try
+// bounded, until it lands, firstLeaseFor has passed, or ctx ends.
+func (e *Edge) firstLease(ctx context.Context) (uint64, error) {
+	ctx, cancel := context.WithTimeout(ctx, firstLeaseFor)
+	defer cancel()
+	var rev uint64
+	err := retry.Do(ctx, retry.Policy{Initial: 100 * time.Millisecond, Max: 2 * time.Second}, func(ctx context.Context) error {
+		pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		defer cancel()
+		var err error
+		rev, err = e.leases.Put(pctx, e.id, []byte(time.Now().UTC().Format(time.RFC3339Nano)))
+		if err != nil && ctx.Err() == nil {
+			e.log.Warn("first lease not stored yet; trying again", "err", err)
+		}
+		return err
+	})
+	return rev, err
+}
 
 // renewLease keeps the edge's lease (at revision rev) alive until ctx
 // ends. Each renewal expects the revision of the last: if the lease was
