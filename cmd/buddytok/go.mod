@@ -8,10 +8,6 @@ require (
 	github.com/buddytok/buddytok/services/invites v0.0.0
 	github.com/buddytok/buddytok/services/presence v0.0.0
 	github.com/buddytok/buddytok/services/tokens v0.0.0
-	github.com/chromedp/cdproto v0.159.0
-	github.com/chromedp/chromedp v0.23.0
-	github.com/fasthttp/websocket v1.5.12
-	github.com/go-jose/go-jose/v4 v4.1.9
 	github.com/nats-io/nats.go v1.55.0
 )
 
@@ -21,7 +17,8 @@ require (
 	github.com/beorn7/perks v1.0.1 // indirect
 	github.com/buddytok/buddytok/web v0.0.0 // indirect
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect
-	github.com/go-json-experiment/json v0.0.0-20260213210345-44df1a37e875 // indirect
+	github.com/fasthttp/websocket v1.5.12 // indirect
+	github.com/go-jose/go-jose/v4 v4.1.9 // indirect
 	github.com/gofiber/contrib/websocket v1.3.4 // indirect
 	github.com/gofiber/fiber/v2 v2.52.15 // indirect
 	github.com/google/go-tpm v0.9.8 // indirect

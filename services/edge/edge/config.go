@@ -14,7 +14,8 @@ import (
 	"github.com/buddytok/buddytok/services/edge/session"
 )
 
-// Config tunes an edge.
+// Config tunes an edge. Each field left zero takes its setting's declared
+// default (withDefaults); ConfigFromEnv reads them from the environment.
 type Config struct {
 	// Listen is the HTTP address (HOST:PORT) New opens (default :8080;
 	// port 0 picks one, see Addr).
@@ -23,51 +24,55 @@ type Config struct {
 	// "*" allows any.
 	AllowedOrigins []string
 	// LeaseTTL is the deployment's lease TTL: 0 takes the one its lease
-	// bucket carries; any other value must equal it.
-	LeaseTTL       time.Duration
-	PingEvery      time.Duration
+	// bucket carries; any other value must equal it. The edge renews its
+	// lease every third of it.
+	LeaseTTL time.Duration
+	// Replicas is the state buckets' replicas (0: the deployment's).
+	Replicas int
+	// PingEvery is how often each socket is pinged; one silent for twice
+	// that and 5 s more is closed.
+	PingEvery time.Duration
+	// WriteTimeout bounds one socket write; RequestTimeout one request to
+	// a service.
 	WriteTimeout   time.Duration
 	RequestTimeout time.Duration
-	Replicas       int
 	// FramesPerSecond and FrameBurst limit each connection's frames.
 	FramesPerSecond float64
 	FrameBurst      int
+	// JoinTimeout is how long a new connection may stay without joining
+	// or resuming before it is closed (1008, join_timeout).
+	JoinTimeout time.Duration
+	// SendQueueBytes is how many bytes of frames may wait for a slow
+	// reader, its welcome not counted, before its socket is closed; the
+	// buddy list's feed keeps as much.
+	SendQueueBytes int
+	// SendBuffer is each socket's kernel send buffer in bytes.
+	SendBuffer int
+	// WriteBudget is how many socket writes a second the edge allows
+	// itself for buddy-list changes. A write costs a system call, far more
+	// than encoding or queueing the frame: each socket writes changes at
+	// most once per sockets/WriteBudget seconds, and at most BatchMax
+	// apart, so that a change that comes sooner waits and leaves with the
+	// next ones in one write. While changes come less often than that,
+	// none waits. Anything else a socket receives (an answer, an
+	// invitation, a chat change) is written at once.
+	WriteBudget int
+	BatchMax    time.Duration
 	// ReconcileEvery is how often the edge reconciles its sockets with the
 	// state (reconcile.go).
 	ReconcileEvery time.Duration
 	// ShutdownTimeout bounds a shutdown: closing the sockets and reporting
 	// their users' disconnects.
 	ShutdownTimeout time.Duration
-	// SendQueueBytes is how many bytes of frames may wait for a slow
-	// reader, its welcome not counted, before its socket is closed
-	// (WS_SEND_QUEUE_BYTES, default protocol.SendQueueBytes).
-	SendQueueBytes int
-	// WriteBudget is how many socket writes a second the edge allows
-	// itself for buddy-list changes (WS_WRITE_BUDGET). A write costs a
-	// system call, far more than encoding or queueing the frame: each
-	// socket writes changes at most once per sockets/WriteBudget seconds
-	// (at most BatchMax), so that a change that comes sooner waits and
-	// leaves with the next ones in one write. While changes come less
-	// often than that, none waits. Anything else a socket receives (an
-	// answer, an invitation, a chat change) is written at once.
-	WriteBudget int
-	// Identity, if it asks for tokens, makes the upgrade require a signed
-	// identity token whose name claim is the user's name (identity
-	// package; IDENTITY_* settings).
-	Identity identity.Config
-	// NoUsersAPI switches GET /api/users off (USERS_API=off).
-	NoUsersAPI bool
 	// Admission bounds connections and joins per client address and for
 	// the edge (package admission).
 	Admission admission.Limits
-	// JoinTimeout is how long a new connection may stay without joining
-	// or resuming before it is closed (1008, join_timeout).
-	JoinTimeout time.Duration
-	// BatchMax bounds that wait (WS_BATCH_MAX).
-	BatchMax time.Duration
-	// SendBuffer is each socket's kernel send buffer in bytes (default
-	// protocol.SocketSendBufferBytes).
-	SendBuffer int
+	// Identity, if it asks for tokens, makes the upgrade require a signed
+	// identity token whose name claim is the user's name (package
+	// identity).
+	Identity identity.Config
+	// NoUsersAPI switches GET /api/users off.
+	NoUsersAPI bool
 }
 
 // The edge's settings.

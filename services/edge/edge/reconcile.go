@@ -22,7 +22,7 @@ import (
 // a join reply that never arrived):
 //
 //   - a socket whose user the state detached from it (the lease lapsed) is
-//     attached again;
+//     attached again, once the edge holds its lease again;
 //   - a socket whose user no longer exists is closed with 1001 and
 //     session_lost, so the page reconnects (and, its user gone, starts
 //     over); one whose user another connection now serves is closed as

@@ -1,4 +1,4 @@
-package allinone_test
+package system_test
 
 import (
 	"context"
@@ -16,6 +16,7 @@ import (
 	"github.com/buddytok/buddytok/pkg/client"
 	"github.com/buddytok/buddytok/pkg/protocol"
 	"github.com/buddytok/buddytok/services/edge/identity"
+	"github.com/buddytok/buddytok/test/kit"
 )
 
 // With identity required, an upgrade without a valid token is refused
@@ -25,7 +26,7 @@ import (
 func TestIdentityRequired(t *testing.T) {
 	t.Parallel()
 	secret := []byte("an HMAC secret of at least 32 bytes, for tests")
-	w := mustWorld(t, topologies[0], settings{grace: time.Second, identity: identity.Config{HMACSecret: secret, Audience: "buddytok"}})
+	w := kit.Start(t, kit.Topologies[0], kit.Settings{Grace: time.Second, Identity: identity.Config{HMACSecret: secret, Audience: "buddytok"}})
 	token := func(key []byte, exp time.Duration, aud, name string) string {
 		s, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.HS256, Key: key}, nil)
 		if err != nil {
@@ -38,7 +39,7 @@ func TestIdentityRequired(t *testing.T) {
 		}
 		return tok
 	}
-	wsURL := "ws" + strings.TrimPrefix(w.sys.EdgeURLs[0], "http") + "/ws"
+	wsURL := "ws" + strings.TrimPrefix(w.Sys.EdgeURLs[0], "http") + "/ws"
 	for _, tc := range []struct{ name, token string }{
 		{"missing", ""},
 		{"expired", token(secret, -time.Hour, "buddytok", "Ann")},
@@ -47,7 +48,7 @@ func TestIdentityRequired(t *testing.T) {
 		{"no name", token(secret, time.Hour, "buddytok", "")},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			ctx, cancel := context.WithTimeout(w.ctx, waitFor)
+			ctx, cancel := context.WithTimeout(w.Ctx, kit.WaitFor)
 			defer cancel()
 			h := http.Header{}
 			if tc.token != "" {
@@ -72,9 +73,9 @@ func TestIdentityRequired(t *testing.T) {
 			}
 		})
 	}
-	ctx, cancel := w.wctx()
+	ctx, cancel := w.WaitCtx()
 	defer cancel()
-	ann, err := client.DialHeader(ctx, w.sys.EdgeURLs[0], http.Header{"Authorization": {"Bearer " + token(secret, time.Hour, "buddytok", "Ann Example")}})
+	ann, err := client.DialHeader(ctx, w.Sys.EdgeURLs[0], http.Header{"Authorization": {"Bearer " + token(secret, time.Hour, "buddytok", "Ann Example")}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package allinone_test
+package system_test
 
 import (
 	"context"

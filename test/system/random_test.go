@@ -1,4 +1,4 @@
-package allinone_test
+package system_test
 
 import (
 	"context"
@@ -18,6 +18,7 @@ import (
 	"github.com/buddytok/buddytok/pkg/client"
 	"github.com/buddytok/buddytok/pkg/protocol"
 	"github.com/buddytok/buddytok/pkg/state"
+	"github.com/buddytok/buddytok/test/kit"
 )
 
 // expectedRefusals are the answers a random operation may legitimately get
@@ -31,7 +32,7 @@ var expectedRefusals = []protocol.Code{
 // player is one random user. It acts only on what its own view shows, like
 // a person at a tab would, so its requests race with everyone else's.
 type player struct {
-	w   *world
+	w   *kit.World
 	rng *rand.Rand
 	c   *client.Client
 	// secret and userID of the current user, for resumes after a drop.
@@ -40,7 +41,7 @@ type player struct {
 
 type tally struct {
 	ops, refused, resumes, joins atomic.Int64
-	took                         latencies
+	took                         kit.Latencies
 }
 
 func (p *player) act(ctx context.Context, t *tally) error {
@@ -99,7 +100,7 @@ func (p *player) act(ctx context.Context, t *tally) error {
 // in [0, maxThink). 20 players then offer about 100 operations a second,
 // each of which reaches every player's list: about 2,000 frames a second,
 // which a two-core machine busy with other test packages still serves
-// under -race without a queue that only grows, so latencies measure the
+// under -race without a queue that only grows, so kit.Latencies measure the
 // system. (The load grows with players squared: 32 players at a 300 ms
 // maxThink made 5,000 frames a second, and on a slow CI machine requests
 // ran out of their budget. The tests' state stream is a temporary store
@@ -112,7 +113,7 @@ func (p *player) thinkTime() time.Duration {
 }
 
 func (p *player) connect(ctx context.Context, t *tally) error {
-	c := p.w.dial()
+	c := p.w.Dial()
 	if p.userID != "" && p.rng.IntN(2) == 0 {
 		_, err := c.Resume(ctx, p.userID, p.secret)
 		switch {
@@ -171,9 +172,9 @@ func checker(ctx context.Context, st *state.Store) (checks int, err error) {
 
 // randomRun plays players for opsEach operations each; midRun, if set,
 // runs once when about half of the operations are done.
-func randomRun(t *testing.T, w *world, players, opsEach int, seed uint64, midRun func()) {
-	st := w.store()
-	ctx, cancel := context.WithTimeout(w.ctx, 2*time.Minute)
+func randomRun(t *testing.T, w *kit.World, players, opsEach int, seed uint64, midRun func()) {
+	st := w.Store()
+	ctx, cancel := context.WithTimeout(w.Ctx, 2*time.Minute)
 	defer cancel()
 	checkCtx, stopChecks := context.WithCancel(ctx)
 	type result struct {
@@ -204,10 +205,10 @@ func randomRun(t *testing.T, w *world, players, opsEach int, seed uint64, midRun
 					return
 				case <-time.After(ps[i].thinkTime()):
 				}
-				opCtx, cancelOp := context.WithTimeout(ctx, waitFor)
+				opCtx, cancelOp := context.WithTimeout(ctx, kit.WaitFor)
 				started := time.Now()
 				err := ps[i].act(opCtx, &t0)
-				t0.took.add(time.Since(started))
+				t0.took.Add(time.Since(started))
 				cancelOp()
 				if err != nil {
 					errs <- fmt.Errorf("player %d op %d: %w", i, n, err)
@@ -231,19 +232,19 @@ func randomRun(t *testing.T, w *world, players, opsEach int, seed uint64, midRun
 	}
 	t.Logf("%d operations (%d refused as expected), %d joins, %d resumes; %d invariant checks during the run",
 		t0.ops.Load(), t0.refused.Load(), t0.joins.Load(), t0.resumes.Load(), res.checks)
-	t0.took.report(t)
+	t0.took.Report(t)
 	if res.checks == 0 {
 		t.Fatal("the checker never completed a check during the run")
 	}
 
 	// Once the last grace periods have run out, the state must hold and
 	// every connected tab must show exactly what the state says.
-	snap := w.quiesce(st)
+	snap := quiesce(w, st)
 	for i, p := range ps {
 		if p.c == nil {
 			continue
 		}
-		wctx, cancel := w.wctx()
+		wctx, cancel := w.WaitCtx()
 		v, err := p.c.WaitView(wctx, func(v client.View) bool { return v.Differs(snap) == nil })
 		cancel()
 		if err != nil {
@@ -254,17 +255,17 @@ func randomRun(t *testing.T, w *world, players, opsEach int, seed uint64, midRun
 
 // quiesce waits until no user is within a grace period (every user
 // record is connected), then returns that state, checked.
-func (w *world) quiesce(st *state.Store) state.Snapshot {
-	w.t.Helper()
-	ctx, cancel := w.wctx()
+func quiesce(w *kit.World, st *state.Store) state.Snapshot {
+	w.T.Helper()
+	ctx, cancel := w.WaitCtx()
 	defer cancel()
 	watch, err := st.KV().WatchAll(ctx, jetstream.UpdatesOnly())
 	if err != nil {
-		w.t.Fatal(err)
+		w.T.Fatal(err)
 	}
 	defer func() { _ = watch.Stop() }()
 	for {
-		snap := w.mustInvariants(st)
+		snap := w.MustInvariants(st)
 		settled := true
 		for _, u := range snap.Users {
 			settled = settled && u.Connected
@@ -274,7 +275,7 @@ func (w *world) quiesce(st *state.Store) state.Snapshot {
 		}
 		select {
 		case <-ctx.Done():
-			w.t.Fatalf("users still detached after %s", waitFor)
+			w.T.Fatalf("users still detached after %s", kit.WaitFor)
 		case <-watch.Updates():
 		}
 	}
@@ -286,17 +287,17 @@ func (w *world) quiesce(st *state.Store) state.Snapshot {
 // beside another load on a two-core machine.
 
 func TestRandomOperationsKeepInvariants(t *testing.T) {
-	w := mustWorld(t, replicated, settings{grace: 300 * time.Millisecond})
+	w := kit.Start(t, replicated, kit.Settings{Grace: 300 * time.Millisecond})
 	randomRun(t, w, 20, 160, 1, nil)
 }
 
 // Stopping one replica of every service in the middle of a run must not
 // fail a single request: the other replicas take over.
 func TestReplicaStopMidRun(t *testing.T) {
-	w := mustWorld(t, replicated, settings{grace: 300 * time.Millisecond})
+	w := kit.Start(t, replicated, kit.Settings{Grace: 300 * time.Millisecond})
 	randomRun(t, w, 16, 80, 2, func() {
 		for _, k := range []allinone.Kind{allinone.Presence, allinone.Invites, allinone.Tokens} {
-			if err := w.sys.Stop(k, 0); err != nil {
+			if err := w.Sys.Stop(k, 0); err != nil {
 				t.Errorf("stop %s: %v", k, err)
 			}
 		}

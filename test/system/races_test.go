@@ -1,4 +1,4 @@
-package allinone_test
+package system_test
 
 import (
 	"strings"
@@ -9,6 +9,7 @@ import (
 	"github.com/buddytok/buddytok/pkg/natsrpc"
 	"github.com/buddytok/buddytok/pkg/permissions"
 	"github.com/buddytok/buddytok/pkg/protocol"
+	"github.com/buddytok/buddytok/test/kit"
 )
 
 // The races of docs/behaviour.md §3, each played many times with the racing requests
@@ -18,7 +19,7 @@ import (
 
 const raceRounds = 50
 
-var replicated = topology{name: "replicated", edges: 2, replicas: 2}
+var replicated = kit.Topology{Name: "replicated", Edges: 2, Replicas: 2}
 
 // together runs fns at the same moment and returns their errors.
 func together(fns ...func() error) []error {
@@ -43,19 +44,19 @@ func together(fns ...func() error) []error {
 
 func TestRaceCancelVersusAccept(t *testing.T) {
 	t.Parallel()
-	w := mustWorld(t, replicated, settings{grace: 5e9, rapid: true})
-	st := w.store()
-	a, b := w.join("Ann"), w.join("Bob")
-	w.sees(id(b), protocol.StateAvailable, a)
+	w := kit.Start(t, replicated, kit.Settings{Grace: 5e9, Rapid: true})
+	st := w.Store()
+	a, b := w.Join("Ann"), w.Join("Bob")
+	w.Sees(kit.ID(b), protocol.StateAvailable, a)
 	wins := map[string]int{}
 	for round := range raceRounds {
-		ctx, cancel := w.wctx()
+		ctx, cancel := w.WaitCtx()
 		defer cancel()
-		inv, err := a.Invite(ctx, id(b))
+		inv, err := a.Invite(ctx, kit.ID(b))
 		if err != nil {
 			t.Fatalf("round %d: invite: %v", round, err)
 		}
-		w.waitView(b, "incoming", func(v client.View) bool { _, ok := v.Incoming[inv.ID]; return ok })
+		w.WaitView(b, "incoming", func(v client.View) bool { _, ok := v.Incoming[inv.ID]; return ok })
 		var chat protocol.Chat
 		errs := together(
 			func() error { return a.Cancel(ctx, inv.ID) },
@@ -65,12 +66,12 @@ func TestRaceCancelVersusAccept(t *testing.T) {
 		if cancelled == accepted {
 			t.Fatalf("round %d: cancel err %v, accept err %v: exactly one must win", round, errs[0], errs[1])
 		}
-		w.mustInvariants(st)
+		w.MustInvariants(st)
 		if accepted {
 			wins["accept"]++
-			mustCode(t, errs[0], protocol.CodeNotFound)
+			kit.MustCode(t, errs[0], protocol.CodeNotFound)
 			for _, c := range []*client.Client{a, b} {
-				w.waitView(c, "same outcome: chat", func(v client.View) bool {
+				w.WaitView(c, "same outcome: chat", func(v client.View) bool {
 					return v.Chat != nil && v.Chat.ID == chat.ID && v.Outgoing == nil && len(v.Incoming) == 0
 				})
 			}
@@ -79,12 +80,12 @@ func TestRaceCancelVersusAccept(t *testing.T) {
 			}
 		} else {
 			wins["cancel"]++
-			mustCode(t, errs[1], protocol.CodeNotFound)
+			kit.MustCode(t, errs[1], protocol.CodeNotFound)
 		}
 		for _, c := range []*client.Client{a, b} {
-			w.waitView(c, "same outcome: both available", func(v client.View) bool {
+			w.WaitView(c, "same outcome: both available", func(v client.View) bool {
 				return v.Chat == nil && v.Outgoing == nil && len(v.Incoming) == 0 &&
-					v.Users[id(a)].State == protocol.StateAvailable && v.Users[id(b)].State == protocol.StateAvailable
+					v.Users[kit.ID(a)].State == protocol.StateAvailable && v.Users[kit.ID(b)].State == protocol.StateAvailable
 			})
 		}
 	}
@@ -93,38 +94,38 @@ func TestRaceCancelVersusAccept(t *testing.T) {
 
 func TestRaceDoubleAccept(t *testing.T) {
 	t.Parallel()
-	w := mustWorld(t, replicated, settings{grace: 5e9, rapid: true})
-	st := w.store()
-	a, c, b := w.join("Ann"), w.join("Cy"), w.join("Bob")
-	w.sees(id(b), protocol.StateAvailable, a, c)
+	w := kit.Start(t, replicated, kit.Settings{Grace: 5e9, Rapid: true})
+	st := w.Store()
+	a, c, b := w.Join("Ann"), w.Join("Cy"), w.Join("Bob")
+	w.Sees(kit.ID(b), protocol.StateAvailable, a, c)
 	// Two accepts by the same user at the same moment, as from two tabs
 	// or a double click. One connection's frames are handled in order, and
 	// a second tab of the same user supersedes the first, so the requests
 	// are sent straight to the invites service, as two edges would.
-	nc, err := w.sys.ConnectAs(permissions.Edge, "test-as-an-edge")
+	nc, err := w.Sys.ConnectAs(permissions.Edge, "test-as-an-edge")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer nc.Close()
 	for round := range raceRounds {
-		ctx, cancel := w.wctx()
+		ctx, cancel := w.WaitCtx()
 		defer cancel()
-		ia, err := a.Invite(ctx, id(b))
+		ia, err := a.Invite(ctx, kit.ID(b))
 		if err != nil {
 			t.Fatalf("round %d: %v", round, err)
 		}
-		ic, err := c.Invite(ctx, id(b))
+		ic, err := c.Invite(ctx, kit.ID(b))
 		if err != nil {
 			t.Fatalf("round %d: %v", round, err)
 		}
 		var chats [2]protocol.Chat
 		accept := func(inv string, chat *protocol.Chat) func() error {
 			return func() error {
-				return natsrpc.Call(ctx, nc, protocol.SubjectInvitesAccept, protocol.InvitationRequest{UserID: id(b), Invitation: inv, Secret: b.View().Secret}, chat)
+				return natsrpc.Call(ctx, nc, protocol.SubjectInvitesAccept, protocol.InvitationRequest{UserID: kit.ID(b), Invitation: inv, Secret: b.View().Secret}, chat)
 			}
 		}
 		errs := together(accept(ia.ID, &chats[0]), accept(ic.ID, &chats[1]))
-		snap := w.mustInvariants(st)
+		snap := w.MustInvariants(st)
 		if len(snap.Chats) != 1 {
 			t.Fatalf("round %d: %d chats (errors %v)", round, len(snap.Chats), errs)
 		}
@@ -144,10 +145,10 @@ func TestRaceDoubleAccept(t *testing.T) {
 			}
 		}
 		for _, x := range []*client.Client{a, b, c} {
-			w.waitView(x, "all available", func(v client.View) bool {
+			w.WaitView(x, "all available", func(v client.View) bool {
 				return v.Chat == nil && v.Outgoing == nil && len(v.Incoming) == 0 &&
-					v.Users[id(a)].State == protocol.StateAvailable && v.Users[id(c)].State == protocol.StateAvailable &&
-					v.Users[id(b)].State == protocol.StateAvailable
+					v.Users[kit.ID(a)].State == protocol.StateAvailable && v.Users[kit.ID(c)].State == protocol.StateAvailable &&
+					v.Users[kit.ID(b)].State == protocol.StateAvailable
 			})
 		}
 	}
@@ -158,13 +159,13 @@ func TestRaceDoubleAccept(t *testing.T) {
 // must not come back; the user stays online through the second.
 func TestResumeSupersedesOtherConnection(t *testing.T) {
 	t.Parallel()
-	w := mustWorld(t, replicated, settings{grace: 300e6})
-	a, b := w.join("Ann"), w.join("Bob")
-	w.sees(id(b), protocol.StateAvailable, a)
-	ctx, cancel := w.wctx()
+	w := kit.Start(t, replicated, kit.Settings{Grace: 300e6})
+	a, b := w.Join("Ann"), w.Join("Bob")
+	w.Sees(kit.ID(b), protocol.StateAvailable, a)
+	ctx, cancel := w.WaitCtx()
 	defer cancel()
-	a2 := w.dial()
-	if _, err := a2.Resume(ctx, id(a), a.View().Secret); err != nil {
+	a2 := w.Dial()
+	if _, err := a2.Resume(ctx, kit.ID(a), a.View().Secret); err != nil {
 		t.Fatal(err)
 	}
 	_, _ = a.WaitView(ctx, func(client.View) bool { return false }) // returns when closed
@@ -173,33 +174,33 @@ func TestResumeSupersedesOtherConnection(t *testing.T) {
 	}
 	// Well past the grace period (a third user's leave shows it), Ann is
 	// still online, through her second tab.
-	c := w.join("Cy")
-	w.sees(id(c), protocol.StateAvailable, b)
-	cyID := id(c)
+	c := w.Join("Cy")
+	w.Sees(kit.ID(c), protocol.StateAvailable, b)
+	cyID := kit.ID(c)
 	_ = c.Close()
-	w.sees(cyID, "", b)
-	w.sees(a2.View().Me.ID, protocol.StateAvailable, b)
-	if _, err := a2.Invite(ctx, id(b)); err != nil {
+	w.Sees(cyID, "", b)
+	w.Sees(a2.View().Me.ID, protocol.StateAvailable, b)
+	if _, err := a2.Invite(ctx, kit.ID(b)); err != nil {
 		t.Fatalf("the second tab cannot act: %v", err)
 	}
 }
 
 func TestRaceMutualInvite(t *testing.T) {
 	t.Parallel()
-	w := mustWorld(t, replicated, settings{grace: 5e9, rapid: true})
-	st := w.store()
-	a, b := w.join("Ann"), w.join("Bob")
-	w.sees(id(b), protocol.StateAvailable, a)
-	w.sees(id(a), protocol.StateAvailable, b)
+	w := kit.Start(t, replicated, kit.Settings{Grace: 5e9, Rapid: true})
+	st := w.Store()
+	a, b := w.Join("Ann"), w.Join("Bob")
+	w.Sees(kit.ID(b), protocol.StateAvailable, a)
+	w.Sees(kit.ID(a), protocol.StateAvailable, b)
 	for round := range raceRounds {
-		ctx, cancel := w.wctx()
+		ctx, cancel := w.WaitCtx()
 		defer cancel()
 		var invs [2]protocol.Invitation
 		errs := together(
-			func() (err error) { invs[0], err = a.Invite(ctx, id(b)); return err },
-			func() (err error) { invs[1], err = b.Invite(ctx, id(a)); return err },
+			func() (err error) { invs[0], err = a.Invite(ctx, kit.ID(b)); return err },
+			func() (err error) { invs[1], err = b.Invite(ctx, kit.ID(a)); return err },
 		)
-		snap := w.mustInvariants(st)
+		snap := w.MustInvariants(st)
 		if errs[0] == nil && errs[1] == nil {
 			t.Fatalf("round %d: both invitations pending towards each other", round)
 		}
@@ -218,8 +219,8 @@ func TestRaceMutualInvite(t *testing.T) {
 			t.Fatalf("round %d: %d invitations", round, len(snap.Invitations))
 		}
 		for _, x := range []*client.Client{a, b} {
-			w.waitView(x, "both available", func(v client.View) bool {
-				return v.Users[id(a)].State == protocol.StateAvailable && v.Users[id(b)].State == protocol.StateAvailable
+			w.WaitView(x, "both available", func(v client.View) bool {
+				return v.Users[kit.ID(a)].State == protocol.StateAvailable && v.Users[kit.ID(b)].State == protocol.StateAvailable
 			})
 		}
 	}
@@ -228,32 +229,32 @@ func TestRaceMutualInvite(t *testing.T) {
 // The leave races need leaves to happen quickly: no grace period.
 func TestRaceLeaves(t *testing.T) {
 	t.Parallel()
-	w := mustWorld(t, replicated, settings{grace: 0, rapid: true})
-	st := w.store()
-	observer := w.join("Olga")
+	w := kit.Start(t, replicated, kit.Settings{Grace: 0, Rapid: true})
+	st := w.Store()
+	observer := w.Join("Olga")
 	for round := range raceRounds {
-		ctx, cancel := w.wctx()
+		ctx, cancel := w.WaitCtx()
 		defer cancel()
 		// Invitee leaves while the inviter cancels.
-		a, b := w.join("Ann"), w.join("Bob")
-		w.sees(id(b), protocol.StateAvailable, a)
-		inv := w.invite(a, b)
+		a, b := w.Join("Ann"), w.Join("Bob")
+		w.Sees(kit.ID(b), protocol.StateAvailable, a)
+		inv := w.Invite(a, b)
 		errs := together(
 			func() error { return b.Drop() },
 			func() error { return a.Cancel(ctx, inv.ID) },
 		)
 		if errs[1] != nil {
-			mustCode(t, errs[1], protocol.CodeNotFound) // the leave won
+			kit.MustCode(t, errs[1], protocol.CodeNotFound) // the leave won
 		}
-		w.sees(id(b), "", a, observer)
-		w.sees(id(a), protocol.StateAvailable, a, observer)
-		w.mustInvariants(st)
+		w.Sees(kit.ID(b), "", a, observer)
+		w.Sees(kit.ID(a), protocol.StateAvailable, a, observer)
+		w.MustInvariants(st)
 
 		// Inviter leaves while the invitee accepts.
-		c := w.join("Cy")
-		w.sees(id(c), protocol.StateAvailable, a)
-		inv = w.invite(a, c)
-		w.waitView(c, "incoming", func(v client.View) bool { return len(v.Incoming) == 1 })
+		c := w.Join("Cy")
+		w.Sees(kit.ID(c), protocol.StateAvailable, a)
+		inv = w.Invite(a, c)
+		w.WaitView(c, "incoming", func(v client.View) bool { return len(v.Incoming) == 1 })
 		errs = together(
 			func() error { return a.Drop() },
 			func() error { _, err := c.Accept(ctx, inv.ID); return err },
@@ -261,43 +262,43 @@ func TestRaceLeaves(t *testing.T) {
 		if errs[1] != nil && protocol.CodeOf(errs[1]) != protocol.CodeNotFound {
 			t.Fatalf("round %d: accept against a leave: %v", round, errs[1])
 		}
-		w.sees(id(a), "", c, observer)
-		w.sees(id(c), protocol.StateAvailable, c, observer)
-		w.waitView(c, "no chat, no invitation", func(v client.View) bool { return v.Chat == nil && len(v.Incoming) == 0 })
-		w.mustInvariants(st)
+		w.Sees(kit.ID(a), "", c, observer)
+		w.Sees(kit.ID(c), protocol.StateAvailable, c, observer)
+		w.WaitView(c, "no chat, no invitation", func(v client.View) bool { return v.Chat == nil && len(v.Incoming) == 0 })
+		w.MustInvariants(st)
 		_ = c.Close()
-		w.sees(id(c), "", observer)
+		w.Sees(kit.ID(c), "", observer)
 	}
 }
 
 func TestNonPartiesAreRefused(t *testing.T) {
 	t.Parallel()
-	w := mustWorld(t, replicated, settings{grace: 5e9, rapid: true})
-	a, b, m := w.join("Ann"), w.join("Bob"), w.join("Mallory")
-	w.sees(id(m), protocol.StateAvailable, a, b)
-	ctx, cancel := w.wctx()
+	w := kit.Start(t, replicated, kit.Settings{Grace: 5e9, Rapid: true})
+	a, b, m := w.Join("Ann"), w.Join("Bob"), w.Join("Mallory")
+	w.Sees(kit.ID(m), protocol.StateAvailable, a, b)
+	ctx, cancel := w.WaitCtx()
 	defer cancel()
-	inv := w.invite(a, b)
-	mustCode(t, m.Cancel(ctx, inv.ID), protocol.CodeNotParty)
-	mustCode(t, m.Decline(ctx, inv.ID), protocol.CodeNotParty)
+	inv := w.Invite(a, b)
+	kit.MustCode(t, m.Cancel(ctx, inv.ID), protocol.CodeNotParty)
+	kit.MustCode(t, m.Decline(ctx, inv.ID), protocol.CodeNotParty)
 	_, err := m.Accept(ctx, inv.ID)
-	mustCode(t, err, protocol.CodeNotParty)
+	kit.MustCode(t, err, protocol.CodeNotParty)
 	_, err = a.Accept(ctx, inv.ID) // the inviter cannot accept their own invitation
-	mustCode(t, err, protocol.CodeNotParty)
+	kit.MustCode(t, err, protocol.CodeNotParty)
 	chat, err := b.Accept(ctx, inv.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
-	mustCode(t, m.EndChat(ctx, chat.ID), protocol.CodeNotParty)
+	kit.MustCode(t, m.EndChat(ctx, chat.ID), protocol.CodeNotParty)
 	_, err = m.Credentials(ctx, chat.ID)
-	mustCode(t, err, protocol.CodeNotParty)
-	mustCode(t, m.Signal(ctx, chat.ID, []byte(`{"x":1}`)), protocol.CodeNotParty)
+	kit.MustCode(t, err, protocol.CodeNotParty)
+	kit.MustCode(t, m.Signal(ctx, chat.ID, []byte(`{"x":1}`)), protocol.CodeNotParty)
 	// Mallory cannot resume as Ann, with any secret.
-	m2 := w.dial()
-	_, err = m2.Resume(ctx, id(a), strings.Repeat("a", 64))
-	mustCode(t, err, protocol.CodeResumeFailed)
-	snap := w.mustInvariants(w.store())
-	if len(snap.Chats) != 1 || snap.Users[id(a)].State != protocol.StateChatting {
+	m2 := w.Dial()
+	_, err = m2.Resume(ctx, kit.ID(a), strings.Repeat("a", 64))
+	kit.MustCode(t, err, protocol.CodeResumeFailed)
+	snap := w.MustInvariants(w.Store())
+	if len(snap.Chats) != 1 || snap.Users[kit.ID(a)].State != protocol.StateChatting {
 		t.Fatalf("a refused request changed state: %+v", snap)
 	}
 }

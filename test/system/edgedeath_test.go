@@ -1,4 +1,4 @@
-package allinone_test
+package system_test
 
 import (
 	"errors"
@@ -14,6 +14,7 @@ import (
 	"github.com/buddytok/buddytok/cmd/buddytok/allinone"
 	"github.com/buddytok/buddytok/pkg/client"
 	"github.com/buddytok/buddytok/pkg/protocol"
+	"github.com/buddytok/buddytok/test/kit"
 )
 
 // Spec flow 9: when the edge serving a user dies, its lease expires, and
@@ -21,29 +22,29 @@ import (
 // ends for the other side, an invitation to them ends for its inviter.
 func TestEdgeDeathRemovesItsUsers(t *testing.T) {
 	t.Parallel()
-	w := mustWorld(t, replicated, settings{grace: 300 * time.Millisecond})
+	w := kit.Start(t, replicated, kit.Settings{Grace: 300 * time.Millisecond})
 	// Tabs alternate between the edges: ann, cy on edge 0; bob, dee on edge 1.
-	ann, bob, cy, dee := w.join("Ann"), w.join("Bob"), w.join("Cy"), w.join("Dee")
-	w.sees(id(dee), protocol.StateAvailable, ann, cy)
-	_, chat := w.chat(ann, bob)
-	invDee := w.invite(cy, dee)
-	w.sees(id(cy), protocol.StateInviting, ann)
+	ann, bob, cy, dee := w.Join("Ann"), w.Join("Bob"), w.Join("Cy"), w.Join("Dee")
+	w.Sees(kit.ID(dee), protocol.StateAvailable, ann, cy)
+	_, chat := w.Chat(ann, bob)
+	invDee := w.Invite(cy, dee)
+	w.Sees(kit.ID(cy), protocol.StateInviting, ann)
 
-	bobID, deeID := id(bob), id(dee)
-	w.sys.Kill(allinone.Edge, 1) // its NATS connection drops; nothing is reported
+	bobID, deeID := kit.ID(bob), kit.ID(dee)
+	w.Sys.Kill(allinone.Edge, 1) // its NATS connection drops; nothing is reported
 
-	w.sees(bobID, "", ann, cy)
-	w.sees(deeID, "", ann, cy)
-	w.event(ann, "chat ended: Bob's edge died", func(f protocol.ServerFrame) bool {
+	w.Sees(bobID, "", ann, cy)
+	w.Sees(deeID, "", ann, cy)
+	w.Event(ann, "chat ended: Bob's edge died", func(f protocol.ServerFrame) bool {
 		return f.Type == protocol.TypeChatEnded && f.Chat.ID == chat.ID && f.Reason == protocol.ReasonLeft
 	})
-	w.event(cy, "invitation ended: Dee's edge died", isEnded(invDee.ID, protocol.ReasonLeft))
+	w.Event(cy, "invitation ended: Dee's edge died", kit.IsEnded(invDee.ID, protocol.ReasonLeft))
 	for _, c := range []*client.Client{ann, cy} {
-		w.waitView(c, "available, alone with the other survivor", func(v client.View) bool {
+		w.WaitView(c, "available, alone with the other survivor", func(v client.View) bool {
 			return len(v.Users) == 2 && v.Chat == nil && v.Outgoing == nil && v.Me.State == protocol.StateAvailable
 		})
 	}
-	w.mustInvariants(w.store())
+	w.MustInvariants(w.Store())
 }
 
 // A replica restart must not cost a user their chat (docs/behaviour.md §2.9): an edge
@@ -51,22 +52,22 @@ func TestEdgeDeathRemovesItsUsers(t *testing.T) {
 // another edge within the grace period is back in the same chat.
 func TestEdgeRestartKeepsTheChat(t *testing.T) {
 	t.Parallel()
-	w := mustWorld(t, replicated, settings{grace: 5 * time.Second})
-	bob, ann := w.join("Bob"), w.join("Ann") // Bob on edge 0, Ann on edge 1
-	w.sees(id(ann), protocol.StateAvailable, bob)
-	_, chat := w.chat(bob, ann)
-	annView := w.waitView(ann, "in the chat", func(v client.View) bool { return v.Chat != nil })
+	w := kit.Start(t, replicated, kit.Settings{Grace: 5 * time.Second})
+	bob, ann := w.Join("Bob"), w.Join("Ann") // Bob on edge 0, Ann on edge 1
+	w.Sees(kit.ID(ann), protocol.StateAvailable, bob)
+	_, chat := w.Chat(bob, ann)
+	annView := w.WaitView(ann, "in the chat", func(v client.View) bool { return v.Chat != nil })
 
-	if err := w.sys.Stop(allinone.Edge, 1); err != nil {
+	if err := w.Sys.Stop(allinone.Edge, 1); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := w.wctx()
+	ctx, cancel := w.WaitCtx()
 	defer cancel()
 	_, _ = ann.WaitView(ctx, func(client.View) bool { return false }) // returns once closed
 	if code, closed := ann.CloseCode(); !closed || code != websocket.CloseGoingAway {
 		t.Fatalf("Ann's socket: closed %t, code %d; want 1001", closed, code)
 	}
-	again, err := client.Dial(ctx, w.sys.EdgeURLs[0])
+	again, err := client.Dial(ctx, w.Sys.EdgeURLs[0])
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,11 +78,11 @@ func TestEdgeRestartKeepsTheChat(t *testing.T) {
 	if v := again.View(); v.Chat == nil || v.Chat.ID != chat.ID || v.Me.State != protocol.StateChatting {
 		t.Fatalf("after the restart: %+v", v)
 	}
-	w.sees(annView.Me.ID, protocol.StateChatting, bob)
+	w.Sees(annView.Me.ID, protocol.StateChatting, bob)
 	if err := again.EndChat(ctx, chat.ID); err != nil {
 		t.Fatal(err)
 	}
-	w.sees(id(bob), protocol.StateAvailable, bob, again)
+	w.Sees(kit.ID(bob), protocol.StateAvailable, bob, again)
 }
 
 // An edge told to stop while presence is unreachable must still stop in
@@ -89,19 +90,19 @@ func TestEdgeRestartKeepsTheChat(t *testing.T) {
 // lease it drops tells presence instead), they do not retry for a minute.
 func TestEdgeStopsWhilePresenceIsUnreachable(t *testing.T) {
 	t.Parallel()
-	w := mustWorld(t, topologies[0], settings{grace: 5 * time.Second, shutdown: time.Second})
-	w.join("Ann")
-	if err := w.sys.Stop(allinone.Presence, 0); err != nil {
+	w := kit.Start(t, kit.Topologies[0], kit.Settings{Grace: 5 * time.Second, Shutdown: time.Second})
+	w.Join("Ann")
+	if err := w.Sys.Stop(allinone.Presence, 0); err != nil {
 		t.Fatal(err)
 	}
 	stopped := make(chan error, 1)
-	go func() { stopped <- w.sys.Stop(allinone.Edge, 0) }()
+	go func() { stopped <- w.Sys.Stop(allinone.Edge, 0) }()
 	select {
 	case err := <-stopped:
 		if err != nil {
 			t.Fatal(err)
 		}
-	case <-time.After(waitFor):
+	case <-time.After(kit.WaitFor):
 		t.Fatal("the edge did not stop: its disconnect report ignores the shutdown")
 	}
 }
@@ -114,8 +115,8 @@ func TestEdgeStopsWhilePresenceIsUnreachable(t *testing.T) {
 // found (this makes it possible under -race, not certain).
 func TestUpgradesWhileTheEdgeStops(t *testing.T) {
 	t.Parallel()
-	w := mustWorld(t, topologies[0], settings{grace: time.Second})
-	url := "ws" + strings.TrimPrefix(w.sys.EdgeURLs[0], "http") + "/ws"
+	w := kit.Start(t, kit.Topologies[0], kit.Settings{Grace: time.Second})
+	url := "ws" + strings.TrimPrefix(w.Sys.EdgeURLs[0], "http") + "/ws"
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	var mu sync.Mutex
@@ -154,7 +155,7 @@ func TestUpgradesWhileTheEdgeStops(t *testing.T) {
 		})
 	}
 	time.Sleep(200 * time.Millisecond)
-	if err := w.sys.Stop(allinone.Edge, 0); err != nil {
+	if err := w.Sys.Stop(allinone.Edge, 0); err != nil {
 		t.Fatal(err)
 	}
 	close(stop)

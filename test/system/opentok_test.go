@@ -1,4 +1,4 @@
-package allinone_test
+package system_test
 
 import (
 	"bytes"
@@ -19,6 +19,7 @@ import (
 	"github.com/buddytok/buddytok/pkg/protocol"
 	"github.com/buddytok/buddytok/pkg/requestid"
 	"github.com/buddytok/buddytok/services/tokens/tokens"
+	"github.com/buddytok/buddytok/test/kit"
 )
 
 const (
@@ -109,22 +110,22 @@ func TestOpenTokChat(t *testing.T) {
 			defer srv.Close()
 			srv.FailNext(1) // the first create fails with 500; the retry succeeds
 			var logs syncBuffer
-			w := mustWorld(t, replicated, settings{
-				grace: 5 * time.Second, logs: &logs,
-				video: openTokProvider(t, opentok.Config{APIKey: otKey, APISecret: otSecret, APIURL: srv.URL, TokenType: typ}),
+			w := kit.Start(t, replicated, kit.Settings{
+				Grace: 5 * time.Second, Logs: &logs,
+				Video: openTokProvider(t, opentok.Config{APIKey: otKey, APISecret: otSecret, APIURL: srv.URL, TokenType: typ}),
 			})
-			natsSeen := recordNATS(t, w.sys)
-			ann, bob, cy := w.join("Ann"), w.join("Bob \"B\" Doe"), w.join("Cy")
+			natsSeen := recordNATS(t, w.Sys)
+			ann, bob, cy := w.Join("Ann"), w.Join("Bob \"B\" Doe"), w.Join("Cy")
 			for _, c := range []*client.Client{ann, bob, cy} {
 				c.RecordFrames()
 			}
-			w.sees(id(cy), protocol.StateAvailable, ann, bob)
+			w.Sees(kit.ID(cy), protocol.StateAvailable, ann, bob)
 			if ann.View().Mode != protocol.ModeOpenTok {
 				t.Fatalf("welcome mode %q", ann.View().Mode)
 			}
-			ctx, cancel := w.wctx()
+			ctx, cancel := w.WaitCtx()
 			defer cancel()
-			_, chat := w.chat(ann, bob)
+			_, chat := w.Chat(ann, bob)
 			if chat.Mode != protocol.ModeOpenTok || srv.Sessions() != 1 {
 				t.Fatalf("chat %+v, %d sessions created", chat, srv.Sessions())
 			}
@@ -161,11 +162,11 @@ func TestOpenTokChat(t *testing.T) {
 				t.Fatal("both parties got the same token")
 			}
 			_, err := cy.Credentials(ctx, chat.ID)
-			mustCode(t, err, protocol.CodeNotParty) // tokens only for the two parties
+			kit.MustCode(t, err, protocol.CodeNotParty) // tokens only for the two parties
 
 			// Nothing the system emitted during the flow carries the secret:
 			// not a frame, a NATS message, a log line or an HTTP answer.
-			resp, err := http.Get(w.sys.EdgeURLs[0] + "/api/users")
+			resp, err := http.Get(w.Sys.EdgeURLs[0] + "/api/users")
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -247,26 +248,26 @@ func TestOpenTokFailureFailsAcceptCleanly(t *testing.T) {
 			srv := opentoktest.NewServer(otKey, otSecret)
 			defer srv.Close()
 			var logs syncBuffer
-			w := mustWorld(t, topologies[0], settings{grace: 5 * time.Second, logs: &logs, video: openTokProvider(t, tc.setup(srv))})
-			st := w.store()
-			ann, bob := w.join("Ann"), w.join("Bob")
-			w.sees(id(bob), protocol.StateAvailable, ann)
-			ctx, cancel := w.wctx()
+			w := kit.Start(t, kit.Topologies[0], kit.Settings{Grace: 5 * time.Second, Logs: &logs, Video: openTokProvider(t, tc.setup(srv))})
+			st := w.Store()
+			ann, bob := w.Join("Ann"), w.Join("Bob")
+			w.Sees(kit.ID(bob), protocol.StateAvailable, ann)
+			ctx, cancel := w.WaitCtx()
 			defer cancel()
-			inv := w.invite(ann, bob)
+			inv := w.Invite(ann, bob)
 			_, err := bob.Accept(ctx, inv.ID)
-			mustCode(t, err, protocol.CodeVideoFailed)
+			kit.MustCode(t, err, protocol.CodeVideoFailed)
 			if pe := protocol.AsError(err); !strings.Contains(pe.Message, "OpenTok") {
 				t.Fatalf("message %q does not say why", pe.Message)
 			}
 			for _, c := range []*client.Client{ann, bob} {
-				w.event(c, "told the chat failed", isEnded(inv.ID, protocol.ReasonFailed))
-				w.waitView(c, "available, no chat", func(v client.View) bool {
+				w.Event(c, "told the chat failed", kit.IsEnded(inv.ID, protocol.ReasonFailed))
+				w.WaitView(c, "available, no chat", func(v client.View) bool {
 					return v.Chat == nil && v.Outgoing == nil && len(v.Incoming) == 0 &&
-						v.Users[id(ann)].State == protocol.StateAvailable && v.Users[id(bob)].State == protocol.StateAvailable
+						v.Users[kit.ID(ann)].State == protocol.StateAvailable && v.Users[kit.ID(bob)].State == protocol.StateAvailable
 				})
 			}
-			snap := w.mustInvariants(st)
+			snap := w.MustInvariants(st)
 			if len(snap.Chats) != 0 || len(snap.Invitations) != 0 {
 				t.Fatalf("half-made state left: %d chats, %d invitations", len(snap.Chats), len(snap.Invitations))
 			}
@@ -291,17 +292,17 @@ func TestSlowRequestKeepsTheSocket(t *testing.T) {
 	const ping = 300 * time.Millisecond // silence allowed: 2 × ping + 5 s
 	srv.Delay(2*ping + 5*time.Second + time.Second)
 	video := openTokProvider(t, opentok.Config{APIKey: otKey, APISecret: otSecret, APIURL: srv.URL, Timeout: time.Minute})
-	w := mustWorld(t, topologies[0], settings{grace: 5 * time.Second, video: video, ping: ping})
-	ann, bob := w.join("Ann"), w.join("Bob")
-	w.sees(id(bob), protocol.StateAvailable, ann)
-	inv := w.invite(ann, bob)
-	ctx, cancel := w.wctx()
+	w := kit.Start(t, kit.Topologies[0], kit.Settings{Grace: 5 * time.Second, Video: video, Ping: ping})
+	ann, bob := w.Join("Ann"), w.Join("Bob")
+	w.Sees(kit.ID(bob), protocol.StateAvailable, ann)
+	inv := w.Invite(ann, bob)
+	ctx, cancel := w.WaitCtx()
 	defer cancel()
 	if _, err := bob.Accept(ctx, inv.ID); err != nil {
 		t.Fatalf("slow accept: %v", err)
 	}
 	// Another request on the same socket proves it is still open.
-	w.waitView(bob, "in the chat", func(v client.View) bool { return v.Chat != nil })
+	w.WaitView(bob, "in the chat", func(v client.View) bool { return v.Chat != nil })
 	if _, err := bob.Credentials(ctx, bob.View().Chat.ID); err != nil {
 		t.Fatalf("after the slow accept: %v", err)
 	}

@@ -1,4 +1,4 @@
-package allinone_test
+package system_test
 
 import (
 	"context"
@@ -9,6 +9,7 @@ import (
 	"github.com/buddytok/buddytok/cmd/buddytok/allinone"
 	"github.com/buddytok/buddytok/pkg/client"
 	"github.com/buddytok/buddytok/pkg/protocol"
+	"github.com/buddytok/buddytok/test/kit"
 )
 
 func TestDefaultStoreDir(t *testing.T) {
@@ -38,7 +39,7 @@ func TestDefaultStoreDir(t *testing.T) {
 // a page that resumes within the grace period is back in its chat.
 func TestRestartOnTheSameStoreKeepsTheChat(t *testing.T) {
 	t.Parallel()
-	opts := options(topologies[0], settings{grace: 10 * time.Second})
+	opts := kit.Options(kit.Topologies[0], kit.Settings{Grace: 10 * time.Second})
 	opts.StoreDir = filepath.Join(t.TempDir(), "nats")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -46,12 +47,12 @@ func TestRestartOnTheSameStoreKeepsTheChat(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := &world{t: t, sys: sys, ctx: ctx}
-	ann, bob := w.join("Ann"), w.join("Bob")
-	w.sees(id(bob), protocol.StateAvailable, ann)
-	_, chat := w.chat(ann, bob)
-	annView := w.waitView(ann, "in the chat", func(v client.View) bool { return v.Chat != nil })
-	bobView := w.waitView(bob, "in the chat", func(v client.View) bool { return v.Chat != nil })
+	w := &kit.World{T: t, Sys: sys, Ctx: ctx}
+	ann, bob := w.Join("Ann"), w.Join("Bob")
+	w.Sees(kit.ID(bob), protocol.StateAvailable, ann)
+	_, chat := w.Chat(ann, bob)
+	annView := w.WaitView(ann, "in the chat", func(v client.View) bool { return v.Chat != nil })
+	bobView := w.WaitView(bob, "in the chat", func(v client.View) bool { return v.Chat != nil })
 	if err := sys.Close(); err != nil {
 		t.Fatal(err)
 	}

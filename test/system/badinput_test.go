@@ -1,4 +1,4 @@
-package allinone_test
+package system_test
 
 import (
 	"context"
@@ -13,21 +13,22 @@ import (
 
 	"github.com/buddytok/buddytok/pkg/client"
 	"github.com/buddytok/buddytok/pkg/protocol"
+	"github.com/buddytok/buddytok/test/kit"
 )
 
 // Every bad frame gets an error frame with a clear code, and changes
 // nothing: the state is the same afterwards and the connection still works.
 func TestBadInput(t *testing.T) {
 	t.Parallel()
-	w := mustWorld(t, topologies[0], settings{grace: 5 * time.Second})
-	st := w.store()
-	a, b := w.join("Ann"), w.join("Bob")
-	w.sees(id(b), protocol.StateAvailable, a)
-	ctx, cancel := w.wctx()
+	w := kit.Start(t, kit.Topologies[0], kit.Settings{Grace: 5 * time.Second})
+	st := w.Store()
+	a, b := w.Join("Ann"), w.Join("Bob")
+	w.Sees(kit.ID(b), protocol.StateAvailable, a)
+	ctx, cancel := w.WaitCtx()
 	defer cancel()
-	inv := w.invite(a, b)
-	w.waitView(b, "incoming", func(v client.View) bool { return len(v.Incoming) == 1 })
-	before := w.mustInvariants(st)
+	inv := w.Invite(a, b)
+	w.WaitView(b, "incoming", func(v client.View) bool { return len(v.Incoming) == 1 })
+	before := w.MustInvariants(st)
 
 	raw := []struct {
 		name  string
@@ -52,7 +53,7 @@ func TestBadInput(t *testing.T) {
 			if err := b.WriteRaw(tc.mt, []byte(tc.frame)); err != nil {
 				t.Fatal(err)
 			}
-			f := w.event(b, "error frame", func(f protocol.ServerFrame) bool { return f.Type == protocol.TypeError })
+			f := w.Event(b, "error frame", func(f protocol.ServerFrame) bool { return f.Type == protocol.TypeError })
 			if f.Code != tc.code || f.Message == "" {
 				t.Fatalf("got %s %q, want code %s with a message", f.Code, f.Message, tc.code)
 			}
@@ -75,9 +76,9 @@ func TestBadInput(t *testing.T) {
 	}
 	for _, tc := range names {
 		t.Run("name "+tc.name, func(t *testing.T) {
-			c := w.dial()
+			c := w.Dial()
 			_, err := c.Join(ctx, tc.value)
-			mustCode(t, err, protocol.CodeInvalidName)
+			kit.MustCode(t, err, protocol.CodeInvalidName)
 			// The connection stays usable: a valid join works after.
 			if _, err := c.Join(ctx, "Fixed"); err != nil {
 				t.Fatalf("join after a refused name: %v", err)
@@ -86,18 +87,18 @@ func TestBadInput(t *testing.T) {
 		})
 	}
 	t.Run("before join", func(t *testing.T) {
-		c := w.dial()
-		_, err := c.Invite(ctx, id(a))
-		mustCode(t, err, protocol.CodeNotJoined)
+		c := w.Dial()
+		_, err := c.Invite(ctx, kit.ID(a))
+		kit.MustCode(t, err, protocol.CodeNotJoined)
 		_, err = c.Resume(ctx, "nosuchuser", "short")
-		mustCode(t, err, protocol.CodeResumeFailed)
+		kit.MustCode(t, err, protocol.CodeResumeFailed)
 	})
 
 	// Still connected and nothing changed.
 	if _, err := b.Request(ctx, protocol.ClientFrame{Type: protocol.TypePing}); err != nil {
 		t.Fatalf("ping after bad frames: %v", err)
 	}
-	after := w.mustInvariants(st)
+	after := w.MustInvariants(st)
 	for uid, u := range before.Users {
 		if after.Users[uid].State != u.State || after.Users[uid].Outgoing != u.Outgoing || len(after.Users[uid].Incoming) != len(u.Incoming) {
 			t.Fatalf("user %s changed: %+v -> %+v", uid, u, after.Users[uid])
@@ -112,10 +113,10 @@ func TestBadInput(t *testing.T) {
 // (message too big).
 func TestHugeFrameClosesConnection(t *testing.T) {
 	t.Parallel()
-	w := mustWorld(t, topologies[0], settings{grace: time.Second})
-	c := w.dial()
+	w := kit.Start(t, kit.Topologies[0], kit.Settings{Grace: time.Second})
+	c := w.Dial()
 	_ = c.WriteRaw(websocket.TextMessage, []byte(strings.Repeat(" ", protocol.MaxFrameBytes+1)))
-	ctx, cancel := w.wctx()
+	ctx, cancel := w.WaitCtx()
 	defer cancel()
 	_, _ = c.WaitView(ctx, func(client.View) bool { return false })
 	if code, closed := c.CloseCode(); !closed || code != websocket.CloseMessageTooBig {
@@ -125,15 +126,15 @@ func TestHugeFrameClosesConnection(t *testing.T) {
 
 func TestRateLimit(t *testing.T) {
 	t.Parallel()
-	w := mustWorld(t, topologies[0], settings{grace: time.Second})
-	c := w.dial()
+	w := kit.Start(t, kit.Topologies[0], kit.Settings{Grace: time.Second})
+	c := w.Dial()
 	for i := range protocol.FrameBurst + 10 {
 		frame := fmt.Sprintf(`{"type":"ping","ref":"p%d"}`, i)
 		if err := c.WriteRaw(websocket.TextMessage, []byte(frame)); err != nil {
 			t.Fatal(err)
 		}
 	}
-	f := w.event(c, "rate limit error", func(f protocol.ServerFrame) bool { return f.Type == protocol.TypeError })
+	f := w.Event(c, "rate limit error", func(f protocol.ServerFrame) bool { return f.Type == protocol.TypeError })
 	// The refusal answers the very frame it refuses.
 	if f.Code != protocol.CodeRateLimited || f.Ref == "" {
 		t.Fatalf("got %+v, want rate_limited answering a ref", f)
@@ -145,10 +146,10 @@ func TestRateLimit(t *testing.T) {
 // users beside it notice nothing.
 func TestRateLimitClosesAFlood(t *testing.T) {
 	t.Parallel()
-	w := mustWorld(t, topologies[0], settings{grace: time.Second})
-	a, b := w.join("Ann"), w.join("Bob")
-	w.sees(id(b), protocol.StateAvailable, a)
-	flood := w.dial()
+	w := kit.Start(t, kit.Topologies[0], kit.Settings{Grace: time.Second})
+	a, b := w.Join("Ann"), w.Join("Bob")
+	w.Sees(kit.ID(b), protocol.StateAvailable, a)
+	flood := w.Dial()
 	flood.RecordFrames()
 	const frames = 4 * protocol.FrameBurst
 	var batch []byte
@@ -158,7 +159,7 @@ func TestRateLimitClosesAFlood(t *testing.T) {
 			break // closed under us: what the test waits for
 		}
 	}
-	ctx, cancel := w.wctx()
+	ctx, cancel := w.WaitCtx()
 	defer cancel()
 	_, _ = flood.WaitView(ctx, func(client.View) bool { return false })
 	code, closed := flood.CloseCode()
@@ -182,17 +183,17 @@ func TestRateLimitClosesAFlood(t *testing.T) {
 		t.Fatalf("%d pongs and %d rate_limited errors for %d frames: the flood was answered", pongs, limited, frames)
 	}
 	// Everyone else is served as before.
-	w.invite(a, b)
-	w.sees(id(a), protocol.StateInviting, b)
+	w.Invite(a, b)
+	w.Sees(kit.ID(a), protocol.StateInviting, b)
 }
 
 // A socket that never joins is closed when its join deadline passes, even
 // though it answers every ping.
 func TestJoinDeadline(t *testing.T) {
 	t.Parallel()
-	w := mustWorld(t, topologies[0], settings{grace: time.Second, joinTimeout: time.Second, ping: time.Second})
-	idle := w.dial()
-	ctx, cancel := w.wctx()
+	w := kit.Start(t, kit.Topologies[0], kit.Settings{Grace: time.Second, JoinTimeout: time.Second, Ping: time.Second})
+	idle := w.Dial()
+	ctx, cancel := w.WaitCtx()
 	defer cancel()
 	_, _ = idle.WaitView(ctx, func(client.View) bool { return false })
 	if code, closed := idle.CloseCode(); !closed || code != websocket.ClosePolicyViolation {
@@ -202,11 +203,11 @@ func TestJoinDeadline(t *testing.T) {
 		t.Fatalf("close reason %q, want %q", reason, protocol.CodeJoinTimeout)
 	}
 	// A connection that joined in time stays, past the deadline.
-	ann := w.dial()
+	ann := w.Dial()
 	if _, err := ann.Join(ctx, "Ann"); err != nil {
 		t.Fatal(err)
 	}
-	done := w.dial()
+	done := w.Dial()
 	_, _ = done.WaitView(ctx, func(client.View) bool { return false }) // one deadline later
 	if _, closed := ann.CloseCode(); closed {
 		t.Fatal("a joined connection was closed by the join deadline")
@@ -219,15 +220,15 @@ func TestJoinDeadline(t *testing.T) {
 // WebSockets from a foreign page are refused before the upgrade.
 func TestForeignOriginRefused(t *testing.T) {
 	t.Parallel()
-	w := mustWorld(t, topologies[0], settings{grace: time.Second})
-	url := "ws" + strings.TrimPrefix(w.sys.EdgeURLs[0], "http") + "/ws"
-	ctx, cancel := context.WithTimeout(w.ctx, waitFor)
+	w := kit.Start(t, kit.Topologies[0], kit.Settings{Grace: time.Second})
+	url := "ws" + strings.TrimPrefix(w.Sys.EdgeURLs[0], "http") + "/ws"
+	ctx, cancel := context.WithTimeout(w.Ctx, kit.WaitFor)
 	defer cancel()
 	_, resp, err := websocket.DefaultDialer.DialContext(ctx, url, http.Header{"Origin": {"https://evil.example"}})
 	if err == nil || resp == nil || resp.StatusCode != http.StatusForbidden {
 		t.Fatalf("foreign origin: err %v, response %+v", err, resp)
 	}
-	own, resp, err := websocket.DefaultDialer.DialContext(ctx, url, http.Header{"Origin": {w.sys.EdgeURLs[0]}})
+	own, resp, err := websocket.DefaultDialer.DialContext(ctx, url, http.Header{"Origin": {w.Sys.EdgeURLs[0]}})
 	if err != nil {
 		t.Fatalf("own origin refused: %v (%+v)", err, resp)
 	}
@@ -236,11 +237,11 @@ func TestForeignOriginRefused(t *testing.T) {
 
 func TestHealthAndReadiness(t *testing.T) {
 	t.Parallel()
-	w := mustWorld(t, topologies[0], settings{grace: time.Second})
+	w := kit.Start(t, kit.Topologies[0], kit.Settings{Grace: time.Second})
 	for _, path := range []string{"/healthz", "/readyz", "/", "/app.js"} {
-		deadline := time.Now().Add(waitFor)
+		deadline := time.Now().Add(kit.WaitFor)
 		for {
-			resp, err := http.Get(w.sys.EdgeURLs[0] + path)
+			resp, err := http.Get(w.Sys.EdgeURLs[0] + path)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -261,14 +262,14 @@ func TestHealthAndReadiness(t *testing.T) {
 // whose connection has ended (once, it did, and the edge crashed).
 func TestJoinDeadlineRacesTheSocketsEnd(t *testing.T) {
 	t.Parallel()
-	w := mustWorld(t, topologies[0], settings{grace: time.Second, joinTimeout: 20 * time.Millisecond})
-	ctx, cancel := w.wctx()
+	w := kit.Start(t, kit.Topologies[0], kit.Settings{Grace: time.Second, JoinTimeout: 20 * time.Millisecond})
+	ctx, cancel := w.WaitCtx()
 	defer cancel()
 	done := make(chan struct{})
 	for i := range 60 {
 		go func() {
 			defer func() { done <- struct{}{} }()
-			c, err := client.Dial(ctx, w.sys.EdgeURLs[0])
+			c, err := client.Dial(ctx, w.Sys.EdgeURLs[0])
 			if err != nil {
 				return
 			}
@@ -287,7 +288,7 @@ func TestJoinDeadlineRacesTheSocketsEnd(t *testing.T) {
 		<-done
 	}
 	time.Sleep(100 * time.Millisecond) // past every deadline armed
-	ann := w.dial()
+	ann := w.Dial()
 	if _, err := ann.Join(ctx, "Ann"); err != nil {
 		t.Fatalf("the edge after the race: %v", err)
 	}

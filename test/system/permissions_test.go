@@ -1,4 +1,4 @@
-package allinone_test
+package system_test
 
 import (
 	"context"
@@ -14,6 +14,7 @@ import (
 	"github.com/buddytok/buddytok/pkg/permissions"
 	"github.com/buddytok/buddytok/pkg/protocol"
 	"github.com/buddytok/buddytok/pkg/state"
+	"github.com/buddytok/buddytok/test/kit"
 )
 
 // A connection with the edge's NATS permissions (a leaked edge credential)
@@ -24,13 +25,13 @@ import (
 // too, which shows they are enough.
 func TestEdgePermissions(t *testing.T) {
 	t.Parallel()
-	w := mustWorld(t, topologies[0], settings{grace: time.Second})
-	ann, bob := w.join("Ann"), w.join("Bob")
-	w.sees(id(bob), protocol.StateAvailable, ann)
+	w := kit.Start(t, kit.Topologies[0], kit.Settings{Grace: time.Second})
+	ann, bob := w.Join("Ann"), w.Join("Bob")
+	w.Sees(kit.ID(bob), protocol.StateAvailable, ann)
 
 	var mu sync.Mutex
 	var denied []string
-	nc, err := w.sys.ConnectAs(permissions.Edge, "test-leaked-edge")
+	nc, err := w.Sys.ConnectAs(permissions.Edge, "test-leaked-edge")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,7 +58,7 @@ func TestEdgePermissions(t *testing.T) {
 		if err := nc.Flush(); err != nil {
 			t.Fatal(err)
 		}
-		deadline := time.Now().Add(waitFor)
+		deadline := time.Now().Add(kit.WaitFor)
 		for !isDenied(subject) {
 			if time.Now().After(deadline) {
 				t.Fatalf("%s %s: not refused by the server", op, subject)
@@ -66,11 +67,11 @@ func TestEdgePermissions(t *testing.T) {
 		}
 	}
 	for _, subject := range []string{
-		"$KV." + state.Bucket + "." + state.UserKey(id(ann)), // write the state
-		protocol.EventSubject(id(ann)),                       // send Ann an event
-		protocol.SubjectInvitesLeave,                         // remove a user
-		protocol.SubjectTokensSession,                        // make a video session
-		"$JS.API.STREAM.DELETE.KV_" + state.Bucket,           // delete the state
+		"$KV." + state.Bucket + "." + state.UserKey(kit.ID(ann)), // write the state
+		protocol.EventSubject(kit.ID(ann)),                       // send Ann an event
+		protocol.SubjectInvitesLeave,                             // remove a user
+		protocol.SubjectTokensSession,                            // make a video session
+		"$JS.API.STREAM.DELETE.KV_" + state.Bucket,               // delete the state
 		"$JS.API.STREAM.PURGE.KV_" + state.Bucket,
 		"$JS.API.STREAM.UPDATE.KV_" + state.Bucket,
 	} {
@@ -95,32 +96,32 @@ func TestEdgePermissions(t *testing.T) {
 	// act only for a user whose connection it serves: each request proves
 	// that with the user's resume secret, which only that edge holds.
 	// Knowing Ann's ID (every buddy list shows it) is not enough.
-	ctx, cancel := w.wctx()
+	ctx, cancel := w.WaitCtx()
 	defer cancel()
 	forbidden(t, ctx, nc, []call{
-		{"invite as Ann, no secret", protocol.SubjectInvitesInvite, protocol.InviteRequest{From: id(ann), To: id(bob)}},
-		{"invite as Ann, a guessed secret", protocol.SubjectInvitesInvite, protocol.InviteRequest{From: id(ann), To: id(bob), Secret: protocol.NewSecret()}},
-		{"invite as Ann, Bob's secret", protocol.SubjectInvitesInvite, protocol.InviteRequest{From: id(ann), To: id(bob), Secret: bob.View().Secret}},
+		{"invite as Ann, no secret", protocol.SubjectInvitesInvite, protocol.InviteRequest{From: kit.ID(ann), To: kit.ID(bob)}},
+		{"invite as Ann, a guessed secret", protocol.SubjectInvitesInvite, protocol.InviteRequest{From: kit.ID(ann), To: kit.ID(bob), Secret: protocol.NewSecret()}},
+		{"invite as Ann, Bob's secret", protocol.SubjectInvitesInvite, protocol.InviteRequest{From: kit.ID(ann), To: kit.ID(bob), Secret: bob.View().Secret}},
 	})
 	// Nothing changed, and the system still serves everyone.
-	w.sees(id(ann), protocol.StateAvailable, bob)
-	inv := w.invite(ann, bob)
-	w.sees(id(ann), protocol.StateInviting, bob)
+	w.Sees(kit.ID(ann), protocol.StateAvailable, bob)
+	inv := w.Invite(ann, bob)
+	w.Sees(kit.ID(ann), protocol.StateInviting, bob)
 	forbidden(t, ctx, nc, []call{
-		{"cancel Ann's invitation as Ann", protocol.SubjectInvitesCancel, protocol.InvitationRequest{UserID: id(ann), Invitation: inv.ID, Secret: protocol.NewSecret()}},
-		{"accept it as Bob", protocol.SubjectInvitesAccept, protocol.InvitationRequest{UserID: id(bob), Invitation: inv.ID, Secret: ann.View().Secret}},
-		{"decline it as Bob", protocol.SubjectInvitesDecline, protocol.InvitationRequest{UserID: id(bob), Invitation: inv.ID, Secret: protocol.NewSecret()}},
+		{"cancel Ann's invitation as Ann", protocol.SubjectInvitesCancel, protocol.InvitationRequest{UserID: kit.ID(ann), Invitation: inv.ID, Secret: protocol.NewSecret()}},
+		{"accept it as Bob", protocol.SubjectInvitesAccept, protocol.InvitationRequest{UserID: kit.ID(bob), Invitation: inv.ID, Secret: ann.View().Secret}},
+		{"decline it as Bob", protocol.SubjectInvitesDecline, protocol.InvitationRequest{UserID: kit.ID(bob), Invitation: inv.ID, Secret: protocol.NewSecret()}},
 	})
 	chat, err := bob.Accept(ctx, inv.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
 	forbidden(t, ctx, nc, []call{
-		{"Ann's video credentials", protocol.SubjectTokensCredentials, protocol.ChatRequest{UserID: id(ann), Chat: chat.ID, Secret: protocol.NewSecret()}},
-		{"a signal as Ann", protocol.SubjectTokensSignal, protocol.SignalRequest{UserID: id(ann), Chat: chat.ID, Data: []byte(`{"sdp":"x"}`), Secret: protocol.NewSecret()}},
-		{"end the chat as Bob", protocol.SubjectInvitesEnd, protocol.ChatRequest{UserID: id(bob), Chat: chat.ID, Secret: protocol.NewSecret()}},
+		{"Ann's video credentials", protocol.SubjectTokensCredentials, protocol.ChatRequest{UserID: kit.ID(ann), Chat: chat.ID, Secret: protocol.NewSecret()}},
+		{"a signal as Ann", protocol.SubjectTokensSignal, protocol.SignalRequest{UserID: kit.ID(ann), Chat: chat.ID, Data: []byte(`{"sdp":"x"}`), Secret: protocol.NewSecret()}},
+		{"end the chat as Bob", protocol.SubjectInvitesEnd, protocol.ChatRequest{UserID: kit.ID(bob), Chat: chat.ID, Secret: protocol.NewSecret()}},
 	})
-	w.sees(id(ann), protocol.StateChatting, bob)
+	w.Sees(kit.ID(ann), protocol.StateChatting, bob)
 
 	// The state the credential may read shows which edge and connection
 	// serve Ann; that does not let it report her gone or move her, which
@@ -129,24 +130,24 @@ func TestEdgePermissions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	before, _, err := store.GetUser(ctx, id(ann))
+	before, _, err := store.GetUser(ctx, kit.ID(ann))
 	if err != nil {
 		t.Fatal(err)
 	}
 	forbidden(t, ctx, nc, []call{
-		{"report Ann disconnected, no secret", protocol.SubjectPresenceDisconnect, protocol.DisconnectRequest{UserID: id(ann), Conn: before.Conn}},
-		{"report Ann disconnected, a guessed secret", protocol.SubjectPresenceDisconnect, protocol.DisconnectRequest{UserID: id(ann), Conn: before.Conn, Secret: protocol.NewSecret()}},
-		{"report Ann disconnected, Bob's secret", protocol.SubjectPresenceDisconnect, protocol.DisconnectRequest{UserID: id(ann), Conn: before.Conn, Secret: bob.View().Secret}},
-		{"attach Ann to another edge", protocol.SubjectPresenceAttach, protocol.AttachRequest{UserID: id(ann), Edge: protocol.NewID(), Conn: protocol.NewID(), Secret: bob.View().Secret}},
+		{"report Ann disconnected, no secret", protocol.SubjectPresenceDisconnect, protocol.DisconnectRequest{UserID: kit.ID(ann), Conn: before.Conn}},
+		{"report Ann disconnected, a guessed secret", protocol.SubjectPresenceDisconnect, protocol.DisconnectRequest{UserID: kit.ID(ann), Conn: before.Conn, Secret: protocol.NewSecret()}},
+		{"report Ann disconnected, Bob's secret", protocol.SubjectPresenceDisconnect, protocol.DisconnectRequest{UserID: kit.ID(ann), Conn: before.Conn, Secret: bob.View().Secret}},
+		{"attach Ann to another edge", protocol.SubjectPresenceAttach, protocol.AttachRequest{UserID: kit.ID(ann), Edge: protocol.NewID(), Conn: protocol.NewID(), Secret: bob.View().Secret}},
 	})
-	after, _, err := store.GetUser(ctx, id(ann))
+	after, _, err := store.GetUser(ctx, kit.ID(ann))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !after.Connected || after.Conn != before.Conn || after.Edge != before.Edge {
 		t.Errorf("Ann's record changed: %+v, was %+v", after, before)
 	}
-	w.sees(id(ann), protocol.StateChatting, bob)
+	w.Sees(kit.ID(ann), protocol.StateChatting, bob)
 }
 
 // call is a request a connection makes, named for the test's messages.

@@ -1,4 +1,4 @@
-package browsertest
+package browser_test
 
 import (
 	"context"
@@ -22,7 +22,7 @@ import (
 // temporary directory, so that a test run leaves the checkout as it was.
 func screenshotDir(t *testing.T) string {
 	if os.Getenv("BUDDYTOK_SCREENSHOTS") == "1" {
-		dir, err := filepath.Abs("../../../docs/screenshots")
+		dir, err := filepath.Abs("../../docs/screenshots")
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -1,4 +1,4 @@
-package allinone_test
+package system_test
 
 import (
 	"context"
@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/buddytok/buddytok/test/kit"
 	"github.com/fasthttp/websocket"
 )
 
@@ -15,10 +16,10 @@ import (
 // system's) nothing but the edge itself, once the mode is known.
 func TestSecurityHeaders(t *testing.T) {
 	t.Parallel()
-	w := mustWorld(t, topologies[0], settings{grace: time.Second})
+	w := kit.Start(t, kit.Topologies[0], kit.Settings{Grace: time.Second})
 	get := func(path string) http.Header {
 		t.Helper()
-		resp, err := http.Get(w.sys.EdgeURLs[0] + path)
+		resp, err := http.Get(w.Sys.EdgeURLs[0] + path)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -48,7 +49,7 @@ func TestSecurityHeaders(t *testing.T) {
 	}
 	// Before the mode is known the policy lets opentok.js load; once a
 	// join told the edge it is WebRTC, nothing outside the edge is allowed.
-	w.join("Ann")
+	w.Join("Ann")
 	csp := get("/").Get("Content-Security-Policy")
 	if strings.Contains(csp, "opentok") || !strings.Contains(csp, "script-src 'self';") {
 		t.Errorf("WebRTC mode: Content-Security-Policy %q allows more than the edge", csp)
@@ -60,8 +61,8 @@ func TestSecurityHeaders(t *testing.T) {
 // someone the edge does not trust, does not pass.
 func TestOriginSchemeAndPort(t *testing.T) {
 	t.Parallel()
-	w := mustWorld(t, topologies[0], settings{grace: time.Second})
-	base := w.sys.EdgeURLs[0] // http://127.0.0.1:PORT
+	w := kit.Start(t, kit.Topologies[0], kit.Settings{Grace: time.Second})
+	base := w.Sys.EdgeURLs[0] // http://127.0.0.1:PORT
 	url := "ws" + strings.TrimPrefix(base, "http") + "/ws"
 	host := strings.TrimPrefix(base, "http://")
 	for _, tc := range []struct {
@@ -76,7 +77,7 @@ func TestOriginSchemeAndPort(t *testing.T) {
 		{"the null origin", http.Header{"Origin": {"null"}}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			ctx, cancel := context.WithTimeout(w.ctx, waitFor)
+			ctx, cancel := context.WithTimeout(w.Ctx, kit.WaitFor)
 			defer cancel()
 			ws, resp, err := websocket.DefaultDialer.DialContext(ctx, url, tc.header)
 			if tc.ok != (err == nil) {
@@ -100,10 +101,10 @@ func TestOriginSchemeAndPort(t *testing.T) {
 // and can be switched off.
 func TestUsersAPILimits(t *testing.T) {
 	t.Parallel()
-	w := mustWorld(t, topologies[0], settings{grace: time.Second})
+	w := kit.Start(t, kit.Topologies[0], kit.Settings{Grace: time.Second})
 	var statuses []int
 	for range 8 {
-		resp, err := http.Get(w.sys.EdgeURLs[0] + "/api/users")
+		resp, err := http.Get(w.Sys.EdgeURLs[0] + "/api/users")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -117,8 +118,8 @@ func TestUsersAPILimits(t *testing.T) {
 		t.Fatalf("statuses %v: want the first served and the last refused", statuses)
 	}
 
-	off := mustWorld(t, topologies[0], settings{grace: time.Second, noUsersAPI: true})
-	resp, err := http.Get(off.sys.EdgeURLs[0] + "/api/users")
+	off := kit.Start(t, kit.Topologies[0], kit.Settings{Grace: time.Second, NoUsersAPI: true})
+	resp, err := http.Get(off.Sys.EdgeURLs[0] + "/api/users")
 	if err != nil {
 		t.Fatal(err)
 	}

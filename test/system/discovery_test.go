@@ -1,10 +1,11 @@
-package allinone_test
+package system_test
 
 import (
 	"encoding/json"
 	"testing"
 	"time"
 
+	"github.com/buddytok/buddytok/test/kit"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
 )
@@ -12,8 +13,8 @@ import (
 // `nats micro ls` finds the services by pinging $SRV.PING; so does this test.
 func TestServicesAreDiscoverable(t *testing.T) {
 	t.Parallel()
-	w := mustWorld(t, replicated, settings{grace: time.Second})
-	nc, err := w.sys.Connect("test-discovery")
+	w := kit.Start(t, replicated, kit.Settings{Grace: time.Second})
+	nc, err := w.Sys.Connect("test-discovery")
 	if err != nil {
 		t.Fatal(err)
 	}

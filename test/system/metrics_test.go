@@ -1,4 +1,4 @@
-package allinone_test
+package system_test
 
 import (
 	"fmt"
@@ -8,6 +8,7 @@ import (
 
 	"github.com/buddytok/buddytok/pkg/metrics"
 	"github.com/buddytok/buddytok/pkg/protocol"
+	"github.com/buddytok/buddytok/test/kit"
 )
 
 // scrape reads what an edge serves on /metrics.
@@ -33,18 +34,18 @@ func scrape(t *testing.T, url string) map[string]float64 {
 // the buddy list's fan-out.
 func TestMetricsMoveWithAFlow(t *testing.T) {
 	t.Parallel()
-	w := mustWorld(t, topologies[0], settings{grace: time.Second})
-	before := scrape(t, w.sys.EdgeURLs[0])
-	alice, bob := w.join("Alice"), w.join("Bob")
-	w.sees(id(bob), protocol.StateAvailable, alice)
-	_, chat := w.chat(alice, bob)
-	ctx, cancel := w.wctx()
+	w := kit.Start(t, kit.Topologies[0], kit.Settings{Grace: time.Second})
+	before := scrape(t, w.Sys.EdgeURLs[0])
+	alice, bob := w.Join("Alice"), w.Join("Bob")
+	w.Sees(kit.ID(bob), protocol.StateAvailable, alice)
+	_, chat := w.Chat(alice, bob)
+	ctx, cancel := w.WaitCtx()
 	defer cancel()
 	if err := alice.EndChat(ctx, chat.ID); err != nil {
 		t.Fatal(err)
 	}
-	w.sees(id(alice), protocol.StateAvailable, bob)
-	after := scrape(t, w.sys.EdgeURLs[0])
+	w.Sees(kit.ID(alice), protocol.StateAvailable, bob)
+	after := scrape(t, w.Sys.EdgeURLs[0])
 
 	request := func(subject string) string {
 		return fmt.Sprintf(`buddytok_requests_seconds_count{code="ok",subject=%q}`, subject)

@@ -1,4 +1,4 @@
-package allinone_test
+package system_test
 
 import (
 	"context"
@@ -13,12 +13,13 @@ import (
 	"github.com/buddytok/buddytok/pkg/client"
 	"github.com/buddytok/buddytok/pkg/protocol"
 	"github.com/buddytok/buddytok/pkg/state"
+	"github.com/buddytok/buddytok/test/kit"
 )
 
 // userRecord reads a user's stored record, or reports that it is gone.
-func (w *world) userRecord(st *state.Store, userID string) (state.User, bool) {
-	w.t.Helper()
-	ctx, cancel := w.wctx()
+func userRecord(w *kit.World, st *state.Store, userID string) (state.User, bool) {
+	w.T.Helper()
+	ctx, cancel := w.WaitCtx()
 	defer cancel()
 	u, _, err := st.GetUser(ctx, userID)
 	if err != nil {
@@ -29,13 +30,13 @@ func (w *world) userRecord(st *state.Store, userID string) (state.User, bool) {
 
 // watchUser delivers every stored revision of a user's record (a deleted
 // record as a zero User with ok false).
-func (w *world) watchUser(st *state.Store, userID string) <-chan state.User {
-	w.t.Helper()
-	ctx, cancel := context.WithCancel(w.ctx)
-	w.t.Cleanup(cancel)
+func watchUser(w *kit.World, st *state.Store, userID string) <-chan state.User {
+	w.T.Helper()
+	ctx, cancel := context.WithCancel(w.Ctx)
+	w.T.Cleanup(cancel)
 	kw, err := st.KV().Watch(ctx, state.UserKey(userID), jetstream.UpdatesOnly())
 	if err != nil {
-		w.t.Fatal(err)
+		w.T.Fatal(err)
 	}
 	out := make(chan state.User, 64)
 	go func() {
@@ -62,13 +63,13 @@ func (w *world) watchUser(st *state.Store, userID string) <-chan state.User {
 func TestLapsedLeaseKeepsOpenSocketsOnline(t *testing.T) {
 	t.Parallel()
 	const grace = 500 * time.Millisecond
-	w := mustWorld(t, topologies[0], settings{grace: grace})
-	st := w.store()
-	ann, bob := w.join("Ann"), w.join("Bob")
-	w.sees(id(bob), protocol.StateAvailable, ann)
-	rec, _ := w.userRecord(st, id(ann))
-	changes := w.watchUser(st, id(ann))
-	leases, err := st.JetStream().KeyValue(w.ctx, state.LeaseBucket)
+	w := kit.Start(t, kit.Topologies[0], kit.Settings{Grace: grace})
+	st := w.Store()
+	ann, bob := w.Join("Ann"), w.Join("Bob")
+	w.Sees(kit.ID(bob), protocol.StateAvailable, ann)
+	rec, _ := userRecord(w, st, kit.ID(ann))
+	changes := watchUser(w, st, kit.ID(ann))
+	leases, err := st.JetStream().KeyValue(w.Ctx, state.LeaseBucket)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,10 +78,10 @@ func TestLapsedLeaseKeepsOpenSocketsOnline(t *testing.T) {
 	// the edge's users unless the edge renews it first; try until it has.
 	detached := false
 	for !detached {
-		if err := leases.Delete(w.ctx, rec.Edge); err != nil {
+		if err := leases.Delete(w.Ctx, rec.Edge); err != nil {
 			t.Fatal(err)
 		}
-		timeout := time.After(waitFor)
+		timeout := time.After(kit.WaitFor)
 	wait:
 		for {
 			select {
@@ -96,7 +97,7 @@ func TestLapsedLeaseKeepsOpenSocketsOnline(t *testing.T) {
 			}
 		}
 	}
-	ctx, cancel := w.wctx()
+	ctx, cancel := w.WaitCtx()
 	defer cancel()
 	for {
 		select {
@@ -113,31 +114,31 @@ func TestLapsedLeaseKeepsOpenSocketsOnline(t *testing.T) {
 		break
 	}
 	time.Sleep(3 * grace) // past the grace period the detach started
-	if u, ok := w.userRecord(st, id(ann)); !ok || !u.Connected {
+	if u, ok := userRecord(w, st, kit.ID(ann)); !ok || !u.Connected {
 		t.Fatalf("Ann after the grace period: online %t, %+v", ok, u)
 	}
-	w.invite(ann, bob)
-	w.sees(id(ann), protocol.StateInviting, bob)
-	w.mustInvariants(st)
+	w.Invite(ann, bob)
+	w.Sees(kit.ID(ann), protocol.StateInviting, bob)
+	w.MustInvariants(st)
 }
 
 // No open socket may belong to a user who no longer exists: the edge
 // closes it with 1001, so that the page reconnects and starts over.
 func TestSocketOfARemovedUserIsClosed(t *testing.T) {
 	t.Parallel()
-	w := mustWorld(t, topologies[0], settings{grace: 5 * time.Second})
-	st := w.store()
-	ann, bob := w.join("Ann"), w.join("Bob")
-	w.sees(id(bob), protocol.StateAvailable, ann)
-	ctx, cancel := w.wctx()
+	w := kit.Start(t, kit.Topologies[0], kit.Settings{Grace: 5 * time.Second})
+	st := w.Store()
+	ann, bob := w.Join("Ann"), w.Join("Bob")
+	w.Sees(kit.ID(bob), protocol.StateAvailable, ann)
+	ctx, cancel := w.WaitCtx()
 	defer cancel()
 	// Removed behind the edge's back, as a leave after a lapsed lease does.
-	_, rev, err := st.GetUser(ctx, id(ann))
+	_, rev, err := st.GetUser(ctx, kit.ID(ann))
 	if err != nil {
 		t.Fatal(err)
 	}
 	var txn state.Txn
-	txn.Delete(state.UserKey(id(ann)), rev)
+	txn.Delete(state.UserKey(kit.ID(ann)), rev)
 	if err := st.Commit(ctx, &txn); err != nil {
 		t.Fatal(err)
 	}
@@ -157,14 +158,14 @@ func TestSocketOfARemovedUserIsClosed(t *testing.T) {
 // it leaves after the grace period.
 func TestGhostUserOfALiveEdgeLeaves(t *testing.T) {
 	t.Parallel()
-	w := mustWorld(t, topologies[0], settings{grace: 2 * time.Second})
-	st := w.store()
-	ann, bob := w.join("Ann"), w.join("Bob")
-	w.sees(id(bob), protocol.StateAvailable, ann)
-	bobID := id(bob)
-	updates := w.watchUser(st, bobID)
+	w := kit.Start(t, kit.Topologies[0], kit.Settings{Grace: 2 * time.Second})
+	st := w.Store()
+	ann, bob := w.Join("Ann"), w.Join("Bob")
+	w.Sees(kit.ID(bob), protocol.StateAvailable, ann)
+	bobID := kit.ID(bob)
+	updates := watchUser(w, st, bobID)
 	_ = bob.Close()
-	ctx, cancel := w.wctx()
+	ctx, cancel := w.WaitCtx()
 	defer cancel()
 	for detached := false; !detached; {
 		select {
@@ -186,8 +187,8 @@ func TestGhostUserOfALiveEdgeLeaves(t *testing.T) {
 	if err := st.Commit(ctx, &txn); err != nil {
 		t.Fatal(err)
 	}
-	w.sees(bobID, "", ann)
-	w.mustInvariants(st)
+	w.Sees(bobID, "", ann)
+	w.MustInvariants(st)
 }
 
 // The grace period is measured on the NATS server's time stamps, not on
@@ -196,12 +197,12 @@ func TestGhostUserOfALiveEdgeLeaves(t *testing.T) {
 // grace period to resume.
 func TestGraceIgnoresReplicaClocks(t *testing.T) {
 	t.Parallel()
-	w := mustWorld(t, topologies[0], settings{grace: 5 * time.Second})
-	st := w.store()
-	ann := w.join("Ann")
+	w := kit.Start(t, kit.Topologies[0], kit.Settings{Grace: 5 * time.Second})
+	st := w.Store()
+	ann := w.Join("Ann")
 	annView := ann.View()
 	_ = ann.Close()
-	ctx, cancel := w.wctx()
+	ctx, cancel := w.WaitCtx()
 	defer cancel()
 	var u state.User
 	var rev uint64
@@ -227,7 +228,7 @@ func TestGraceIgnoresReplicaClocks(t *testing.T) {
 		t.Fatal(err)
 	}
 	time.Sleep(500 * time.Millisecond) // many sweeps, well within the grace period
-	again := w.dial()
+	again := w.Dial()
 	if _, err := again.Resume(ctx, annView.Me.ID, annView.Secret); err != nil {
 		t.Fatalf("resume within the grace period: %v", err)
 	}
@@ -239,17 +240,17 @@ func TestGraceIgnoresReplicaClocks(t *testing.T) {
 // frames their edges derive from the state's changes.
 func TestChangesReachPagesWithoutTheirEvents(t *testing.T) {
 	t.Parallel()
-	w := mustWorld(t, replicated, settings{grace: 5 * time.Second})
-	st := w.store()
-	ann, bob := w.join("Ann"), w.join("Bob") // on different edges
-	w.sees(id(bob), protocol.StateAvailable, ann)
-	ctx, cancel := w.wctx()
+	w := kit.Start(t, replicated, kit.Settings{Grace: 5 * time.Second})
+	st := w.Store()
+	ann, bob := w.Join("Ann"), w.Join("Bob") // on different edges
+	w.Sees(kit.ID(bob), protocol.StateAvailable, ann)
+	ctx, cancel := w.WaitCtx()
 	defer cancel()
-	annRec, annRev, err := st.GetUser(ctx, id(ann))
+	annRec, annRev, err := st.GetUser(ctx, kit.ID(ann))
 	if err != nil {
 		t.Fatal(err)
 	}
-	bobRec, bobRev, err := st.GetUser(ctx, id(bob))
+	bobRec, bobRev, err := st.GetUser(ctx, kit.ID(bob))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -265,15 +266,15 @@ func TestChangesReachPagesWithoutTheirEvents(t *testing.T) {
 	if err := st.Commit(ctx, &txn); err != nil {
 		t.Fatal(err)
 	}
-	w.waitView(ann, "her invitation, with no event", func(v client.View) bool { return v.Outgoing != nil && v.Outgoing.ID == inv.ID })
-	w.waitView(bob, "the invitation, with no event", func(v client.View) bool { _, ok := v.Incoming[inv.ID]; return ok })
+	w.WaitView(ann, "her invitation, with no event", func(v client.View) bool { return v.Outgoing != nil && v.Outgoing.ID == inv.ID })
+	w.WaitView(bob, "the invitation, with no event", func(v client.View) bool { _, ok := v.Incoming[inv.ID]; return ok })
 
 	// Bob accepts: the chat starts for both whatever happens to the events.
 	if _, err := bob.Accept(ctx, inv.ID); err != nil {
 		t.Fatal(err)
 	}
 	for _, c := range []*client.Client{ann, bob} {
-		w.waitView(c, "in the chat", func(v client.View) bool {
+		w.WaitView(c, "in the chat", func(v client.View) bool {
 			return v.Chat != nil && v.Outgoing == nil && len(v.Incoming) == 0
 		})
 	}
@@ -281,8 +282,8 @@ func TestChangesReachPagesWithoutTheirEvents(t *testing.T) {
 	// The chat ends behind the services' back (as an end whose events
 	// were lost): both views follow.
 	chatID := ann.View().Chat.ID
-	annRec, annRev, _ = st.GetUser(ctx, id(ann))
-	bobRec, bobRev, _ = st.GetUser(ctx, id(bob))
+	annRec, annRev, _ = st.GetUser(ctx, kit.ID(ann))
+	bobRec, bobRev, _ = st.GetUser(ctx, kit.ID(bob))
 	_, chatRev, err := st.GetChat(ctx, chatID)
 	if err != nil {
 		t.Fatal(err)
@@ -295,11 +296,11 @@ func TestChangesReachPagesWithoutTheirEvents(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, c := range []*client.Client{ann, bob} {
-		w.waitView(c, "out of the chat, with no event", func(v client.View) bool {
+		w.WaitView(c, "out of the chat, with no event", func(v client.View) bool {
 			return v.Chat == nil && v.Me.State == protocol.StateAvailable
 		})
 	}
-	w.mustInvariants(st)
+	w.MustInvariants(st)
 }
 
 // An accept while the tokens service is out of reach (restarting) is
@@ -308,25 +309,25 @@ func TestChangesReachPagesWithoutTheirEvents(t *testing.T) {
 // video provider itself ends the invitation (video_failed).
 func TestAcceptWhileTokensIsDownCanBeRetried(t *testing.T) {
 	t.Parallel()
-	w := mustWorld(t, topologies[0], settings{grace: 5 * time.Second})
-	ann, bob := w.join("Ann"), w.join("Bob")
-	w.sees(id(bob), protocol.StateAvailable, ann)
-	inv := w.invite(ann, bob)
-	if err := w.sys.Stop(allinone.Tokens, 0); err != nil {
+	w := kit.Start(t, kit.Topologies[0], kit.Settings{Grace: 5 * time.Second})
+	ann, bob := w.Join("Ann"), w.Join("Bob")
+	w.Sees(kit.ID(bob), protocol.StateAvailable, ann)
+	inv := w.Invite(ann, bob)
+	if err := w.Sys.Stop(allinone.Tokens, 0); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := w.wctx()
+	ctx, cancel := w.WaitCtx()
 	defer cancel()
 	_, err := bob.Accept(ctx, inv.ID)
-	mustCode(t, err, protocol.CodeUnavailable)
-	w.waitView(ann, "still inviting", func(v client.View) bool { return v.Outgoing != nil && v.Outgoing.ID == inv.ID })
-	if err := w.sys.AddReplica(ctx, allinone.Tokens); err != nil {
+	kit.MustCode(t, err, protocol.CodeUnavailable)
+	w.WaitView(ann, "still inviting", func(v client.View) bool { return v.Outgoing != nil && v.Outgoing.ID == inv.ID })
+	if err := w.Sys.AddReplica(ctx, allinone.Tokens); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := bob.Accept(ctx, inv.ID); err != nil {
 		t.Fatalf("accept once tokens is back: %v", err)
 	}
 	for _, c := range []*client.Client{ann, bob} {
-		w.waitView(c, "in the chat", func(v client.View) bool { return v.Chat != nil })
+		w.WaitView(c, "in the chat", func(v client.View) bool { return v.Chat != nil })
 	}
 }

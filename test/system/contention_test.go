@@ -1,4 +1,4 @@
-package allinone_test
+package system_test
 
 import (
 	"fmt"
@@ -8,6 +8,7 @@ import (
 	"github.com/buddytok/buddytok/pkg/client"
 	"github.com/buddytok/buddytok/pkg/protocol"
 	"github.com/buddytok/buddytok/services/invites/invites"
+	"github.com/buddytok/buddytok/test/kit"
 )
 
 // A popular user invited by many people at the same moment: every one of
@@ -18,25 +19,25 @@ import (
 func TestPopularInviteeIsInvitedByEveryoneAtOnce(t *testing.T) {
 	t.Parallel()
 	const inviters = 100
-	w := mustWorld(t, replicated, settings{grace: 5e9})
-	st := w.store()
-	star := w.join("Star")
+	w := kit.Start(t, replicated, kit.Settings{Grace: 5e9})
+	st := w.Store()
+	star := w.Join("Star")
 	fans := make([]*client.Client, inviters)
 	for i := range fans {
-		fans[i] = w.join(fmt.Sprintf("Fan%02d", i))
+		fans[i] = w.Join(fmt.Sprintf("Fan%02d", i))
 	}
 	for _, f := range fans {
-		w.sees(id(star), protocol.StateAvailable, f)
+		w.Sees(kit.ID(star), protocol.StateAvailable, f)
 	}
-	ctx, cancel := w.wctx()
+	ctx, cancel := w.WaitCtx()
 	defer cancel()
-	var took latencies
+	var took kit.Latencies
 	calls := make([]func() error, inviters)
 	for i, f := range fans {
 		calls[i] = func() error {
 			started := time.Now()
-			_, err := f.Invite(ctx, id(star))
-			took.add(time.Since(started))
+			_, err := f.Invite(ctx, kit.ID(star))
+			took.Add(time.Since(started))
 			return err
 		}
 	}
@@ -45,12 +46,12 @@ func TestPopularInviteeIsInvitedByEveryoneAtOnce(t *testing.T) {
 			t.Errorf("Fan%02d's invitation: %v", i, err)
 		}
 	}
-	took.report(t)
+	took.Report(t)
 	if t.Failed() {
 		t.FailNow()
 	}
-	v := w.waitView(star, "every invitation", func(v client.View) bool { return len(v.Incoming) == inviters })
-	w.mustInvariants(st)
+	v := w.WaitView(star, "every invitation", func(v client.View) bool { return len(v.Incoming) == inviters })
+	w.MustInvariants(st)
 
 	var first string
 	for inv := range v.Incoming {
@@ -61,9 +62,9 @@ func TestPopularInviteeIsInvitedByEveryoneAtOnce(t *testing.T) {
 		t.Fatalf("accept: %v", err)
 	}
 	for _, f := range fans {
-		w.waitView(f, "freed or chatting", func(v client.View) bool { return v.Outgoing == nil })
+		w.WaitView(f, "freed or chatting", func(v client.View) bool { return v.Outgoing == nil })
 	}
-	snap := w.mustInvariants(st)
+	snap := w.MustInvariants(st)
 	if n := len(snap.Invitations); n != 0 {
 		t.Fatalf("%d invitations still pending after the accept", n)
 	}
@@ -76,18 +77,18 @@ func TestPopularInviteeIsInvitedByEveryoneAtOnce(t *testing.T) {
 func TestPendingInvitationsAreCapped(t *testing.T) {
 	t.Parallel()
 	const limit = 3
-	w := mustWorld(t, replicated, settings{grace: 5e9, invites: invites.Config{MaxIncoming: limit}})
-	star := w.join("Star")
+	w := kit.Start(t, replicated, kit.Settings{Grace: 5e9, Invites: invites.Config{MaxIncoming: limit}})
+	star := w.Join("Star")
 	fans := make([]*client.Client, limit+2)
 	for i := range fans {
-		fans[i] = w.join(fmt.Sprintf("Fan%d", i))
-		w.sees(id(star), protocol.StateAvailable, fans[i])
+		fans[i] = w.Join(fmt.Sprintf("Fan%d", i))
+		w.Sees(kit.ID(star), protocol.StateAvailable, fans[i])
 	}
-	ctx, cancel := w.wctx()
+	ctx, cancel := w.WaitCtx()
 	defer cancel()
 	var first protocol.Invitation
 	for i, f := range fans {
-		inv, err := f.Invite(ctx, id(star))
+		inv, err := f.Invite(ctx, kit.ID(star))
 		switch {
 		case i < limit && err != nil:
 			t.Fatalf("invitation %d: %v", i+1, err)
@@ -103,10 +104,10 @@ func TestPendingInvitationsAreCapped(t *testing.T) {
 	if err := star.Decline(ctx, first.ID); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := fans[limit].Invite(ctx, id(star)); err != nil {
+	if _, err := fans[limit].Invite(ctx, kit.ID(star)); err != nil {
 		t.Fatalf("an invitation after a decline made room: %v", err)
 	}
-	w.mustInvariants(w.store())
+	w.MustInvariants(w.Store())
 }
 
 // A user who leaves while holding more invitations than one step of a
@@ -115,24 +116,24 @@ func TestPendingInvitationsAreCapped(t *testing.T) {
 func TestLeaveEndsManyInvitationsInSteps(t *testing.T) {
 	t.Parallel()
 	const fansN = 7
-	w := mustWorld(t, replicated, settings{grace: 0, invites: invites.Config{LeaveBatch: 2}})
-	st := w.store()
-	star := w.join("Star")
+	w := kit.Start(t, replicated, kit.Settings{Grace: 0, Invites: invites.Config{LeaveBatch: 2}})
+	st := w.Store()
+	star := w.Join("Star")
 	fans := make([]*client.Client, fansN)
 	invs := make([]protocol.Invitation, fansN)
 	for i := range fans {
-		fans[i] = w.join(fmt.Sprintf("Fan%d", i))
-		w.sees(id(star), protocol.StateAvailable, fans[i])
-		invs[i] = w.invite(fans[i], star)
+		fans[i] = w.Join(fmt.Sprintf("Fan%d", i))
+		w.Sees(kit.ID(star), protocol.StateAvailable, fans[i])
+		invs[i] = w.Invite(fans[i], star)
 	}
-	starID := id(star)
+	starID := kit.ID(star)
 	_ = star.Close()
 	for i, f := range fans {
-		w.event(f, "the invitation ends: Star left", isEnded(invs[i].ID, protocol.ReasonLeft))
-		w.waitView(f, "available again", func(v client.View) bool { return v.Outgoing == nil && v.Me.State == protocol.StateAvailable })
+		w.Event(f, "the invitation ends: Star left", kit.IsEnded(invs[i].ID, protocol.ReasonLeft))
+		w.WaitView(f, "available again", func(v client.View) bool { return v.Outgoing == nil && v.Me.State == protocol.StateAvailable })
 	}
-	w.sees(starID, "", fans...)
-	snap := w.mustInvariants(st)
+	w.Sees(starID, "", fans...)
+	snap := w.MustInvariants(st)
 	if n := len(snap.Invitations); n != 0 {
 		t.Fatalf("%d invitations left after the leave", n)
 	}

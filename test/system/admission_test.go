@@ -1,4 +1,4 @@
-package allinone_test
+package system_test
 
 import (
 	"encoding/json"
@@ -14,20 +14,21 @@ import (
 	"github.com/buddytok/buddytok/pkg/client"
 	"github.com/buddytok/buddytok/pkg/protocol"
 	"github.com/buddytok/buddytok/services/edge/admission"
+	"github.com/buddytok/buddytok/test/kit"
 )
 
 // upgrade opens a WebSocket to the world's first edge as the browser at
 // forwardedFor (through a trusted proxy, if the edge trusts loopback), and
 // returns the socket, or the status and error code of the refusal.
-func upgrade(t *testing.T, w *world, forwardedFor string) (*websocket.Conn, int, protocol.Code) {
+func upgrade(t *testing.T, w *kit.World, forwardedFor string) (*websocket.Conn, int, protocol.Code) {
 	t.Helper()
-	ctx, cancel := w.wctx()
+	ctx, cancel := w.WaitCtx()
 	defer cancel()
 	h := http.Header{}
 	if forwardedFor != "" {
 		h.Set("X-Forwarded-For", forwardedFor)
 	}
-	url := "ws" + strings.TrimPrefix(w.sys.EdgeURLs[0], "http") + "/ws"
+	url := "ws" + strings.TrimPrefix(w.Sys.EdgeURLs[0], "http") + "/ws"
 	ws, resp, err := websocket.DefaultDialer.DialContext(ctx, url, h)
 	if err == nil {
 		t.Cleanup(func() { _ = ws.Close() })
@@ -37,7 +38,7 @@ func upgrade(t *testing.T, w *world, forwardedFor string) (*websocket.Conn, int,
 		if err := ws.WriteMessage(websocket.TextMessage, []byte(`{"type":"ping","ref":"admitted"}`)); err != nil {
 			t.Fatal(err)
 		}
-		_ = ws.SetReadDeadline(time.Now().Add(waitFor))
+		_ = ws.SetReadDeadline(time.Now().Add(kit.WaitFor))
 		if _, _, err := ws.ReadMessage(); err != nil {
 			var ce *websocket.CloseError
 			if errors.As(err, &ce) {
@@ -68,7 +69,7 @@ func upgrade(t *testing.T, w *world, forwardedFor string) (*websocket.Conn, int,
 // not affected.
 func TestConnectionsPerAddress(t *testing.T) {
 	t.Parallel()
-	w := mustWorld(t, topologies[0], settings{grace: time.Second, admission: &admission.Limits{
+	w := kit.Start(t, kit.Topologies[0], kit.Settings{Grace: time.Second, Admission: &admission.Limits{
 		ConnsPerAddr: 3, JoinRatePerAddr: -1, TrustedProxies: loopback,
 	}})
 	var held []*websocket.Conn
@@ -88,7 +89,7 @@ func TestConnectionsPerAddress(t *testing.T) {
 	// A connection that ends frees its place (the edge counts it gone
 	// once its handler has returned).
 	_ = held[0].Close()
-	deadline := time.Now().Add(waitFor)
+	deadline := time.Now().Add(kit.WaitFor)
 	for {
 		ws, status, code := upgrade(t, w, "198.51.100.1")
 		if ws != nil {
@@ -100,15 +101,15 @@ func TestConnectionsPerAddress(t *testing.T) {
 		time.Sleep(20 * time.Millisecond) // waiting for the edge to see the close
 	}
 	// Everyone else is served: a user joins and sees another.
-	a, b := w.join("Ann"), w.join("Bob")
-	w.sees(id(b), protocol.StateAvailable, a)
+	a, b := w.Join("Ann"), w.Join("Bob")
+	w.Sees(kit.ID(b), protocol.StateAvailable, a)
 }
 
 // Without a trusted proxy, X-Forwarded-For is not believed: every
 // connection counts for the peer.
 func TestForwardedForIgnoredWithoutTrustedProxy(t *testing.T) {
 	t.Parallel()
-	w := mustWorld(t, topologies[0], settings{grace: time.Second, admission: &admission.Limits{ConnsPerAddr: 2, JoinRatePerAddr: -1}})
+	w := kit.Start(t, kit.Topologies[0], kit.Settings{Grace: time.Second, Admission: &admission.Limits{ConnsPerAddr: 2, JoinRatePerAddr: -1}})
 	upgrade(t, w, "198.51.100.1")
 	upgrade(t, w, "198.51.100.2")
 	if _, status, code := upgrade(t, w, "198.51.100.3"); status != http.StatusTooManyRequests || code != protocol.CodeTooManyConns {
@@ -120,15 +121,15 @@ func TestForwardedForIgnoredWithoutTrustedProxy(t *testing.T) {
 // upgrade, so that a load balancer can take it elsewhere.
 func TestEdgeFull(t *testing.T) {
 	t.Parallel()
-	w := mustWorld(t, topologies[0], settings{grace: time.Second, admission: &admission.Limits{
+	w := kit.Start(t, kit.Topologies[0], kit.Settings{Grace: time.Second, Admission: &admission.Limits{
 		ConnsPerAddr: -1, JoinRatePerAddr: -1, MaxSockets: 2,
 	}})
-	a, b := w.join("Ann"), w.join("Bob")
+	a, b := w.Join("Ann"), w.Join("Bob")
 	if _, status, code := upgrade(t, w, ""); status != http.StatusServiceUnavailable || code != protocol.CodeEdgeFull {
 		t.Fatalf("third socket on a full edge: %d %s, want 503 %s", status, code, protocol.CodeEdgeFull)
 	}
-	w.invite(a, b)
-	w.sees(id(a), protocol.StateInviting, b)
+	w.Invite(a, b)
+	w.Sees(kit.ID(a), protocol.StateInviting, b)
 }
 
 // Joins per address: a burst is let through, more are refused with
@@ -136,24 +137,24 @@ func TestEdgeFull(t *testing.T) {
 // once the limit allows it.
 func TestJoinsPerAddress(t *testing.T) {
 	t.Parallel()
-	w := mustWorld(t, topologies[0], settings{grace: time.Second, admission: &admission.Limits{
+	w := kit.Start(t, kit.Topologies[0], kit.Settings{Grace: time.Second, Admission: &admission.Limits{
 		ConnsPerAddr: -1, JoinRatePerAddr: 2, JoinBurstPerAddr: 3,
 	}})
-	ctx, cancel := w.wctx()
+	ctx, cancel := w.WaitCtx()
 	defer cancel()
-	st := w.store()
+	st := w.Store()
 	for i := range 3 {
-		if _, err := w.dial().Join(ctx, "User"+string(rune('A'+i))); err != nil {
+		if _, err := w.Dial().Join(ctx, "User"+string(rune('A'+i))); err != nil {
 			t.Fatalf("join %d within the burst: %v", i, err)
 		}
 	}
-	late := w.dial()
+	late := w.Dial()
 	_, err := late.Join(ctx, "Late")
-	mustCode(t, err, protocol.CodeRateLimited)
-	if snap := w.mustInvariants(st); len(snap.Users) != 3 {
+	kit.MustCode(t, err, protocol.CodeRateLimited)
+	if snap := w.MustInvariants(st); len(snap.Users) != 3 {
 		t.Fatalf("%d users stored, want the 3 let in", len(snap.Users))
 	}
-	deadline := time.Now().Add(waitFor)
+	deadline := time.Now().Add(kit.WaitFor)
 	for {
 		if _, err = late.Join(ctx, "Late"); err == nil {
 			break
@@ -170,12 +171,12 @@ func TestJoinsPerAddress(t *testing.T) {
 // resume with the right secret from another connection still works.
 func TestFailedResumesThrottled(t *testing.T) {
 	t.Parallel()
-	w := mustWorld(t, topologies[0], settings{grace: 30 * time.Second, admission: &admission.Limits{
+	w := kit.Start(t, kit.Topologies[0], kit.Settings{Grace: 30 * time.Second, Admission: &admission.Limits{
 		ConnsPerAddr: -1, JoinRatePerAddr: -1, TrustedProxies: loopback,
 	}})
-	ctx, cancel := w.wctx()
+	ctx, cancel := w.WaitCtx()
 	defer cancel()
-	ann := w.join("Ann")
+	ann := w.Join("Ann")
 	welcome := ann.View()
 	guesser := dialFrom(t, w, "198.51.100.9")
 	var refused protocol.Code
@@ -207,11 +208,11 @@ var loopback = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustPa
 
 // dialFrom opens a tab on the world's first edge as the browser at addr,
 // behind a proxy the edge trusts.
-func dialFrom(t *testing.T, w *world, addr string) *client.Client {
+func dialFrom(t *testing.T, w *kit.World, addr string) *client.Client {
 	t.Helper()
-	ctx, cancel := w.wctx()
+	ctx, cancel := w.WaitCtx()
 	defer cancel()
-	c, err := client.DialHeader(ctx, w.sys.EdgeURLs[0], http.Header{"X-Forwarded-For": {addr}})
+	c, err := client.DialHeader(ctx, w.Sys.EdgeURLs[0], http.Header{"X-Forwarded-For": {addr}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -226,7 +227,7 @@ func dialFrom(t *testing.T, w *world, addr string) *client.Client {
 // address's sockets already open, are not affected.
 func TestAbuserIsCutOff(t *testing.T) {
 	t.Parallel()
-	w := mustWorld(t, topologies[0], settings{grace: time.Second, admission: &admission.Limits{
+	w := kit.Start(t, kit.Topologies[0], kit.Settings{Grace: time.Second, Admission: &admission.Limits{
 		ConnsPerAddr: -1, JoinRatePerAddr: -1, TrustedProxies: loopback, PenaltyMax: time.Minute,
 	}})
 	neighbour, _, _ := upgrade(t, w, "198.51.100.1") // opened before the abuse
@@ -252,7 +253,7 @@ func TestAbuserIsCutOff(t *testing.T) {
 			t.Fatalf("%s: the abuser's connection was refused before any abuse: %d %s", tc.name, status, code)
 		}
 		tc.abuse(ws)
-		_ = ws.SetReadDeadline(time.Now().Add(waitFor))
+		_ = ws.SetReadDeadline(time.Now().Add(kit.WaitFor))
 		var err error
 		for err == nil {
 			_, _, err = ws.ReadMessage()
@@ -260,7 +261,7 @@ func TestAbuserIsCutOff(t *testing.T) {
 		if ce, ok := errors.AsType[*websocket.CloseError](err); !ok || ce.Code != tc.code {
 			t.Fatalf("%s: the socket ended with %v, want close %d", tc.name, err, tc.code)
 		}
-		refusedBy := time.Now().Add(waitFor)
+		refusedBy := time.Now().Add(kit.WaitFor)
 		for {
 			next, status, code := upgrade(t, w, "198.51.100.1")
 			if next != nil && tc.closedFirst && time.Now().Before(refusedBy) {
@@ -277,7 +278,7 @@ func TestAbuserIsCutOff(t *testing.T) {
 			t.Fatalf("%s: another address refused: %d %s", tc.name, status, code)
 		}
 		// The first penalty is a second: then the address may connect.
-		deadline := time.Now().Add(waitFor)
+		deadline := time.Now().Add(kit.WaitFor)
 		for {
 			if ws, _, _ := upgrade(t, w, "198.51.100.1"); ws != nil {
 				break

@@ -1,9 +1,9 @@
-// Package browsertest drives the real page in headless Chromium: two tabs
+// Package browser_test drives the real page in headless Chromium: two tabs
 // join, invite, decline, accept, see each other's video over WebRTC (with
 // Chromium's fake camera), end the chat, reload and leave. Elements are
 // found the way the page contract (docs/behaviour.md §7) names them: by role and
 // accessible name, from Chromium's accessibility tree.
-package browsertest
+package browser_test
 
 import (
 	"context"
@@ -26,9 +26,8 @@ import (
 	"github.com/go-jose/go-jose/v4/jwt"
 
 	"github.com/buddytok/buddytok/cmd/buddytok/allinone"
-	"github.com/buddytok/buddytok/services/edge/edge"
 	"github.com/buddytok/buddytok/services/edge/identity"
-	"github.com/buddytok/buddytok/services/presence/presence"
+	"github.com/buddytok/buddytok/test/kit"
 )
 
 const waitFor = 20 * time.Second
@@ -297,25 +296,16 @@ func (tb *tab) join() {
 	tb.textOf("region", "You", "own name", has(tb.name, "available"))
 }
 
-// startSystem starts the all-in-one system the pages talk to, with users
-// kept grace after their tab goes; edits change its options.
+// startSystem starts the all-in-one system the pages talk to (kit.Start's
+// fast timings), with users kept grace after their tab goes; edits change
+// its options.
 func startSystem(t *testing.T, grace time.Duration, edits ...func(*allinone.Options)) *allinone.System {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	opts := allinone.Options{
-		Presence: presence.Config{Grace: grace, LeaseTTL: time.Second, SweepEvery: 50 * time.Millisecond},
-		Edge:     edge.Config{LeaseTTL: time.Second, PingEvery: 5 * time.Second, WriteTimeout: 5 * time.Second, RequestTimeout: 10 * time.Second},
-	}
+	opts := kit.Options(kit.Topologies[0], kit.Settings{Grace: grace})
 	for _, edit := range edits {
 		edit(&opts)
 	}
-	sys, err := allinone.Start(ctx, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = sys.Close() })
-	return sys
+	return kit.StartWith(t, opts, false).Sys
 }
 
 func TestPageFlows(t *testing.T) {

@@ -1,4 +1,4 @@
-package allinone_test
+package system_test
 
 import (
 	"context"
@@ -12,6 +12,7 @@ import (
 	"github.com/fasthttp/websocket"
 
 	"github.com/buddytok/buddytok/pkg/protocol"
+	"github.com/buddytok/buddytok/test/kit"
 )
 
 // A client that stops reading is disconnected once its queue fills; it
@@ -21,14 +22,14 @@ func TestSlowClientIsDisconnected(t *testing.T) {
 	// A short queue, a small send buffer, and a write to a stalled reader
 	// given up after a second: how soon Bob is dropped then depends little
 	// on how fast a busy machine relays the flood.
-	w := mustWorld(t, topologies[0], settings{grace: 200 * time.Millisecond, rapid: true, sendQueueBytes: 128 << 10, sendBuffer: 16 << 10, writeTimeout: time.Second})
-	ann := w.join("Ann")
-	ctx, cancel := w.wctx()
+	w := kit.Start(t, kit.Topologies[0], kit.Settings{Grace: 200 * time.Millisecond, Rapid: true, SendQueueBytes: 128 << 10, SendBuffer: 16 << 10, WriteTimeout: time.Second})
+	ann := w.Join("Ann")
+	ctx, cancel := w.WaitCtx()
 	defer cancel()
 
 	// Bob is a bare WebSocket: he joins and accepts Ann's invitation, then
 	// reads nothing more.
-	url := "ws" + strings.TrimPrefix(w.sys.EdgeURLs[0], "http") + "/ws"
+	url := "ws" + strings.TrimPrefix(w.Sys.EdgeURLs[0], "http") + "/ws"
 	// Bob's socket takes in little: the edge's writes to him stall at
 	// once instead of after megabytes of kernel buffers, however slowly a
 	// busy machine relays the flood.
@@ -54,7 +55,7 @@ func TestSlowClientIsDisconnected(t *testing.T) {
 	}
 	readUntil := func(what string, ok func(protocol.ServerFrame) bool) protocol.ServerFrame {
 		for {
-			_ = bob.SetReadDeadline(time.Now().Add(waitFor))
+			_ = bob.SetReadDeadline(time.Now().Add(kit.WaitFor))
 			_, data, err := bob.ReadMessage()
 			if err != nil {
 				t.Fatalf("Bob waiting for %s: %v", what, err)
@@ -67,7 +68,7 @@ func TestSlowClientIsDisconnected(t *testing.T) {
 	}
 	send(protocol.ClientFrame{Type: protocol.TypeJoin, Name: "Bob", Ref: "j"})
 	bobID := readUntil("welcome", func(f protocol.ServerFrame) bool { return f.Type == protocol.TypeWelcome }).You.ID
-	w.sees(bobID, protocol.StateAvailable, ann)
+	w.Sees(bobID, protocol.StateAvailable, ann)
 	inv, err := ann.Invite(ctx, bobID)
 	if err != nil {
 		t.Fatal(err)
@@ -89,10 +90,10 @@ func TestSlowClientIsDisconnected(t *testing.T) {
 	}()
 	// The edge gives up on Bob: he leaves every list, and Ann, whose own
 	// connection was never held up, is available again.
-	w.sees(bobID, "", ann)
+	w.Sees(bobID, "", ann)
 	stop()
-	w.sees(id(ann), protocol.StateAvailable, ann)
-	pctx, cancelPing := w.wctx()
+	w.Sees(kit.ID(ann), protocol.StateAvailable, ann)
+	pctx, cancelPing := w.WaitCtx()
 	defer cancelPing()
 	if _, err := ann.Request(pctx, protocol.ClientFrame{Type: protocol.TypePing}); err != nil {
 		t.Fatalf("Ann's connection suffered: %v", err)
