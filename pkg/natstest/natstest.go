@@ -5,8 +5,11 @@
 package natstest
 
 import (
+	"context"
 	"fmt"
+	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -15,7 +18,10 @@ import (
 
 	"github.com/buddytok/buddytok/pkg/embeddednats"
 	"github.com/buddytok/buddytok/pkg/freeport"
+	"github.com/buddytok/buddytok/pkg/metrics"
 	"github.com/buddytok/buddytok/pkg/permissions"
+	"github.com/buddytok/buddytok/pkg/protocol"
+	"github.com/buddytok/buddytok/pkg/servicemain"
 )
 
 // Start starts an embedded server for tb with opts and stops it when tb
@@ -124,4 +130,62 @@ func Cluster(tb testing.TB, n int) *nats.Conn {
 	}
 	tb.Cleanup(nc.Close)
 	return nc
+}
+
+// Replica is a service replica, as the services' packages make them.
+type Replica interface {
+	Run(ctx context.Context) error
+	Ready() <-chan struct{}
+}
+
+// Run runs each replica until tb ends, and returns once every one takes
+// requests. A replica that stops before tb ends fails tb.
+func Run(tb testing.TB, replicas ...Replica) {
+	tb.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	var running sync.WaitGroup
+	tb.Cleanup(func() { cancel(); running.Wait() })
+	for _, r := range replicas {
+		running.Add(1)
+		go func() {
+			defer running.Done()
+			if err := r.Run(ctx); ctx.Err() == nil {
+				tb.Errorf("a replica stopped before the test ended: %v", err)
+			}
+		}()
+	}
+	deadline := time.After(30 * time.Second)
+	for _, r := range replicas {
+		select {
+		case <-r.Ready():
+		case <-deadline:
+			tb.Fatal("a replica never became ready")
+		}
+	}
+}
+
+// WantCode fails tb unless err is a protocol error with code: the answer a
+// service gives a refused request.
+func WantCode(tb testing.TB, err error, code protocol.Code) {
+	tb.Helper()
+	if err == nil || protocol.CodeOf(err) != code {
+		tb.Fatalf("got %v, want %s", err, code)
+	}
+}
+
+// NewReplica makes a replica of the service program with cfg, connected
+// as the service's role, logging nowhere; Run runs it.
+func NewReplica[C any](tb testing.TB, roles *Roles, program servicemain.Program[C], cfg C) Replica {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	r, err := program.New(ctx, roles.As(permissions.Role(program.Name)), cfg, slog.New(slog.DiscardHandler), metrics.New())
+	if err != nil {
+		tb.Fatalf("%s: %v", program.Name, err)
+	}
+	replica, ok := r.(Replica)
+	if !ok {
+		tb.Fatalf("a %s replica does not say when it is ready", program.Name)
+	}
+	return replica
 }

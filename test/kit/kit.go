@@ -22,6 +22,7 @@ import (
 	"github.com/buddytok/buddytok/cmd/buddytok/allinone"
 	"github.com/buddytok/buddytok/pkg/client"
 	"github.com/buddytok/buddytok/pkg/latency"
+	"github.com/buddytok/buddytok/pkg/natstest"
 	"github.com/buddytok/buddytok/pkg/protocol"
 	"github.com/buddytok/buddytok/pkg/requestid"
 	"github.com/buddytok/buddytok/pkg/state"
@@ -256,9 +257,7 @@ func IsEnded(invID, reason string) func(protocol.ServerFrame) bool {
 // MustCode asserts that err is a protocol error with code.
 func MustCode(t testing.TB, err error, code protocol.Code) {
 	t.Helper()
-	if protocol.CodeOf(err) != code || err == nil {
-		t.Fatalf("got error %v, want code %s", err, code)
-	}
+	natstest.WantCode(t, err, code)
 }
 
 // Store opens the state bucket on a fresh connection, for checks.

@@ -3,14 +3,12 @@ package invites_test
 import (
 	"context"
 	"encoding/json"
-	"log/slog"
 	"slices"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/buddytok/buddytok/pkg/metrics"
 	"github.com/buddytok/buddytok/pkg/natsrpc"
 	"github.com/buddytok/buddytok/pkg/natstest"
 	"github.com/buddytok/buddytok/pkg/permissions"
@@ -37,28 +35,7 @@ func newRig(t *testing.T, cfg invites.Config) *rig {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	t.Cleanup(cancel)
 	roles := natstest.StartRoles(t)
-	log := slog.New(slog.DiscardHandler)
-	inv, err := invites.New(ctx, roles.As(permissions.Invites), cfg, log, metrics.New())
-	if err != nil {
-		t.Fatal(err)
-	}
-	tok, err := tokens.New(ctx, roles.As(permissions.Tokens), tokens.Config{}, log, metrics.New())
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, r := range []interface {
-		Run(context.Context) error
-		Ready() <-chan struct{}
-	}{inv, tok} {
-		done := make(chan struct{})
-		go func() { defer close(done); _ = r.Run(ctx) }()
-		t.Cleanup(func() { cancel(); <-done })
-		select {
-		case <-r.Ready():
-		case <-ctx.Done():
-			t.Fatal("a replica never became ready")
-		}
-	}
+	natstest.Run(t, natstest.NewReplica(t, roles, invites.Program, cfg), natstest.NewReplica(t, roles, tokens.Program, tokens.Config{}))
 	store, err := state.Open(ctx, roles.Admin(), state.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -172,13 +149,6 @@ func (r *rig) is(snap state.Snapshot, id string, st protocol.State, outgoing str
 	}
 }
 
-func mustCode(t *testing.T, err error, code protocol.Code) {
-	t.Helper()
-	if err == nil || protocol.CodeOf(err) != code {
-		t.Fatalf("got %v, want %s", err, code)
-	}
-}
-
 // An invitation makes its inviter inviting and joins the invitee's
 // incoming ones; the invitee stays available and may hold several.
 func TestInvite(t *testing.T) {
@@ -230,7 +200,7 @@ func TestInviteRefusals(t *testing.T) {
 				r.secrets[tc.from] = tc.secret
 			}
 			_, err := r.invite(tc.from, tc.to)
-			mustCode(t, err, tc.code)
+			natstest.WantCode(t, err, tc.code)
 			after := r.state()
 			if len(after.Invitations) != len(before.Invitations) || after.Users["ann"].State != before.Users["ann"].State {
 				t.Fatalf("a refused invitation changed the state: %d invitations, ann %s", len(after.Invitations), after.Users["ann"].State)
@@ -314,12 +284,12 @@ func TestAnswerRefusals(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			mustCode(t, r.act(tc.subject, tc.user, tc.id), tc.code)
+			natstest.WantCode(t, r.act(tc.subject, tc.user, tc.id), tc.code)
 		})
 	}
 	secret := r.secrets["bob"]
 	r.secrets["bob"] = protocol.NewSecret()
-	mustCode(t, r.act(protocol.SubjectInvitesAccept, "bob", inv), protocol.CodeForbidden)
+	natstest.WantCode(t, r.act(protocol.SubjectInvitesAccept, "bob", inv), protocol.CodeForbidden)
 	r.secrets["bob"] = secret
 	snap := r.state()
 	r.is(snap, "ann", protocol.StateInviting, inv, nil, "")
@@ -378,7 +348,7 @@ func TestLeave(t *testing.T) {
 	chat := r.mustAccept("eve", r.mustInvite("dan", "eve"))
 
 	err := r.call(r.presence, protocol.SubjectInvitesLeave, protocol.LeaveRequest{UserID: "ann", Conn: "cann"}, nil)
-	mustCode(t, err, protocol.CodeConflict) // still connected: not leaving
+	natstest.WantCode(t, err, protocol.CodeConflict) // still connected: not leaving
 	for _, id := range []string{"ann", "dan"} {
 		r.detach(id)
 		if err := r.call(r.presence, protocol.SubjectInvitesLeave, protocol.LeaveRequest{UserID: id, Conn: "c" + id}, nil); err != nil {

@@ -3,14 +3,12 @@ package presence_test
 import (
 	"context"
 	"errors"
-	"log/slog"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/buddytok/buddytok/pkg/metrics"
 	"github.com/buddytok/buddytok/pkg/natsrpc"
 	"github.com/buddytok/buddytok/pkg/natstest"
 	"github.com/buddytok/buddytok/pkg/permissions"
@@ -39,29 +37,8 @@ func newRig(t *testing.T, grace time.Duration) *rig {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	t.Cleanup(cancel)
 	roles := natstest.StartRoles(t)
-	log := slog.New(slog.DiscardHandler)
 	cfg := presence.Config{Grace: grace, LeaseTTL: time.Second, SweepEvery: 20 * time.Millisecond}
-	pre, err := presence.New(ctx, roles.As(permissions.Presence), cfg, log, metrics.New())
-	if err != nil {
-		t.Fatal(err)
-	}
-	inv, err := invites.New(ctx, roles.As(permissions.Invites), invites.Config{}, log, metrics.New())
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, r := range []interface {
-		Run(context.Context) error
-		Ready() <-chan struct{}
-	}{pre, inv} {
-		done := make(chan struct{})
-		go func() { defer close(done); _ = r.Run(ctx) }()
-		t.Cleanup(func() { cancel(); <-done })
-		select {
-		case <-r.Ready():
-		case <-ctx.Done():
-			t.Fatal("a replica never became ready")
-		}
-	}
+	natstest.Run(t, natstest.NewReplica(t, roles, presence.Program, cfg), natstest.NewReplica(t, roles, invites.Program, invites.Config{}))
 	edge := roles.As(permissions.Edge)
 	leases, _, err := state.OpenLeases(ctx, edge, time.Second, state.Options{})
 	if err != nil {
@@ -148,13 +125,6 @@ func (r *rig) waitGone(id string) time.Time {
 	}
 }
 
-func mustCode(t *testing.T, err error, code protocol.Code) {
-	t.Helper()
-	if err == nil || protocol.CodeOf(err) != code {
-		t.Fatalf("got %v, want %s", err, code)
-	}
-}
-
 // A join makes an available user attached to its connection; a user ID
 // is never taken twice.
 func TestJoin(t *testing.T) {
@@ -166,7 +136,7 @@ func TestJoin(t *testing.T) {
 		t.Fatalf("record %+v", u)
 	}
 	err := r.call(protocol.SubjectPresenceJoin, protocol.JoinRequest{UserID: ann.id, Name: "Not Ann", Edge: edgeID, Conn: protocol.NewID(), Secret: protocol.NewSecret()}, nil)
-	mustCode(t, err, protocol.CodeConflict)
+	natstest.WantCode(t, err, protocol.CodeConflict)
 }
 
 // Resume, disconnect and attach each act only with the user's secret and
@@ -197,7 +167,7 @@ func TestProofAndRefusals(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			mustCode(t, r.call(tc.subject, tc.req, nil), tc.code)
+			natstest.WantCode(t, r.call(tc.subject, tc.req, nil), tc.code)
 		})
 	}
 	if u, _ := r.user(ann.id); !u.Connected || u.Conn != ann.conn {
