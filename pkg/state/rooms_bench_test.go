@@ -47,13 +47,16 @@ func BenchmarkRoomWatch(b *testing.B) {
 type roomMechanism struct {
 	name  string
 	watch func(ctx context.Context, b *testing.B, nc *nats.Conn, kv jetstream.KeyValue, rooms []string) (<-chan struct{}, func())
+	// republish: the stream republishes what it stores on bench.r.<room>...
+	// announce: the writer announces each change on bench.room.<room>.
+	republish, announce bool
 }
 
 var roomMechanisms = []roomMechanism{
-	{"kv-watcher-per-room", watchPerRoom},
-	{"one-consumer-filter-per-room", watchOneConsumer},
-	{"core-subject-per-room", watchCoreSubjects},
-	{"republish-per-room", watchRepublished},
+	{name: "kv-watcher-per-room", watch: watchPerRoom},
+	{name: "one-consumer-filter-per-room", watch: watchOneConsumer},
+	{name: "core-subject-per-room", watch: watchCoreSubjects, announce: true},
+	{name: "republish-per-room", watch: watchRepublished, republish: true},
 }
 
 func roomName(i int) string { return fmt.Sprintf("room%05d", i) }
@@ -103,7 +106,7 @@ func measureRooms(b *testing.B, m roomMechanism, watched int) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	kv := fillRooms(ctx, b, js, m.name == "republish-per-room")
+	kv := fillRooms(ctx, b, js, m.republish)
 	rooms := make([]string, watched)
 	for i := range rooms {
 		rooms[i] = roomName(i * (benchRooms / watched))
@@ -125,9 +128,7 @@ func measureRooms(b *testing.B, m roomMechanism, watched int) {
 		if _, err := js.PublishAsync(fmt.Sprintf("$KV.rooms.r.%s.user.0", roomName(r)), val); err != nil {
 			b.Fatal(err)
 		}
-		if m.name == "core-subject-per-room" {
-			// Beside the KV, the writer announces the change on the
-			// room's subject.
+		if m.announce {
 			if err := nc.Publish("bench.room."+roomName(r), val); err != nil {
 				b.Fatal(err)
 			}

@@ -10,6 +10,10 @@ import (
 	"github.com/buddytok/buddytok/pkg/retry"
 )
 
+// leaseValue is what a lease holds: when it was written, for operators
+// reading the bucket (its TTL, not its value, decides).
+func leaseValue() []byte { return []byte(time.Now().UTC().Format(time.RFC3339Nano)) }
+
 // firstLeaseFor bounds how long a starting edge tries to store its first
 // lease before it gives up (and exits, for its supervisor to start it
 // again).
@@ -28,7 +32,7 @@ func (e *Edge) firstLease(ctx context.Context) (uint64, error) {
 		pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 		defer cancel()
 		var err error
-		rev, err = e.leases.Put(pctx, e.id, []byte(time.Now().UTC().Format(time.RFC3339Nano)))
+		rev, err = e.leases.Put(pctx, e.id, leaseValue())
 		if err != nil && ctx.Err() == nil {
 			e.log.Warn("first lease not stored yet; trying again", "err", err)
 		}
@@ -52,7 +56,7 @@ func (e *Edge) renewLease(ctx context.Context, rev uint64) {
 			return
 		case <-t.C:
 		}
-		val := []byte(time.Now().UTC().Format(time.RFC3339Nano))
+		val := leaseValue()
 		// A renewal that has not been answered by the next one is lost
 		// (its request went out on a connection that died): waiting for
 		// it longer would only hide a lapse.
