@@ -84,6 +84,7 @@ func For(r Role) Set {
 		s.Publish = join(read(stateStream), read(leaseStream), create,
 			[]string{
 				"$JS.API.STREAM.UPDATE." + stateStream, // enabling atomic batches on an older deployment
+				"$JS.API.STREAM.PURGE." + stateStream,  // removing the markers of records deleted long ago (Store.PurgeDeleted)
 				write(state.Bucket), write(state.LeaseBucket),
 				protocol.SubjectInvitesLeave,
 				protocol.EventSubject("*"), // superseded connections

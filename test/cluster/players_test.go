@@ -61,6 +61,7 @@ type player struct {
 	t    *tally
 
 	c              *client.Client
+	url            string // the edge c is connected to
 	userID, secret string
 	downSince      time.Time // when the connection was lost; zero while connected
 	awayUntil      time.Time // a person who closed the tab comes back then
@@ -175,7 +176,8 @@ func (p *player) lose() {
 func (p *player) connect(ctx context.Context) {
 	opCtx, cancel := context.WithTimeout(ctx, opTimeout)
 	defer cancel()
-	c, err := client.Dial(opCtx, p.urls[p.rng.IntN(len(p.urls))])
+	url := p.urls[p.rng.IntN(len(p.urls))]
+	c, err := client.Dial(opCtx, url)
 	if err != nil {
 		return // that edge is down: another next time
 	}
@@ -183,7 +185,7 @@ func (p *player) connect(ctx context.Context) {
 		_, err := c.Resume(opCtx, p.userID, p.secret)
 		switch code := protocol.CodeOf(err); {
 		case err == nil:
-			p.c, p.owes = c, false
+			p.c, p.url, p.owes = c, url, false
 			down := p.downSince
 			p.downSince = time.Time{}
 			p.t.add(func(t *tally) {
@@ -212,6 +214,6 @@ func (p *player) connect(ctx context.Context) {
 		return
 	}
 	v := c.View()
-	p.c, p.userID, p.secret, p.owes, p.downSince = c, v.Me.ID, v.Secret, false, time.Time{}
+	p.c, p.url, p.userID, p.secret, p.owes, p.downSince = c, url, v.Me.ID, v.Secret, false, time.Time{}
 	p.t.add(func(t *tally) { t.joins++ })
 }
