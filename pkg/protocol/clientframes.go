@@ -25,8 +25,8 @@ type ClientFrameKind struct {
 // ClientFrames are the frames a browser may send, in the order
 // docs/protocol.md lists them.
 var ClientFrames = []ClientFrameKind{
-	{Type: TypeJoin, Fields: []string{"name"}, BeforeJoin: true, check: checkJoin},
-	{Type: TypeResume, Fields: []string{"user_id", "secret"}, BeforeJoin: true, check: checkResume},
+	{Type: TypeJoin, Fields: []string{"name", "room"}, BeforeJoin: true, check: checkJoin},
+	{Type: TypeResume, Fields: []string{"user_id", "secret", "room"}, BeforeJoin: true, check: checkResume},
 	{Type: TypeInvite, Fields: []string{"to"}, check: func(f *ClientFrame) error { return CheckID("to", f.To) }},
 	{Type: TypeCancel, Fields: []string{"invitation"}, check: checkInvitation},
 	{Type: TypeAccept, Fields: []string{"invitation"}, check: checkInvitation},
@@ -54,6 +54,9 @@ func ClientFrameKindOf(typ string) (ClientFrameKind, bool) {
 }
 
 func checkJoin(f *ClientFrame) error {
+	if err := checkFrameRoom(f); err != nil {
+		return err
+	}
 	name, err := NormalizeName(f.Name)
 	if err != nil {
 		return err
@@ -63,10 +66,23 @@ func checkJoin(f *ClientFrame) error {
 }
 
 func checkResume(f *ClientFrame) error {
+	if err := checkFrameRoom(f); err != nil {
+		return err
+	}
 	if !ValidID(f.UserID) || !ValidSecret(f.Secret) {
 		return Errorf(CodeResumeFailed, "unknown user or wrong secret")
 	}
 	return nil
+}
+
+// checkFrameRoom checks the room a join or resume names; a frame that names
+// none is for the lobby.
+func checkFrameRoom(f *ClientFrame) error {
+	if f.Room == "" {
+		f.Room = Lobby
+		return nil
+	}
+	return CheckRoom(f.Room)
 }
 
 func checkInvitation(f *ClientFrame) error { return CheckID("invitation", f.Invitation) }

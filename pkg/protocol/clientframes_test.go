@@ -24,9 +24,13 @@ func TestDecodeClientFrame(t *testing.T) {
 	}{
 		{"ping", text, `{"type":"ping","ref":"1"}`, "", "1", protocol.ClientFrame{Type: "ping", Ref: "1"}},
 		{"join, name normalised", text, `{"type":"join","ref":"j","name":"  Zoe\u0308  Lee "}`, "", "j",
-			protocol.ClientFrame{Type: "join", Ref: "j", Name: "Zoë Lee"}},
+			protocol.ClientFrame{Type: "join", Ref: "j", Name: "Zoë Lee", Room: protocol.Lobby}},
+		{"join a room", text, `{"type":"join","name":"Zoe","room":"smith-family"}`, "", "",
+			protocol.ClientFrame{Type: "join", Name: "Zoe", Room: "smith-family"}},
 		{"resume", text, `{"type":"resume","user_id":"` + id + `","secret":"` + secret + `"}`, "", "",
-			protocol.ClientFrame{Type: "resume", UserID: id, Secret: secret}},
+			protocol.ClientFrame{Type: "resume", UserID: id, Secret: secret, Room: protocol.Lobby}},
+		{"resume in a room", text, `{"type":"resume","user_id":"` + id + `","secret":"` + secret + `","room":"a1"}`, "", "",
+			protocol.ClientFrame{Type: "resume", UserID: id, Secret: secret, Room: "a1"}},
 		{"invite", text, `{"type":"invite","to":"` + id + `"}`, "", "", protocol.ClientFrame{Type: "invite", To: id}},
 		{"accept", text, `{"type":"accept","invitation":"` + id + `"}`, "", "", protocol.ClientFrame{Type: "accept", Invitation: id}},
 		{"signal", text, `{"type":"signal","chat":"` + id + `","data":{"sdp":"x"}}`, "", "",
@@ -46,9 +50,12 @@ func TestDecodeClientFrame(t *testing.T) {
 		{"a server frame's type", text, `{"type":"welcome"}`, protocol.CodeUnknownType, "", protocol.ClientFrame{Type: "welcome"}},
 		{"long ref", text, `{"type":"ping","ref":"` + strings.Repeat("r", protocol.MaxRefBytes+1) + `"}`, protocol.CodeBadRequest, "", protocol.ClientFrame{Type: "ping"}},
 		{"join, bad name", text, `{"type":"join","ref":"j","name":"Al\u200bice"}`, protocol.CodeInvalidName, "j", protocol.ClientFrame{Type: "join", Ref: "j", Name: "Al\u200bice"}},
-		{"join, no name", text, `{"type":"join"}`, protocol.CodeInvalidName, "", protocol.ClientFrame{Type: "join"}},
-		{"resume, bad ID", text, `{"type":"resume","user_id":"A*","secret":"` + secret + `"}`, protocol.CodeResumeFailed, "", protocol.ClientFrame{Type: "resume", UserID: "A*", Secret: secret}},
-		{"resume, short secret", text, `{"type":"resume","user_id":"` + id + `","secret":"short"}`, protocol.CodeResumeFailed, "", protocol.ClientFrame{Type: "resume", UserID: id, Secret: "short"}},
+		{"join, no name", text, `{"type":"join"}`, protocol.CodeInvalidName, "", protocol.ClientFrame{Type: "join", Room: protocol.Lobby}},
+		{"join, room in capitals", text, `{"type":"join","name":"Zoe","room":"Team"}`, protocol.CodeInvalidRoom, "", protocol.ClientFrame{Type: "join", Name: "Zoe", Room: "Team"}},
+		{"join, room with a wildcard", text, `{"type":"join","name":"Zoe","room":"a.>"}`, protocol.CodeInvalidRoom, "", protocol.ClientFrame{Type: "join", Name: "Zoe", Room: "a.>"}},
+		{"resume, bad room", text, `{"type":"resume","user_id":"` + id + `","secret":"` + secret + `","room":"-"}`, protocol.CodeInvalidRoom, "", protocol.ClientFrame{Type: "resume", UserID: id, Secret: secret, Room: "-"}},
+		{"resume, bad ID", text, `{"type":"resume","user_id":"A*","secret":"` + secret + `"}`, protocol.CodeResumeFailed, "", protocol.ClientFrame{Type: "resume", UserID: "A*", Secret: secret, Room: protocol.Lobby}},
+		{"resume, short secret", text, `{"type":"resume","user_id":"` + id + `","secret":"short"}`, protocol.CodeResumeFailed, "", protocol.ClientFrame{Type: "resume", UserID: id, Secret: "short", Room: protocol.Lobby}},
 		{"invite, subject wildcard", text, `{"type":"invite","to":"a.>"}`, protocol.CodeBadRequest, "", protocol.ClientFrame{Type: "invite", To: "a.>"}},
 		{"invite nobody", text, `{"type":"invite"}`, protocol.CodeBadRequest, "", protocol.ClientFrame{Type: "invite"}},
 		{"cancel, path", text, `{"type":"cancel","invitation":"../../etc"}`, protocol.CodeBadRequest, "", protocol.ClientFrame{Type: "cancel", Invitation: "../../etc"}},
@@ -112,8 +119,11 @@ func FuzzDecodeFrame(f *testing.F) {
 			if again, err := protocol.NormalizeName(fr.Name); err != nil || again != fr.Name {
 				t.Fatalf("DecodeClientFrame(%q) passed name %q, not normalised", data, fr.Name)
 			}
+			if protocol.CheckRoom(fr.Room) != nil {
+				t.Fatalf("DecodeClientFrame(%q) passed room %q", data, fr.Room)
+			}
 		case protocol.TypeResume:
-			if !protocol.ValidID(fr.UserID) || !protocol.ValidSecret(fr.Secret) {
+			if !protocol.ValidID(fr.UserID) || !protocol.ValidSecret(fr.Secret) || protocol.CheckRoom(fr.Room) != nil {
 				t.Fatalf("DecodeClientFrame(%q) passed %+v", data, fr)
 			}
 		case protocol.TypeInvite:

@@ -17,6 +17,7 @@ const (
 	CodeFrameTooLarge  Code = "frame_too_large"      // the frame exceeds MaxFrameBytes
 	CodeRateLimited    Code = "rate_limited"         // too many frames; slow down
 	CodeInvalidName    Code = "invalid_name"         // the display name breaks the name rules
+	CodeInvalidRoom    Code = "invalid_room"         // the room name breaks the room name rule
 	CodeNotJoined      Code = "not_joined"           // join or resume first
 	CodeAlreadyJoined  Code = "already_joined"       // this connection already has a user
 	CodeResumeFailed   Code = "resume_failed"        // unknown user or wrong secret

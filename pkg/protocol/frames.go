@@ -122,6 +122,7 @@ type ClientFrame struct {
 	Type       string          `json:"type"`
 	Ref        string          `json:"ref,omitempty"`
 	Name       string          `json:"name,omitempty"`
+	Room       string          `json:"room,omitempty"`
 	UserID     string          `json:"user_id,omitempty"`
 	Secret     string          `json:"secret,omitempty"`
 	To         string          `json:"to,omitempty"`
@@ -137,6 +138,7 @@ type ServerFrame struct {
 	Code        Code            `json:"code,omitempty"`
 	Message     string          `json:"message,omitempty"`
 	Version     int             `json:"version,omitempty"`
+	Room        string          `json:"room,omitempty"`
 	Mode        string          `json:"mode,omitempty"`
 	You         *User           `json:"you,omitempty"`
 	Secret      string          `json:"secret,omitempty"`

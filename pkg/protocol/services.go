@@ -58,12 +58,17 @@ const (
 // serves the user subscribes to it while the user is connected.
 func EventSubject(userID string) string { return eventPrefix + userID }
 
-// JoinRequest asks presence to create a user. The edge picks the ID so it
+// Every request that acts on a user names the user's room (Room, checked
+// by CheckRoom): a user, and everything it does, lives in one room, and
+// the services find its records there.
+
+// JoinRequest asks presence to create a user in Room. The edge picks the ID so it
 // can subscribe to the user's events before anyone can see the user, and
 // the resume secret (NewSecret) so that it holds the proof every later
 // request for the user needs, the disconnect report among them, even when
 // the join's reply is lost.
 type JoinRequest struct {
+	Room   string `json:"room"`
 	UserID string `json:"user_id"`
 	Name   string `json:"name"`
 	Edge   string `json:"edge"`
@@ -81,6 +86,7 @@ type JoinReply struct {
 
 // ResumeRequest reattaches a connection to an existing user.
 type ResumeRequest struct {
+	Room   string `json:"room"`
 	UserID string `json:"user_id"`
 	Secret string `json:"secret"`
 	Edge   string `json:"edge"`
@@ -98,6 +104,7 @@ type Personal struct {
 // DisconnectRequest reports that a connection ended; the user is kept for
 // the grace period. Conn guards against a late report after a resume.
 type DisconnectRequest struct {
+	Room   string `json:"room"`
 	UserID string `json:"user_id"`
 	Conn   string `json:"conn"`
 	Secret string `json:"secret"`
@@ -108,6 +115,7 @@ type DisconnectRequest struct {
 // outage, a paused process). It succeeds only while the user is still
 // served by exactly this edge and connection.
 type AttachRequest struct {
+	Room   string `json:"room"`
 	UserID string `json:"user_id"`
 	Edge   string `json:"edge"`
 	Conn   string `json:"conn"`
@@ -118,6 +126,7 @@ type AttachRequest struct {
 // invitations and chat. It succeeds only if the user is still detached
 // from Conn.
 type LeaveRequest struct {
+	Room   string `json:"room"`
 	UserID string `json:"user_id"`
 	Conn   string `json:"conn"`
 }
@@ -126,6 +135,7 @@ type LeaveRequest struct {
 // is From's resume secret: it proves the request comes from the edge that
 // serves From (as in every request that acts for a user).
 type InviteRequest struct {
+	Room   string `json:"room"`
 	From   string `json:"from"`
 	To     string `json:"to"`
 	Secret string `json:"secret"`
@@ -134,6 +144,7 @@ type InviteRequest struct {
 // InvitationRequest acts (cancel, accept, decline) on an invitation on
 // behalf of UserID.
 type InvitationRequest struct {
+	Room       string `json:"room"`
 	UserID     string `json:"user_id"`
 	Invitation string `json:"invitation"`
 	Secret     string `json:"secret"`
@@ -141,6 +152,7 @@ type InvitationRequest struct {
 
 // ChatRequest acts on a chat on behalf of UserID.
 type ChatRequest struct {
+	Room   string `json:"room"`
 	UserID string `json:"user_id"`
 	Chat   string `json:"chat"`
 	Secret string `json:"secret"`
@@ -148,6 +160,7 @@ type ChatRequest struct {
 
 // SignalRequest relays a WebRTC signal to the other party of a chat.
 type SignalRequest struct {
+	Room   string          `json:"room"`
 	UserID string          `json:"user_id"`
 	Chat   string          `json:"chat"`
 	Data   json.RawMessage `json:"data"`

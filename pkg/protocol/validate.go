@@ -35,6 +35,9 @@ func CheckSignal(data []byte) error {
 
 // Validate checks the request's fields.
 func (r *JoinRequest) Validate() error {
+	if err := CheckRoom(r.Room); err != nil {
+		return err
+	}
 	if err := checkIDs("user_id", r.UserID, "edge", r.Edge, "conn", r.Conn); err != nil {
 		return err
 	}
@@ -48,6 +51,9 @@ func (r *JoinRequest) Validate() error {
 
 // Validate checks the request's fields.
 func (r *ResumeRequest) Validate() error {
+	if err := CheckRoom(r.Room); err != nil {
+		return err
+	}
 	if err := checkIDs("edge", r.Edge, "conn", r.Conn); err != nil {
 		return err
 	}
@@ -59,6 +65,9 @@ func (r *ResumeRequest) Validate() error {
 
 // Validate checks the request's fields.
 func (r *DisconnectRequest) Validate() error {
+	if err := CheckRoom(r.Room); err != nil {
+		return err
+	}
 	if err := checkIDs("user_id", r.UserID, "conn", r.Conn); err != nil {
 		return err
 	}
@@ -66,7 +75,12 @@ func (r *DisconnectRequest) Validate() error {
 }
 
 // Validate checks the request's fields.
-func (r *LeaveRequest) Validate() error { return checkIDs("user_id", r.UserID, "conn", r.Conn) }
+func (r *LeaveRequest) Validate() error {
+	if err := CheckRoom(r.Room); err != nil {
+		return err
+	}
+	return checkIDs("user_id", r.UserID, "conn", r.Conn)
+}
 
 // ErrNotProven answers a request that acts for a user without the user's
 // secret: refused by Validate when it has none, by the service when it is
@@ -83,6 +97,9 @@ func checkProof(secret string) error {
 
 // Validate checks the request's fields.
 func (r *InviteRequest) Validate() error {
+	if err := CheckRoom(r.Room); err != nil {
+		return err
+	}
 	if err := checkIDs("from", r.From, "to", r.To); err != nil {
 		return err
 	}
@@ -91,6 +108,9 @@ func (r *InviteRequest) Validate() error {
 
 // Validate checks the request's fields.
 func (r *InvitationRequest) Validate() error {
+	if err := CheckRoom(r.Room); err != nil {
+		return err
+	}
 	if err := checkIDs("user_id", r.UserID, "invitation", r.Invitation); err != nil {
 		return err
 	}
@@ -99,6 +119,9 @@ func (r *InvitationRequest) Validate() error {
 
 // Validate checks the request's fields.
 func (r *ChatRequest) Validate() error {
+	if err := CheckRoom(r.Room); err != nil {
+		return err
+	}
 	if err := checkIDs("user_id", r.UserID, "chat", r.Chat); err != nil {
 		return err
 	}
@@ -107,6 +130,9 @@ func (r *ChatRequest) Validate() error {
 
 // Validate checks the request's fields.
 func (r *SignalRequest) Validate() error {
+	if err := CheckRoom(r.Room); err != nil {
+		return err
+	}
 	if err := checkIDs("user_id", r.UserID, "chat", r.Chat); err != nil {
 		return err
 	}
@@ -123,6 +149,9 @@ func (r *SessionRequest) Validate() error {
 
 // Validate checks the request's fields.
 func (r *AttachRequest) Validate() error {
+	if err := CheckRoom(r.Room); err != nil {
+		return err
+	}
 	if err := checkIDs("user_id", r.UserID, "edge", r.Edge, "conn", r.Conn); err != nil {
 		return err
 	}

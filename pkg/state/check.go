@@ -9,7 +9,8 @@ import (
 )
 
 // Check returns every violation of docs/behaviour.md §3's invariants (and of the
-// records' own cross-references) in snap, joined, or nil.
+// records' own cross-references, rooms included: an invitation or a chat
+// never spans two rooms) in snap, joined, or nil.
 func Check(snap Snapshot) error {
 	var errs []error
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
@@ -32,6 +33,9 @@ func Check(snap Snapshot) error {
 		if inv.From == inv.To {
 			bad("invitation %s: user %s invites themself", id, inv.From)
 		}
+		if room := snap.RoomOf[id]; from.Room != room || to.Room != room {
+			bad("invitation %s in room %q is between users of rooms %q and %q", id, room, from.Room, to.Room)
+		}
 	}
 	for uid, n := range outgoing {
 		if n > 1 {
@@ -39,6 +43,9 @@ func Check(snap Snapshot) error {
 		}
 	}
 	for id, u := range snap.Users {
+		if room := snap.RoomOf[id]; u.Room != room {
+			bad("user %s names room %q but is kept in room %q", id, u.Room, room)
+		}
 		switch u.State {
 		case protocol.StateAvailable:
 			if u.Outgoing != "" || u.Chat != "" {
@@ -78,6 +85,8 @@ func Check(snap Snapshot) error {
 		for _, p := range c.Parties {
 			if u, ok := snap.Users[p]; !ok || u.Chat != id {
 				bad("chat %s: party %s is gone or not in it", id, p)
+			} else if u.Room != snap.RoomOf[id] {
+				bad("chat %s in room %q has party %s of room %q", id, snap.RoomOf[id], p, u.Room)
 			}
 		}
 	}

@@ -12,7 +12,7 @@ import (
 // chat, Eve is idle.
 func valid() state.Snapshot {
 	user := func(id string, st protocol.State) state.User {
-		return state.User{ID: id, Name: strings.ToUpper(id), State: st, Connected: true}
+		return state.User{ID: id, Room: lobby, Name: strings.ToUpper(id), State: st, Connected: true}
 	}
 	ann, bob := user("ann", protocol.StateInviting), user("bob", protocol.StateAvailable)
 	cy, dee, eve := user("cy", protocol.StateChatting), user("dee", protocol.StateChatting), user("eve", protocol.StateAvailable)
@@ -22,6 +22,7 @@ func valid() state.Snapshot {
 		Users:       map[string]state.User{"ann": ann, "bob": bob, "cy": cy, "dee": dee, "eve": eve},
 		Invitations: map[string]protocol.Invitation{"i1": {ID: "i1", From: "ann", To: "bob"}},
 		Chats:       map[string]state.Chat{"c1": {Chat: protocol.Chat{ID: "c1", Parties: [2]string{"cy", "dee"}}}},
+		RoomOf:      map[string]string{"ann": lobby, "bob": lobby, "cy": lobby, "dee": lobby, "eve": lobby, "i1": lobby, "c1": lobby},
 	}
 }
 
@@ -62,6 +63,17 @@ func TestCheck(t *testing.T) {
 			bob.Incoming = nil
 			s.Users["bob"] = bob
 		}, "missing from invitee"},
+		{"invitation across rooms", func(s *state.Snapshot) {
+			bob := s.Users["bob"]
+			bob.Room, s.RoomOf["bob"] = "team", "team"
+			s.Users["bob"] = bob
+		}, "between users of rooms"},
+		{"chat across rooms", func(s *state.Snapshot) {
+			dee := s.Users["dee"]
+			dee.Room, s.RoomOf["dee"] = "team", "team"
+			s.Users["dee"] = dee
+		}, "has party dee of room"},
+		{"user kept in another room than it names", func(s *state.Snapshot) { s.RoomOf["eve"] = "team" }, "kept in room"},
 		{"unknown state", func(s *state.Snapshot) {
 			eve := s.Users["eve"]
 			eve.State = "dancing"

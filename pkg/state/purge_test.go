@@ -24,16 +24,16 @@ func TestPurgeDeletedAsPresence(t *testing.T) {
 		t.Fatal(err)
 	}
 	var put state.Txn
-	put.Put(state.UserKey("ann"), 0, state.User{ID: "ann"})
+	put.Put(state.UserKey(lobby, "ann"), 0, state.User{ID: "ann"})
 	if err := st.Commit(ctx, &put); err != nil {
 		t.Fatal(err)
 	}
-	_, rev, err := st.GetUser(ctx, "ann")
+	_, rev, err := st.GetUser(ctx, lobby, "ann")
 	if err != nil {
 		t.Fatal(err)
 	}
 	var del state.Txn
-	del.Delete(state.UserKey("ann"), rev)
+	del.Delete(state.UserKey(lobby, "ann"), rev)
 	if err := st.Commit(ctx, &del); err != nil {
 		t.Fatal(err)
 	}

@@ -9,27 +9,62 @@ import (
 	"crypto/subtle"
 	"encoding/hex"
 	"slices"
+	"strings"
 
 	"github.com/buddytok/buddytok/pkg/protocol"
 )
 
-// Key prefixes inside the state bucket. Watchers of the buddy list watch
-// only UserPrefix+">".
+// Every record lives under its room's prefix, r.<room>.<kind>.<id>
+// (docs/rooms.md), so that one filter reads or watches a room alone. Room
+// names follow protocol.CheckRoom and IDs protocol.ValidID, so neither
+// holds a '.'.
 const (
-	UserPrefix       = "user."
-	InvitationPrefix = "inv."
-	ChatPrefix       = "chat."
+	roomsPrefix = "r."
+
+	KindUser       = "user"
+	KindInvitation = "inv"
+	KindChat       = "chat"
 )
 
+// RoomPrefix is the key prefix of every record of room.
+func RoomPrefix(room string) string { return roomsPrefix + room + "." }
+
 // UserKey, InvitationKey and ChatKey name a record's key.
-func UserKey(id string) string       { return UserPrefix + id }
-func InvitationKey(id string) string { return InvitationPrefix + id }
-func ChatKey(id string) string       { return ChatPrefix + id }
+func UserKey(room, id string) string       { return RoomPrefix(room) + KindUser + "." + id }
+func InvitationKey(room, id string) string { return RoomPrefix(room) + KindInvitation + "." + id }
+func ChatKey(room, id string) string       { return RoomPrefix(room) + KindChat + "." + id }
+
+// AllUsers is the key filter of every room's user records.
+const AllUsers = roomsPrefix + "*." + KindUser + ".*"
+
+// Key is a record's key taken apart.
+type Key struct {
+	Room, Kind, ID string
+}
+
+// ParseKey takes a record's key apart; ok is false for a key that is not a
+// record's (a store written before rooms holds such keys).
+func ParseKey(key string) (k Key, ok bool) {
+	rest, ok := strings.CutPrefix(key, roomsPrefix)
+	if !ok {
+		return Key{}, false
+	}
+	parts := strings.Split(rest, ".")
+	if len(parts) != 3 || parts[0] == "" || parts[2] == "" {
+		return Key{}, false
+	}
+	switch parts[1] {
+	case KindUser, KindInvitation, KindChat:
+		return Key{Room: parts[0], Kind: parts[1], ID: parts[2]}, true
+	}
+	return Key{}, false
+}
 
 // User is the stored record of an online user. Only Public() of it ever
 // reaches another user.
 type User struct {
 	ID       string         `json:"id"`
+	Room     string         `json:"room"`
 	Name     string         `json:"name"`
 	State    protocol.State `json:"state"`
 	JoinedAt int64          `json:"joined_at"`

@@ -60,7 +60,7 @@ func TestRepublishCarriesCommittedTransactionsOnly(t *testing.T) {
 
 			var first state.Txn // three records, one atomic batch
 			for _, id := range []string{"ann", "bob", "cat"} {
-				first.Put(state.UserKey(id), 0, state.User{ID: id})
+				first.Put(state.UserKey(lobby, id), 0, state.User{ID: id})
 			}
 			if err := st.Commit(ctx, &first); err != nil {
 				t.Fatal(err)
@@ -73,24 +73,24 @@ func TestRepublishCarriesCommittedTransactionsOnly(t *testing.T) {
 				}
 				got[m.Subject] = m
 			}
-			_, annRev, err := st.GetUser(ctx, "ann")
+			_, annRev, err := st.GetUser(ctx, lobby, "ann")
 			if err != nil {
 				t.Fatal(err)
 			}
-			ann := got["republished.user.ann"]
+			ann := got["republished.r.lobby.user.ann"]
 			if ann == nil || ann.Header.Get(jetstream.SequenceHeader) != strconv.FormatUint(annRev, 10) || ann.Header.Get("Nats-Last-Sequence") != "0" {
 				t.Fatalf("ann republished as %v, want sequence %d after none", ann, annRev)
 			}
 
 			var stale state.Txn // refused: ann moved since revision 0
-			stale.Put(state.UserKey("ann"), 0, state.User{ID: "ann", Name: "again"})
-			stale.Put(state.UserKey("dan"), 0, state.User{ID: "dan"})
+			stale.Put(state.UserKey(lobby, "ann"), 0, state.User{ID: "ann", Name: "again"})
+			stale.Put(state.UserKey(lobby, "dan"), 0, state.User{ID: "dan"})
 			if err := st.Commit(ctx, &stale); !errors.Is(err, state.ErrConflict) {
 				t.Fatalf("a stale transaction: %v, want a conflict", err)
 			}
 			var next state.Txn
-			next.Put(state.UserKey("ann"), annRev, state.User{ID: "ann", Name: "Ann"})
-			next.Put(state.UserKey("eve"), 0, state.User{ID: "eve"})
+			next.Put(state.UserKey(lobby, "ann"), annRev, state.User{ID: "ann", Name: "Ann"})
+			next.Put(state.UserKey(lobby, "eve"), 0, state.User{ID: "eve"})
 			if err := st.Commit(ctx, &next); err != nil {
 				t.Fatal(err)
 			}
@@ -102,11 +102,11 @@ func TestRepublishCarriesCommittedTransactionsOnly(t *testing.T) {
 					t.Fatal(err)
 				}
 				switch m.Subject {
-				case "republished.user.ann":
+				case "republished.r.lobby.user.ann":
 					if m.Header.Get("Nats-Last-Sequence") != strconv.FormatUint(annRev, 10) {
 						t.Fatalf("ann's change names %s as the one before, want %d", m.Header.Get("Nats-Last-Sequence"), annRev)
 					}
-				case "republished.user.eve":
+				case "republished.r.lobby.user.eve":
 				default:
 					t.Fatalf("republished %s, of a refused transaction", m.Subject)
 				}

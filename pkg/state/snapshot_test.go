@@ -49,12 +49,12 @@ func TestSnapshotIsConsistentUnderWrites(t *testing.T) {
 							var txn state.Txn
 							var n int64
 							for k := range tt.width {
-								u, rev, err := st.GetUser(ctx, key(g, k))
+								u, rev, err := st.GetUser(ctx, lobby, key(g, k))
 								if err != nil && !errors.Is(err, state.ErrNotFound) {
 									return err
 								}
 								n = max(n, u.JoinedAt)
-								txn.Put(state.UserKey(key(g, k)), rev, state.User{ID: key(g, k), JoinedAt: n + 1, State: protocol.StateAvailable})
+								txn.Put(state.UserKey(lobby, key(g, k)), rev, state.User{ID: key(g, k), JoinedAt: n + 1, State: protocol.StateAvailable})
 							}
 							return st.Commit(ctx, &txn)
 						})
@@ -101,17 +101,17 @@ func TestSnapshotOfAStreamEndingInAPurgedBatch(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	var both state.Txn
-	both.Put(state.UserKey("kept"), 0, state.User{ID: "kept", Name: "K"})
-	both.Put(state.UserKey("gone"), 0, state.User{ID: "gone", Name: "G"})
+	both.Put(state.UserKey(lobby, "kept"), 0, state.User{ID: "kept", Name: "K"})
+	both.Put(state.UserKey(lobby, "gone"), 0, state.User{ID: "gone", Name: "G"})
 	if err := st.Commit(ctx, &both); err != nil {
 		t.Fatal(err)
 	}
-	_, rev, err := st.GetUser(ctx, "gone")
+	_, rev, err := st.GetUser(ctx, lobby, "gone")
 	if err != nil {
 		t.Fatal(err)
 	}
 	var del state.Txn
-	del.Delete(state.UserKey("gone"), rev)
+	del.Delete(state.UserKey(lobby, "gone"), rev)
 	if err := st.Commit(ctx, &del); err != nil {
 		t.Fatal(err)
 	}
@@ -146,14 +146,14 @@ func TestSnapshotWhilePurging(t *testing.T) {
 			for i := lo; i < lo+100; i++ {
 				id := fmt.Sprintf("r%d-k%03d", round, i)
 				if del {
-					_, rev, err := st.GetUser(ctx, id)
+					_, rev, err := st.GetUser(ctx, lobby, id)
 					if err != nil {
 						t.Fatal(err)
 					}
-					txn.Delete(state.UserKey(id), rev)
+					txn.Delete(state.UserKey(lobby, id), rev)
 					continue
 				}
-				txn.Put(state.UserKey(id), 0, state.User{ID: id, State: protocol.StateAvailable})
+				txn.Put(state.UserKey(lobby, id), 0, state.User{ID: id, State: protocol.StateAvailable})
 			}
 			if err := st.Commit(ctx, &txn); err != nil {
 				t.Fatal(err)
@@ -161,7 +161,7 @@ func TestSnapshotWhilePurging(t *testing.T) {
 		}
 	}
 	var live state.Txn
-	live.Put(state.UserKey("live"), 0, state.User{ID: "live", State: protocol.StateAvailable})
+	live.Put(state.UserKey(lobby, "live"), 0, state.User{ID: "live", State: protocol.StateAvailable})
 	if err := st.Commit(ctx, &live); err != nil {
 		t.Fatal(err)
 	}
@@ -206,7 +206,7 @@ func TestSnapshotLeavesNoConsumer(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	var txn state.Txn
-	txn.Put(state.UserKey("u"), 0, state.User{ID: "u", Name: "U"})
+	txn.Put(state.UserKey(lobby, "u"), 0, state.User{ID: "u", Name: "U"})
 	if err := st.Commit(ctx, &txn); err != nil {
 		t.Fatal(err)
 	}

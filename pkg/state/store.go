@@ -222,19 +222,19 @@ func (s *Store) JetStream() jetstream.JetStream { return s.js }
 // KV returns the bucket, for watchers.
 func (s *Store) KV() jetstream.KeyValue { return s.kv }
 
-// GetUser reads a user record and its revision.
-func (s *Store) GetUser(ctx context.Context, id string) (User, uint64, error) {
-	return get[User](ctx, s, UserKey(id))
+// GetUser reads a user record of room and its revision.
+func (s *Store) GetUser(ctx context.Context, room, id string) (User, uint64, error) {
+	return get[User](ctx, s, UserKey(room, id))
 }
 
-// GetInvitation reads an invitation record and its revision.
-func (s *Store) GetInvitation(ctx context.Context, id string) (protocol.Invitation, uint64, error) {
-	return get[protocol.Invitation](ctx, s, InvitationKey(id))
+// GetInvitation reads an invitation record of room and its revision.
+func (s *Store) GetInvitation(ctx context.Context, room, id string) (protocol.Invitation, uint64, error) {
+	return get[protocol.Invitation](ctx, s, InvitationKey(room, id))
 }
 
-// GetChat reads a chat record and its revision.
-func (s *Store) GetChat(ctx context.Context, id string) (Chat, uint64, error) {
-	return get[Chat](ctx, s, ChatKey(id))
+// GetChat reads a chat record of room and its revision.
+func (s *Store) GetChat(ctx context.Context, room, id string) (Chat, uint64, error) {
+	return get[Chat](ctx, s, ChatKey(room, id))
 }
 
 // readAttempt bounds one read of a record. A read sent on a connection
@@ -374,12 +374,14 @@ func Retry(ctx context.Context, attempt func(context.Context) error) error {
 	return err
 }
 
-// Snapshot is the whole state at one stream sequence.
+// Snapshot is the whole state at one stream sequence. IDs are unique
+// across rooms; RoomOf names the room under whose key each record is.
 type Snapshot struct {
 	Sequence    uint64
 	Users       map[string]User
 	Invitations map[string]protocol.Invitation
 	Chats       map[string]Chat
+	RoomOf      map[string]string
 }
 
 var errSnapshotMoved = errors.New("state: snapshot: keys change too fast to read a consistent state")
@@ -440,7 +442,7 @@ func (s *Store) deleteConsumer(cons jetstream.Consumer) {
 // purge may have misled it.
 func (s *Store) snapshotOnce(ctx context.Context) (Snapshot, bool, error) {
 	began := time.Now()
-	snap := Snapshot{Users: map[string]User{}, Invitations: map[string]protocol.Invitation{}, Chats: map[string]Chat{}}
+	snap := Snapshot{Users: map[string]User{}, Invitations: map[string]protocol.Invitation{}, Chats: map[string]Chat{}, RoomOf: map[string]string{}}
 	st, err := s.js.Stream(ctx, s.stream)
 	if err != nil {
 		return snap, false, fmt.Errorf("state: snapshot: %w", err)
@@ -665,20 +667,27 @@ func (s *Store) PurgeDeleted(ctx context.Context, olderThan time.Duration) (int,
 }
 
 func (snap *Snapshot) add(key string, data []byte) error {
+	k, ok := ParseKey(key)
+	if !ok {
+		return nil // not a record (OldLayout clears such keys)
+	}
 	var err error
-	switch {
-	case strings.HasPrefix(key, UserPrefix):
+	switch k.Kind {
+	case KindUser:
 		var u User
 		err = json.Unmarshal(data, &u)
 		snap.Users[u.ID] = u
-	case strings.HasPrefix(key, InvitationPrefix):
+		snap.RoomOf[u.ID] = k.Room
+	case KindInvitation:
 		var inv protocol.Invitation
 		err = json.Unmarshal(data, &inv)
 		snap.Invitations[inv.ID] = inv
-	case strings.HasPrefix(key, ChatPrefix):
+		snap.RoomOf[inv.ID] = k.Room
+	case KindChat:
 		var c Chat
 		err = json.Unmarshal(data, &c)
 		snap.Chats[c.ID] = c
+		snap.RoomOf[c.ID] = k.Room
 	}
 	if err != nil {
 		return fmt.Errorf("state: decode %s: %w", key, err)

@@ -14,6 +14,9 @@ import (
 	"github.com/buddytok/buddytok/pkg/state"
 )
 
+// lobby is the room of the records these tests write.
+const lobby = protocol.Lobby
+
 func mustStore(tb testing.TB) *state.Store {
 	tb.Helper()
 	return mustStoreIn(tb, "")
@@ -40,48 +43,48 @@ func TestCommitIsAtomic(t *testing.T) {
 	a := state.User{ID: "a", Name: "A", State: protocol.StateAvailable}
 	b := state.User{ID: "b", Name: "B", State: protocol.StateAvailable}
 	var txn state.Txn
-	txn.Put(state.UserKey("a"), 0, a)
-	txn.Put(state.UserKey("b"), 0, b)
+	txn.Put(state.UserKey(lobby, "a"), 0, a)
+	txn.Put(state.UserKey(lobby, "b"), 0, b)
 	if err := st.Commit(ctx, &txn); err != nil {
 		t.Fatalf("create: %v", err)
 	}
-	_, revA, err := st.GetUser(ctx, "a")
+	_, revA, err := st.GetUser(ctx, lobby, "a")
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, revB, _ := st.GetUser(ctx, "b")
+	_, revB, _ := st.GetUser(ctx, lobby, "b")
 
 	// Creating an existing key again must fail and change nothing.
 	var again state.Txn
-	again.Put(state.UserKey("c"), 0, state.User{ID: "c"})
-	again.Put(state.UserKey("a"), 0, a)
+	again.Put(state.UserKey(lobby, "c"), 0, state.User{ID: "c"})
+	again.Put(state.UserKey(lobby, "a"), 0, a)
 	if err := st.Commit(ctx, &again); !errors.Is(err, state.ErrConflict) {
 		t.Fatalf("re-create: got %v, want ErrConflict", err)
 	}
-	if _, _, err := st.GetUser(ctx, "c"); !errors.Is(err, state.ErrNotFound) {
+	if _, _, err := st.GetUser(ctx, lobby, "c"); !errors.Is(err, state.ErrNotFound) {
 		t.Fatalf("c was written by a refused batch: %v", err)
 	}
 
 	// A stale revision on one key refuses the whole batch.
 	a.State = protocol.StateInviting
 	var stale state.Txn
-	stale.Put(state.UserKey("a"), revA, a)
-	stale.Delete(state.UserKey("b"), revB+100)
+	stale.Put(state.UserKey(lobby, "a"), revA, a)
+	stale.Delete(state.UserKey(lobby, "b"), revB+100)
 	if err := st.Commit(ctx, &stale); !errors.Is(err, state.ErrConflict) {
 		t.Fatalf("stale: got %v, want ErrConflict", err)
 	}
-	if got, _, _ := st.GetUser(ctx, "a"); got.State != protocol.StateAvailable {
+	if got, _, _ := st.GetUser(ctx, lobby, "a"); got.State != protocol.StateAvailable {
 		t.Fatalf("a changed by a refused batch: %+v", got)
 	}
 
 	// Right revisions: the update and the delete both land.
 	var ok state.Txn
-	ok.Put(state.UserKey("a"), revA, a)
-	ok.Delete(state.UserKey("b"), revB)
+	ok.Put(state.UserKey(lobby, "a"), revA, a)
+	ok.Delete(state.UserKey(lobby, "b"), revB)
 	if err := st.Commit(ctx, &ok); err != nil {
 		t.Fatalf("commit: %v", err)
 	}
-	if _, _, err := st.GetUser(ctx, "b"); !errors.Is(err, state.ErrNotFound) {
+	if _, _, err := st.GetUser(ctx, lobby, "b"); !errors.Is(err, state.ErrNotFound) {
 		t.Fatalf("b not deleted: %v", err)
 	}
 	snap, err := st.Snapshot(ctx)
@@ -97,8 +100,8 @@ func TestTxnRejectsDoubleWrite(t *testing.T) {
 	t.Parallel()
 	st := mustStore(t)
 	var txn state.Txn
-	txn.Put(state.UserKey("a"), 0, state.User{ID: "a"})
-	txn.Delete(state.UserKey("a"), 0)
+	txn.Put(state.UserKey(lobby, "a"), 0, state.User{ID: "a"})
+	txn.Delete(state.UserKey(lobby, "a"), 0)
 	if err := st.Commit(context.Background(), &txn); err == nil {
 		t.Fatal("double write committed")
 	}
@@ -109,14 +112,14 @@ func TestPurgeDeletedRemovesOnlyOldTombstones(t *testing.T) {
 	st := mustStore(t)
 	ctx := context.Background()
 	var create state.Txn
-	create.Put(state.UserKey("gone"), 0, state.User{ID: "gone"})
-	create.Put(state.UserKey("kept"), 0, state.User{ID: "kept"})
+	create.Put(state.UserKey(lobby, "gone"), 0, state.User{ID: "gone"})
+	create.Put(state.UserKey(lobby, "kept"), 0, state.User{ID: "kept"})
 	if err := st.Commit(ctx, &create); err != nil {
 		t.Fatal(err)
 	}
-	_, rev, _ := st.GetUser(ctx, "gone")
+	_, rev, _ := st.GetUser(ctx, lobby, "gone")
 	var del state.Txn
-	del.Delete(state.UserKey("gone"), rev)
+	del.Delete(state.UserKey(lobby, "gone"), rev)
 	if err := st.Commit(ctx, &del); err != nil {
 		t.Fatal(err)
 	}
@@ -140,7 +143,7 @@ func TestPurgeDeletedRemovesOnlyOldTombstones(t *testing.T) {
 			t.Fatalf("%s: %d messages left in the bucket, want %d", step.name, status.Values(), step.left)
 		}
 	}
-	if _, _, err := st.GetUser(ctx, "kept"); err != nil {
+	if _, _, err := st.GetUser(ctx, lobby, "kept"); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -152,11 +155,11 @@ func TestSingleWriteCommit(t *testing.T) {
 	st := mustStore(t)
 	ctx := context.Background()
 	var create state.Txn
-	create.Put(state.UserKey("u"), 0, state.User{ID: "u", Name: "U"})
+	create.Put(state.UserKey(lobby, "u"), 0, state.User{ID: "u", Name: "U"})
 	if err := st.Commit(ctx, &create); err != nil {
 		t.Fatal(err)
 	}
-	_, rev, err := st.GetUser(ctx, "u")
+	_, rev, err := st.GetUser(ctx, lobby, "u")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -165,11 +168,11 @@ func TestSingleWriteCommit(t *testing.T) {
 		write    func(*state.Txn)
 		conflict bool
 	}{
-		{"create an existing key", func(x *state.Txn) { x.Put(state.UserKey("u"), 0, state.User{ID: "u"}) }, true},
-		{"update at a stale revision", func(x *state.Txn) { x.Put(state.UserKey("u"), rev+7, state.User{ID: "u"}) }, true},
-		{"delete at a stale revision", func(x *state.Txn) { x.Delete(state.UserKey("u"), rev-1) }, true},
-		{"update at the read revision", func(x *state.Txn) { x.Put(state.UserKey("u"), rev, state.User{ID: "u", Name: "V"}) }, false},
-		{"update at the old revision again", func(x *state.Txn) { x.Put(state.UserKey("u"), rev, state.User{ID: "u", Name: "W"}) }, true},
+		{"create an existing key", func(x *state.Txn) { x.Put(state.UserKey(lobby, "u"), 0, state.User{ID: "u"}) }, true},
+		{"update at a stale revision", func(x *state.Txn) { x.Put(state.UserKey(lobby, "u"), rev+7, state.User{ID: "u"}) }, true},
+		{"delete at a stale revision", func(x *state.Txn) { x.Delete(state.UserKey(lobby, "u"), rev-1) }, true},
+		{"update at the read revision", func(x *state.Txn) { x.Put(state.UserKey(lobby, "u"), rev, state.User{ID: "u", Name: "V"}) }, false},
+		{"update at the old revision again", func(x *state.Txn) { x.Put(state.UserKey(lobby, "u"), rev, state.User{ID: "u", Name: "W"}) }, true},
 	}
 	for _, tt := range tests {
 		var txn state.Txn
@@ -179,10 +182,10 @@ func TestSingleWriteCommit(t *testing.T) {
 			t.Fatalf("%s: got %v, want conflict %v", tt.name, err, tt.conflict)
 		}
 	}
-	if got, _, _ := st.GetUser(ctx, "u"); got.Name != "V" {
+	if got, _, _ := st.GetUser(ctx, lobby, "u"); got.Name != "V" {
 		t.Fatalf("name = %q, want only the good update (V) applied", got.Name)
 	}
-	e, err := st.KV().Get(ctx, state.UserKey("u"))
+	e, err := st.KV().Get(ctx, state.UserKey(lobby, "u"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -237,14 +240,14 @@ func benchCommit(b *testing.B, onDisk bool, keys, par int) {
 		for pb.Next() {
 			var txn state.Txn
 			for k := range keys {
-				txn.Put(state.UserKey(fmt.Sprintf("%s-%d", id, k)), revs[k], state.User{ID: id})
+				txn.Put(state.UserKey(lobby, fmt.Sprintf("%s-%d", id, k)), revs[k], state.User{ID: id})
 			}
 			if err := st.Commit(ctx, &txn); err != nil {
 				b.Error(err)
 				return
 			}
 			for k := range keys {
-				_, rev, err := st.GetUser(ctx, fmt.Sprintf("%s-%d", id, k))
+				_, rev, err := st.GetUser(ctx, lobby, fmt.Sprintf("%s-%d", id, k))
 				if err != nil {
 					b.Error(err)
 					return

@@ -538,7 +538,7 @@ func evidence(ctx context.Context, st *state.Store, violation error) string {
 		if len(word) != 16 || !protocol.ValidID(word) {
 			continue
 		}
-		for _, key := range []string{state.UserKey(word), state.InvitationKey(word), state.ChatKey(word)} {
+		for _, key := range []string{state.UserKey(protocol.Lobby, word), state.InvitationKey(protocol.Lobby, word), state.ChatKey(protocol.Lobby, word)} {
 			hist, err := st.KV().History(ctx, key)
 			if err != nil {
 				continue

@@ -21,7 +21,7 @@ func userRecord(w *kit.World, st *state.Store, userID string) (state.User, bool)
 	w.T.Helper()
 	ctx, cancel := w.WaitCtx()
 	defer cancel()
-	u, _, err := st.GetUser(ctx, userID)
+	u, _, err := st.GetUser(ctx, protocol.Lobby, userID)
 	if err != nil {
 		return u, false
 	}
@@ -34,7 +34,7 @@ func watchUser(w *kit.World, st *state.Store, userID string) <-chan state.User {
 	w.T.Helper()
 	ctx, cancel := context.WithCancel(w.Ctx)
 	w.T.Cleanup(cancel)
-	kw, err := st.KV().Watch(ctx, state.UserKey(userID), jetstream.UpdatesOnly())
+	kw, err := st.KV().Watch(ctx, state.UserKey(protocol.Lobby, userID), jetstream.UpdatesOnly())
 	if err != nil {
 		w.T.Fatal(err)
 	}
@@ -133,12 +133,12 @@ func TestSocketOfARemovedUserIsClosed(t *testing.T) {
 	ctx, cancel := w.WaitCtx()
 	defer cancel()
 	// Removed behind the edge's back, as a leave after a lapsed lease does.
-	_, rev, err := st.GetUser(ctx, kit.ID(ann))
+	_, rev, err := st.GetUser(ctx, protocol.Lobby, kit.ID(ann))
 	if err != nil {
 		t.Fatal(err)
 	}
 	var txn state.Txn
-	txn.Delete(state.UserKey(kit.ID(ann)), rev)
+	txn.Delete(state.UserKey(protocol.Lobby, kit.ID(ann)), rev)
 	if err := st.Commit(ctx, &txn); err != nil {
 		t.Fatal(err)
 	}
@@ -177,13 +177,13 @@ func TestGhostUserOfALiveEdgeLeaves(t *testing.T) {
 	}
 	// Bob's record as if the report had been lost: attached to the
 	// connection that ended.
-	u, rev, err := st.GetUser(ctx, bobID)
+	u, rev, err := st.GetUser(ctx, protocol.Lobby, bobID)
 	if err != nil {
 		t.Fatal(err)
 	}
 	u.Connected, u.DisconnectedAt = true, 0
 	var txn state.Txn
-	txn.Put(state.UserKey(bobID), rev, u)
+	txn.Put(state.UserKey(protocol.Lobby, bobID), rev, u)
 	if err := st.Commit(ctx, &txn); err != nil {
 		t.Fatal(err)
 	}
@@ -208,7 +208,7 @@ func TestGraceIgnoresReplicaClocks(t *testing.T) {
 	var rev uint64
 	for {
 		var err error
-		u, rev, err = st.GetUser(ctx, annView.Me.ID)
+		u, rev, err = st.GetUser(ctx, protocol.Lobby, annView.Me.ID)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -223,7 +223,7 @@ func TestGraceIgnoresReplicaClocks(t *testing.T) {
 	}
 	u.DisconnectedAt = time.Now().Add(-time.Hour).UnixMilli()
 	var txn state.Txn
-	txn.Put(state.UserKey(u.ID), rev, u)
+	txn.Put(state.UserKey(protocol.Lobby, u.ID), rev, u)
 	if err := st.Commit(ctx, &txn); err != nil {
 		t.Fatal(err)
 	}
@@ -246,11 +246,11 @@ func TestChangesReachPagesWithoutTheirEvents(t *testing.T) {
 	w.Sees(kit.ID(bob), protocol.StateAvailable, ann)
 	ctx, cancel := w.WaitCtx()
 	defer cancel()
-	annRec, annRev, err := st.GetUser(ctx, kit.ID(ann))
+	annRec, annRev, err := st.GetUser(ctx, protocol.Lobby, kit.ID(ann))
 	if err != nil {
 		t.Fatal(err)
 	}
-	bobRec, bobRev, err := st.GetUser(ctx, kit.ID(bob))
+	bobRec, bobRev, err := st.GetUser(ctx, protocol.Lobby, kit.ID(bob))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -260,9 +260,9 @@ func TestChangesReachPagesWithoutTheirEvents(t *testing.T) {
 	annRec.State, annRec.Outgoing = protocol.StateInviting, inv.ID
 	bobRec.Incoming = []string{inv.ID}
 	var txn state.Txn
-	txn.Put(state.InvitationKey(inv.ID), 0, inv)
-	txn.Put(state.UserKey(annRec.ID), annRev, annRec)
-	txn.Put(state.UserKey(bobRec.ID), bobRev, bobRec)
+	txn.Put(state.InvitationKey(protocol.Lobby, inv.ID), 0, inv)
+	txn.Put(state.UserKey(protocol.Lobby, annRec.ID), annRev, annRec)
+	txn.Put(state.UserKey(protocol.Lobby, bobRec.ID), bobRev, bobRec)
 	if err := st.Commit(ctx, &txn); err != nil {
 		t.Fatal(err)
 	}
@@ -282,16 +282,16 @@ func TestChangesReachPagesWithoutTheirEvents(t *testing.T) {
 	// The chat ends behind the services' back (as an end whose events
 	// were lost): both views follow.
 	chatID := ann.View().Chat.ID
-	annRec, annRev, _ = st.GetUser(ctx, kit.ID(ann))
-	bobRec, bobRev, _ = st.GetUser(ctx, kit.ID(bob))
-	_, chatRev, err := st.GetChat(ctx, chatID)
+	annRec, annRev, _ = st.GetUser(ctx, protocol.Lobby, kit.ID(ann))
+	bobRec, bobRev, _ = st.GetUser(ctx, protocol.Lobby, kit.ID(bob))
+	_, chatRev, err := st.GetChat(ctx, protocol.Lobby, chatID)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var end state.Txn
-	end.Delete(state.ChatKey(chatID), chatRev)
-	end.Put(state.UserKey(annRec.ID), annRev, annRec.Available())
-	end.Put(state.UserKey(bobRec.ID), bobRev, bobRec.Available())
+	end.Delete(state.ChatKey(protocol.Lobby, chatID), chatRev)
+	end.Put(state.UserKey(protocol.Lobby, annRec.ID), annRev, annRec.Available())
+	end.Put(state.UserKey(protocol.Lobby, bobRec.ID), bobRev, bobRec.Available())
 	if err := st.Commit(ctx, &end); err != nil {
 		t.Fatal(err)
 	}

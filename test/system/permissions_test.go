@@ -67,11 +67,11 @@ func TestEdgePermissions(t *testing.T) {
 		}
 	}
 	for _, subject := range []string{
-		"$KV." + state.Bucket + "." + state.UserKey(kit.ID(ann)), // write the state
-		protocol.EventSubject(kit.ID(ann)),                       // send Ann an event
-		protocol.SubjectInvitesLeave,                             // remove a user
-		protocol.SubjectTokensSession,                            // make a video session
-		"$JS.API.STREAM.DELETE.KV_" + state.Bucket,               // delete the state
+		"$KV." + state.Bucket + "." + state.UserKey(protocol.Lobby, kit.ID(ann)), // write the state
+		protocol.EventSubject(kit.ID(ann)),                                       // send Ann an event
+		protocol.SubjectInvitesLeave,                                             // remove a user
+		protocol.SubjectTokensSession,                                            // make a video session
+		"$JS.API.STREAM.DELETE.KV_" + state.Bucket,                               // delete the state
 		"$JS.API.STREAM.PURGE.KV_" + state.Bucket,
 		"$JS.API.STREAM.UPDATE.KV_" + state.Bucket,
 	} {
@@ -99,27 +99,27 @@ func TestEdgePermissions(t *testing.T) {
 	ctx, cancel := w.WaitCtx()
 	defer cancel()
 	forbidden(t, ctx, nc, []call{
-		{"invite as Ann, no secret", protocol.SubjectInvitesInvite, protocol.InviteRequest{From: kit.ID(ann), To: kit.ID(bob)}},
-		{"invite as Ann, a guessed secret", protocol.SubjectInvitesInvite, protocol.InviteRequest{From: kit.ID(ann), To: kit.ID(bob), Secret: protocol.NewSecret()}},
-		{"invite as Ann, Bob's secret", protocol.SubjectInvitesInvite, protocol.InviteRequest{From: kit.ID(ann), To: kit.ID(bob), Secret: bob.View().Secret}},
+		{"invite as Ann, no secret", protocol.SubjectInvitesInvite, protocol.InviteRequest{Room: protocol.Lobby, From: kit.ID(ann), To: kit.ID(bob)}},
+		{"invite as Ann, a guessed secret", protocol.SubjectInvitesInvite, protocol.InviteRequest{Room: protocol.Lobby, From: kit.ID(ann), To: kit.ID(bob), Secret: protocol.NewSecret()}},
+		{"invite as Ann, Bob's secret", protocol.SubjectInvitesInvite, protocol.InviteRequest{Room: protocol.Lobby, From: kit.ID(ann), To: kit.ID(bob), Secret: bob.View().Secret}},
 	})
 	// Nothing changed, and the system still serves everyone.
 	w.Sees(kit.ID(ann), protocol.StateAvailable, bob)
 	inv := w.Invite(ann, bob)
 	w.Sees(kit.ID(ann), protocol.StateInviting, bob)
 	forbidden(t, ctx, nc, []call{
-		{"cancel Ann's invitation as Ann", protocol.SubjectInvitesCancel, protocol.InvitationRequest{UserID: kit.ID(ann), Invitation: inv.ID, Secret: protocol.NewSecret()}},
-		{"accept it as Bob", protocol.SubjectInvitesAccept, protocol.InvitationRequest{UserID: kit.ID(bob), Invitation: inv.ID, Secret: ann.View().Secret}},
-		{"decline it as Bob", protocol.SubjectInvitesDecline, protocol.InvitationRequest{UserID: kit.ID(bob), Invitation: inv.ID, Secret: protocol.NewSecret()}},
+		{"cancel Ann's invitation as Ann", protocol.SubjectInvitesCancel, protocol.InvitationRequest{Room: protocol.Lobby, UserID: kit.ID(ann), Invitation: inv.ID, Secret: protocol.NewSecret()}},
+		{"accept it as Bob", protocol.SubjectInvitesAccept, protocol.InvitationRequest{Room: protocol.Lobby, UserID: kit.ID(bob), Invitation: inv.ID, Secret: ann.View().Secret}},
+		{"decline it as Bob", protocol.SubjectInvitesDecline, protocol.InvitationRequest{Room: protocol.Lobby, UserID: kit.ID(bob), Invitation: inv.ID, Secret: protocol.NewSecret()}},
 	})
 	chat, err := bob.Accept(ctx, inv.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
 	forbidden(t, ctx, nc, []call{
-		{"Ann's video credentials", protocol.SubjectTokensCredentials, protocol.ChatRequest{UserID: kit.ID(ann), Chat: chat.ID, Secret: protocol.NewSecret()}},
-		{"a signal as Ann", protocol.SubjectTokensSignal, protocol.SignalRequest{UserID: kit.ID(ann), Chat: chat.ID, Data: []byte(`{"sdp":"x"}`), Secret: protocol.NewSecret()}},
-		{"end the chat as Bob", protocol.SubjectInvitesEnd, protocol.ChatRequest{UserID: kit.ID(bob), Chat: chat.ID, Secret: protocol.NewSecret()}},
+		{"Ann's video credentials", protocol.SubjectTokensCredentials, protocol.ChatRequest{Room: protocol.Lobby, UserID: kit.ID(ann), Chat: chat.ID, Secret: protocol.NewSecret()}},
+		{"a signal as Ann", protocol.SubjectTokensSignal, protocol.SignalRequest{Room: protocol.Lobby, UserID: kit.ID(ann), Chat: chat.ID, Data: []byte(`{"sdp":"x"}`), Secret: protocol.NewSecret()}},
+		{"end the chat as Bob", protocol.SubjectInvitesEnd, protocol.ChatRequest{Room: protocol.Lobby, UserID: kit.ID(bob), Chat: chat.ID, Secret: protocol.NewSecret()}},
 	})
 	w.Sees(kit.ID(ann), protocol.StateChatting, bob)
 
@@ -130,17 +130,17 @@ func TestEdgePermissions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	before, _, err := store.GetUser(ctx, kit.ID(ann))
+	before, _, err := store.GetUser(ctx, protocol.Lobby, kit.ID(ann))
 	if err != nil {
 		t.Fatal(err)
 	}
 	forbidden(t, ctx, nc, []call{
-		{"report Ann disconnected, no secret", protocol.SubjectPresenceDisconnect, protocol.DisconnectRequest{UserID: kit.ID(ann), Conn: before.Conn}},
-		{"report Ann disconnected, a guessed secret", protocol.SubjectPresenceDisconnect, protocol.DisconnectRequest{UserID: kit.ID(ann), Conn: before.Conn, Secret: protocol.NewSecret()}},
-		{"report Ann disconnected, Bob's secret", protocol.SubjectPresenceDisconnect, protocol.DisconnectRequest{UserID: kit.ID(ann), Conn: before.Conn, Secret: bob.View().Secret}},
-		{"attach Ann to another edge", protocol.SubjectPresenceAttach, protocol.AttachRequest{UserID: kit.ID(ann), Edge: protocol.NewID(), Conn: protocol.NewID(), Secret: bob.View().Secret}},
+		{"report Ann disconnected, no secret", protocol.SubjectPresenceDisconnect, protocol.DisconnectRequest{Room: protocol.Lobby, UserID: kit.ID(ann), Conn: before.Conn}},
+		{"report Ann disconnected, a guessed secret", protocol.SubjectPresenceDisconnect, protocol.DisconnectRequest{Room: protocol.Lobby, UserID: kit.ID(ann), Conn: before.Conn, Secret: protocol.NewSecret()}},
+		{"report Ann disconnected, Bob's secret", protocol.SubjectPresenceDisconnect, protocol.DisconnectRequest{Room: protocol.Lobby, UserID: kit.ID(ann), Conn: before.Conn, Secret: bob.View().Secret}},
+		{"attach Ann to another edge", protocol.SubjectPresenceAttach, protocol.AttachRequest{Room: protocol.Lobby, UserID: kit.ID(ann), Edge: protocol.NewID(), Conn: protocol.NewID(), Secret: bob.View().Secret}},
 	})
-	after, _, err := store.GetUser(ctx, kit.ID(ann))
+	after, _, err := store.GetUser(ctx, protocol.Lobby, kit.ID(ann))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -121,7 +121,7 @@ func TestRaceDoubleAccept(t *testing.T) {
 		var chats [2]protocol.Chat
 		accept := func(inv string, chat *protocol.Chat) func() error {
 			return func() error {
-				return natsrpc.Call(ctx, nc, protocol.SubjectInvitesAccept, protocol.InvitationRequest{UserID: kit.ID(b), Invitation: inv, Secret: b.View().Secret}, chat)
+				return natsrpc.Call(ctx, nc, protocol.SubjectInvitesAccept, protocol.InvitationRequest{Room: protocol.Lobby, UserID: kit.ID(b), Invitation: inv, Secret: b.View().Secret}, chat)
 			}
 		}
 		errs := together(accept(ia.ID, &chats[0]), accept(ic.ID, &chats[1]))

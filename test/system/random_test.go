@@ -150,7 +150,7 @@ func checker(ctx context.Context, st *state.Store) (checks int, err error) {
 			var dump strings.Builder
 			for _, word := range strings.Fields(strings.NewReplacer(`"`, " ", "'", " ").Replace(cerr.Error())) {
 				if len(word) == 16 && protocol.ValidID(word) {
-					for _, k := range []string{state.UserKey(word), state.InvitationKey(word), state.ChatKey(word)} {
+					for _, k := range []string{state.UserKey(protocol.Lobby, word), state.InvitationKey(protocol.Lobby, word), state.ChatKey(protocol.Lobby, word)} {
 						dump.WriteString(dumpKey(ctx, st, k))
 					}
 				}

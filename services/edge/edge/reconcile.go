@@ -123,7 +123,7 @@ func (r *reconciler) pass(ctx context.Context) {
 		}
 		seen[a.Conn] = true
 		if r.suspects[a.Conn] {
-			e.exorcise(ctx, uid, a.Conn)
+			e.exorcise(ctx, a.Room, uid, a.Conn)
 		}
 	}
 	r.suspects = seen
@@ -160,13 +160,13 @@ func (e *Edge) hasConn(connID string) bool {
 
 // attach asks presence to mark the user connected through c again.
 func (e *Edge) attach(ctx context.Context, c *session.Session, uid string) {
-	secret, ok := c.JoinedSecretOf(uid)
+	u, ok := c.JoinedAs(uid)
 	if !ok {
 		return // ended meanwhile, or serves another user
 	}
 	ctx, cancel := context.WithTimeout(requestid.With(ctx, requestid.New()), e.cfg.RequestTimeout)
 	defer cancel()
-	req := protocol.AttachRequest{UserID: uid, Edge: e.id, Conn: c.ID(), Secret: secret}
+	req := protocol.AttachRequest{Room: u.Room, UserID: uid, Edge: e.id, Conn: c.ID(), Secret: u.Secret}
 	err := natsrpc.Call(ctx, e.nc, protocol.SubjectPresenceAttach, req, nil)
 	switch protocol.CodeOf(err) {
 	case protocol.CodeNotFound:
@@ -192,7 +192,11 @@ func (e *Edge) closeLost(c *session.Session, uid string) {
 // settle acts on a socket whose user the state, read afresh, does not
 // serve through it.
 func (e *Edge) settle(ctx context.Context, c *session.Session, uid string) {
-	u, _, err := e.store.GetUser(ctx, uid)
+	joined, ok := c.JoinedAs(uid)
+	if !ok {
+		return // ended meanwhile
+	}
+	u, _, err := e.store.GetUser(ctx, joined.Room, uid)
 	switch {
 	case errors.Is(err, state.ErrNotFound):
 		e.closeLost(c, uid)
@@ -207,8 +211,8 @@ func (e *Edge) settle(ctx context.Context, c *session.Session, uid string) {
 
 // exorcise reports disconnected a user the state says this edge serves
 // through a connection it no longer has.
-func (e *Edge) exorcise(ctx context.Context, uid, connID string) {
-	u, _, err := e.store.GetUser(ctx, uid)
+func (e *Edge) exorcise(ctx context.Context, room, uid, connID string) {
+	u, _, err := e.store.GetUser(ctx, room, uid)
 	if err != nil || u.Edge != e.id || u.Conn != connID || !u.Connected {
 		return
 	}
@@ -223,14 +227,14 @@ func (e *Edge) exorcise(ctx context.Context, uid, connID string) {
 	switch {
 	case ok && r.reporting:
 		return // being reported
-	case !ok || r.user != uid:
+	case !ok || r.user.ID != uid:
 		// Not a connection of this edge's life: it holds no proof for
 		// the user.
 		e.log.Warn("user attached to a connection this edge never served it on; left alone", "user", uid, "conn", connID)
 		return
 	}
 	e.log.Warn("user attached to a connection that has ended; reporting it again", "user", uid, "conn", connID)
-	e.reportDisconnect(uid, connID, r.secret)
+	e.reportDisconnect(r.user, connID)
 }
 
 // forgetEnded drops the ended connections that need no more reports: kept
@@ -243,7 +247,7 @@ func (e *Edge) forgetEnded(records map[string]fanout.Attachment) {
 		if r.reporting || now.Before(r.keepUntil) {
 			continue
 		}
-		if a, ok := records[r.user]; !ok || a.Edge != e.id || a.Conn != connID || !a.Connected {
+		if a, ok := records[r.user.ID]; !ok || a.Edge != e.id || a.Conn != connID || !a.Connected {
 			delete(e.ended, connID)
 		}
 	}

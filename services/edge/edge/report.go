@@ -8,6 +8,7 @@ import (
 	"github.com/buddytok/buddytok/pkg/protocol"
 	"github.com/buddytok/buddytok/pkg/requestid"
 	"github.com/buddytok/buddytok/pkg/retry"
+	"github.com/buddytok/buddytok/services/edge/session"
 )
 
 // reportDisconnect tells presence a connection ended. A lost report would
@@ -19,16 +20,16 @@ import (
 // still show the user attached to the ended connection, so that the
 // reconcile loop can report again (exorcise): after a failed report, or
 // a join that timed out here and committed after its report.
-func (e *Edge) reportDisconnect(userID, connID, secret string) {
+func (e *Edge) reportDisconnect(u session.User, connID string) {
 	e.mu.Lock()
-	e.ended[connID] = endedConn{user: userID, secret: secret, reporting: true}
+	e.ended[connID] = endedConn{user: u, reporting: true}
 	e.mu.Unlock()
 	e.reports.Add(1)
 	go func() {
 		defer e.reports.Done()
 		ctx, cancel := context.WithTimeout(requestid.With(e.life, requestid.New()), reportFor)
 		defer cancel()
-		req := protocol.DisconnectRequest{UserID: userID, Conn: connID, Secret: secret}
+		req := protocol.DisconnectRequest{Room: u.Room, UserID: u.ID, Conn: connID, Secret: u.Secret}
 		policy := retry.Policy{Initial: 100 * time.Millisecond, Max: 2 * time.Second,
 			Retryable: func(err error) bool { return protocol.Transient(err) && !e.nc.IsClosed() }}
 		err := retry.Do(ctx, policy, func(ctx context.Context) error {
@@ -37,20 +38,20 @@ func (e *Edge) reportDisconnect(userID, connID, secret string) {
 			return natsrpc.Call(callCtx, e.nc, protocol.SubjectPresenceDisconnect, req, nil)
 		})
 		e.mu.Lock()
-		e.ended[connID] = endedConn{user: userID, secret: secret, keepUntil: time.Now().Add(reportFor)}
+		e.ended[connID] = endedConn{user: u, keepUntil: time.Now().Add(reportFor)}
 		e.mu.Unlock()
 		if err != nil {
-			e.log.WarnContext(ctx, "disconnect report failed", "user", userID, "conn", connID, "err", err)
+			e.log.WarnContext(ctx, "disconnect report failed", "user", u.ID, "conn", connID, "err", err)
 		}
 	}()
 }
 
-// endedConn is a connection that ended: its user, and the proof a
+// endedConn is a connection that ended: its user, with the proof a
 // disconnect report needs.
 type endedConn struct {
-	user, secret string
-	reporting    bool      // a report is being made
-	keepUntil    time.Time // else kept at least until then, and while the state shows the user on it
+	user      session.User
+	reporting bool      // a report is being made
+	keepUntil time.Time // else kept at least until then, and while the state shows the user on it
 }
 
 // reportFor bounds the retries of one disconnect report. Every failure but

@@ -21,9 +21,9 @@ func hubWith(b *testing.B, n int) (*Hub, []*Sub) {
 	h := New(metrics.New(), 64<<20) // room for every join the subscribers have yet to read
 	subs := make([]*Sub, n)
 	for i := range n {
-		u := state.User{ID: fmt.Sprintf("u%06d", i), Name: fmt.Sprintf("user %06d", i), State: protocol.StateAvailable, JoinedAt: int64(i)}
+		u := state.User{Room: protocol.Lobby, ID: fmt.Sprintf("u%06d", i), Name: fmt.Sprintf("user %06d", i), State: protocol.StateAvailable, JoinedAt: int64(i)}
 		val, _ := json.Marshal(u)
-		h.apply(entry{key: state.UserKey(u.ID), val: val, rev: uint64(i + 1), op: jetstream.KeyValuePut})
+		h.apply(entry{key: state.UserKey(protocol.Lobby, u.ID), val: val, rev: uint64(i + 1), op: jetstream.KeyValuePut})
 		s, _ := h.Subscribe(u.ID, func() {})
 		s.Start()
 		subs[i] = s
@@ -53,14 +53,14 @@ func BenchmarkFanout(b *testing.B) {
 				}
 				vals := make([][]byte, 2)
 				for i, st := range []protocol.State{protocol.StateInviting, protocol.StateAvailable} {
-					vals[i], _ = json.Marshal(state.User{ID: "u000000", Name: "user 000000", State: st})
+					vals[i], _ = json.Marshal(state.User{Room: protocol.Lobby, ID: "u000000", Name: "user 000000", State: st})
 				}
 				rev := uint64(n + 1)
 				b.ReportAllocs()
 				b.ResetTimer()
 				for i := 0; b.Loop(); i++ {
 					expect()
-					h.apply(entry{key: state.UserKey("u000000"), val: vals[i%2], rev: rev, op: jetstream.KeyValuePut})
+					h.apply(entry{key: state.UserKey(protocol.Lobby, "u000000"), val: vals[i%2], rev: rev, op: jetstream.KeyValuePut})
 					rev++
 					read()
 				}

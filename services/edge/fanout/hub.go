@@ -80,6 +80,7 @@ func refsOf(u state.User) ownRefs {
 
 // Attachment is which connection serves a user, as the state says.
 type Attachment struct {
+	Room       string
 	Edge, Conn string
 	Connected  bool
 }
@@ -103,7 +104,7 @@ func (h *Hub) Watch(ctx context.Context, kv jetstream.KeyValue) error {
 	defer func() { _ = w.Stop() }()
 	// The initial values name every record now. After a restart, records
 	// deleted while no watcher ran are not among them, and are dropped.
-	initial := map[string]bool{}
+	initial := map[record]bool{}
 	for {
 		select {
 		case <-ctx.Done():
@@ -116,8 +117,8 @@ func (h *Hub) Watch(ctx context.Context, kv jetstream.KeyValue) error {
 				if e == nil {
 					h.dropExcept(initial)
 					initial = nil
-				} else {
-					initial[e.Key()] = true
+				} else if k, ok := state.ParseKey(e.Key()); ok {
+					initial[record{k.Kind, k.ID}] = true
 				}
 			}
 			h.apply(e)
@@ -125,23 +126,26 @@ func (h *Hub) Watch(ctx context.Context, kv jetstream.KeyValue) error {
 	}
 }
 
-// dropExcept removes every record whose key is not in keep and tells the
-// subscribers about users that left.
-func (h *Hub) dropExcept(keep map[string]bool) {
+// record names a record the hub holds. IDs are unique across rooms.
+type record struct{ kind, id string }
+
+// dropExcept removes every record not in keep and tells the subscribers
+// about users that left.
+func (h *Hub) dropExcept(keep map[record]bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for id := range h.invs {
-		if !keep[state.InvitationKey(id)] {
+		if !keep[record{state.KindInvitation, id}] {
 			delete(h.invs, id)
 		}
 	}
 	for id := range h.chats {
-		if !keep[state.ChatKey(id)] {
+		if !keep[record{state.KindChat, id}] {
 			delete(h.chats, id)
 		}
 	}
 	for id := range h.users {
-		if keep[state.UserKey(id)] {
+		if keep[record{state.KindUser, id}] {
 			continue
 		}
 		h.removeLocked(id)
@@ -174,19 +178,21 @@ func (h *Hub) apply(e jetstream.KeyValueEntry) {
 	}
 	h.rev = e.Revision()
 	put := e.Operation() == jetstream.KeyValuePut
-	switch key := e.Key(); {
-	case strings.HasPrefix(key, state.UserPrefix):
-		h.applyUser(e, strings.TrimPrefix(key, state.UserPrefix), put)
-	case strings.HasPrefix(key, state.InvitationPrefix):
-		id := strings.TrimPrefix(key, state.InvitationPrefix)
+	k, ok := state.ParseKey(e.Key())
+	if !ok {
+		return
+	}
+	switch id := k.ID; k.Kind {
+	case state.KindUser:
+		h.applyUser(e, id, put)
+	case state.KindInvitation:
 		var inv protocol.Invitation
 		if !put || json.Unmarshal(e.Value(), &inv) != nil {
 			delete(h.invs, id)
 			return
 		}
 		h.invs[id] = inv
-	case strings.HasPrefix(key, state.ChatPrefix):
-		id := strings.TrimPrefix(key, state.ChatPrefix)
+	case state.KindChat:
 		var c state.Chat
 		if !put || json.Unmarshal(e.Value(), &c) != nil {
 			delete(h.chats, id)
@@ -211,7 +217,7 @@ func (h *Hub) applyUser(e jetstream.KeyValueEntry, id string, put bool) {
 	if err := json.Unmarshal(e.Value(), &u); err != nil {
 		return
 	}
-	h.conns[id] = Attachment{Edge: u.Edge, Conn: u.Conn, Connected: u.Connected}
+	h.conns[id] = Attachment{Room: u.Room, Edge: u.Edge, Conn: u.Conn, Connected: u.Connected}
 	refs := refsOf(u)
 	if old, ok := h.own[id]; !ok || old != refs {
 		h.own[id] = refs

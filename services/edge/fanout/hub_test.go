@@ -42,14 +42,14 @@ func changes(n int, seed uint64) []entry {
 	for rev := uint64(1); rev <= uint64(n); rev++ {
 		id := fmt.Sprintf("u%02d", rng.IntN(20))
 		if rng.IntN(5) == 0 {
-			out = append(out, entry{key: state.UserKey(id), rev: rev, op: jetstream.KeyValueDelete})
+			out = append(out, entry{key: state.UserKey(protocol.Lobby, id), rev: rev, op: jetstream.KeyValueDelete})
 			continue
 		}
 		// Connection changes keep the public record as it is: the hub
 		// must not send those.
-		u := state.User{ID: id, Name: "N" + id, State: states[rng.IntN(len(states))], JoinedAt: 1, Conn: fmt.Sprint(rev)}
+		u := state.User{Room: protocol.Lobby, ID: id, Name: "N" + id, State: states[rng.IntN(len(states))], JoinedAt: 1, Conn: fmt.Sprint(rev)}
 		val, _ := json.Marshal(u)
-		out = append(out, entry{key: state.UserKey(id), val: val, rev: rev, op: jetstream.KeyValuePut})
+		out = append(out, entry{key: state.UserKey(protocol.Lobby, id), val: val, rev: rev, op: jetstream.KeyValuePut})
 	}
 	return out
 }
@@ -177,8 +177,8 @@ func TestHubSyncsAUsersOwnRecords(t *testing.T) {
 	del := func(rev uint64, key string) {
 		h.apply(entry{key: key, rev: rev, op: jetstream.KeyValueDelete})
 	}
-	ann := state.User{ID: "ann", Name: "Ann", State: protocol.StateAvailable}
-	put(1, state.UserKey("ann"), ann)
+	ann := state.User{Room: protocol.Lobby, ID: "ann", Name: "Ann", State: protocol.StateAvailable}
+	put(1, state.UserKey(protocol.Lobby, "ann"), ann)
 	wakes := 0
 	s, snap := h.Subscribe("ann", func() { wakes++ })
 	if own := snap.Own; own == nil || own.Incoming != nil || own.Outgoing != nil || own.Chat != nil {
@@ -190,15 +190,15 @@ func TestHubSyncsAUsersOwnRecords(t *testing.T) {
 	}
 
 	inv := protocol.Invitation{ID: "i1", From: "bob", To: "ann"}
-	put(2, state.InvitationKey("i1"), inv)
+	put(2, state.InvitationKey(protocol.Lobby, "i1"), inv)
 	ann.Incoming = []string{"i1"}
-	put(3, state.UserKey("ann"), ann)
-	put(4, state.UserKey("ann"), ann) // nothing of hers changed: no sync
+	put(3, state.UserKey(protocol.Lobby, "ann"), ann)
+	put(4, state.UserKey(protocol.Lobby, "ann"), ann) // nothing of hers changed: no sync
 	chat := state.Chat{Chat: protocol.Chat{ID: "c1", Parties: [2]string{"bob", "ann"}}}
-	put(5, state.ChatKey("c1"), chat)
-	del(6, state.InvitationKey("i1"))
+	put(5, state.ChatKey(protocol.Lobby, "c1"), chat)
+	del(6, state.InvitationKey(protocol.Lobby, "i1"))
 	ann.Incoming, ann.Chat, ann.State = nil, "c1", protocol.StateChatting
-	put(7, state.UserKey("ann"), ann)
+	put(7, state.UserKey(protocol.Lobby, "ann"), ann)
 
 	var syncs []protocol.ServerFrame
 	frames := readAll(t, s)

@@ -30,7 +30,7 @@ var handlers = map[string]handler{
 	protocol.TypeInvite: func(c *Session, ctx context.Context, f protocol.ClientFrame) {
 		var inv protocol.Invitation
 		ok := protocol.ServerFrame{Type: protocol.TypeOK, Ref: f.Ref, Invitation: &inv}
-		c.relay(ctx, f.Ref, protocol.SubjectInvitesInvite, protocol.InviteRequest{From: c.userID, To: f.To, Secret: c.secret}, &inv, ok)
+		c.relay(ctx, f.Ref, protocol.SubjectInvitesInvite, protocol.InviteRequest{Room: c.room, From: c.userID, To: f.To, Secret: c.secret}, &inv, ok)
 	},
 	protocol.TypeCancel:  invitationHandler(protocol.SubjectInvitesCancel),
 	protocol.TypeDecline: invitationHandler(protocol.SubjectInvitesDecline),
@@ -41,16 +41,16 @@ var handlers = map[string]handler{
 	},
 	protocol.TypeEndChat: func(c *Session, ctx context.Context, f protocol.ClientFrame) {
 		ok := protocol.ServerFrame{Type: protocol.TypeOK, Ref: f.Ref}
-		c.relay(ctx, f.Ref, protocol.SubjectInvitesEnd, protocol.ChatRequest{UserID: c.userID, Chat: f.Chat, Secret: c.secret}, nil, ok)
+		c.relay(ctx, f.Ref, protocol.SubjectInvitesEnd, protocol.ChatRequest{Room: c.room, UserID: c.userID, Chat: f.Chat, Secret: c.secret}, nil, ok)
 	},
 	protocol.TypeCredentials: func(c *Session, ctx context.Context, f protocol.ClientFrame) {
 		var cred protocol.Credentials
 		answer := protocol.ServerFrame{Type: protocol.TypeCredentials, Ref: f.Ref, Credentials: &cred}
-		c.relay(ctx, f.Ref, protocol.SubjectTokensCredentials, protocol.ChatRequest{UserID: c.userID, Chat: f.Chat, Secret: c.secret}, &cred, answer)
+		c.relay(ctx, f.Ref, protocol.SubjectTokensCredentials, protocol.ChatRequest{Room: c.room, UserID: c.userID, Chat: f.Chat, Secret: c.secret}, &cred, answer)
 	},
 	protocol.TypeSignal: func(c *Session, ctx context.Context, f protocol.ClientFrame) {
 		ok := protocol.ServerFrame{Type: protocol.TypeOK, Ref: f.Ref}
-		c.relay(ctx, f.Ref, protocol.SubjectTokensSignal, protocol.SignalRequest{UserID: c.userID, Chat: f.Chat, Data: f.Data, Secret: c.secret}, nil, ok)
+		c.relay(ctx, f.Ref, protocol.SubjectTokensSignal, protocol.SignalRequest{Room: c.room, UserID: c.userID, Chat: f.Chat, Data: f.Data, Secret: c.secret}, nil, ok)
 	},
 }
 
@@ -63,7 +63,7 @@ func invitationHandler(subject string) handler {
 }
 
 func (c *Session) invitationRequest(f protocol.ClientFrame) protocol.InvitationRequest {
-	return protocol.InvitationRequest{UserID: c.userID, Invitation: f.Invitation, Secret: c.secret}
+	return protocol.InvitationRequest{Room: c.room, UserID: c.userID, Invitation: f.Invitation, Secret: c.secret}
 }
 
 // handle answers a decoded frame. The user a request acts for is always
@@ -136,20 +136,20 @@ func (c *Session) join(ctx context.Context, f protocol.ClientFrame) {
 	ctx, cancel := context.WithTimeout(ctx, c.srv.Config.RequestTimeout)
 	defer cancel()
 	var reply protocol.JoinReply
-	req := protocol.JoinRequest{UserID: uid, Name: name, Edge: c.srv.EdgeID, Conn: c.id, Secret: secret}
+	req := protocol.JoinRequest{Room: f.Room, UserID: uid, Name: name, Edge: c.srv.EdgeID, Conn: c.id, Secret: secret}
 	if err := natsrpc.Call(ctx, c.srv.NC, protocol.SubjectPresenceJoin, req, &reply); err != nil {
 		c.unsubscribeEvents()
 		c.replyErr(ctx, f.Ref, protocol.SubjectPresenceJoin, err)
 		if protocol.Transient(err) {
 			// The join may have committed without its reply reaching us:
 			// the user must not stay online with no connection.
-			c.srv.Ended(uid, c.id, secret)
+			c.srv.Ended(User{Room: f.Room, ID: uid, Secret: secret}, c.id)
 		}
 		return
 	}
 	// A presence older than JoinRequest.Secret made its own.
 	secret = cmp.Or(reply.Secret, secret)
-	c.setJoined(uid, secret)
+	c.setJoined(User{Room: f.Room, ID: uid, Secret: secret})
 	c.welcome(f.Ref, protocol.Personal{User: reply.User}, secret)
 }
 
@@ -167,7 +167,7 @@ func (c *Session) resume(ctx context.Context, f protocol.ClientFrame) {
 	ctx, cancel := context.WithTimeout(ctx, c.srv.Config.RequestTimeout)
 	defer cancel()
 	var p protocol.Personal
-	req := protocol.ResumeRequest{UserID: f.UserID, Secret: f.Secret, Edge: c.srv.EdgeID, Conn: c.id}
+	req := protocol.ResumeRequest{Room: f.Room, UserID: f.UserID, Secret: f.Secret, Edge: c.srv.EdgeID, Conn: c.id}
 	if err := natsrpc.Call(ctx, c.srv.NC, protocol.SubjectPresenceResume, req, &p); err != nil {
 		c.unsubscribeEvents()
 		c.replyErr(ctx, f.Ref, protocol.SubjectPresenceResume, err)
@@ -177,11 +177,11 @@ func (c *Session) resume(ctx context.Context, f protocol.ClientFrame) {
 		if protocol.Transient(err) {
 			// The resume may have attached the user to this connection
 			// without its reply reaching us: detach it again.
-			c.srv.Ended(f.UserID, c.id, f.Secret)
+			c.srv.Ended(User{Room: f.Room, ID: f.UserID, Secret: f.Secret}, c.id)
 		}
 		return
 	}
-	c.setJoined(f.UserID, f.Secret)
+	c.setJoined(User{Room: f.Room, ID: f.UserID, Secret: f.Secret})
 	c.welcome(f.Ref, p, "")
 	// One connection per user: presence has told the edges to close any
 	// other connection of this user.
@@ -203,7 +203,7 @@ func (c *Session) welcome(ref string, p protocol.Personal, secret string) {
 		p.Incoming, p.Outgoing, p.Chat = own.Incoming, own.Outgoing, own.Chat
 	}
 	data, err := snap.Welcome(protocol.ServerFrame{
-		Type: protocol.TypeWelcome, Ref: ref, Version: protocol.Version, Mode: mode,
+		Type: protocol.TypeWelcome, Ref: ref, Version: protocol.Version, Room: c.room, Mode: mode,
 		You: &you, Secret: secret, Incoming: p.Incoming, Outgoing: p.Outgoing, Chat: p.Chat,
 	})
 	if err != nil {

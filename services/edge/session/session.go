@@ -66,7 +66,7 @@ type Deps struct {
 	// resume may have committed without its reply reaching the edge): the
 	// edge reports the user's disconnect to presence, proving it with the
 	// user's secret.
-	Ended func(userID, connID, secret string)
+	Ended func(u User, connID string)
 }
 
 // Server makes and runs an edge's sessions.
@@ -106,6 +106,7 @@ type Session struct {
 
 	// Set by join/resume, read by the reader goroutine only (and by
 	// cleanup after the reader has stopped).
+	room   string
 	userID string
 	secret string // the user's resume secret: proves to the services that requests come from this connection
 	events *nats.Subscription
@@ -118,11 +119,17 @@ type Session struct {
 	joinBy    *time.Timer // the join deadline; nil once the reader ended
 	joinEnded bool
 
-	// joinedID and joinedSecret are userID and secret for other
-	// goroutines (the edge's reconcile loop).
-	joinedMu     sync.Mutex
-	joinedID     string
-	joinedSecret string
+	// joined is the user, for other goroutines (the edge's reconcile
+	// loop).
+	joinedMu sync.Mutex
+	joined   User
+}
+
+// User is the user a connection serves: its room, its ID, and the secret
+// that proves to the services that requests for it come from this
+// connection.
+type User struct {
+	Room, ID, Secret string
 }
 
 // New makes the session of an upgraded connection from addr (as admission
@@ -188,11 +195,11 @@ func (c *Session) Close(code int, reason string) {
 	})
 }
 
-// setJoined records the user this connection serves, and its secret.
-func (c *Session) setJoined(uid, secret string) {
-	c.userID, c.secret = uid, secret
+// setJoined records the user this connection serves.
+func (c *Session) setJoined(u User) {
+	c.room, c.userID, c.secret = u.Room, u.ID, u.Secret
 	c.joinedMu.Lock()
-	c.joinedID, c.joinedSecret = uid, secret
+	c.joined = u
 	c.joinedMu.Unlock()
 }
 
@@ -206,22 +213,22 @@ func (c *Session) Joined() string {
 	}
 	c.joinedMu.Lock()
 	defer c.joinedMu.Unlock()
-	return c.joinedID
+	return c.joined.ID
 }
 
-// JoinedSecretOf returns the secret of the user this connection serves,
-// if it still serves uid.
-func (c *Session) JoinedSecretOf(uid string) (string, bool) {
+// JoinedAs returns the user this connection serves, if it still serves
+// uid.
+func (c *Session) JoinedAs(uid string) (User, bool) {
 	c.joinedMu.Lock()
 	defer c.joinedMu.Unlock()
-	return c.joinedSecret, uid != "" && c.joinedID == uid
+	return c.joined, uid != "" && c.joined.ID == uid
 }
 
 // cleanup runs after the reader stopped: the user stops receiving events
 // and presence starts the grace period.
 func (c *Session) cleanup() {
 	c.joinedMu.Lock()
-	c.joinedID, c.joinedSecret = "", "" // no longer to be reconciled: it is being reported
+	c.joined = User{} // no longer to be reconciled: it is being reported
 	c.joinedMu.Unlock()
 	if c.sub != nil {
 		c.srv.Hub.Unsubscribe(c.sub)
@@ -230,6 +237,6 @@ func (c *Session) cleanup() {
 		c.srv.Events.unsubscribe(c.events)
 	}
 	if c.userID != "" {
-		c.srv.Ended(c.userID, c.id, c.secret)
+		c.srv.Ended(User{Room: c.room, ID: c.userID, Secret: c.secret}, c.id)
 	}
 }

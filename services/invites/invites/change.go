@@ -11,9 +11,11 @@ import (
 // change gathers one transition: the records it read (with revisions), the
 // edits it made, and the events to send once it has committed. Every record
 // it reads is written back in the same atomic batch, so a transition built on
-// a stale read commits nothing.
+// a stale read commits nothing. A change reads and writes one room, the one
+// its request names: a transition never spans two rooms.
 type change struct {
 	store  *state.Store
+	room   string
 	users  map[string]*loadedUser
 	order  []string // user IDs in load order, for a deterministic batch
 	txn    state.Txn
@@ -31,8 +33,8 @@ type event struct {
 	frame protocol.ServerFrame
 }
 
-func newChange(store *state.Store) *change {
-	return &change{store: store, users: map[string]*loadedUser{}}
+func newChange(store *state.Store, room string) *change {
+	return &change{store: store, room: room, users: map[string]*loadedUser{}}
 }
 
 // user loads a user once per change; later calls return the same record,
@@ -44,7 +46,7 @@ func (c *change) user(ctx context.Context, id string) (*state.User, error) {
 		}
 		return &lu.rec, nil
 	}
-	u, rev, err := c.store.GetUser(ctx, id)
+	u, rev, err := c.store.GetUser(ctx, c.room, id)
 	if err != nil {
 		return nil, err
 	}
@@ -69,7 +71,7 @@ func (c *change) notify(frame protocol.ServerFrame, to ...string) {
 // endInvitation removes a pending invitation: its inviter becomes available
 // and it leaves the invitee's incoming list. Both are told why.
 func (c *change) endInvitation(ctx context.Context, id, reason string) error {
-	inv, rev, err := c.store.GetInvitation(ctx, id)
+	inv, rev, err := c.store.GetInvitation(ctx, c.room, id)
 	if errors.Is(err, state.ErrNotFound) {
 		return nil // already gone; the change that ended it told the parties
 	}
@@ -83,7 +85,7 @@ func (c *change) endInvitation(ctx context.Context, id, reason string) error {
 // revision rev; the delete fails the change if it moved since.
 func (c *change) endLoadedInvitation(ctx context.Context, inv protocol.Invitation, rev uint64, reason string) error {
 	id := inv.ID
-	c.txn.Delete(state.InvitationKey(id), rev)
+	c.txn.Delete(state.InvitationKey(c.room, id), rev)
 	if from, err := c.user(ctx, inv.From); err == nil {
 		if from.Outgoing == id {
 			*from = from.Available()
@@ -102,14 +104,14 @@ func (c *change) endLoadedInvitation(ctx context.Context, inv protocol.Invitatio
 
 // endChat removes a chat; both parties become available and are told.
 func (c *change) endChat(ctx context.Context, id, reason string) error {
-	chat, rev, err := c.store.GetChat(ctx, id)
+	chat, rev, err := c.store.GetChat(ctx, c.room, id)
 	if errors.Is(err, state.ErrNotFound) {
 		return nil // already ended
 	}
 	if err != nil {
 		return err
 	}
-	c.txn.Delete(state.ChatKey(id), rev)
+	c.txn.Delete(state.ChatKey(c.room, id), rev)
 	for _, p := range chat.Parties {
 		u, err := c.user(ctx, p)
 		if errors.Is(err, state.ErrNotFound) {
@@ -132,10 +134,10 @@ func (c *change) commit(ctx context.Context) error {
 	for _, id := range c.order {
 		lu := c.users[id]
 		if lu.deleted {
-			c.txn.Delete(state.UserKey(id), lu.rev)
+			c.txn.Delete(state.UserKey(c.room, id), lu.rev)
 			continue
 		}
-		c.txn.Put(state.UserKey(id), lu.rev, lu.rec)
+		c.txn.Put(state.UserKey(c.room, id), lu.rev, lu.rec)
 	}
 	return c.store.Commit(ctx, &c.txn)
 }

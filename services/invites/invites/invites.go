@@ -107,7 +107,7 @@ func (s *Service) Run(ctx context.Context) error {
 // retries build+commit on conflicts and publishes the events of the change
 // that committed. users names whom the transition is expected to change;
 // a user it changes without naming is still guarded by revisions.
-func (s *Service) run(ctx context.Context, users []string, build func(context.Context, *change) error) error {
+func (s *Service) run(ctx context.Context, room string, users []string, build func(context.Context, *change) error) error {
 	unlock, err := s.locks.lock(ctx, users...)
 	if err != nil {
 		return fmt.Errorf("invites: waiting for an earlier change of the same users: %w", err)
@@ -115,7 +115,7 @@ func (s *Service) run(ctx context.Context, users []string, build func(context.Co
 	defer unlock()
 	var done *change
 	err = state.Retry(ctx, func(ctx context.Context) error {
-		c := newChange(s.store)
+		c := newChange(s.store, room)
 		if err := build(ctx, c); err != nil {
 			return err
 		}
@@ -159,7 +159,7 @@ func (s *Service) invite(ctx context.Context, req protocol.InviteRequest) (proto
 		return protocol.Invitation{}, protocol.Errorf(protocol.CodeSelfInvite, "you cannot invite yourself")
 	}
 	var inv protocol.Invitation
-	err := s.run(ctx, []string{req.From, req.To}, func(ctx context.Context, c *change) error {
+	err := s.run(ctx, req.Room, []string{req.From, req.To}, func(ctx context.Context, c *change) error {
 		from, err := c.user(ctx, req.From)
 		if err != nil {
 			return err
@@ -192,7 +192,7 @@ func (s *Service) invite(ctx context.Context, req protocol.InviteRequest) (proto
 		}
 		from.State, from.Outgoing = protocol.StateInviting, inv.ID
 		to.Incoming = append(slices.Clone(to.Incoming), inv.ID)
-		c.txn.Put(state.InvitationKey(inv.ID), 0, inv)
+		c.txn.Put(state.InvitationKey(c.room, inv.ID), 0, inv)
 		c.notify(protocol.ServerFrame{Type: protocol.TypeInvitation, Invitation: &inv}, to.ID)
 		return nil
 	})
@@ -202,7 +202,7 @@ func (s *Service) invite(ctx context.Context, req protocol.InviteRequest) (proto
 // invitationFor loads an invitation and checks that userID is the party
 // allowed to act on it (the inviter when asInviter, else the invitee).
 func invitationFor(ctx context.Context, c *change, id, userID string, asInviter bool) (protocol.Invitation, uint64, error) {
-	inv, rev, err := c.store.GetInvitation(ctx, id)
+	inv, rev, err := c.store.GetInvitation(ctx, c.room, id)
 	if errors.Is(err, state.ErrNotFound) {
 		return inv, 0, protocol.Errorf(protocol.CodeNotFound, "that invitation is no longer pending")
 	}
@@ -227,7 +227,7 @@ func invitationFor(ctx context.Context, c *change, id, userID string, asInviter 
 // of its parties.
 func (s *Service) invitationParties(ctx context.Context, req protocol.InvitationRequest) []string {
 	users := []string{req.UserID}
-	if inv, _, err := s.store.GetInvitation(ctx, req.Invitation); err == nil {
+	if inv, _, err := s.store.GetInvitation(ctx, req.Room, req.Invitation); err == nil {
 		users = append(users, inv.From, inv.To)
 	}
 	return users
@@ -250,7 +250,7 @@ func actor(ctx context.Context, c *change, userID, secret string) error {
 }
 
 func (s *Service) cancel(ctx context.Context, req protocol.InvitationRequest) (protocol.Empty, error) {
-	return protocol.Empty{}, s.run(ctx, s.invitationParties(ctx, req), func(ctx context.Context, c *change) error {
+	return protocol.Empty{}, s.run(ctx, req.Room, s.invitationParties(ctx, req), func(ctx context.Context, c *change) error {
 		inv, rev, err := invitationFor(ctx, c, req.Invitation, req.UserID, true)
 		if err != nil {
 			return err
@@ -263,7 +263,7 @@ func (s *Service) cancel(ctx context.Context, req protocol.InvitationRequest) (p
 }
 
 func (s *Service) decline(ctx context.Context, req protocol.InvitationRequest) (protocol.Empty, error) {
-	return protocol.Empty{}, s.run(ctx, s.invitationParties(ctx, req), func(ctx context.Context, c *change) error {
+	return protocol.Empty{}, s.run(ctx, req.Room, s.invitationParties(ctx, req), func(ctx context.Context, c *change) error {
 		inv, rev, err := invitationFor(ctx, c, req.Invitation, req.UserID, false)
 		if err != nil {
 			return err
@@ -299,10 +299,10 @@ func (s *Service) accept(ctx context.Context, req protocol.InvitationRequest) (p
 			// of the video provider itself ends it.
 			return protocol.Chat{}, err
 		}
-		return protocol.Chat{}, s.failAccept(ctx, inv, err)
+		return protocol.Chat{}, s.failAccept(ctx, req.Room, inv, err)
 	}
 	chat.Mode, chat.SessionID = sess.Mode, sess.SessionID
-	err = s.run(ctx, []string{inv.From, inv.To}, func(ctx context.Context, c *change) error {
+	err = s.run(ctx, req.Room, []string{inv.From, inv.To}, func(ctx context.Context, c *change) error {
 		return s.startChat(ctx, c, req, &chat)
 	})
 	return chat.Chat, err
@@ -312,7 +312,7 @@ func (s *Service) accept(ctx context.Context, req protocol.InvitationRequest) (p
 // that the transition would refuse: the transition decides, this only
 // spares a doomed accept its session. It returns the invitation.
 func (s *Service) checkAccept(ctx context.Context, req protocol.InvitationRequest) (protocol.Invitation, error) {
-	inv, _, err := s.store.GetInvitation(ctx, req.Invitation)
+	inv, _, err := s.store.GetInvitation(ctx, req.Room, req.Invitation)
 	if errors.Is(err, state.ErrNotFound) {
 		return inv, protocol.Errorf(protocol.CodeNotFound, "that invitation is no longer pending")
 	}
@@ -322,7 +322,7 @@ func (s *Service) checkAccept(ctx context.Context, req protocol.InvitationReques
 	if inv.To != req.UserID {
 		return inv, protocol.Errorf(protocol.CodeNotParty, "only the invited user can answer an invitation")
 	}
-	if accepter, _, err := s.store.GetUser(ctx, inv.To); err == nil {
+	if accepter, _, err := s.store.GetUser(ctx, req.Room, inv.To); err == nil {
 		if !accepter.Proves(req.Secret) {
 			return inv, protocol.ErrNotProven
 		}
@@ -378,7 +378,7 @@ func (s *Service) startChat(ctx context.Context, c *change, req protocol.Invitat
 		u.State, u.Chat, u.Incoming = protocol.StateChatting, chat.ID, nil
 	}
 	chat.StartedAt = s.now().UnixMilli()
-	c.txn.Put(state.ChatKey(chat.ID), 0, *chat)
+	c.txn.Put(state.ChatKey(c.room, chat.ID), 0, *chat)
 	c.notify(protocol.ServerFrame{Type: protocol.TypeChatStarted, Chat: &chat.Chat}, chat.Parties[:]...)
 	return nil
 }
@@ -386,9 +386,9 @@ func (s *Service) startChat(ctx context.Context, c *change, req protocol.Invitat
 // failAccept ends an invitation whose chat could not be set up, so that both
 // users are told why and are available again, and returns the error for
 // the accepter.
-func (s *Service) failAccept(ctx context.Context, inv protocol.Invitation, cause error) error {
+func (s *Service) failAccept(ctx context.Context, room string, inv protocol.Invitation, cause error) error {
 	s.log.WarnContext(ctx, "video session failed; ending the invitation", "invitation", inv.ID, "err", cause)
-	err := s.run(ctx, []string{inv.From, inv.To}, func(ctx context.Context, c *change) error {
+	err := s.run(ctx, room, []string{inv.From, inv.To}, func(ctx context.Context, c *change) error {
 		return c.endInvitation(ctx, inv.ID, protocol.ReasonFailed)
 	})
 	if err != nil && protocol.CodeOf(err) != protocol.CodeNotFound {
@@ -402,11 +402,11 @@ func (s *Service) failAccept(ctx context.Context, inv protocol.Invitation, cause
 
 func (s *Service) end(ctx context.Context, req protocol.ChatRequest) (protocol.Empty, error) {
 	users := []string{req.UserID}
-	if chat, _, err := s.store.GetChat(ctx, req.Chat); err == nil {
+	if chat, _, err := s.store.GetChat(ctx, req.Room, req.Chat); err == nil {
 		users = append(users, chat.Parties[:]...)
 	}
-	return protocol.Empty{}, s.run(ctx, users, func(ctx context.Context, c *change) error {
-		chat, _, err := s.store.GetChat(ctx, req.Chat)
+	return protocol.Empty{}, s.run(ctx, req.Room, users, func(ctx context.Context, c *change) error {
+		chat, _, err := s.store.GetChat(ctx, req.Room, req.Chat)
 		if errors.Is(err, state.ErrNotFound) {
 			return protocol.Errorf(protocol.CodeNotFound, "that chat has already ended")
 		}
@@ -441,7 +441,7 @@ func (s *Service) leave(ctx context.Context, req protocol.LeaveRequest) (protoco
 // is gone.
 func (s *Service) leaveStep(ctx context.Context, req protocol.LeaveRequest) (bool, error) {
 	var left bool
-	err := s.run(ctx, []string{req.UserID}, func(ctx context.Context, c *change) error {
+	err := s.run(ctx, req.Room, []string{req.UserID}, func(ctx context.Context, c *change) error {
 		left = false
 		u, err := c.user(ctx, req.UserID)
 		if err != nil {
@@ -482,7 +482,7 @@ func (s *Service) leaveStep(ctx context.Context, req protocol.LeaveRequest) (boo
 		return nil
 	})
 	if err == nil && left {
-		s.log.InfoContext(ctx, "user left", "user", req.UserID)
+		s.log.InfoContext(ctx, "user left", "user", req.UserID, "room", req.Room)
 	}
 	return left, err
 }

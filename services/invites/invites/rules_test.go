@@ -51,7 +51,7 @@ func (r *rig) join(ids ...string) {
 	var txn state.Txn
 	for _, id := range ids {
 		r.secrets[id] = protocol.NewSecret()
-		txn.Put(state.UserKey(id), 0, state.User{ID: id, Name: "N" + id, State: protocol.StateAvailable,
+		txn.Put(state.UserKey(protocol.Lobby, id), 0, state.User{Room: protocol.Lobby, ID: id, Name: "N" + id, State: protocol.StateAvailable,
 			SecretHash: state.HashSecret(r.secrets[id]), Edge: "edge1", Conn: "c" + id, Connected: true})
 	}
 	if err := r.store.Commit(r.ctx, &txn); err != nil {
@@ -63,13 +63,13 @@ func (r *rig) join(ids ...string) {
 // grace period starts.
 func (r *rig) detach(id string) {
 	r.t.Helper()
-	u, rev, err := r.store.GetUser(r.ctx, id)
+	u, rev, err := r.store.GetUser(r.ctx, protocol.Lobby, id)
 	if err != nil {
 		r.t.Fatal(err)
 	}
 	u.Connected, u.DisconnectedAt = false, time.Now().UnixMilli()
 	var txn state.Txn
-	txn.Put(state.UserKey(id), rev, u)
+	txn.Put(state.UserKey(protocol.Lobby, id), rev, u)
 	if err := r.store.Commit(r.ctx, &txn); err != nil {
 		r.t.Fatal(err)
 	}
@@ -83,7 +83,7 @@ func (r *rig) call(nc *nats.Conn, subject string, req, resp any) error {
 
 func (r *rig) invite(from, to string) (protocol.Invitation, error) {
 	var inv protocol.Invitation
-	err := r.call(r.edge, protocol.SubjectInvitesInvite, protocol.InviteRequest{From: from, To: to, Secret: r.secrets[from]}, &inv)
+	err := r.call(r.edge, protocol.SubjectInvitesInvite, protocol.InviteRequest{Room: protocol.Lobby, From: from, To: to, Secret: r.secrets[from]}, &inv)
 	return inv, err
 }
 
@@ -100,11 +100,11 @@ func (r *rig) mustInvite(from, to string) string {
 // act is a user's act on an invitation (cancel, decline, accept) or a
 // chat (end).
 func (r *rig) act(subject, user, id string) error {
-	var req any = protocol.InvitationRequest{UserID: user, Invitation: id, Secret: r.secrets[user]}
+	var req any = protocol.InvitationRequest{Room: protocol.Lobby, UserID: user, Invitation: id, Secret: r.secrets[user]}
 	var resp any
 	switch subject {
 	case protocol.SubjectInvitesEnd:
-		req = protocol.ChatRequest{UserID: user, Chat: id, Secret: r.secrets[user]}
+		req = protocol.ChatRequest{Room: protocol.Lobby, UserID: user, Chat: id, Secret: r.secrets[user]}
 	case protocol.SubjectInvitesAccept:
 		resp = &protocol.Chat{}
 	}
@@ -114,7 +114,7 @@ func (r *rig) act(subject, user, id string) error {
 func (r *rig) mustAccept(user, inv string) protocol.Chat {
 	r.t.Helper()
 	var chat protocol.Chat
-	err := r.call(r.edge, protocol.SubjectInvitesAccept, protocol.InvitationRequest{UserID: user, Invitation: inv, Secret: r.secrets[user]}, &chat)
+	err := r.call(r.edge, protocol.SubjectInvitesAccept, protocol.InvitationRequest{Room: protocol.Lobby, UserID: user, Invitation: inv, Secret: r.secrets[user]}, &chat)
 	if err != nil {
 		r.t.Fatalf("%s accepts %s: %v", user, inv, err)
 	}
@@ -347,11 +347,11 @@ func TestLeave(t *testing.T) {
 	own := r.mustInvite("ann", "bob")
 	chat := r.mustAccept("eve", r.mustInvite("dan", "eve"))
 
-	err := r.call(r.presence, protocol.SubjectInvitesLeave, protocol.LeaveRequest{UserID: "ann", Conn: "cann"}, nil)
+	err := r.call(r.presence, protocol.SubjectInvitesLeave, protocol.LeaveRequest{Room: protocol.Lobby, UserID: "ann", Conn: "cann"}, nil)
 	natstest.WantCode(t, err, protocol.CodeConflict) // still connected: not leaving
 	for _, id := range []string{"ann", "dan"} {
 		r.detach(id)
-		if err := r.call(r.presence, protocol.SubjectInvitesLeave, protocol.LeaveRequest{UserID: id, Conn: "c" + id}, nil); err != nil {
+		if err := r.call(r.presence, protocol.SubjectInvitesLeave, protocol.LeaveRequest{Room: protocol.Lobby, UserID: id, Conn: "c" + id}, nil); err != nil {
 			t.Fatalf("%s leaves: %v", id, err)
 		}
 	}

@@ -64,6 +64,16 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger, m *me
 		return nil, fmt.Errorf("presence: %w", err)
 	}
 	cfg.LeaseTTL = ttl
+	// A store written by a release before rooms keeps its records under
+	// other keys; their connections ended with that release (docs/rooms.md,
+	// Upgrading).
+	n, err := store.ClearOldLayout(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("presence: %w", err)
+	}
+	if n > 0 {
+		log.Warn("cleared the records of a release before rooms: their users join again", "keys", n)
+	}
 	return &Service{nc: nc, cfg: cfg, log: log, store: store, leases: leases, now: time.Now, metrics: m,
 		srv: natsrpc.NewServer(log, m, 64, 10*time.Second)}, nil
 }
@@ -109,6 +119,7 @@ func (s *Service) Run(ctx context.Context) error {
 func (s *Service) join(ctx context.Context, req protocol.JoinRequest) (protocol.JoinReply, error) {
 	u := state.User{
 		ID:         req.UserID,
+		Room:       req.Room,
 		Name:       req.Name,
 		State:      protocol.StateAvailable,
 		JoinedAt:   s.now().UnixMilli(),
@@ -118,14 +129,14 @@ func (s *Service) join(ctx context.Context, req protocol.JoinRequest) (protocol.
 		Connected:  true,
 	}
 	var txn state.Txn
-	txn.Put(state.UserKey(u.ID), 0, u)
+	txn.Put(state.UserKey(u.Room, u.ID), 0, u)
 	if err := s.store.Commit(ctx, &txn); err != nil {
 		if errors.Is(err, state.ErrConflict) {
 			return protocol.JoinReply{}, protocol.Errorf(protocol.CodeConflict, "user ID already taken; join again")
 		}
 		return protocol.JoinReply{}, err
 	}
-	s.log.InfoContext(ctx, "user joined", "user", u.ID, "edge", u.Edge)
+	s.log.InfoContext(ctx, "user joined", "user", u.ID, "room", u.Room, "edge", u.Edge)
 	return protocol.JoinReply{User: u.Public()}, nil
 }
 
@@ -134,7 +145,7 @@ var errResume = protocol.Errorf(protocol.CodeResumeFailed, "unknown user or wron
 func (s *Service) resume(ctx context.Context, req protocol.ResumeRequest) (protocol.Personal, error) {
 	var u state.User
 	err := state.Retry(ctx, func(ctx context.Context) error {
-		cur, rev, err := s.store.GetUser(ctx, req.UserID)
+		cur, rev, err := s.store.GetUser(ctx, req.Room, req.UserID)
 		if errors.Is(err, state.ErrNotFound) {
 			return errResume
 		}
@@ -146,7 +157,7 @@ func (s *Service) resume(ctx context.Context, req protocol.ResumeRequest) (proto
 		}
 		cur.Edge, cur.Conn, cur.Connected, cur.DisconnectedAt = req.Edge, req.Conn, true, 0
 		var txn state.Txn
-		txn.Put(state.UserKey(cur.ID), rev, cur)
+		txn.Put(state.UserKey(cur.Room, cur.ID), rev, cur)
 		if err := s.store.Commit(ctx, &txn); err != nil {
 			return err
 		}
@@ -180,7 +191,7 @@ func (s *Service) supersede(ctx context.Context, userID, conn string) {
 func (s *Service) personal(ctx context.Context, u state.User) (protocol.Personal, error) {
 	p := protocol.Personal{User: u.Public()}
 	for _, id := range u.Incoming {
-		inv, _, err := s.store.GetInvitation(ctx, id)
+		inv, _, err := s.store.GetInvitation(ctx, u.Room, id)
 		if errors.Is(err, state.ErrNotFound) {
 			continue
 		}
@@ -190,7 +201,7 @@ func (s *Service) personal(ctx context.Context, u state.User) (protocol.Personal
 		p.Incoming = append(p.Incoming, inv)
 	}
 	if u.Outgoing != "" {
-		inv, _, err := s.store.GetInvitation(ctx, u.Outgoing)
+		inv, _, err := s.store.GetInvitation(ctx, u.Room, u.Outgoing)
 		switch {
 		case err == nil:
 			p.Outgoing = &inv
@@ -199,7 +210,7 @@ func (s *Service) personal(ctx context.Context, u state.User) (protocol.Personal
 		}
 	}
 	if u.Chat != "" {
-		c, _, err := s.store.GetChat(ctx, u.Chat)
+		c, _, err := s.store.GetChat(ctx, u.Room, u.Chat)
 		switch {
 		case err == nil:
 			p.Chat = &c.Chat
@@ -213,7 +224,7 @@ func (s *Service) personal(ctx context.Context, u state.User) (protocol.Personal
 // disconnect starts the grace period of a user whose connection ended, if
 // the report proves it comes from the edge that served the user.
 func (s *Service) disconnect(ctx context.Context, req protocol.DisconnectRequest) (protocol.Empty, error) {
-	return protocol.Empty{}, s.detach(ctx, req.UserID, req.Conn, func(u state.User) error {
+	return protocol.Empty{}, s.detach(ctx, req.Room, req.UserID, req.Conn, func(u state.User) error {
 		if !u.Proves(req.Secret) {
 			return protocol.ErrNotProven
 		}
@@ -225,7 +236,7 @@ func (s *Service) disconnect(ctx context.Context, req protocol.DisconnectRequest
 // it, still open, after the user was detached (its edge's lease lapsed).
 func (s *Service) attach(ctx context.Context, req protocol.AttachRequest) (protocol.Empty, error) {
 	return protocol.Empty{}, state.Retry(ctx, func(ctx context.Context) error {
-		u, rev, err := s.store.GetUser(ctx, req.UserID)
+		u, rev, err := s.store.GetUser(ctx, req.Room, req.UserID)
 		if errors.Is(err, state.ErrNotFound) {
 			return protocol.Errorf(protocol.CodeNotFound, "that user has left")
 		}
@@ -243,7 +254,7 @@ func (s *Service) attach(ctx context.Context, req protocol.AttachRequest) (proto
 		}
 		u.Connected, u.DisconnectedAt = true, 0
 		var txn state.Txn
-		txn.Put(state.UserKey(u.ID), rev, u)
+		txn.Put(state.UserKey(u.Room, u.ID), rev, u)
 		if err := s.store.Commit(ctx, &txn); err != nil {
 			return err
 		}
@@ -257,9 +268,9 @@ func (s *Service) attach(ctx context.Context, req protocol.AttachRequest) (proto
 // allowed, if not nil, refuses a request that may not act for the user
 // (its error is the answer); the reaper, acting on the state itself,
 // passes nil.
-func (s *Service) detach(ctx context.Context, userID, conn string, allowed func(state.User) error) error {
+func (s *Service) detach(ctx context.Context, room, userID, conn string, allowed func(state.User) error) error {
 	return state.Retry(ctx, func(ctx context.Context) error {
-		u, rev, err := s.store.GetUser(ctx, userID)
+		u, rev, err := s.store.GetUser(ctx, room, userID)
 		if errors.Is(err, state.ErrNotFound) {
 			return nil
 		}
@@ -276,7 +287,7 @@ func (s *Service) detach(ctx context.Context, userID, conn string, allowed func(
 		}
 		u.Connected, u.DisconnectedAt = false, s.now().UnixMilli()
 		var txn state.Txn
-		txn.Put(state.UserKey(u.ID), rev, u)
+		txn.Put(state.UserKey(u.Room, u.ID), rev, u)
 		if err := s.store.Commit(ctx, &txn); err != nil {
 			return err
 		}

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
 	"time"
 
@@ -85,7 +84,7 @@ func (s *Service) reapUntilDone(ctx context.Context) error {
 }
 
 func (s *Service) reap(ctx context.Context) error {
-	uw, err := s.store.KV().Watch(ctx, state.UserPrefix+">")
+	uw, err := s.store.KV().Watch(ctx, state.AllUsers)
 	if err != nil {
 		return fmt.Errorf("presence: watch users: %w", err)
 	}
@@ -154,7 +153,11 @@ func (r *reaper) applyUser(e jetstream.KeyValueEntry) {
 		return
 	}
 	r.clock.observe(e.Created())
-	id := strings.TrimPrefix(e.Key(), state.UserPrefix)
+	k, ok := state.ParseKey(e.Key())
+	if !ok {
+		return
+	}
+	id := k.ID
 	if e.Operation() != jetstream.KeyValuePut {
 		delete(r.users, id)
 		delete(r.detached, id)
@@ -164,6 +167,7 @@ func (r *reaper) applyUser(e jetstream.KeyValueEntry) {
 	if err := json.Unmarshal(e.Value(), &u); err != nil {
 		return
 	}
+	u.Room = k.Room // where the record is kept, which its actions name
 	prev, known := r.users[id]
 	switch {
 	case u.Connected:
@@ -212,7 +216,7 @@ func (s *Service) sweep(ctx context.Context, r *reaper, actions *sync.WaitGroup)
 				continue
 			}
 			action = func(ctx context.Context) {
-				err := s.detach(ctx, id, u.Conn, nil)
+				err := s.detach(ctx, u.Room, id, u.Conn, nil)
 				s.metrics.ReaperActions.WithLabelValues("detach", metrics.Outcome(err)).Inc()
 				if err != nil {
 					s.log.WarnContext(ctx, "detach after lease expiry failed", "user", id, "edge", u.Edge, "err", err)
@@ -220,7 +224,7 @@ func (s *Service) sweep(ctx context.Context, r *reaper, actions *sync.WaitGroup)
 			}
 		case !u.Connected && serverNow.Sub(r.detached[id]) >= s.cfg.Grace:
 			action = func(ctx context.Context) {
-				err := natsrpc.Call(ctx, s.nc, protocol.SubjectInvitesLeave, protocol.LeaveRequest{UserID: id, Conn: u.Conn}, nil)
+				err := natsrpc.Call(ctx, s.nc, protocol.SubjectInvitesLeave, protocol.LeaveRequest{Room: u.Room, UserID: id, Conn: u.Conn}, nil)
 				switch code := protocol.CodeOf(err); {
 				case err == nil, code == protocol.CodeConflict, code == protocol.CodeNotFound:
 					// Done, or resumed or removed meanwhile.

@@ -87,7 +87,7 @@ func (r *rig) join(name, edge string) joined {
 	r.t.Helper()
 	u := joined{id: protocol.NewID(), secret: protocol.NewSecret(), conn: protocol.NewID()}
 	var reply protocol.JoinReply
-	if err := r.call(protocol.SubjectPresenceJoin, protocol.JoinRequest{UserID: u.id, Name: name, Edge: edge, Conn: u.conn, Secret: u.secret}, &reply); err != nil {
+	if err := r.call(protocol.SubjectPresenceJoin, protocol.JoinRequest{Room: protocol.Lobby, UserID: u.id, Name: name, Edge: edge, Conn: u.conn, Secret: u.secret}, &reply); err != nil {
 		r.t.Fatalf("join %s: %v", name, err)
 	}
 	if reply.User.ID != u.id || reply.User.Name != name || reply.User.State != protocol.StateAvailable {
@@ -99,7 +99,7 @@ func (r *rig) join(name, edge string) joined {
 // user reads a user's record; ok is false once the user has left.
 func (r *rig) user(id string) (state.User, bool) {
 	r.t.Helper()
-	u, _, err := r.store.GetUser(r.ctx, id)
+	u, _, err := r.store.GetUser(r.ctx, protocol.Lobby, id)
 	if errors.Is(err, state.ErrNotFound) {
 		return u, false
 	}
@@ -135,7 +135,7 @@ func TestJoin(t *testing.T) {
 	if !ok || !u.Connected || u.Edge != edgeID || u.Conn != ann.conn || !u.Proves(ann.secret) || u.JoinedAt == 0 {
 		t.Fatalf("record %+v", u)
 	}
-	err := r.call(protocol.SubjectPresenceJoin, protocol.JoinRequest{UserID: ann.id, Name: "Not Ann", Edge: edgeID, Conn: protocol.NewID(), Secret: protocol.NewSecret()}, nil)
+	err := r.call(protocol.SubjectPresenceJoin, protocol.JoinRequest{Room: protocol.Lobby, UserID: ann.id, Name: "Not Ann", Edge: edgeID, Conn: protocol.NewID(), Secret: protocol.NewSecret()}, nil)
 	natstest.WantCode(t, err, protocol.CodeConflict)
 }
 
@@ -153,17 +153,17 @@ func TestProofAndRefusals(t *testing.T) {
 		code    protocol.Code
 	}{
 		{"resume with another secret", protocol.SubjectPresenceResume,
-			protocol.ResumeRequest{UserID: ann.id, Secret: wrong, Edge: edgeID, Conn: protocol.NewID()}, protocol.CodeResumeFailed},
+			protocol.ResumeRequest{Room: protocol.Lobby, UserID: ann.id, Secret: wrong, Edge: edgeID, Conn: protocol.NewID()}, protocol.CodeResumeFailed},
 		{"resume someone unknown", protocol.SubjectPresenceResume,
-			protocol.ResumeRequest{UserID: protocol.NewID(), Secret: ann.secret, Edge: edgeID, Conn: protocol.NewID()}, protocol.CodeResumeFailed},
+			protocol.ResumeRequest{Room: protocol.Lobby, UserID: protocol.NewID(), Secret: ann.secret, Edge: edgeID, Conn: protocol.NewID()}, protocol.CodeResumeFailed},
 		{"disconnect with another secret", protocol.SubjectPresenceDisconnect,
-			protocol.DisconnectRequest{UserID: ann.id, Conn: ann.conn, Secret: wrong}, protocol.CodeForbidden},
+			protocol.DisconnectRequest{Room: protocol.Lobby, UserID: ann.id, Conn: ann.conn, Secret: wrong}, protocol.CodeForbidden},
 		{"attach with another secret", protocol.SubjectPresenceAttach,
-			protocol.AttachRequest{UserID: ann.id, Edge: edgeID, Conn: ann.conn, Secret: wrong}, protocol.CodeForbidden},
+			protocol.AttachRequest{Room: protocol.Lobby, UserID: ann.id, Edge: edgeID, Conn: ann.conn, Secret: wrong}, protocol.CodeForbidden},
 		{"attach another connection", protocol.SubjectPresenceAttach,
-			protocol.AttachRequest{UserID: ann.id, Edge: edgeID, Conn: protocol.NewID(), Secret: ann.secret}, protocol.CodeSuperseded},
+			protocol.AttachRequest{Room: protocol.Lobby, UserID: ann.id, Edge: edgeID, Conn: protocol.NewID(), Secret: ann.secret}, protocol.CodeSuperseded},
 		{"attach someone who left", protocol.SubjectPresenceAttach,
-			protocol.AttachRequest{UserID: protocol.NewID(), Edge: edgeID, Conn: ann.conn, Secret: ann.secret}, protocol.CodeNotFound},
+			protocol.AttachRequest{Room: protocol.Lobby, UserID: protocol.NewID(), Edge: edgeID, Conn: ann.conn, Secret: ann.secret}, protocol.CodeNotFound},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -175,10 +175,10 @@ func TestProofAndRefusals(t *testing.T) {
 	}
 	// Detached while her connection stayed open (a lapsed lease), Ann is
 	// attached again by her edge, with her proof.
-	if err := r.call(protocol.SubjectPresenceDisconnect, protocol.DisconnectRequest{UserID: ann.id, Conn: ann.conn, Secret: ann.secret}, nil); err != nil {
+	if err := r.call(protocol.SubjectPresenceDisconnect, protocol.DisconnectRequest{Room: protocol.Lobby, UserID: ann.id, Conn: ann.conn, Secret: ann.secret}, nil); err != nil {
 		t.Fatal(err)
 	}
-	if err := r.call(protocol.SubjectPresenceAttach, protocol.AttachRequest{UserID: ann.id, Edge: edgeID, Conn: ann.conn, Secret: ann.secret}, nil); err != nil {
+	if err := r.call(protocol.SubjectPresenceAttach, protocol.AttachRequest{Room: protocol.Lobby, UserID: ann.id, Edge: edgeID, Conn: ann.conn, Secret: ann.secret}, nil); err != nil {
 		t.Fatalf("attach: %v", err)
 	}
 	if u, _ := r.user(ann.id); !u.Connected || u.DisconnectedAt != 0 {
@@ -198,7 +198,7 @@ func TestGracePeriod(t *testing.T) {
 	bob := r.join("Bob", edgeID)
 
 	for _, u := range []joined{ann, bob} {
-		if err := r.call(protocol.SubjectPresenceDisconnect, protocol.DisconnectRequest{UserID: u.id, Conn: u.conn, Secret: u.secret}, nil); err != nil {
+		if err := r.call(protocol.SubjectPresenceDisconnect, protocol.DisconnectRequest{Room: protocol.Lobby, UserID: u.id, Conn: u.conn, Secret: u.secret}, nil); err != nil {
 			t.Fatalf("disconnect: %v", err)
 		}
 	}
@@ -213,7 +213,7 @@ func TestGracePeriod(t *testing.T) {
 	}
 	newConn := protocol.NewID()
 	var p protocol.Personal
-	if err := r.call(protocol.SubjectPresenceResume, protocol.ResumeRequest{UserID: ann.id, Secret: ann.secret, Edge: edgeID, Conn: newConn}, &p); err != nil {
+	if err := r.call(protocol.SubjectPresenceResume, protocol.ResumeRequest{Room: protocol.Lobby, UserID: ann.id, Secret: ann.secret, Edge: edgeID, Conn: newConn}, &p); err != nil {
 		t.Fatalf("resume within the grace period: %v", err)
 	}
 	if p.User.ID != ann.id || p.User.Name != "Ann" {

@@ -143,10 +143,10 @@ func (s *Service) mode(context.Context, protocol.Empty) (protocol.ModeReply, err
 	return protocol.ModeReply{Mode: s.provider.Mode()}, nil
 }
 
-// chatOf loads a chat and checks that userID is one of its two parties,
+// chatOf loads a chat of room and checks that userID is one of its two parties,
 // and that secret proves the request comes from that user's connection.
-func (s *Service) chatOf(ctx context.Context, chatID, userID, secret string) (state.Chat, string, error) {
-	chat, _, err := s.store.GetChat(ctx, chatID)
+func (s *Service) chatOf(ctx context.Context, room, chatID, userID, secret string) (state.Chat, string, error) {
+	chat, _, err := s.store.GetChat(ctx, room, chatID)
 	if errors.Is(err, state.ErrNotFound) {
 		return chat, "", protocol.Errorf(protocol.CodeNotFound, "that chat does not exist or has ended")
 	}
@@ -157,7 +157,7 @@ func (s *Service) chatOf(ctx context.Context, chatID, userID, secret string) (st
 	if !ok {
 		return chat, "", protocol.Errorf(protocol.CodeNotParty, "you are not in that chat")
 	}
-	u, _, err := s.store.GetUser(ctx, userID)
+	u, _, err := s.store.GetUser(ctx, room, userID)
 	if errors.Is(err, state.ErrNotFound) {
 		return chat, "", protocol.Errorf(protocol.CodeNotFound, "you are not online")
 	}
@@ -171,7 +171,7 @@ func (s *Service) chatOf(ctx context.Context, chatID, userID, secret string) (st
 }
 
 func (s *Service) credentials(ctx context.Context, req protocol.ChatRequest) (protocol.Credentials, error) {
-	chat, _, err := s.chatOf(ctx, req.Chat, req.UserID, req.Secret)
+	chat, _, err := s.chatOf(ctx, req.Room, req.Chat, req.UserID, req.Secret)
 	if err != nil {
 		return protocol.Credentials{}, err
 	}
@@ -179,7 +179,7 @@ func (s *Service) credentials(ctx context.Context, req protocol.ChatRequest) (pr
 }
 
 func (s *Service) signal(ctx context.Context, req protocol.SignalRequest) (protocol.Empty, error) {
-	chat, peer, err := s.chatOf(ctx, req.Chat, req.UserID, req.Secret)
+	chat, peer, err := s.chatOf(ctx, req.Room, req.Chat, req.UserID, req.Secret)
 	if err != nil {
 		return protocol.Empty{}, err
 	}
