@@ -29,6 +29,9 @@ type Metrics struct {
 	FanoutLag               prometheus.Histogram   // state change stored → its frames queued on every socket
 	SlowConsumerDisconnects prometheus.Counter
 	SocketWrites            prometheus.Counter     // writes of frames to sockets (several frames may go in one)
+	RoomsWatched            prometheus.Gauge       // rooms the edge holds open (a local user is in each)
+	RoomChanges             prometheus.Counter     // changes of its rooms' records the edge received
+	RoomSyncs               *prometheus.CounterVec // reads of a room's snapshot, by reason
 	Refused                 *prometheus.CounterVec // connections and joins refused or closed by an admission limit, by reason (the close or error code)
 
 	// Every service (natsrpc): requests handled, by subject and code.
@@ -77,6 +80,13 @@ func New() *Metrics {
 			Help: "Sockets closed because their browser did not read its frames fast enough."})),
 		SocketWrites: register(reg, prometheus.NewCounter(prometheus.CounterOpts{Name: "buddytok_edge_socket_writes_total",
 			Help: "Writes of frames to WebSockets; each carries every frame queued for its socket, so frames out divided by writes is the batching."})),
+		RoomsWatched: register(reg, prometheus.NewGauge(prometheus.GaugeOpts{Name: "buddytok_edge_rooms_watched",
+			Help: "Rooms the edge holds open and receives the changes of: those its connected users are in."})),
+		RoomChanges: register(reg, prometheus.NewCounter(prometheus.CounterOpts{Name: "buddytok_edge_room_changes_total",
+			Help: "Changes of its rooms' records the edge received from the state stream; none of any other room reach it."})),
+		RoomSyncs: register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{Name: "buddytok_edge_room_syncs_total",
+			Help: "Reads of a room's snapshot, by reason: open (its first user on the edge), gap (a change missed), reconnect (to NATS), dropped (the subscription fell behind), leader (the state stream's leader changed)."},
+			[]string{"reason"})),
 		Refused: register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{Name: "buddytok_edge_refused_total",
 			Help: "Connections and joins the edge refused or closed under its limits, by reason (the close or error code: rate_limited, join_timeout, frame_too_large, ...)."},
 			[]string{"reason"})),

@@ -79,7 +79,11 @@ func For(r Role) Set {
 				protocol.SubjectInvitesDecline, protocol.SubjectInvitesEnd,
 				protocol.SubjectTokensCredentials, protocol.SubjectTokensSignal, protocol.SubjectTokensMode,
 			})
-		s.Subscribe = []string{protocol.EventSubject("*")}
+		s.Subscribe = []string{
+			protocol.EventSubject("*"),
+			state.RepublishAll,         // its users' rooms' changes
+			state.LeaderElectedSubject, // when a change may not have been republished
+		}
 	case Presence:
 		s.Publish = join(read(stateStream), read(leaseStream), create,
 			[]string{

@@ -3,22 +3,21 @@ package state_test
 import (
 	"context"
 	"errors"
-	"strconv"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/buddytok/buddytok/pkg/natstest"
 	"github.com/buddytok/buddytok/pkg/state"
 )
 
-// Rooms will be carried to the edges by the state stream's RePublish
+// Rooms are carried to the edges by the state stream's RePublish
 // (docs/rooms.md), which relies on this: every record a transaction
-// commits is republished, with its sequence and the previous sequence of
-// its key, and nothing of a transaction that was refused; on one server and
-// on a three-node cluster alike.
+// commits is republished on its room's subject, with its sequence and the
+// previous sequence of its key, nothing of a transaction that was refused,
+// and nothing of another room; on one server and on a three-node cluster
+// alike.
 func TestRepublishCarriesCommittedTransactionsOnly(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
@@ -37,49 +36,45 @@ func TestRepublishCarriesCommittedTransactionsOnly(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			js, err := jetstream.New(nc)
-			if err != nil {
-				t.Fatal(err)
-			}
-			stream, err := js.Stream(ctx, "KV_"+state.Bucket)
-			if err != nil {
-				t.Fatal(err)
-			}
-			cfg := stream.CachedInfo().Config
-			cfg.RePublish = &jetstream.RePublish{Source: "$KV." + state.Bucket + ".>", Destination: "republished.>"}
-			if _, err := js.UpdateStream(ctx, cfg); err != nil {
-				t.Fatal(err)
-			}
-			sub, err := nc.SubscribeSync("republished.>")
+			sub, err := nc.SubscribeSync(state.RoomSubject(lobby))
 			if err != nil {
 				t.Fatal(err)
 			}
 			if err := nc.Flush(); err != nil {
 				t.Fatal(err)
 			}
-
-			var first state.Txn // three records, one atomic batch
-			for _, id := range []string{"ann", "bob", "cat"} {
-				first.Put(state.UserKey(lobby, id), 0, state.User{ID: id})
+			next := func() state.Change {
+				t.Helper()
+				m, err := sub.NextMsg(10 * time.Second)
+				if err != nil {
+					t.Fatal(err)
+				}
+				c, err := state.ParseRepublished(m)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return c
 			}
+
+			var first state.Txn // three records, one atomic batch, and one of another room
+			for _, id := range []string{"ann", "bob", "cat"} {
+				first.Put(state.UserKey(lobby, id), 0, state.User{ID: id, Room: lobby})
+			}
+			first.Put(state.UserKey("team", "tim"), 0, state.User{ID: "tim", Room: "team"})
 			if err := st.Commit(ctx, &first); err != nil {
 				t.Fatal(err)
 			}
-			got := map[string]*nats.Msg{}
+			got := map[string]state.Change{}
 			for range 3 {
-				m, err := sub.NextMsg(10 * time.Second)
-				if err != nil {
-					t.Fatalf("%d of 3 committed records republished: %v", len(got), err)
-				}
-				got[m.Subject] = m
+				c := next()
+				got[c.ID] = c
 			}
 			_, annRev, err := st.GetUser(ctx, lobby, "ann")
 			if err != nil {
 				t.Fatal(err)
 			}
-			ann := got["republished.r.lobby.user.ann"]
-			if ann == nil || ann.Header.Get(jetstream.SequenceHeader) != strconv.FormatUint(annRev, 10) || ann.Header.Get("Nats-Last-Sequence") != "0" {
-				t.Fatalf("ann republished as %v, want sequence %d after none", ann, annRev)
+			if ann := got["ann"]; ann.Seq != annRev || ann.Last != 0 || ann.Room != lobby || ann.Kind != state.KindUser || ann.Deleted || ann.Stored.IsZero() {
+				t.Fatalf("ann republished as %+v, want sequence %d after none", ann, annRev)
 			}
 
 			var stale state.Txn // refused: ann moved since revision 0
@@ -88,28 +83,30 @@ func TestRepublishCarriesCommittedTransactionsOnly(t *testing.T) {
 			if err := st.Commit(ctx, &stale); !errors.Is(err, state.ErrConflict) {
 				t.Fatalf("a stale transaction: %v, want a conflict", err)
 			}
-			var next state.Txn
-			next.Put(state.UserKey(lobby, "ann"), annRev, state.User{ID: "ann", Name: "Ann"})
-			next.Put(state.UserKey(lobby, "eve"), 0, state.User{ID: "eve"})
-			if err := st.Commit(ctx, &next); err != nil {
+			var later state.Txn
+			later.Put(state.UserKey(lobby, "ann"), annRev, state.User{ID: "ann", Name: "Ann"})
+			later.Delete(state.UserKey(lobby, "bob"), got["bob"].Seq)
+			if err := st.Commit(ctx, &later); err != nil {
 				t.Fatal(err)
 			}
 			// The next republished records are the later transaction's:
-			// nothing of the refused one came between.
+			// nothing of the refused one, nor of the other room, came between.
 			for range 2 {
-				m, err := sub.NextMsg(10 * time.Second)
-				if err != nil {
-					t.Fatal(err)
-				}
-				switch m.Subject {
-				case "republished.r.lobby.user.ann":
-					if m.Header.Get("Nats-Last-Sequence") != strconv.FormatUint(annRev, 10) {
-						t.Fatalf("ann's change names %s as the one before, want %d", m.Header.Get("Nats-Last-Sequence"), annRev)
+				switch c := next(); c.ID {
+				case "ann":
+					if c.Last != annRev {
+						t.Fatalf("ann's change names %d as the one before, want %d", c.Last, annRev)
 					}
-				case "republished.r.lobby.user.eve":
+				case "bob":
+					if !c.Deleted || c.Last != got["bob"].Seq {
+						t.Fatalf("bob's delete republished as %+v", c)
+					}
 				default:
-					t.Fatalf("republished %s, of a refused transaction", m.Subject)
+					t.Fatalf("republished %+v, of a refused transaction or another room", c)
 				}
+			}
+			if m, err := sub.NextMsg(200 * time.Millisecond); !errors.Is(err, nats.ErrTimeout) {
+				t.Fatalf("republished %v beyond the committed records of the room", m)
 			}
 		})
 	}

@@ -161,7 +161,8 @@ func openOrCreate(ctx context.Context, js jetstream.JetStream, cfg jetstream.Key
 }
 
 // ensureStateStream makes the state bucket's stream exist with atomic
-// batches on and direct gets off, reading it once.
+// batches on, direct gets off and each room's records republished on its
+// room's subject (RoomSubject), reading it once.
 //
 // A new stream is created as a KV bucket's stream with those settings from
 // the start. Creating it as a bucket and then updating the stream would be
@@ -196,6 +197,7 @@ func ensureStateStream(ctx context.Context, js jetstream.JetStream, stream strin
 			Duplicates:         2 * time.Minute,
 			Discard:            jetstream.DiscardNew,
 			AllowAtomicPublish: true,
+			RePublish:          stateRePublish,
 		})
 		if err != nil && !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
 			return fmt.Errorf("state: create stream %s: %w", stream, err)
@@ -206,12 +208,12 @@ func ensureStateStream(ctx context.Context, js jetstream.JetStream, stream strin
 		return fmt.Errorf("state: stream %s: %w", stream, err)
 	}
 	cfg := s.CachedInfo().Config
-	if cfg.AllowAtomicPublish && !cfg.AllowDirect {
+	if cfg.AllowAtomicPublish && !cfg.AllowDirect && cfg.RePublish != nil && *cfg.RePublish == *stateRePublish {
 		return nil
 	}
-	cfg.AllowAtomicPublish, cfg.AllowDirect = true, false
+	cfg.AllowAtomicPublish, cfg.AllowDirect, cfg.RePublish = true, false, stateRePublish
 	if _, err := js.UpdateStream(ctx, cfg); err != nil {
-		return fmt.Errorf("state: enable atomic batches on %s: %w", stream, err)
+		return fmt.Errorf("state: enable atomic batches and rooms' republishing on %s: %w", stream, err)
 	}
 	return nil
 }

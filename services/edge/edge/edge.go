@@ -91,11 +91,12 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger, m *me
 	}
 	e := &Edge{origins: allowed, ident: ident,
 		id: protocol.NewID(), nc: nc, cfg: cfg, store: store, leases: leases, metrics: m,
-		hub: fanout.New(m, cfg.SendQueueBytes), gate: admission.New(cfg.Admission), events: session.NewEvents(),
+		gate: admission.New(cfg.Admission), events: session.NewEvents(),
 		clients: map[*session.Session]struct{}{}, ended: map[string]endedConn{}, kick: make(chan struct{}, 1),
 	}
 	e.life, e.endLife = context.WithCancel(context.Background())
 	e.log = log.With("edge", e.id)
+	e.hub = fanout.New(nc, store, m, e.log, cfg.SendQueueBytes)
 	e.sessions = session.NewServer(session.Deps{
 		NC: nc, EdgeID: e.id, Config: cfg.sessionConfig(), Log: e.log, Metrics: m,
 		Hub: e.hub, Gate: e.gate, Events: e.events, Mode: e.mode, Ended: e.reportDisconnect,
@@ -196,7 +197,7 @@ func (e *Edge) Run(ctx context.Context) error {
 	go func() { defer wg.Done(); e.events.Run(bg) }()
 	go func() { defer wg.Done(); e.renewLease(bg, leaseRev) }()
 	go func() { defer wg.Done(); e.reconcileUntilDone(bg) }()
-	go func() { defer wg.Done(); e.watchState(bg) }()
+	go func() { defer wg.Done(); e.runHub(bg) }()
 	serveErr := make(chan error, 1)
 	go func() {
 		serveErr <- e.app.Listener(sendBufferListener{Listener: e.ln, bytes: e.cfg.SendBuffer, log: e.log})
@@ -219,13 +220,13 @@ func (e *Edge) Run(ctx context.Context) error {
 	return err
 }
 
-// watchState feeds the hub from the state bucket until ctx ends, starting
-// the watcher again whenever it fails.
-func (e *Edge) watchState(ctx context.Context) {
+// runHub runs the rooms' hub until ctx ends, starting it again if it
+// fails.
+func (e *Edge) runHub(ctx context.Context) {
 	_ = retry.Do(ctx, retry.Policy{Initial: 100 * time.Millisecond, Max: 5 * time.Second}, func(ctx context.Context) error {
-		err := e.hub.Watch(ctx, e.store.KV())
+		err := e.hub.Run(ctx)
 		if ctx.Err() == nil {
-			e.log.Warn("buddy list watcher restarting", "err", err)
+			e.log.Warn("rooms' hub restarting", "err", err)
 		}
 		return err
 	})

@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"net/netip"
@@ -128,15 +129,24 @@ const addrLocal = "buddytok.addr"
 // identityLocal carries a verified identity from upgradeGate to serveWS.
 const identityLocal = "buddytok.identity"
 
-// users serves GET /api/users: every online user, as the welcome lists
-// them, from the list the hub keeps encoded per revision; rate-limited per
-// client address.
+// users serves GET /api/users: every online user of the lobby, as the
+// welcome lists them, from the list the hub keeps encoded per revision
+// while the lobby is open on this edge (else read for the request);
+// rate-limited per client address.
 func (e *Edge) users(c *fiber.Ctx) error {
 	key := admission.AddrKey(e.gate.ClientAddr(peerAddr(c), c.Get(fiber.HeaderXForwardedFor)))
 	if err := e.gate.AllowListing(key); err != nil {
 		c.Set(fiber.HeaderRetryAfter, "1")
 		return e.refuse(c, fiber.StatusTooManyRequests, "users_rate", err)
 	}
+	ctx, cancel := context.WithTimeout(c.UserContext(), e.cfg.RequestTimeout)
+	defer cancel()
+	list, err := e.hub.List(ctx, protocol.Lobby)
+	if err != nil {
+		e.log.Warn("listing a room failed", "room", protocol.Lobby, "err", err)
+		c.Set(fiber.HeaderRetryAfter, "1")
+		return c.Status(fiber.StatusServiceUnavailable).JSON(fiber.Map{"code": protocol.CodeUnavailable, "message": "the list cannot be read now; try again"})
+	}
 	c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
-	return c.Send(e.hub.List())
+	return c.Send(list)
 }

@@ -73,10 +73,7 @@ func (e *Edge) kickReconcile() {
 func (r *reconciler) pass(ctx context.Context) {
 	e := r.e
 	local := e.localConns()
-	records, ready := e.hub.Attachments()
-	if !ready {
-		return
-	}
+	records := e.hub.Attachments()
 	// After a lapse every socket of the edge needs an attach, all within
 	// the grace period: they run side by side, a bounded number at once.
 	var attaches sync.WaitGroup
@@ -113,7 +110,9 @@ func (r *reconciler) pass(ctx context.Context) {
 			e.settle(ctx, c, uid)
 		}
 	}
-	e.forgetEnded(records)
+	for connID, u := range e.forgetEnded(records) {
+		e.settleEnded(ctx, connID, u)
+	}
 	for uid, a := range records {
 		if a.Edge != e.id || !a.Connected {
 			continue
@@ -238,17 +237,46 @@ func (e *Edge) exorcise(ctx context.Context, room, uid, connID string) {
 }
 
 // forgetEnded drops the ended connections that need no more reports: kept
-// long enough, and their users no longer attached to them in the state.
-func (e *Edge) forgetEnded(records map[string]fanout.Attachment) {
+// long enough, and their users no longer attached to them in the state. It
+// returns those kept long enough whose users are in no room the edge holds
+// open: the state must be read to tell.
+func (e *Edge) forgetEnded(records map[string]fanout.Attachment) map[string]session.User {
 	now := time.Now()
+	unseen := map[string]session.User{}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	for connID, r := range e.ended {
 		if r.reporting || now.Before(r.keepUntil) {
 			continue
 		}
-		if a, ok := records[r.user.ID]; !ok || a.Edge != e.id || a.Conn != connID || !a.Connected {
+		a, ok := records[r.user.ID]
+		switch {
+		case !ok:
+			unseen[connID] = r.user
+		case a.Edge != e.id || a.Conn != connID || !a.Connected:
 			delete(e.ended, connID)
 		}
+	}
+	return unseen
+}
+
+// settleEnded reads the user of an ended connection, in a room the edge
+// does not hold open: a user still attached to it (a join that committed
+// after its disconnect was reported) is reported again, else the
+// connection is forgotten.
+func (e *Edge) settleEnded(ctx context.Context, connID string, u session.User) {
+	rec, _, err := e.store.GetUser(ctx, u.Room, u.ID)
+	switch {
+	case err != nil && !errors.Is(err, state.ErrNotFound):
+		e.log.Warn("reconcile read failed; next pass retries", "user", u.ID, "err", err)
+	case err == nil && rec.Edge == e.id && rec.Conn == connID && rec.Connected:
+		e.log.Warn("user attached to a connection that has ended; reporting it again", "user", u.ID, "conn", connID)
+		e.reportDisconnect(u, connID)
+	default:
+		e.mu.Lock()
+		if r, ok := e.ended[connID]; ok && !r.reporting {
+			delete(e.ended, connID)
+		}
+		e.mu.Unlock()
 	}
 }

@@ -9,22 +9,21 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/buddytok/buddytok/pkg/metrics"
 	"github.com/buddytok/buddytok/pkg/protocol"
 	"github.com/buddytok/buddytok/pkg/state"
 )
 
 // hubWith returns a hub holding n users, each with a welcomed subscriber
 // whose writer has read everything so far.
-func hubWith(b *testing.B, n int) (*Hub, []*Sub) {
+func hubWith(b *testing.B, n int) (*room, []*Sub) {
 	b.Helper()
-	h := New(metrics.New(), 64<<20) // room for every join the subscribers have yet to read
+	h := testRoom(64 << 20) // room for every join the subscribers have yet to read
 	subs := make([]*Sub, n)
 	for i := range n {
 		u := state.User{Room: protocol.Lobby, ID: fmt.Sprintf("u%06d", i), Name: fmt.Sprintf("user %06d", i), State: protocol.StateAvailable, JoinedAt: int64(i)}
 		val, _ := json.Marshal(u)
 		h.apply(entry{key: state.UserKey(protocol.Lobby, u.ID), val: val, rev: uint64(i + 1), op: jetstream.KeyValuePut})
-		s, _ := h.Subscribe(u.ID, func() {})
+		s, _ := h.subscribe(u.ID, func() {})
 		s.Start()
 		subs[i] = s
 	}
@@ -113,7 +112,7 @@ func BenchmarkWelcomeList(b *testing.B) {
 		b.Run(fmt.Sprintf("users=%d/cached", n), func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
-				h.List()
+				h.list()
 			}
 		})
 		b.Run(fmt.Sprintf("users=%d/after-a-change", n), func(b *testing.B) {

@@ -1,82 +1,66 @@
-// Package fanout is the edge's buddy list: one KV watcher on the state
-// feeds a Hub, which keeps the list (and each user's own invitations and
-// chat) and fans every change out to the edge's subscribers through one
-// shared, append-only feed. A subscriber gets a snapshot and its place in
-// the feed under one lock, so it gets every later change, in order, and none
-// before. The package knows nothing of sockets: a subscriber is a Sub, read
-// by whoever writes its frames.
+// Package fanout is the edge's buddy lists: one per room that a user of the
+// edge is in, and none of any other room. A room is fed by the state
+// stream's republished changes of that room alone (a core NATS
+// subscription, from the room's first local subscriber to its last) on top
+// of a snapshot read when it opens, and fans every change out to the
+// room's subscribers through one shared, append-only feed. A subscriber
+// gets a snapshot and its place in the feed under one lock, so it gets
+// every later change, in order, and none before. The package knows nothing
+// of sockets: a subscriber is a Sub, read by whoever writes its frames.
 package fanout
 
 import (
-	"cmp"
 	"context"
-	"encoding/json"
-	"errors"
-	"maps"
+	"fmt"
+	"log/slog"
 	"slices"
-	"strings"
 	"sync"
+	"sync/atomic"
+	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go"
 
 	"github.com/buddytok/buddytok/pkg/metrics"
-	"github.com/buddytok/buddytok/pkg/protocol"
 	"github.com/buddytok/buddytok/pkg/state"
 )
 
-// Hub is the edge's one view of the state. A single KV watcher on the
-// whole state bucket feeds it; it fans each buddy-list change out to every
-// joined local connection through its feed. A subscriber gets the snapshot
-// and its place in the feed under one lock, so it gets all later deltas,
-// in order, and none before.
-//
-// It also keeps the pending invitations and running chats, so that it can
-// tell each local user, in the order of the state's changes, what that
-// user's own invitations and chat now are (a sync frame) whenever they
-// change: a directed event that was lost (its publisher died after the
-// commit, the edge was reconnecting) costs the page nothing but the notice.
+// Hub is the edge's rooms: a room is open while a subscriber is in it.
 type Hub struct {
-	metrics *metrics.Metrics
-	mu      sync.Mutex
-	users   map[string]protocol.User
-	conns   map[string]Attachment // by user ID, for reconciling sockets with the state
-	own     map[string]ownRefs    // by user ID: their invitations and chat
-	invs    map[string]protocol.Invitation
-	chats   map[string]protocol.Chat
-	rev     uint64
-	ready   bool
-	feed    *feed
-	subs    map[*Sub]struct{}
-	local   map[string]map[*Sub]struct{} // subscribers by user ID
+	nc        *nats.Conn
+	store     *state.Store
+	metrics   *metrics.Metrics
+	log       *slog.Logger
+	feedBytes int
+	running   atomic.Bool
 
-	// The list as a welcome carries it, kept ready: each user's record
-	// encoded once when it changes, the users in the page's order
-	// (maintained as they come and go; a user's sort key never changes),
-	// and the encoded list, built at most once per revision that a
-	// subscriber asks for it. A join then costs a copy, not a sort and
-	// an encoding of every user under the lock that the fan-out needs.
-	order  []listed
-	listJS []byte // nil: to be built from order
+	mu    sync.Mutex
+	rooms map[string]*room
+
+	// Rooms to read again, each queued once, and never read twice at once
+	// (an older snapshot loaded after a newer one would lose records).
+	// A worker reads rooms until none is queued, then waits on wake,
+	// which holds a wake-up for each worker at most.
+	syncMu  sync.Mutex
+	queue   []syncRequest
+	queued  map[*room]bool
+	reading map[*room]bool
+	again   map[*room]string
+	wake    chan struct{}
 }
 
-// listed is a user in the list, with its record encoded.
-type listed struct {
-	user protocol.User
-	json []byte
+type syncRequest struct {
+	room   *room
+	reason string
 }
 
-func compareListed(a listed, b protocol.User) int { return compareUsers(a.user, b) }
+// syncWorkers bounds the rooms read at once: after a reconnect every room
+// is read again, a few at a time.
+const syncWorkers = 4
 
-// ownRefs names a user's own invitations and chat, as its record does.
-type ownRefs struct {
-	outgoing string
-	incoming string // IDs joined by commas, in the record's order
-	chat     string
-}
-
-func refsOf(u state.User) ownRefs {
-	return ownRefs{outgoing: u.Outgoing, incoming: strings.Join(u.Incoming, ","), chat: u.Chat}
-}
+// watchEvery is how often the hub looks for what may have cost a room a
+// change without a gap to show it: a reconnect to NATS, or messages a
+// room's subscription dropped.
+const watchEvery = 250 * time.Millisecond
 
 // Attachment is which connection serves a user, as the state says.
 type Attachment struct {
@@ -85,303 +69,265 @@ type Attachment struct {
 	Connected  bool
 }
 
-// New returns a hub whose feed keeps feedBytes of frames: a subscriber
-// further behind than that is too slow (Sub.Read reports it).
-func New(m *metrics.Metrics, feedBytes int) *Hub {
-	return &Hub{metrics: m, feed: newFeed(feedBytes),
-		users: map[string]protocol.User{}, conns: map[string]Attachment{}, own: map[string]ownRefs{},
-		invs: map[string]protocol.Invitation{}, chats: map[string]protocol.Chat{},
-		subs: map[*Sub]struct{}{}, local: map[string]map[*Sub]struct{}{},
+// New returns a hub reading rooms from store and their changes from nc.
+// Each room's feed keeps feedBytes of frames: a subscriber further behind
+// than that is too slow (Sub.Read reports it).
+func New(nc *nats.Conn, store *state.Store, m *metrics.Metrics, log *slog.Logger, feedBytes int) *Hub {
+	return &Hub{nc: nc, store: store, metrics: m, log: log, feedBytes: feedBytes,
+		rooms: map[string]*room{}, queued: map[*room]bool{}, reading: map[*room]bool{}, again: map[*room]string{},
+		wake: make(chan struct{}, syncWorkers)}
+}
+
+// Subscribe adds a subscriber for user uid in room name, opening the room
+// if it is the edge's first subscriber there, and returns it with the
+// snapshot it starts from: every change after it is in the feed from the
+// Sub's start, none before. wake is called for a frame appended for this
+// subscriber alone (its sync), which its writer must not hold back; frames
+// for everyone wake the writers waiting on Sub.Wait. It waits, within ctx,
+// for a room just opened to be read.
+func (h *Hub) Subscribe(ctx context.Context, name, uid string, wake func()) (*Sub, Snapshot, error) {
+	r, err := h.open(name)
+	if err != nil {
+		return nil, Snapshot{}, err
+	}
+	select {
+	case <-r.ready:
+	case <-ctx.Done():
+		h.release(r)
+		return nil, Snapshot{}, fmt.Errorf("fanout: room %s not read in time: %w", name, ctx.Err())
+	}
+	s, snap := r.subscribe(uid, wake)
+	return s, snap, nil
+}
+
+// Unsubscribe removes s: nothing more is appended for it. The room closes
+// with its last subscriber, and its changes stop reaching the edge.
+func (h *Hub) Unsubscribe(s *Sub) {
+	s.room.unsubscribe(s)
+	h.release(s.room)
+}
+
+// open returns room name, opened: subscribed to its changes, then read.
+func (h *Hub) open(name string) (*room, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if r := h.rooms[name]; r != nil {
+		r.refs++
+		return r, nil
+	}
+	r := newRoom(name, h.metrics, h.feedBytes)
+	r.resync = func(reason string) { h.requestSync(r, reason) }
+	// Subscribed first: whatever is stored after the snapshot's read
+	// begins reaches the room, held until the snapshot is in.
+	sub, err := h.nc.Subscribe(state.RoomSubject(name), func(m *nats.Msg) {
+		c, err := state.ParseRepublished(m)
+		if err != nil {
+			h.log.Warn("ignoring a message on a room's subject", "room", name, "err", err)
+			return
+		}
+		h.metrics.RoomChanges.Inc()
+		r.receive(c)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("fanout: subscribe to room %s: %w", name, err)
+	}
+	r.sub, r.refs = sub, 1
+	h.rooms[name] = r
+	h.metrics.RoomsWatched.Set(float64(len(h.rooms)))
+	h.requestSync(r, "open")
+	return r, nil
+}
+
+// release drops a hold on r, and closes it with the last.
+func (h *Hub) release(r *room) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if r.refs--; r.refs > 0 {
+		return
+	}
+	if h.rooms[r.name] == r {
+		delete(h.rooms, r.name)
+	}
+	if err := r.sub.Unsubscribe(); err != nil && !h.nc.IsClosed() {
+		h.log.Warn("unsubscribing from a room failed", "room", r.name, "err", err)
+	}
+	r.close()
+	h.metrics.RoomsWatched.Set(float64(len(h.rooms)))
+}
+
+// requestSync asks for r to be read again.
+func (h *Hub) requestSync(r *room, reason string) {
+	h.syncMu.Lock()
+	if h.reading[r] {
+		h.again[r] = reason
+	} else if !h.queued[r] {
+		h.queued[r] = true
+		h.queue = append(h.queue, syncRequest{r, reason})
+	}
+	h.syncMu.Unlock()
+	select {
+	case h.wake <- struct{}{}:
+	default:
 	}
 }
 
-// Watch applies the watcher's entries until ctx ends or the watcher fails.
-func (h *Hub) Watch(ctx context.Context, kv jetstream.KeyValue) error {
-	w, err := kv.WatchAll(ctx)
-	if err != nil {
-		return err
+// nextSync takes the next room to read, if any.
+func (h *Hub) nextSync() (syncRequest, bool) {
+	h.syncMu.Lock()
+	defer h.syncMu.Unlock()
+	if len(h.queue) == 0 {
+		return syncRequest{}, false
 	}
-	defer func() { _ = w.Stop() }()
-	// The initial values name every record now. After a restart, records
-	// deleted while no watcher ran are not among them, and are dropped.
-	initial := map[record]bool{}
+	req := h.queue[0]
+	h.queue = slices.Delete(h.queue, 0, 1)
+	delete(h.queued, req.room)
+	h.reading[req.room] = true
+	return req, true
+}
+
+// syncDone ends a read of r, queueing it again if that was asked for
+// meanwhile.
+func (h *Hub) syncDone(r *room) {
+	h.syncMu.Lock()
+	delete(h.reading, r)
+	reason, again := h.again[r]
+	delete(h.again, r)
+	h.syncMu.Unlock()
+	if again {
+		h.requestSync(r, reason)
+	}
+}
+
+// Run reads the rooms that need it and watches for what may have cost a
+// room a change, until ctx ends.
+func (h *Hub) Run(ctx context.Context) error {
+	leader, err := h.nc.Subscribe(state.LeaderElectedSubject, func(*nats.Msg) { h.syncAll("leader") })
+	if err != nil {
+		return fmt.Errorf("fanout: watch the state stream's leader: %w", err)
+	}
+	defer func() { _ = leader.Unsubscribe() }()
+	var workers sync.WaitGroup
+	for range syncWorkers {
+		workers.Go(func() { h.syncUntilDone(ctx) })
+	}
+	defer workers.Wait()
+	h.running.Store(true)
+	defer h.running.Store(false)
+	tick := time.NewTicker(watchEvery)
+	defer tick.Stop()
+	reconnects := h.nc.Stats().Reconnects
 	for {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case e, ok := <-w.Updates():
-			if !ok {
-				return cmp.Or(ctx.Err(), errors.New("user watcher closed"))
+		case <-tick.C:
+		}
+		if n := h.nc.Stats().Reconnects; n != reconnects {
+			// Whatever was republished while the connection was down
+			// never came.
+			reconnects = n
+			h.syncAll("reconnect")
+		}
+		for _, r := range h.openRooms() {
+			if r.droppedMore() {
+				h.requestSync(r, "dropped")
 			}
-			if initial != nil {
-				if e == nil {
-					h.dropExcept(initial)
-					initial = nil
-				} else if k, ok := state.ParseKey(e.Key()); ok {
-					initial[record{k.Kind, k.ID}] = true
-				}
-			}
-			h.apply(e)
 		}
 	}
 }
 
-// record names a record the hub holds. IDs are unique across rooms.
-type record struct{ kind, id string }
-
-// dropExcept removes every record not in keep and tells the subscribers
-// about users that left.
-func (h *Hub) dropExcept(keep map[record]bool) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	for id := range h.invs {
-		if !keep[record{state.KindInvitation, id}] {
-			delete(h.invs, id)
+func (h *Hub) syncUntilDone(ctx context.Context) {
+	for {
+		req, ok := h.nextSync()
+		if !ok {
+			select {
+			case <-ctx.Done():
+				return
+			case <-h.wake:
+				continue
+			}
 		}
-	}
-	for id := range h.chats {
-		if !keep[record{state.KindChat, id}] {
-			delete(h.chats, id)
-		}
-	}
-	for id := range h.users {
-		if keep[record{state.KindUser, id}] {
-			continue
-		}
-		h.removeLocked(id)
-		delete(h.conns, id)
-		delete(h.own, id)
-		h.broadcastLocked(protocol.ServerFrame{Type: protocol.TypeUserLeft, UserID: id, Revision: h.rev})
+		h.sync(ctx, req)
+		h.syncDone(req.room)
 	}
 }
 
-func (h *Hub) broadcastLocked(frame protocol.ServerFrame) {
-	data, err := json.Marshal(frame)
+// sync reads a room and loads it. A read that fails (NATS is away) is
+// tried again until it succeeds, the room closes or ctx ends.
+func (h *Hub) sync(ctx context.Context, req syncRequest) {
+	r := req.room
+	if !r.beginSync() {
+		return // closed
+	}
+	h.metrics.RoomSyncs.WithLabelValues(req.reason).Inc()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer context.AfterFunc(r.life, cancel)()
+	snap, err := h.store.ReadRoom(ctx, r.name)
 	if err != nil {
+		if ctx.Err() == nil {
+			h.log.Warn("reading a room failed", "room", r.name, "err", err)
+		}
 		return
 	}
-	h.metrics.FramesOut.WithLabelValues(frame.Type).Add(float64(len(h.subs)))
-	h.feed.append(data, nil)
+	r.load(snap)
 }
 
-func (h *Hub) apply(e jetstream.KeyValueEntry) {
+// syncAll asks for every open room to be read again.
+func (h *Hub) syncAll(reason string) {
+	for _, r := range h.openRooms() {
+		h.requestSync(r, reason)
+	}
+}
+
+func (h *Hub) openRooms() []*room {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if e == nil {
-		h.ready = true
-		return
+	out := make([]*room, 0, len(h.rooms))
+	for _, r := range h.rooms {
+		out = append(out, r)
 	}
-	if h.ready {
-		// Whatever this change sends is queued on every socket when apply
-		// returns. The initial values are old news, not lag.
-		defer metrics.Since(h.metrics.FanoutLag, e.Created())
-	}
-	h.rev = e.Revision()
-	put := e.Operation() == jetstream.KeyValuePut
-	k, ok := state.ParseKey(e.Key())
-	if !ok {
-		return
-	}
-	switch id := k.ID; k.Kind {
-	case state.KindUser:
-		h.applyUser(e, id, put)
-	case state.KindInvitation:
-		var inv protocol.Invitation
-		if !put || json.Unmarshal(e.Value(), &inv) != nil {
-			delete(h.invs, id)
-			return
-		}
-		h.invs[id] = inv
-	case state.KindChat:
-		var c state.Chat
-		if !put || json.Unmarshal(e.Value(), &c) != nil {
-			delete(h.chats, id)
-			return
-		}
-		h.chats[id] = c.Chat
-	}
+	return out
 }
 
-func (h *Hub) applyUser(e jetstream.KeyValueEntry, id string, put bool) {
-	if !put {
-		delete(h.conns, id)
-		delete(h.own, id)
-		if _, ok := h.users[id]; !ok {
-			return
-		}
-		h.removeLocked(id)
-		h.broadcastLocked(protocol.ServerFrame{Type: protocol.TypeUserLeft, UserID: id, Revision: e.Revision()})
-		return
-	}
-	var u state.User
-	if err := json.Unmarshal(e.Value(), &u); err != nil {
-		return
-	}
-	h.conns[id] = Attachment{Room: u.Room, Edge: u.Edge, Conn: u.Conn, Connected: u.Connected}
-	refs := refsOf(u)
-	if old, ok := h.own[id]; !ok || old != refs {
-		h.own[id] = refs
-		// The records a user's record names are written before it in the
-		// same batch, so they are known by now.
-		if subs := h.local[id]; len(subs) > 0 {
-			if data, err := json.Marshal(h.syncLocked(id, e.Revision())); err == nil {
-				h.metrics.FramesOut.WithLabelValues(protocol.TypeSync).Add(float64(len(subs)))
-				for s := range subs {
-					h.feed.append(data, s)
-					s.wake()
-				}
-			}
-		}
-	}
-	pub := u.Public()
-	if old, ok := h.users[id]; ok && old == pub {
-		return // a change others cannot see (invitations, connection)
-	}
-	h.putLocked(pub)
-	h.broadcastLocked(protocol.ServerFrame{Type: protocol.TypeUser, User: &pub, Revision: e.Revision()})
+// Rooms returns how many rooms the edge holds open.
+func (h *Hub) Rooms() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.rooms)
 }
 
-// putLocked adds or updates a user in the list.
-func (h *Hub) putLocked(u protocol.User) {
-	data, err := json.Marshal(u)
+// List returns room name's users in the page's order, encoded as a JSON
+// array (not to be written to): the open room's, or else read now.
+func (h *Hub) List(ctx context.Context, name string) ([]byte, error) {
+	h.mu.Lock()
+	r := h.rooms[name]
+	h.mu.Unlock()
+	if r != nil {
+		select {
+		case <-r.ready:
+			return r.list(), nil
+		default:
+		}
+	}
+	snap, err := h.store.ReadRoom(ctx, name)
 	if err != nil {
-		return
+		return nil, err
 	}
-	if old, ok := h.users[u.ID]; ok {
-		if i, found := slices.BinarySearchFunc(h.order, old, compareListed); found {
-			h.order = slices.Delete(h.order, i, i+1)
-		}
-	}
-	i, _ := slices.BinarySearchFunc(h.order, u, compareListed)
-	h.order = slices.Insert(h.order, i, listed{user: u, json: data})
-	h.users[u.ID] = u
-	h.listJS = nil
+	once := newRoom(name, h.metrics, 0)
+	once.load(snap)
+	return once.list(), nil
 }
 
-// removeLocked takes a listed user out of the list.
-func (h *Hub) removeLocked(id string) {
-	if i, found := slices.BinarySearchFunc(h.order, h.users[id], compareListed); found {
-		h.order = slices.Delete(h.order, i, i+1)
+// Attachments returns, as of the latest change each open room applied,
+// which connection serves each of their users (a copy).
+func (h *Hub) Attachments() map[string]Attachment {
+	out := map[string]Attachment{}
+	for _, r := range h.openRooms() {
+		r.attachments(out)
 	}
-	delete(h.users, id)
-	h.listJS = nil
+	return out
 }
 
-// listLocked is the list encoded as a JSON array, in the page's order.
-// The slice is never written again: callers may use it after unlocking.
-func (h *Hub) listLocked() []byte {
-	if h.listJS != nil {
-		return h.listJS
-	}
-	n := 2
-	for _, l := range h.order {
-		n += len(l.json) + 1
-	}
-	b := make([]byte, 0, n)
-	b = append(b, '[')
-	for i, l := range h.order {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = append(b, l.json...)
-	}
-	h.listJS = append(b, ']')
-	return h.listJS
-}
-
-// syncLocked is the sync frame of user id: its invitations and chat as the
-// hub knows them at rev.
-func (h *Hub) syncLocked(id string, rev uint64) protocol.ServerFrame {
-	p := h.personalLocked(id)
-	return protocol.ServerFrame{Type: protocol.TypeSync, Revision: rev, Incoming: p.Incoming, Outgoing: p.Outgoing, Chat: p.Chat}
-}
-
-// personalLocked gathers user id's own invitations and chat from the
-// records the hub holds.
-func (h *Hub) personalLocked(id string) protocol.Personal {
-	var p protocol.Personal
-	refs := h.own[id]
-	if refs.incoming != "" {
-		for _, inv := range strings.Split(refs.incoming, ",") {
-			if v, ok := h.invs[inv]; ok {
-				p.Incoming = append(p.Incoming, v)
-			}
-		}
-	}
-	if v, ok := h.invs[refs.outgoing]; ok && refs.outgoing != "" {
-		p.Outgoing = &v
-	}
-	if v, ok := h.chats[refs.chat]; ok && refs.chat != "" {
-		p.Chat = &v
-	}
-	return p
-}
-
-// Subscribe adds a subscriber for user uid and returns it with, taken
-// under the same lock, the snapshot it starts from: every change after it
-// is in the feed from the Sub's start, none before. wake is called for a
-// frame appended for this subscriber alone (its sync), which its writer
-// must not hold back; frames for everyone wake the writers waiting on
-// Sub.Wait.
-func (h *Hub) Subscribe(uid string, wake func()) (*Sub, Snapshot) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	s := &Sub{feed: h.feed, user: uid, wake: wake, from: h.feed.next()}
-	h.subs[s] = struct{}{}
-	if uid != "" {
-		if h.local[uid] == nil {
-			h.local[uid] = map[*Sub]struct{}{}
-		}
-		h.local[uid][s] = struct{}{}
-	}
-	var own *protocol.Personal
-	if _, ok := h.own[uid]; ok && uid != "" {
-		p := h.personalLocked(uid)
-		own = &p
-	}
-	return s, Snapshot{List: h.listLocked(), Revision: h.rev, Own: own}
-}
-
-// Unsubscribe removes s: nothing more is appended for it.
-func (h *Hub) Unsubscribe(s *Sub) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	delete(h.subs, s)
-	if subs := h.local[s.user]; subs != nil {
-		delete(subs, s)
-		if len(subs) == 0 {
-			delete(h.local, s.user)
-		}
-	}
-}
-
-// List returns the online users in the page's order, encoded as a JSON
-// array (not to be written to).
-func (h *Hub) List() []byte {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.listLocked()
-}
-
-// compareUsers is the page's order: by name, then join time (then ID, so
-// that no two users compare equal).
-func compareUsers(a, b protocol.User) int {
-	return cmp.Or(cmp.Compare(a.Name, b.Name), cmp.Compare(a.JoinedAt, b.JoinedAt), cmp.Compare(a.ID, b.ID))
-}
-
-// Attachments returns, as of the latest change applied, which connection
-// serves each user (a copy), and whether the hub has read the state once
-// (before that it knows nothing).
-func (h *Hub) Attachments() (map[string]Attachment, bool) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return maps.Clone(h.conns), h.ready
-}
-
-// Ready reports whether the hub has read the whole state once: until then
-// its list is not the state's.
-func (h *Hub) Ready() bool {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.ready
-}
+// Ready reports whether the hub runs: rooms can be opened and read.
+func (h *Hub) Ready() bool { return h.running.Load() }

@@ -9,7 +9,6 @@ import (
 	"slices"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -18,7 +17,7 @@ import (
 	"github.com/buddytok/buddytok/pkg/state"
 )
 
-// entry is a KV entry as the buddy-list watcher delivers it.
+// entry is a record's change as a room applies it.
 type entry struct {
 	key string
 	val []byte
@@ -26,13 +25,20 @@ type entry struct {
 	op  jetstream.KeyValueOp
 }
 
-func (e entry) Bucket() string                  { return state.Bucket }
-func (e entry) Key() string                     { return e.key }
-func (e entry) Value() []byte                   { return e.val }
-func (e entry) Revision() uint64                { return e.rev }
-func (e entry) Created() time.Time              { return time.Time{} }
-func (e entry) Delta() uint64                   { return 0 }
-func (e entry) Operation() jetstream.KeyValueOp { return e.op }
+// testRoom is a room already read, whose feed keeps feedBytes.
+func testRoom(feedBytes int) *room {
+	r := newRoom(protocol.Lobby, metrics.New(), feedBytes)
+	r.load(nil)
+	return r
+}
+
+// apply applies e, whatever revision its key had before.
+func (r *room) apply(e entry) {
+	k, _ := state.ParseKey(e.key)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.applyLocked(state.Change{Key: k, Seq: e.rev, Deleted: e.op != jetstream.KeyValuePut, Value: e.val})
+}
 
 // changes makes n random puts and deletes of a few users, revisions 1..n.
 func changes(n int, seed uint64) []entry {
@@ -81,7 +87,7 @@ func TestHubSnapshotThenDeltas(t *testing.T) {
 	for _, seed := range []uint64{1, 2, 3, 4} {
 		t.Run(fmt.Sprint("seed ", seed), func(t *testing.T) {
 			t.Parallel()
-			h := New(metrics.New(), protocol.SendQueueBytes)
+			h := testRoom(protocol.SendQueueBytes)
 			all := changes(400, seed)
 			var wg sync.WaitGroup
 			wg.Add(1)
@@ -98,7 +104,7 @@ func TestHubSnapshotThenDeltas(t *testing.T) {
 			}
 			var subs []joined
 			for range 8 {
-				s, snap := h.Subscribe("", func() {})
+				s, snap := h.subscribe("", func() {})
 				var users []protocol.User
 				if err := json.Unmarshal(snap.List, &users); err != nil {
 					t.Fatal(err)
@@ -169,7 +175,7 @@ func TestHubSnapshotThenDeltas(t *testing.T) {
 // they end where the state ends.
 func TestHubSyncsAUsersOwnRecords(t *testing.T) {
 	t.Parallel()
-	h := New(metrics.New(), protocol.SendQueueBytes)
+	h := testRoom(protocol.SendQueueBytes)
 	put := func(rev uint64, key string, v any) {
 		val, _ := json.Marshal(v)
 		h.apply(entry{key: key, val: val, rev: rev, op: jetstream.KeyValuePut})
@@ -180,7 +186,7 @@ func TestHubSyncsAUsersOwnRecords(t *testing.T) {
 	ann := state.User{Room: protocol.Lobby, ID: "ann", Name: "Ann", State: protocol.StateAvailable}
 	put(1, state.UserKey(protocol.Lobby, "ann"), ann)
 	wakes := 0
-	s, snap := h.Subscribe("ann", func() { wakes++ })
+	s, snap := h.subscribe("ann", func() { wakes++ })
 	if own := snap.Own; own == nil || own.Incoming != nil || own.Outgoing != nil || own.Chat != nil {
 		t.Fatalf("subscribe: own records %+v, want known and empty", own)
 	}

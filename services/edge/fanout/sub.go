@@ -10,6 +10,7 @@ import (
 // from its own place. It is read by one goroutine (its writer), which
 // starts it once the snapshot it was subscribed with is on its way.
 type Sub struct {
+	room *room
 	feed *feed
 	user string
 	wake func()

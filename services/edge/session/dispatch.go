@@ -197,7 +197,16 @@ func (c *Session) welcome(ref string, p protocol.Personal, secret string) {
 	// and chat come from the hub too when it has them, at the same
 	// revision as the list, so that the sync frames that follow apply on
 	// top of them.
-	sub, snap := c.srv.Hub.Subscribe(c.userID, c.box.poke)
+	ctx, cancel := context.WithTimeout(context.Background(), c.srv.Config.RequestTimeout)
+	defer cancel()
+	sub, snap, err := c.srv.Hub.Subscribe(ctx, c.room, c.userID, c.box.poke)
+	if err != nil {
+		// The room's list cannot be read (NATS is away): the page
+		// reconnects and resumes.
+		c.srv.Log.Warn("the room's list could not be read for a welcome", "room", c.room, "user", c.userID, "err", err)
+		c.Close(websocket.CloseTryAgainLater, string(protocol.CodeUnavailable))
+		return
+	}
 	c.sub = sub
 	if own := snap.Own; own != nil {
 		p.Incoming, p.Outgoing, p.Chat = own.Incoming, own.Outgoing, own.Chat
