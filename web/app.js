@@ -2,18 +2,27 @@
 //   connection.js  the WebSocket, requests and reconnects;
 //   view.js        what the tab knows, from the server's frames (apply, pure);
 //   render.js      the page, messages, focus;
-//   video.js       the chat's video (WebRTC or OpenTok).
+//   video.js       the chat's video (WebRTC or OpenTok);
+//   rooms.js       room names and links.
 // This module wires them: each frame goes through apply, then the video
 // and the messages react to what changed, then the page is rendered.
 // Protocol: docs/protocol.md.
 
 import { Connection, jittered } from "./connection.js";
 import { apply, displayName, emptyView } from "./view.js";
-import { clearNotice, focusWhenShown, notice, render, setConnection, tickAges } from "./render.js";
+import { clearNotice, focusWhenShown, notice, render, setConnection, setTitle, tickAges } from "./render.js";
 import { initVideo, onSignal, startVideo, stopVideo, videoChat } from "./video.js";
+import { LOBBY, newRoom, roomOfPath, roomPath, roomTitle } from "./rooms.js";
 
 const $ = (id) => document.getElementById(id);
 const SESSION_KEY = "buddytok.session"; // sessionStorage: two tabs are two users
+const LAST_ROOM_KEY = "buddytok.lastRoom"; // localStorage: the room to go back to
+
+// The tab's room, from its link: one room per tab. null until known, and
+// for a page that names no room it can join (a bad name, or / without a
+// lobby).
+const place = roomOfPath(location.pathname);
+let room = null;
 
 let view = emptyView();
 let joining = false;
@@ -33,15 +42,31 @@ const conn = new Connection(socketURL(), { open: onOpen, frame: onFrame, closed:
 
 // ---- the session ------------------------------------------------------------
 
+// loadSession returns the tab's user, if it is in this page's room: a tab
+// that went to another room is someone new there (the user it was leaves
+// once its grace period ends).
 function loadSession() {
+  let saved = null;
   try {
-    return JSON.parse(sessionStorage.getItem(SESSION_KEY));
+    saved = JSON.parse(sessionStorage.getItem(SESSION_KEY));
   } catch {
+    saved = null;
+  }
+  if (saved && (saved.room || LOBBY) !== room) {
+    clearSession();
     return null;
   }
+  return saved;
 }
 function saveSession(userId, secret) {
-  sessionStorage.setItem(SESSION_KEY, JSON.stringify({ user_id: userId, secret }));
+  sessionStorage.setItem(SESSION_KEY, JSON.stringify({ user_id: userId, secret, room }));
+  if (room !== LOBBY) {
+    try {
+      localStorage.setItem(LAST_ROOM_KEY, room);
+    } catch {
+      // Storage may be off; the link still works.
+    }
+  }
 }
 function clearSession() {
   sessionStorage.removeItem(SESSION_KEY);
@@ -75,7 +100,7 @@ async function resumeSaved(socket, attempt) {
   const saved = loadSession();
   if (!saved || !conn.current(socket)) return;
   try {
-    await conn.request({ type: "resume", user_id: saved.user_id, secret: saved.secret });
+    await conn.request({ type: "resume", user_id: saved.user_id, secret: saved.secret, room });
     setConnection("connected", "Connected");
   } catch (err) {
     if (!conn.current(socket)) return;
@@ -217,7 +242,7 @@ async function join(event) {
   joining = true;
   try {
     await conn.connected();
-    if (await act({ type: "join", name })) {
+    if (await act({ type: "join", name, room })) {
       setConnection("connected", "Connected");
       focusWhenShown("buddies-heading");
     }
@@ -254,12 +279,100 @@ const actions = {
   },
 };
 
+// ---- rooms ----------------------------------------------------------------------
+
+function goToNewRoom() {
+  location.assign(roomPath(newRoom()));
+}
+
+async function copyLink() {
+  const link = location.origin + roomPath(room);
+  try {
+    await navigator.clipboard.writeText(link);
+    notice("Link copied: send it to whoever you want in this room.");
+  } catch {
+    notice(`Copy this link to share the room: ${link}`);
+  }
+}
+
+// lastRoom is the room this browser was last in, if any.
+function lastRoom() {
+  try {
+    return localStorage.getItem(LAST_ROOM_KEY);
+  } catch {
+    return null;
+  }
+}
+
+// showRooms shows, instead of joining, why this page is in no room and
+// the ways into one.
+function showRooms(text, error) {
+  $("rooms-section").hidden = false;
+  $("join-section").hidden = true;
+  $("rooms-text").textContent = text;
+  $("room-error").hidden = !error;
+  $("room-error").textContent = error || "";
+  const last = lastRoom();
+  if (last && !roomOfPath(roomPath(last)).error) {
+    $("last-room").hidden = false;
+    $("last-room").href = roomPath(last);
+    $("last-room").textContent = `Back to ${last}`;
+  }
+  setConnection("idle", "Not connected");
+  focusWhenShown("make-room");
+}
+
+// enterRoom shows the tab's room in the header and title, and connects.
+function enterRoom(r) {
+  room = r;
+  $("room").hidden = false;
+  $("room-link").textContent = roomTitle(room);
+  $("room-link").href = roomPath(room);
+  $("leave-room").hidden = room === LOBBY;
+  setTitle(`BuddyTok — ${roomTitle(room)}`);
+  $("join-hint").textContent = room === LOBBY
+    ? "Pick a name; everyone in the lobby sees it, and can invite you to a video chat. For a list of your own, make a new room and share its link."
+    : "Pick a name; everyone in this room sees it, and can invite you to a video chat. Share the room's link to bring others in.";
+  conn.connect();
+}
+
+// site asks the edge what this deployment offers (whether it has a
+// lobby); an edge that cannot tell has one.
+async function site() {
+  try {
+    const res = await fetch("/api/site", { cache: "no-store" });
+    if (res.ok) return await res.json();
+  } catch {
+    // fall through
+  }
+  return { lobby: true };
+}
+
+async function start() {
+  if (place.error) {
+    showRooms("This link does not name a room.", `"${place.name ?? ""}": ${place.error}`);
+    return;
+  }
+  if (!place.room) {
+    showRooms("This page is not a room.");
+    return;
+  }
+  if (place.room === LOBBY && !(await site()).lobby) {
+    showRooms("This BuddyTok has no public lobby: make a new room and share its link, or open a room's link.");
+    return;
+  }
+  enterRoom(place.room);
+}
+
 // ---- wiring -------------------------------------------------------------------
 
 $("join-form").addEventListener("submit", join);
 $("cancel").addEventListener("click", actions.cancel);
 $("end-chat").addEventListener("click", actions.endChat);
-document.addEventListener("visibilitychange", () => render(view, actions));
+$("copy-link").addEventListener("click", copyLink);
+$("new-room").addEventListener("click", goToNewRoom);
+$("make-room").addEventListener("click", goToNewRoom);
+document.addEventListener("visibilitychange", () => room && render(view, actions));
 initVideo({ request: (frame) => conn.request(frame) });
 setInterval(tickAges, 1000);
-conn.connect();
+start();

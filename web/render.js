@@ -178,6 +178,15 @@ function invitationItem(view, inv, actions) {
   return li;
 }
 
+// titleBase is the page's title before the count of invitations: the
+// room's name (setTitle).
+let titleBase = "BuddyTok";
+
+export function setTitle(base) {
+  titleBase = base;
+  document.title = base;
+}
+
 // render shows view. actions are what the buttons do.
 export function render(view, actions) {
   const focusKey = document.activeElement && document.activeElement.dataset.key;
@@ -189,7 +198,7 @@ export function render(view, actions) {
     $("invitations-section").hidden = true;
     $("chat").hidden = true;
     $("outgoing").hidden = true;
-    document.title = "BuddyTok";
+    document.title = titleBase;
     placeFocus();
     return;
   }
@@ -222,7 +231,7 @@ export function render(view, actions) {
   $("alone").hidden = buddies.length > 0;
   $("buddies").replaceChildren(...buddies.map((u) => buddyItem(view, u, actions)));
 
-  document.title = invs.length ? `(${invs.length}) BuddyTok` : "BuddyTok";
+  document.title = invs.length ? `(${invs.length}) ${titleBase}` : titleBase;
   if (focusKey) {
     const el = document.querySelector(`[data-key="${CSS.escape(focusKey)}"]`);
     if (el) el.focus();

@@ -30,6 +30,7 @@ var ErrClosed = errors.New("client: connection closed")
 // View is what a tab knows, rebuilt from frames.
 type View struct {
 	Joined   bool
+	Room     string // as the welcome names it
 	Me       protocol.User
 	Secret   string
 	Mode     string
@@ -153,7 +154,7 @@ func (c *Client) applyLocked(f protocol.ServerFrame) {
 	v := &c.view
 	switch f.Type {
 	case protocol.TypeWelcome:
-		v.Joined, v.Me, v.Mode = true, *f.You, f.Mode
+		v.Joined, v.Me, v.Mode, v.Room = true, *f.You, f.Mode, f.Room
 		if f.Secret != "" {
 			v.Secret = f.Secret
 		}
@@ -315,14 +316,24 @@ func (c *Client) Request(ctx context.Context, f protocol.ClientFrame) (protocol.
 	}
 }
 
-// Join joins with a display name.
+// Join joins the lobby with a display name.
 func (c *Client) Join(ctx context.Context, name string) (protocol.ServerFrame, error) {
 	return c.Request(ctx, protocol.ClientFrame{Type: protocol.TypeJoin, Name: name})
 }
 
-// Resume reattaches to a user with its secret.
+// JoinRoom joins room with a display name.
+func (c *Client) JoinRoom(ctx context.Context, name, room string) (protocol.ServerFrame, error) {
+	return c.Request(ctx, protocol.ClientFrame{Type: protocol.TypeJoin, Name: name, Room: room})
+}
+
+// Resume reattaches to a user of the lobby with its secret.
 func (c *Client) Resume(ctx context.Context, userID, secret string) (protocol.ServerFrame, error) {
 	return c.Request(ctx, protocol.ClientFrame{Type: protocol.TypeResume, UserID: userID, Secret: secret})
+}
+
+// ResumeRoom reattaches to a user of room with its secret.
+func (c *Client) ResumeRoom(ctx context.Context, userID, secret, room string) (protocol.ServerFrame, error) {
+	return c.Request(ctx, protocol.ClientFrame{Type: protocol.TypeResume, UserID: userID, Secret: secret, Room: room})
 }
 
 // Invite invites user to.

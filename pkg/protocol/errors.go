@@ -18,6 +18,9 @@ const (
 	CodeRateLimited    Code = "rate_limited"         // too many frames; slow down
 	CodeInvalidName    Code = "invalid_name"         // the display name breaks the name rules
 	CodeInvalidRoom    Code = "invalid_room"         // the room name breaks the room name rule
+	CodeRoomFull       Code = "room_full"            // the room holds as many users as it may
+	CodeLobbyClosed    Code = "lobby_closed"         // this deployment has no lobby: join a room by its link, or make one
+	CodeNotInRoom      Code = "not_in_room"          // the user you invited is not in your room (or has left it)
 	CodeNotJoined      Code = "not_joined"           // join or resume first
 	CodeAlreadyJoined  Code = "already_joined"       // this connection already has a user
 	CodeResumeFailed   Code = "resume_failed"        // unknown user or wrong secret

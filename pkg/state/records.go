@@ -37,6 +37,9 @@ func ChatKey(room, id string) string       { return RoomPrefix(room) + KindChat 
 // AllUsers is the key filter of every room's user records.
 const AllUsers = roomsPrefix + "*." + KindUser + ".*"
 
+// RoomUsers is the key filter of room's user records.
+func RoomUsers(room string) string { return RoomPrefix(room) + KindUser + ".*" }
+
 // Key is a record's key taken apart.
 type Key struct {
 	Room, Kind, ID string

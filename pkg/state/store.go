@@ -287,6 +287,20 @@ func (t *Txn) Put(key string, rev uint64, v any) {
 	t.add(key, rev, data, nil)
 }
 
+// PutInGroup writes v as JSON under a key that must not exist, expecting
+// the newest revision of every key matching the filter group (a key
+// pattern with wildcards, e.g. a room's users) to be groupRev: a write to
+// any of them since refuses it (ErrConflict, and ConflictLast tells the
+// group's revision). It must be the transaction's only write.
+func (t *Txn) PutInGroup(key, group string, groupRev uint64, v any) {
+	data, err := json.Marshal(v)
+	if err != nil {
+		t.fail(fmt.Errorf("state: encode %s: %w", key, err))
+		return
+	}
+	t.add(key, groupRev, data, nats.Header{jetstream.ExpectedLastSubjSeqSubjHeader: []string{group}})
+}
+
 // Delete removes key, expecting revision rev.
 func (t *Txn) Delete(key string, rev uint64) {
 	t.add(key, rev, nil, nats.Header{"KV-Operation": []string{"DEL"}})
@@ -334,6 +348,14 @@ func (s *Store) Commit(ctx context.Context, t *Txn) error {
 	msgs := make([]*nats.Msg, len(t.msgs))
 	for i, m := range t.msgs {
 		// A Txn is built for one attempt; its headers may be reused here.
+		if group := m.Header.Get(jetstream.ExpectedLastSubjSeqSubjHeader); group != "" {
+			if len(t.msgs) > 1 {
+				return fmt.Errorf("state: a write guarded by group %s must be its transaction's only one", group)
+			}
+			if !strings.HasPrefix(group, s.prefix) {
+				m.Header.Set(jetstream.ExpectedLastSubjSeqSubjHeader, s.prefix+group)
+			}
+		}
 		msgs[i] = &nats.Msg{Subject: s.prefix + m.Subject, Data: m.Data, Header: m.Header}
 	}
 	var err error
@@ -348,12 +370,35 @@ func (s *Store) Commit(ctx context.Context, t *Txn) error {
 	var apiErr *jetstream.APIError
 	if errors.As(err, &apiErr) {
 		switch apiErr.ErrorCode {
-		case jetstream.JSErrCodeStreamWrongLastSequence, jetstream.JSErrCodeStreamWrongLastSequenceConstant,
+		case jetstream.JSErrCodeStreamWrongLastSequence:
+			last, _ := strconv.ParseUint(strings.TrimPrefix(apiErr.Description, "wrong last sequence: "), 10, 64)
+			return &conflictError{last: last, desc: apiErr.Description}
+		case jetstream.JSErrCodeStreamWrongLastSequenceConstant,
 			jetstreamext.JSErrCodeAtomicPublishTooManyInflight, jetstreamext.JSErrCodeBatchPublishTooManyInflight:
-			return fmt.Errorf("%w (%s)", ErrConflict, apiErr.Description)
+			return &conflictError{desc: apiErr.Description}
 		}
 	}
 	return fmt.Errorf("state: commit: %w", err)
+}
+
+// conflictError is ErrConflict with the revision the server found.
+type conflictError struct {
+	last uint64 // 0: not told
+	desc string
+}
+
+func (e *conflictError) Error() string { return ErrConflict.Error() + " (" + e.desc + ")" }
+func (e *conflictError) Unwrap() error { return ErrConflict }
+
+// ConflictLast returns, for a transaction refused because a revision
+// moved, the revision the server found (for a PutInGroup, the group's
+// newest), if it said.
+func ConflictLast(err error) (uint64, bool) {
+	var c *conflictError
+	if errors.As(err, &c) && c.last > 0 {
+		return c.last, true
+	}
+	return 0, false
 }
 
 // conflictRetry spaces the optimistic retries of one transition: the

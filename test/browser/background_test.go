@@ -73,13 +73,13 @@ func TestPageNotifiesWhileHidden(t *testing.T) {
 	ann.click("button", "Invite Bob")
 	bob.until("a notification of Ann's invitation",
 		`window.shownNotifications.length === 1 && window.shownNotifications[0].body.includes("Ann invites you")`)
-	bob.until("the title counts it", `document.title === "(1) BuddyTok"`)
+	bob.until("the title counts it", `document.title === "(1) BuddyTok — Lobby"`)
 
 	// Back in the tab: the invitation is there to answer; once answered,
 	// the title has nothing to count.
 	bob.do("show the tab", chromedp.Evaluate[chromedp.Void](`window.testHide(false)`))
 	bob.click("button", "Decline Ann")
-	bob.until("the count gone", `document.title === "BuddyTok"`)
+	bob.until("the count gone", `document.title === "BuddyTok — Lobby"`)
 	bob.until("no second notification", `window.shownNotifications.length === 1`)
 }
 

@@ -17,7 +17,7 @@ import (
 // refusals are answers a random operation may get because other users act
 // at the same moment; they change nothing and are not failures.
 var refusals = []protocol.Code{
-	protocol.CodeNotFound, protocol.CodeBusy, protocol.CodeNotAvailable,
+	protocol.CodeNotFound, protocol.CodeNotInRoom, protocol.CodeBusy, protocol.CodeNotAvailable,
 	protocol.CodeConflict, protocol.CodeNotParty, protocol.CodeTooManyInvited,
 }
 

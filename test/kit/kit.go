@@ -85,6 +85,10 @@ type Settings struct {
 	NoUsersAPI bool
 	// Identity makes the edges require identity tokens.
 	Identity identity.Config
+	// RoomMaxUsers bounds each room's users (default presence's).
+	RoomMaxUsers int
+	// NoLobby closes the lobby.
+	NoLobby bool
 }
 
 // UnlimitedAddr lifts the per-address limits: the tests' users all connect
@@ -115,12 +119,12 @@ func Options(top Topology, s Settings) allinone.Options {
 		Invites:  s.Invites,
 		Edges:    top.Edges,
 		Replicas: top.Replicas,
-		Presence: presence.Config{Grace: s.Grace, LeaseTTL: time.Second, SweepEvery: 25 * time.Millisecond, Replicas: 1},
+		Presence: presence.Config{Grace: s.Grace, LeaseTTL: time.Second, SweepEvery: 25 * time.Millisecond, Replicas: 1, RoomMaxUsers: s.RoomMaxUsers},
 		Edge: edge.Config{
 			LeaseTTL: time.Second, PingEvery: cmp.Or(s.Ping, 5*time.Second), WriteTimeout: cmp.Or(s.WriteTimeout, 5*time.Second),
 			RequestTimeout: 10 * time.Second, Replicas: 1, FramesPerSecond: fps, ShutdownTimeout: cmp.Or(s.Shutdown, WaitFor),
 			ReconcileEvery: 100 * time.Millisecond, SendQueueBytes: s.SendQueueBytes, SendBuffer: s.SendBuffer,
-			JoinTimeout: s.JoinTimeout, Admission: admission, NoUsersAPI: s.NoUsersAPI, Identity: s.Identity,
+			JoinTimeout: s.JoinTimeout, Admission: admission, NoUsersAPI: s.NoUsersAPI, Identity: s.Identity, NoLobby: s.NoLobby,
 		},
 	}
 }
@@ -196,6 +200,23 @@ func (w *World) Join(name string) *client.Client {
 	defer cancel()
 	if _, err := c.Join(ctx, name); err != nil {
 		w.T.Fatalf("join %s: %v", name, err)
+	}
+	return c
+}
+
+// JoinRoom opens a tab on edge (an index of Sys.EdgeURLs) and joins room
+// as name.
+func (w *World) JoinRoom(name, room string, edge int) *client.Client {
+	w.T.Helper()
+	ctx, cancel := w.WaitCtx()
+	defer cancel()
+	c, err := client.Dial(ctx, w.Sys.EdgeURLs[edge%len(w.Sys.EdgeURLs)])
+	if err != nil {
+		w.T.Fatal(err)
+	}
+	w.T.Cleanup(func() { _ = c.Close() })
+	if _, err := c.JoinRoom(ctx, name, room); err != nil {
+		w.T.Fatalf("join %s in %s: %v", name, room, err)
 	}
 	return c
 }

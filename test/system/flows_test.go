@@ -118,7 +118,7 @@ func flowInvite(t *testing.T, w *kit.World) {
 	_, err = a.Invite(ctx, kit.ID(a))
 	kit.MustCode(t, err, protocol.CodeSelfInvite)
 	_, err = c.Invite(ctx, "nosuchuser")
-	kit.MustCode(t, err, protocol.CodeNotFound)
+	kit.MustCode(t, err, protocol.CodeNotInRoom)
 	w.MustInvariants(w.Store())
 }
 

@@ -25,7 +25,7 @@ import (
 // when other users act at the same time. Anything else (internal,
 // unavailable, a timeout) fails the test.
 var expectedRefusals = []protocol.Code{
-	protocol.CodeNotFound, protocol.CodeBusy, protocol.CodeNotAvailable,
+	protocol.CodeNotFound, protocol.CodeNotInRoom, protocol.CodeBusy, protocol.CodeNotAvailable,
 	protocol.CodeConflict, protocol.CodeNotParty,
 }
 

@@ -73,6 +73,9 @@ type Config struct {
 	Identity identity.Config
 	// NoUsersAPI switches GET /api/users off.
 	NoUsersAPI bool
+	// NoLobby switches the lobby off: people join rooms by their links
+	// only, and the page offers to make one.
+	NoLobby bool
 }
 
 // The edge's settings.
@@ -88,7 +91,9 @@ var (
 			"which the edge warns about at start. A malformed entry stops the start",
 		config.DefaultShown("— (its own origin only)"))
 	usersAPISetting = config.String("USERS_API", "on", "edge", "`off` removes `GET /api/users`")
-	pingSetting     = config.Duration("WS_PING_INTERVAL", 20*time.Second, time.Second, 5*time.Minute, "edge",
+	lobbySetting    = config.String("LOBBY", "on", "edge",
+		"`off` closes the lobby, the public room at `/`: people then join rooms by their links only (`/r/<room>`), and `/` offers to make one")
+	pingSetting = config.Duration("WS_PING_INTERVAL", 20*time.Second, time.Second, 5*time.Minute, "edge",
 		"WebSocket keepalive ping; a silent connection closes after 2× + 5 s")
 	rateSetting = config.Int("WS_RATE_LIMIT", protocol.FramesPerSecond, 1, 100000, "edge",
 		"frames per second each connection may send; a connection that sends a further `WS_RATE_BURST` over the limit is closed (1008 `rate_limited`)")
@@ -145,6 +150,7 @@ func ConfigFromEnv(env *config.Env) Config {
 		JoinTimeout:     joinTimeoutSetting.Read(env),
 		Admission:       admission.LimitsFromEnv(env),
 		NoUsersAPI:      usersAPISetting.Read(env) == "off",
+		NoLobby:         lobbySetting.Read(env) == "off",
 		Identity: identity.Config{
 			HMACSecret: []byte(identityHMACSetting.Read(env)),
 			JWKSURL:    identityJWKSSetting.Read(env),
@@ -182,5 +188,6 @@ func (c Config) sessionConfig() session.Config {
 		PingEvery: c.PingEvery, WriteTimeout: c.WriteTimeout, RequestTimeout: c.RequestTimeout,
 		JoinTimeout: c.JoinTimeout, FramesPerSecond: c.FramesPerSecond, FrameBurst: c.FrameBurst,
 		SendQueueBytes: c.SendQueueBytes, WriteBudget: c.WriteBudget, BatchMax: c.BatchMax,
+		NoLobby: c.NoLobby,
 	}
 }

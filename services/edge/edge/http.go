@@ -52,8 +52,26 @@ func (e *Edge) routes() *fiber.App {
 		WriteBufferSize:  1024,
 		WriteBufferPool:  &sync.Pool{},
 	}))
+	app.Get("/api/site", e.site)
+	// A room's link is the page itself; the page reads the room from the
+	// path and checks its name with the rule the edge and the services
+	// apply.
+	app.Get("/r/:room", e.page)
 	app.Use("/", filesystem.New(filesystem.Config{Root: http.FS(web.Files), Index: "index.html"}))
 	return app
+}
+
+// page serves the page at a room's link.
+func (e *Edge) page(c *fiber.Ctx) error {
+	c.Set(fiber.HeaderContentType, fiber.MIMETextHTMLCharsetUTF8)
+	c.Set(fiber.HeaderCacheControl, "no-cache")
+	return c.Send(web.Index)
+}
+
+// site serves GET /api/site: what the page needs to know of this
+// deployment before anyone joins.
+func (e *Edge) site(c *fiber.Ctx) error {
+	return c.JSON(fiber.Map{"lobby": !e.cfg.NoLobby})
 }
 
 func (e *Edge) readyz(c *fiber.Ctx) error {
@@ -129,21 +147,30 @@ const addrLocal = "buddytok.addr"
 // identityLocal carries a verified identity from upgradeGate to serveWS.
 const identityLocal = "buddytok.identity"
 
-// users serves GET /api/users: every online user of the lobby, as the
-// welcome lists them, from the list the hub keeps encoded per revision
-// while the lobby is open on this edge (else read for the request);
-// rate-limited per client address.
+// users serves GET /api/users?room=<room>: every online user of one named
+// room (the lobby if none is named and the edge has one), as the welcome
+// lists them: from the list the hub keeps encoded per revision while the
+// room is open on this edge, else read for the request. There is no way to
+// list rooms. Rate-limited per client address.
 func (e *Edge) users(c *fiber.Ctx) error {
 	key := admission.AddrKey(e.gate.ClientAddr(peerAddr(c), c.Get(fiber.HeaderXForwardedFor)))
 	if err := e.gate.AllowListing(key); err != nil {
 		c.Set(fiber.HeaderRetryAfter, "1")
 		return e.refuse(c, fiber.StatusTooManyRequests, "users_rate", err)
 	}
+	room := c.Query("room", protocol.Lobby)
+	if err := protocol.CheckRoom(room); err != nil {
+		pe := protocol.AsError(err)
+		return c.Status(fiber.StatusBadRequest).JSON(fiber.Map{"code": pe.Code, "message": pe.Message})
+	}
+	if room == protocol.Lobby && e.cfg.NoLobby {
+		return c.Status(fiber.StatusNotFound).JSON(fiber.Map{"code": protocol.CodeLobbyClosed, "message": "there is no lobby here; name a room"})
+	}
 	ctx, cancel := context.WithTimeout(c.UserContext(), e.cfg.RequestTimeout)
 	defer cancel()
-	list, err := e.hub.List(ctx, protocol.Lobby)
+	list, err := e.hub.List(ctx, room)
 	if err != nil {
-		e.log.Warn("listing a room failed", "room", protocol.Lobby, "err", err)
+		e.log.Warn("listing a room failed", "room", room, "err", err)
 		c.Set(fiber.HeaderRetryAfter, "1")
 		return c.Status(fiber.StatusServiceUnavailable).JSON(fiber.Map{"code": protocol.CodeUnavailable, "message": "the list cannot be read now; try again"})
 	}

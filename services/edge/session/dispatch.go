@@ -120,7 +120,7 @@ func (c *Session) startJoining(ref string, allow func(netip.Prefix) error, refus
 // (protocol.DecodeClientFrame). With an identity token, the name is the
 // token's.
 func (c *Session) join(ctx context.Context, f protocol.ClientFrame) {
-	if !c.startJoining(f.Ref, c.srv.Gate.AllowJoin, "join_rate") {
+	if !c.roomOpen(f) || !c.startJoining(f.Ref, c.srv.Gate.AllowJoin, "join_rate") {
 		return
 	}
 	defer c.joining.Store(false)
@@ -153,10 +153,19 @@ func (c *Session) join(ctx context.Context, f protocol.ClientFrame) {
 	c.welcome(f.Ref, protocol.Personal{User: reply.User}, secret)
 }
 
+// roomOpen refuses a join or resume in the lobby of an edge that has none.
+func (c *Session) roomOpen(f protocol.ClientFrame) bool {
+	if f.Room == protocol.Lobby && c.srv.Config.NoLobby {
+		c.sendFrame(protocol.ErrorFrame(f.Ref, protocol.Errorf(protocol.CodeLobbyClosed, "there is no lobby here: open a room's link, or make a new room")))
+		return false
+	}
+	return true
+}
+
 // resume makes the connection serve an existing user again (a reload, a
 // lost connection), proven by the user's secret.
 func (c *Session) resume(ctx context.Context, f protocol.ClientFrame) {
-	if !c.startJoining(f.Ref, c.srv.Gate.AllowResume, "resume_rate") {
+	if !c.roomOpen(f) || !c.startJoining(f.Ref, c.srv.Gate.AllowResume, "resume_rate") {
 		return
 	}
 	defer c.joining.Store(false)

@@ -47,6 +47,8 @@ type Config struct {
 	// write. Anything else a socket receives is written at once.
 	WriteBudget int
 	BatchMax    time.Duration
+	// NoLobby refuses joins and resumes in the lobby (lobby_closed).
+	NoLobby bool
 }
 
 // Deps are what the sessions of an edge share, wired by the edge.

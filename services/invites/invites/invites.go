@@ -167,9 +167,11 @@ func (s *Service) invite(ctx context.Context, req protocol.InviteRequest) (proto
 		if !from.Proves(req.Secret) {
 			return protocol.ErrNotProven
 		}
+		// A user of another room is not found in this one: which room
+		// anyone else is in is not told.
 		to, err := c.user(ctx, req.To)
 		if errors.Is(err, state.ErrNotFound) {
-			return protocol.Errorf(protocol.CodeNotFound, "that user is not online")
+			return protocol.Errorf(protocol.CodeNotInRoom, "that user is not in this room (or has left it)")
 		}
 		if err != nil {
 			return err

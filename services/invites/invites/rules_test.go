@@ -178,7 +178,7 @@ func TestInviteRefusals(t *testing.T) {
 		code     protocol.Code
 	}{
 		{"oneself", nil, "ann", "ann", "", protocol.CodeSelfInvite},
-		{"someone not online", nil, "ann", "zed", "", protocol.CodeNotFound},
+		{"someone not in the room", nil, "ann", "zed", "", protocol.CodeNotInRoom},
 		{"without the inviter's secret", nil, "ann", "bob", protocol.NewSecret(), protocol.CodeForbidden},
 		{"while inviting", func(r *rig) { r.mustInvite("ann", "cat") }, "ann", "bob", "", protocol.CodeBusy},
 		{"while chatting", func(r *rig) { r.mustAccept("cat", r.mustInvite("ann", "cat")) }, "ann", "bob", "", protocol.CodeBusy},

@@ -38,6 +38,9 @@ type Config struct {
 	SweepEvery time.Duration
 	// Replicas of the JetStream buckets.
 	Replicas int
+	// RoomMaxUsers and LobbyMaxUsers bound the users of a room, and of
+	// the lobby (0: no bound).
+	RoomMaxUsers, LobbyMaxUsers int
 }
 
 // Service is one presence replica.
@@ -50,6 +53,7 @@ type Service struct {
 	now     func() time.Time
 	srv     *natsrpc.Server
 	metrics *metrics.Metrics
+	rooms   *roomIndex // who is in each room, kept by the reaper
 }
 
 // New opens the buckets and returns a replica ready to Run.
@@ -74,7 +78,7 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger, m *me
 	if n > 0 {
 		log.Warn("cleared the records of a release before rooms: their users join again", "keys", n)
 	}
-	return &Service{nc: nc, cfg: cfg, log: log, store: store, leases: leases, now: time.Now, metrics: m,
+	return &Service{nc: nc, cfg: cfg, log: log, store: store, leases: leases, now: time.Now, metrics: m, rooms: newRoomIndex(),
 		srv: natsrpc.NewServer(log, m, 64, 10*time.Second)}, nil
 }
 
@@ -82,6 +86,7 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger, m *me
 // valid: users leave as soon as they are detached.
 func (c Config) withDefaults() Config {
 	c.SweepEvery = cmp.Or(c.SweepEvery, sweepSetting.Def)
+	c.RoomMaxUsers = cmp.Or(c.RoomMaxUsers, roomMaxSetting.Def)
 	return c
 }
 
@@ -91,6 +96,10 @@ var (
 		"how long a disconnected user is kept for a resume ([behaviour.md](behaviour.md) §2.9), measured on the NATS server's clock")
 	sweepSetting = config.Duration("SWEEP_INTERVAL", 500*time.Millisecond, 10*time.Millisecond, time.Minute, "presence",
 		"how often presence looks for users to detach or remove")
+	roomMaxSetting = config.Int("ROOM_MAX_USERS", 500, 1, 100_000, "presence",
+		"the most users a room may hold; a join beyond it is refused with `room_full` ([behaviour.md](behaviour.md), Rooms)")
+	lobbyMaxSetting = config.Int("LOBBY_MAX_USERS", 5000, 0, 1_000_000, "presence",
+		"the most users the lobby may hold (0: no bound)")
 )
 
 // Ready is closed once the replica takes requests.
@@ -128,12 +137,7 @@ func (s *Service) join(ctx context.Context, req protocol.JoinRequest) (protocol.
 		Conn:       req.Conn,
 		Connected:  true,
 	}
-	var txn state.Txn
-	txn.Put(state.UserKey(u.Room, u.ID), 0, u)
-	if err := s.store.Commit(ctx, &txn); err != nil {
-		if errors.Is(err, state.ErrConflict) {
-			return protocol.JoinReply{}, protocol.Errorf(protocol.CodeConflict, "user ID already taken; join again")
-		}
+	if err := s.admit(ctx, u, s.cfg.limitFor(u.Room)); err != nil {
 		return protocol.JoinReply{}, err
 	}
 	s.log.InfoContext(ctx, "user joined", "user", u.ID, "room", u.Room, "edge", u.Edge)
@@ -304,5 +308,8 @@ func ConfigFromEnv(env *config.Env) Config {
 		LeaseTTL:   state.LeaseTTLSetting.Read(env),
 		SweepEvery: sweepSetting.Read(env),
 		Replicas:   state.ReplicasSetting.Read(env),
+
+		RoomMaxUsers:  roomMaxSetting.Read(env),
+		LobbyMaxUsers: lobbyMaxSetting.Read(env),
 	}
 }

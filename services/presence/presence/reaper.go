@@ -95,6 +95,7 @@ func (s *Service) reap(ctx context.Context) error {
 	}
 	defer func() { _ = lw.Stop() }()
 
+	s.rooms.reset()
 	r := &reaper{
 		users: map[string]state.User{}, detached: map[string]time.Time{}, edges: map[string]bool{}, edgeGone: map[string]time.Time{},
 		inflight: map[string]bool{}, finished: make(chan string, maxActions), slots: make(chan struct{}, maxActions),
@@ -111,7 +112,7 @@ func (s *Service) reap(ctx context.Context) error {
 			if !ok {
 				return cmp.Or(ctx.Err(), errors.New("presence: user watcher closed"))
 			}
-			r.applyUser(e)
+			r.applyUser(e, s.rooms)
 		case e, ok := <-lw.Updates():
 			if !ok {
 				return cmp.Or(ctx.Err(), errors.New("presence: lease watcher closed"))
@@ -148,8 +149,9 @@ func (c *serverClock) now() time.Time {
 	return c.latest.Add(time.Since(c.seenAt))
 }
 
-func (r *reaper) applyUser(e jetstream.KeyValueEntry) {
+func (r *reaper) applyUser(e jetstream.KeyValueEntry, rooms *roomIndex) {
 	if e == nil {
+		rooms.markSynced()
 		return
 	}
 	r.clock.observe(e.Created())
@@ -158,6 +160,7 @@ func (r *reaper) applyUser(e jetstream.KeyValueEntry) {
 		return
 	}
 	id := k.ID
+	rooms.saw(k.Room, id, e.Revision(), e.Operation() == jetstream.KeyValuePut)
 	if e.Operation() != jetstream.KeyValuePut {
 		delete(r.users, id)
 		delete(r.detached, id)

@@ -1,0 +1,128 @@
+package presence
+
+import (
+	"context"
+	"errors"
+	"sync"
+
+	"github.com/buddytok/buddytok/pkg/protocol"
+	"github.com/buddytok/buddytok/pkg/state"
+)
+
+// roomIndex is who is in each room, and the newest revision of any user
+// record of the room, as the reaper's watcher of every user has seen them
+// (docs/behaviour.md, Rooms). A join counts the room's users here and
+// commits guarded by that revision (state.Txn.PutInGroup): if anyone of
+// the room joined, changed or left since, NATS refuses the join, and it is
+// tried again on a view that has caught up. So a room never holds more
+// users than its limit, whichever replica takes each join.
+type roomIndex struct {
+	mu     sync.Mutex
+	rooms  map[string]*roomUsers
+	synced bool // the watcher's initial values are all in
+}
+
+type roomUsers struct {
+	members map[string]bool
+	last    uint64 // the newest revision of any user record of the room
+}
+
+func newRoomIndex() *roomIndex { return &roomIndex{rooms: map[string]*roomUsers{}} }
+
+// reset empties the index for a watcher that starts again.
+func (x *roomIndex) reset() {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	x.rooms, x.synced = map[string]*roomUsers{}, false
+}
+
+// markSynced records that the watcher's initial values are all in.
+func (x *roomIndex) markSynced() {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	x.synced = true
+}
+
+// saw records a user record's revision: present (a put) or gone.
+func (x *roomIndex) saw(room, id string, rev uint64, present bool) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	r := x.rooms[room]
+	if r == nil {
+		if !present {
+			return // a room nobody is in needs no entry: its next join expects what NATS tells
+		}
+		r = &roomUsers{members: map[string]bool{}}
+		x.rooms[room] = r
+	}
+	r.last = max(r.last, rev)
+	if present {
+		r.members[id] = true
+		return
+	}
+	delete(r.members, id)
+	if len(r.members) == 0 {
+		delete(x.rooms, room)
+	}
+}
+
+// view returns the room's users' count, whether id is one of them, and the
+// newest revision of the room's user records; ok is false until the index
+// has been read whole.
+func (x *roomIndex) view(room, id string) (users int, member bool, last uint64, ok bool) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if !x.synced {
+		return 0, false, 0, false
+	}
+	r := x.rooms[room]
+	if r == nil {
+		return 0, false, 0, true
+	}
+	return len(r.members), r.members[id], r.last, true
+}
+
+// errIndexBehind asks a join to try again: the index has not been read
+// whole yet, or has not caught up with the room.
+var errIndexBehind = state.ErrConflict
+
+// admit commits u as a new member of its room, within the room's limit
+// (0: none). The index may lag the room by a change or two: the commit is
+// guarded by the revision the index has, and a refusal means a fresher
+// view is needed. A room whose last change was purged away (its newest
+// record was a departed user's, removed for good) tells its revision in the
+// refusal; the next attempt expects that.
+func (s *Service) admit(ctx context.Context, u state.User, limit int) error {
+	var told uint64 // what NATS said the room's newest revision is
+	return state.Retry(ctx, func(ctx context.Context) error {
+		users, member, last, ok := s.rooms.view(u.Room, u.ID)
+		switch {
+		case !ok:
+			return errIndexBehind
+		case member:
+			return protocol.Errorf(protocol.CodeConflict, "user ID already taken; join again")
+		case limit > 0 && users >= limit:
+			return protocol.Errorf(protocol.CodeRoomFull, "this room is full (%d people); try again later, or make a new room", limit)
+		}
+		if told != 0 && told < last {
+			last = told // the index's newest was purged since
+		}
+		var txn state.Txn
+		txn.PutInGroup(state.UserKey(u.Room, u.ID), state.RoomUsers(u.Room), last, u)
+		err := s.store.Commit(ctx, &txn)
+		if n, ok := state.ConflictLast(err); ok {
+			told = n
+		} else if errors.Is(err, state.ErrConflict) {
+			told = 0
+		}
+		return err
+	})
+}
+
+// limitFor is room's member limit.
+func (c Config) limitFor(room string) int {
+	if room == protocol.Lobby {
+		return c.LobbyMaxUsers
+	}
+	return c.RoomMaxUsers
+}
