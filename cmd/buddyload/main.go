@@ -4,6 +4,11 @@
 //
 //	go run ./cmd/buddyload -url http://127.0.0.1:8080 -users 1000 -pairs 10 -rate 20 -duration 30s
 //
+// With rooms: 15,000 users in 150 rooms, one pair and one change a second
+// in each, the rooms spread over two edges:
+//
+//	go run ./cmd/buddyload -url http://127.0.0.1:8080,http://127.0.0.1:8081 -users 15000 -rooms 150 -pairs 1 -rate 1
+//
 // Each user is one WebSocket: against one host, mind the open-files limit of
 // both this process and the server.
 package main
@@ -23,11 +28,14 @@ import (
 
 func main() {
 	var cfg load.Config
-	flag.StringVar(&cfg.URL, "url", "http://127.0.0.1:8080", "the edge or load balancer")
-	flag.IntVar(&cfg.Users, "users", 1000, "users joined in the one buddy list")
+	flag.StringVar(&cfg.URL, "url", "http://127.0.0.1:8080", "the edge or load balancer; with -rooms, edges separated by commas, which the rooms take in turn")
+	flag.IntVar(&cfg.Users, "users", 1000, "users joined, in the lobby or spread over -rooms")
+	flag.IntVar(&cfg.Rooms, "rooms", 0, "spread the users over this many rooms (0: all in the lobby); -pairs and -rate are then each room's")
+	flag.Float64Var(&cfg.Skew, "skew", 0, "room sizes: 0 equal; s > 0 in proportion to 1/k^s (most rooms small, a few large)")
+	flag.StringVar(&cfg.RoomPrefix, "room-prefix", "", "names this run's rooms load-<prefix>-<k> (default: random)")
 	flag.Float64Var(&cfg.JoinRate, "join-rate", 200, "joins a second (0: as fast as they are answered)")
-	flag.IntVar(&cfg.Pairs, "pairs", 10, "pairs of users that alternate invite and cancel")
-	flag.Float64Var(&cfg.Rate, "rate", 20, "list changes a second, over all pairs")
+	flag.IntVar(&cfg.Pairs, "pairs", 10, "pairs of users that alternate invite and cancel (with -rooms: in each room)")
+	flag.Float64Var(&cfg.Rate, "rate", 20, "list changes a second, over all pairs (with -rooms: in each room)")
 	flag.DurationVar(&cfg.Duration, "duration", 30*time.Second, "how long the changes go on")
 	flag.IntVar(&cfg.Abusers, "abusers", 0, "sockets that misbehave beside the users while the changes go on: flood, huge frames, garbage, never join, never read")
 	flag.DurationVar(&cfg.Settle, "settle", time.Minute, "bound on each wait for the lists to complete or catch up")

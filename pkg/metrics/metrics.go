@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -39,6 +40,7 @@ type Metrics struct {
 
 	// Presence.
 	ReaperActions *prometheus.CounterVec // by action and outcome
+	Rooms         *RoomSizes             // rooms open and users per room, as presence last counted them
 
 	// Tokens.
 	OpenTokCalls *prometheus.HistogramVec // by operation and outcome
@@ -96,12 +98,67 @@ func New() *Metrics {
 		ReaperActions: register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{Name: "buddytok_presence_reaper_actions_total",
 			Help: "What presence's reaper did: detach (an edge's lease expired), leave (a grace period ran out), purge (deleted records removed), by outcome."},
 			[]string{"action", "outcome"})),
+		Rooms: register(reg, &RoomSizes{}),
 		OpenTokCalls: register(reg, prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "buddytok_tokens_opentok_calls_seconds",
 			Help:    "Calls to the OpenTok REST API, by operation and outcome.",
 			Buckets: latencyBuckets}, []string{"operation", "outcome"})),
 	}
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
+}
+
+// RoomSizes reports the rooms that have users and how many each has, as
+// the latest Set gave them: buddytok_rooms_open, and the histogram
+// buddytok_room_users (one observation per room). Every presence replica
+// counts every room, so take one replica's, or the max, never the sum.
+type RoomSizes struct {
+	mu    sync.Mutex
+	sizes []int
+	set   bool
+}
+
+var (
+	roomsOpenDesc = prometheus.NewDesc("buddytok_rooms_open",
+		"Rooms with at least one user, as presence last counted them (every replica counts every room: do not sum).", nil, nil)
+	roomUsersDesc = prometheus.NewDesc("buddytok_room_users",
+		"Users per room, one observation per room with users, as presence last counted them (every replica counts every room: do not sum).", nil, nil)
+	// roomUsersBuckets run from a pair to the lobby's size.
+	roomUsersBuckets = []float64{1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000}
+)
+
+// Set replaces the counted rooms' sizes.
+func (r *RoomSizes) Set(sizes []int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.sizes, r.set = sizes, true
+}
+
+// Describe implements prometheus.Collector.
+func (r *RoomSizes) Describe(ch chan<- *prometheus.Desc) {
+	ch <- roomsOpenDesc
+	ch <- roomUsersDesc
+}
+
+// Collect implements prometheus.Collector; nothing before the first Set
+// (a process that runs no presence replica).
+func (r *RoomSizes) Collect(ch chan<- prometheus.Metric) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.set {
+		return
+	}
+	buckets := make(map[float64]uint64, len(roomUsersBuckets))
+	var sum float64
+	for _, n := range r.sizes {
+		sum += float64(n)
+		for _, b := range roomUsersBuckets {
+			if float64(n) <= b {
+				buckets[b]++
+			}
+		}
+	}
+	ch <- prometheus.MustNewConstMetric(roomsOpenDesc, prometheus.GaugeValue, float64(len(r.sizes)))
+	ch <- prometheus.MustNewConstHistogram(roomUsersDesc, uint64(len(r.sizes)), sum, buckets)
 }
 
 // Handler serves the metrics in the Prometheus exposition format.

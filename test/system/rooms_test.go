@@ -2,6 +2,7 @@ package system_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"maps"
 	"net/http"
@@ -242,5 +243,45 @@ func TestNoLobby(t *testing.T) {
 	var site struct{ Lobby bool }
 	if err := json.NewDecoder(resp.Body).Decode(&site); err != nil || site.Lobby {
 		t.Fatalf("/api/site says lobby %t (%v), want false", site.Lobby, err)
+	}
+}
+
+// The metrics of rooms: presence counts the rooms open and users per room,
+// each edge the rooms it watches and the changes it received of them.
+func TestRoomMetrics(t *testing.T) {
+	t.Parallel()
+	w := kit.Start(t, kit.Topologies[0], kit.Settings{Grace: time.Second})
+	a1, a2 := w.JoinRoom("Ann", "red", 0), w.JoinRoom("Bob", "red", 0)
+	w.JoinRoom("Cy", "blue", 0)
+	w.Sees(kit.ID(a2), protocol.StateAvailable, a1)
+	w.Invite(a1, a2)
+	want := map[string]float64{
+		`buddytok_rooms_open`:                           2,
+		`buddytok_room_users_count`:                     2,
+		`buddytok_room_users_sum`:                       3,
+		`buddytok_room_users_bucket{le="1"}`:            1,
+		`buddytok_room_users_bucket{le="2"}`:            2,
+		`buddytok_edge_rooms_watched`:                   2,
+		`buddytok_edge_room_syncs_total{reason="open"}`: 2,
+	}
+	deadline := time.Now().Add(kit.WaitFor)
+	for {
+		got := scrape(t, w.Sys.EdgeURLs[0])
+		var wrong []string
+		for k, v := range want {
+			if got[k] != v {
+				wrong = append(wrong, fmt.Sprintf("%s = %v, want %v", k, got[k], v))
+			}
+		}
+		if got[`buddytok_edge_room_changes_total`] < 3 {
+			wrong = append(wrong, fmt.Sprintf("buddytok_edge_room_changes_total = %v, want Bob's join and the invitation", got[`buddytok_edge_room_changes_total`]))
+		}
+		if len(wrong) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("metrics: %v", wrong)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }

@@ -6,7 +6,10 @@
 //
 // The load shape: Users join, at JoinRate a second; then Pairs pairs of
 // them alternate invite and cancel, Rate changes a second in all, for
-// Duration. Every change of a user's state reaches every other user.
+// Duration. Every change of a user's state reaches every other user of its
+// room. With Rooms, the users are spread over that many rooms (Skew: most
+// small, a few large), each room has Pairs pairs making Rate changes a
+// second, and a room's users connect to one of the edges of URL.
 package load
 
 import (
@@ -31,8 +34,8 @@ import (
 
 // Config is one load run.
 type Config struct {
-	URL      string        // the edge or load balancer, http(s)://host:port
-	Users    int           // users joined in the one buddy list
+	URL      string        // the edge or load balancer, http(s)://host:port; with Rooms, a comma-separated list of edges
+	Users    int           // users joined, in the lobby or spread over Rooms
 	JoinRate float64       // joins a second (0: all at once)
 	Pairs    int           // pairs of users that alternate invite and cancel
 	Rate     float64       // list changes a second, over all pairs
@@ -42,6 +45,13 @@ type Config struct {
 	// Abusers misbehave beside the users while the changes go on (see
 	// abuseKinds), to show what they cost everyone else.
 	Abusers int
+	// Rooms spreads the users over that many rooms (0: all in the lobby);
+	// Pairs and Rate are then each room's. Skew 0 makes the rooms equal;
+	// s > 0 sizes room k in proportion to 1/k^s. RoomPrefix names this
+	// run's rooms (load-<prefix>-<k>), so that runs do not meet.
+	Rooms      int
+	Skew       float64
+	RoomPrefix string
 }
 
 // Result is what a run measured. Durations are in milliseconds in JSON.
@@ -68,7 +78,9 @@ type Result struct {
 	FramesReceived       int64
 	ServerMetricsNotice  string `json:",omitempty"` // why the server figures are missing
 	Abusers              int
-	Abuse                *Abuse `json:",omitempty"` // what the abusers met
+	Abuse                *Abuse        `json:",omitempty"` // what the abusers met
+	Rooms                *RoomFigures  `json:",omitempty"` // with rooms: their sizes and per-room latencies
+	Edges                []EdgeFigures `json:",omitempty"` // with rooms: what each edge received
 }
 
 // Summary is the one-line report.
@@ -76,7 +88,19 @@ func (r Result) Summary() string {
 	return fmt.Sprintf("users=%d changes=%d/%d (%.1f/s of %.0f/s) list-change %s invite %s joins %s lists-complete +%s missed=%d disconnects=%d rss/user=%.1fKiB cpu=%.1fs frames/write=%.2f",
 		r.Users, r.ChangesMade, r.ChangesMade+r.ChangesRefused+r.ChangesSkipped, r.RateAchieved, r.Rate, r.ListChange, r.InviteDelivery,
 		r.JoinsTook.Round(time.Millisecond), r.ListsCompleteAfter.Round(time.Millisecond), r.Missed, r.Disconnects,
-		r.ServerRSSPerUser/1024, r.ServerCPUSeconds, r.ServerFramesPerWrite) + r.abuseSummary()
+		r.ServerRSSPerUser/1024, r.ServerCPUSeconds, r.ServerFramesPerWrite) + r.roomsSummary() + r.abuseSummary()
+}
+
+func (r Result) roomsSummary() string {
+	if r.Rooms == nil {
+		return ""
+	}
+	s := fmt.Sprintf(" rooms=%d (%d-%d users) room-p99 median %.1fms worst %.1fms", r.Rooms.Rooms, r.Rooms.SmallestRoom, r.Rooms.LargestRoom,
+		float64(r.Rooms.ListChangeP99s.Median.Microseconds())/1000, float64(r.Rooms.ListChangeP99s.Worst.Microseconds())/1000)
+	for _, e := range r.Edges {
+		s += fmt.Sprintf(" edge[%s users=%d rooms=%d watched=%.0f changes=%.0f]", e.URL, e.Users, e.Rooms, e.RoomsWatched, e.RoomChanges)
+	}
+	return s
 }
 
 func (r Result) abuseSummary() string {
@@ -89,6 +113,7 @@ func (r Result) abuseSummary() string {
 // user is one simulated tab.
 type user struct {
 	id    string
+	room  int // index in the run's layout
 	ws    *websocket.Conn
 	wmu   sync.Mutex
 	ref   atomic.Int64
@@ -161,6 +186,7 @@ type frame struct {
 // change is one state change a pair made: who changed, to what, when the
 // request was sent, and how many other users have seen it.
 type change struct {
+	room  int
 	user  string
 	state protocol.State
 	sent  time.Time
@@ -183,6 +209,8 @@ func (h *history) at(n int) *change {
 
 type run struct {
 	cfg     Config
+	lay     layout
+	roomLat []latency.Recorder // list changes, per room
 	frames  atomic.Int64
 	lat     latency.Recorder
 	invites latency.Recorder
@@ -190,9 +218,9 @@ type run struct {
 	// a user's state another user sees is that user's n-th change.
 	made       sync.Map // user ID -> *history
 	idMu       sync.RWMutex
-	ids        map[string]int32 // user ID -> index in every user's list
-	inviteSent sync.Map         // invitation ID -> time the invite was sent
-	inviteGot  sync.Map         // invitation ID -> time the invitee got it (may come before the inviter's answer)
+	ids        []map[string]int32 // per room: user ID -> index in every list of the room
+	inviteSent sync.Map           // invitation ID -> time the invite was sent
+	inviteGot  sync.Map           // invitation ID -> time the invitee got it (may come before the inviter's answer)
 	closing    atomic.Bool
 }
 
@@ -205,11 +233,25 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	if cfg.Settle <= 0 {
 		cfg.Settle = time.Minute
 	}
-	r := &run{cfg: cfg, ids: map[string]int32{}}
-	res := Result{Users: cfg.Users, Pairs: cfg.Pairs, Rate: cfg.Rate, Abusers: cfg.Abusers}
+	if cfg.RoomPrefix == "" {
+		cfg.RoomPrefix = protocol.NewID()[:6]
+	}
+	lay, err := plan(cfg)
+	if err != nil {
+		return Result{}, err
+	}
+	r := &run{cfg: cfg, lay: lay, roomLat: newRoomLatencies(len(lay.rooms)), ids: make([]map[string]int32, len(lay.rooms))}
+	for k := range r.ids {
+		r.ids[k] = map[string]int32{}
+	}
+	res := Result{Users: cfg.Users, Pairs: len(lay.pairs), Rate: cfg.Rate, Abusers: cfg.Abusers}
+	if cfg.Rooms > 0 {
+		res.Rate = cfg.Rate * float64(len(lay.rooms))
+	}
+	first := lay.urls[0]
 	var figs [3]figures // before the joins, after them, after the changes
 	var figErrs [3]error
-	figs[0], figErrs[0] = serverFigures(ctx, cfg.URL)
+	figs[0], figErrs[0] = serverFigures(ctx, first)
 
 	users := make([]*user, cfg.Users)
 	defer func() {
@@ -231,13 +273,14 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		return res, err
 	}
 	res.ListsCompleteAfter = max(0, complete.Sub(lastWelcome))
-	figs[1], figErrs[1] = serverFigures(ctx, cfg.URL)
+	figs[1], figErrs[1] = serverFigures(ctx, first)
+	edgesBefore := r.edgeFigures(ctx)
 
 	stopAbuse := func() *Abuse { return nil }
 	if cfg.Abusers > 0 {
 		actx, cancel := context.WithCancel(ctx)
 		abused := make(chan *Abuse, 1)
-		go func() { abused <- abuse(actx, wsURL(cfg.URL), cfg.Abusers) }()
+		go func() { abused <- abuse(actx, wsURL(first), cfg.Abusers) }()
 		stopAbuse = sync.OnceValue(func() *Abuse { cancel(); return <-abused })
 		defer stopAbuse()
 	}
@@ -246,8 +289,18 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		return res, err
 	}
 	res.Abuse = stopAbuse()
-	figs[2], figErrs[2] = serverFigures(ctx, cfg.URL)
+	figs[2], figErrs[2] = serverFigures(ctx, first)
 	r.summarise(&res, users, changes)
+	if cfg.Rooms > 0 {
+		rf := r.roomFigures(lay)
+		res.Rooms = &rf
+		res.Edges = r.edgeFigures(ctx)
+		for i := range res.Edges {
+			if i < len(edgesBefore) {
+				res.Edges[i].RoomChanges -= edgesBefore[i].RoomChanges
+			}
+		}
+	}
 	if err := errors.Join(figErrs[:]...); err != nil {
 		res.ServerMetricsNotice = err.Error()
 	} else {
@@ -284,7 +337,7 @@ func (r *run) joinAll(ctx context.Context, users []*user) (lastWelcome time.Time
 		go func() {
 			defer wg.Done()
 			defer func() { <-inflight }()
-			u, jerr := r.join(ctx, fmt.Sprintf("load%05d", i))
+			u, jerr := r.join(ctx, fmt.Sprintf("load%05d", i), r.lay.roomOf[i])
 			mu.Lock()
 			defer mu.Unlock()
 			if jerr != nil {
@@ -306,7 +359,7 @@ func (r *run) joinAll(ctx context.Context, users []*user) (lastWelcome time.Time
 func (r *run) awaitLists(ctx context.Context, users []*user) (time.Time, error) {
 	for _, u := range users {
 		u.mu.Lock()
-		u.want = r.cfg.Users
+		u.want = len(r.lay.rooms[u.room].users)
 		if u.count >= u.want && u.full.IsZero() {
 			u.full = time.Now()
 		}
@@ -327,23 +380,28 @@ func (r *run) makeChanges(ctx context.Context, users []*user, res *Result) ([]*c
 	if cfg.Pairs <= 0 || cfg.Rate <= 0 {
 		return nil, nil
 	}
+	pairs := r.lay.pairs
+	rate := cfg.Rate
+	if cfg.Rooms > 0 {
+		rate *= float64(len(r.lay.rooms)) // Rate is each room's
+	}
 	var made, refused, skipped atomic.Int64
 	var changes []*change
 	var cmu sync.Mutex
-	every := time.Duration(float64(time.Second) / cfg.Rate)
+	every := time.Duration(float64(time.Second) / rate)
 	tick := time.NewTicker(every)
 	defer tick.Stop()
 	end := time.Now().Add(cfg.Duration)
-	pending := make([]string, cfg.Pairs) // each pair's pending invitation
+	pending := make([]string, len(pairs)) // each pair's pending invitation
 	var wg sync.WaitGroup
-	busy := make([]atomic.Bool, cfg.Pairs)
+	busy := make([]atomic.Bool, len(pairs))
 	for n := 0; time.Now().Before(end); n++ {
 		select {
 		case <-ctx.Done():
 			return changes, ctx.Err()
 		case <-tick.C:
 		}
-		p := n % cfg.Pairs
+		p := n % len(pairs)
 		if !busy[p].CompareAndSwap(false, true) {
 			skipped.Add(1) // its last change is still in flight
 			continue
@@ -352,7 +410,7 @@ func (r *run) makeChanges(ctx context.Context, users []*user, res *Result) ([]*c
 		go func() {
 			defer wg.Done()
 			defer busy[p].Store(false)
-			c, ok := r.changePair(ctx, users[2*p], users[2*p+1], &pending[p])
+			c, ok := r.changePair(ctx, users[pairs[p][0]], users[pairs[p][1]], &pending[p])
 			if !ok {
 				refused.Add(1)
 				return
@@ -367,7 +425,7 @@ func (r *run) makeChanges(ctx context.Context, users []*user, res *Result) ([]*c
 	wg.Wait()
 	res.ChangesMade, res.ChangesRefused, res.ChangesSkipped = int(made.Load()), int(refused.Load()), int(skipped.Load())
 	// Let the last changes arrive everywhere.
-	if _, err := r.await(ctx, users, func(u *user) bool { return r.inStep(u, users, cfg.Pairs, pending) }); err != nil {
+	if _, err := r.await(ctx, users, func(u *user) bool { return r.inStep(u, users, pending) }); err != nil {
 		return changes, fmt.Errorf("load: lists not in step with the changes made: %w", err)
 	}
 	res.RateAchieved = float64(made.Load()) / cfg.Duration.Seconds()
@@ -378,7 +436,7 @@ func (r *run) makeChanges(ctx context.Context, users []*user, res *Result) ([]*c
 // no invitation pending (*pending), else cancels it. It reports false if
 // the change was refused.
 func (r *run) changePair(ctx context.Context, from, to *user, pending *string) (*change, bool) {
-	c := &change{user: from.id, state: protocol.StateInviting, sent: time.Now()}
+	c := &change{room: from.room, user: from.id, state: protocol.StateInviting, sent: time.Now()}
 	req := protocol.ClientFrame{Type: protocol.TypeInvite, To: to.id}
 	if *pending != "" {
 		c.state = protocol.StateAvailable
@@ -419,7 +477,7 @@ func (r *run) summarise(res *Result, users []*user, changes []*change) {
 	})
 	res.ListChange, res.InviteDelivery = r.lat.Summary(), r.invites.Summary()
 	for _, c := range changes {
-		res.Missed += r.cfg.Users - 1 - int(c.seen.Load())
+		res.Missed += len(r.lay.rooms[c.room].users) - 1 - int(c.seen.Load())
 	}
 	for _, u := range users {
 		u.mu.Lock()
@@ -431,15 +489,18 @@ func (r *run) summarise(res *Result, users []*user, changes []*change) {
 	res.FramesReceived = r.frames.Load()
 }
 
-// inStep reports whether u's list shows every changing user as the last
-// successful change left it.
-func (r *run) inStep(u *user, users []*user, pairs int, pending []string) bool {
-	for p := range pairs {
+// inStep reports whether u's list shows every changing user of its room
+// as the last successful change left it.
+func (r *run) inStep(u *user, users []*user, pending []string) bool {
+	for p, pair := range r.lay.pairs {
+		if r.lay.pairIn[p] != u.room {
+			continue
+		}
 		want := protocol.StateAvailable
 		if pending[p] != "" {
 			want = protocol.StateInviting
 		}
-		if u.stateOf(r.index(users[2*p].id)) != want {
+		if u.stateOf(r.index(u.room, users[pair[0]].id)) != want {
 			return false
 		}
 	}
@@ -484,15 +545,16 @@ func (r *run) await(ctx context.Context, users []*user, ok func(*user) bool) (ti
 	}
 }
 
-func (r *run) join(ctx context.Context, name string) (*user, error) {
-	url := wsURL(r.cfg.URL)
+func (r *run) join(ctx context.Context, name string, room int) (*user, error) {
+	rp := r.lay.rooms[room]
+	url := wsURL(rp.url)
 	ws, _, err := websocket.DefaultDialer.DialContext(ctx, url, nil)
 	if err != nil {
 		return nil, fmt.Errorf("dial %s: %w", url, err)
 	}
-	u := &user{ws: ws, seen: map[int32]int{}}
+	u := &user{ws: ws, room: room, seen: map[int32]int{}}
 	go r.read(u)
-	f, err := u.request(ctx, protocol.ClientFrame{Type: protocol.TypeJoin, Name: name})
+	f, err := u.request(ctx, protocol.ClientFrame{Type: protocol.TypeJoin, Name: name, Room: rp.name})
 	if err != nil {
 		_ = ws.Close()
 		return nil, err
@@ -580,15 +642,15 @@ func (r *run) read(u *user) {
 		switch f.Type {
 		case protocol.TypeWelcome:
 			for _, x := range f.Users {
-				u.set(r.index(x.ID), stateCode(x.State))
+				u.set(r.index(u.room, x.ID), stateCode(x.State))
 			}
-			scanUsers(list, func(id string, st protocol.State) { u.set(r.index(id), stateCode(st)) })
+			scanUsers(list, func(id string, st protocol.State) { u.set(r.index(u.room, id), stateCode(st)) })
 		case protocol.TypeUser:
 			if f.User != nil {
 				r.sawUser(u, f.User.ID, f.User.State, now)
 			}
 		case protocol.TypeUserLeft:
-			u.set(r.index(f.UserID), 0)
+			u.set(r.index(u.room, f.UserID), 0)
 		case protocol.TypeInvitation:
 			if f.Invitation != nil {
 				r.inviteGot.Store(f.Invitation.ID, now)
@@ -609,7 +671,7 @@ func (u *user) checkFull(now time.Time) {
 // sawUser applies a user frame to u's list (u locked) and, if it shows
 // a change a pair made, records how long the change took to get here.
 func (r *run) sawUser(u *user, id string, st protocol.State, now time.Time) {
-	i := r.index(id)
+	i := r.index(u.room, id)
 	code := stateCode(st)
 	old := u.set(i, code)
 	if old == 0 || old == code || id == u.id {
@@ -621,25 +683,27 @@ func (r *run) sawUser(u *user, id string, st protocol.State, now time.Time) {
 		if c := h.(*history).at(n); c != nil && c.state == st {
 			c.seen.Add(1)
 			r.lat.Add(now.Sub(c.sent))
+			r.roomLat[u.room].Add(now.Sub(c.sent))
 		}
 	}
 }
 
-// index is user id's place in every user's list, the same in all of them.
-func (r *run) index(id string) int32 {
+// index is user id's place in the lists of room's users, the same in all
+// of them: a list is as long as its room is large.
+func (r *run) index(room int, id string) int32 {
 	r.idMu.RLock()
-	i, ok := r.ids[id]
+	i, ok := r.ids[room][id]
 	r.idMu.RUnlock()
 	if ok {
 		return i
 	}
 	r.idMu.Lock()
 	defer r.idMu.Unlock()
-	if i, ok := r.ids[id]; ok {
+	if i, ok := r.ids[room][id]; ok {
 		return i
 	}
-	i = int32(len(r.ids))
-	r.ids[id] = i
+	i = int32(len(r.ids[room]))
+	r.ids[room][id] = i
 	return i
 }
 
@@ -651,18 +715,9 @@ type figures struct{ rss, cpu, framesOut, writes float64 }
 // serverFigures reads the process's resident memory and CPU time from the
 // server's /metrics (the edge serves the whole all-in-one process's).
 func serverFigures(ctx context.Context, base string) (figures, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/metrics", nil)
+	s, err := scrapeMetrics(ctx, base)
 	if err != nil {
 		return figures{}, err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return figures{}, fmt.Errorf("server metrics: %w", err)
-	}
-	defer resp.Body.Close()
-	s, err := metrics.ReadText(resp.Body)
-	if err != nil {
-		return figures{}, fmt.Errorf("server metrics: %w", err)
 	}
 	rss, ok := s["process_resident_memory_bytes"]
 	if !ok {
@@ -675,4 +730,22 @@ func serverFigures(ctx context.Context, base string) (figures, error) {
 		}
 	}
 	return f, nil
+}
+
+// scrapeMetrics reads what the server at base serves on /metrics.
+func scrapeMetrics(ctx context.Context, base string) (map[string]float64, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/metrics", nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("server metrics: %w", err)
+	}
+	defer resp.Body.Close()
+	s, err := metrics.ReadText(resp.Body)
+	if err != nil {
+		return nil, fmt.Errorf("server metrics: %w", err)
+	}
+	return s, nil
 }

@@ -2,6 +2,7 @@ package load_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -82,6 +83,49 @@ func TestRunMeasuresEveryChange(t *testing.T) {
 				t.Errorf("%.2f frames a write: the batched edge wrote changes one by one", res.ServerFramesPerWrite)
 			}
 		})
+	}
+}
+
+// A run with rooms over two edges: every change reaches every other user
+// of its room and nobody else, and each edge holds open the rooms of its
+// users and no other. Room sizes are skewed: the largest holds most.
+func TestRunWithRooms(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	sys, err := allinone.Start(ctx, allinone.Options{Edges: 2, Presence: presence.Config{Grace: time.Second},
+		Edge: edge.Config{Admission: admission.Limits{ConnsPerAddr: -1, JoinRatePerAddr: -1}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sys.Close() })
+	res, err := load.Run(ctx, load.Config{
+		URL: strings.Join(sys.EdgeURLs, ","), Users: 40, JoinRate: 200, Rooms: 5, Skew: 1, Pairs: 1, Rate: 2,
+		Duration: 2 * time.Second, Settle: 30 * time.Second,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Log(res.Summary())
+	if res.ChangesMade == 0 || res.ChangesRefused != 0 || res.Missed != 0 || res.Disconnects != 0 {
+		t.Fatalf("changes made %d, refused %d, missed %d, disconnects %d", res.ChangesMade, res.ChangesRefused, res.Missed, res.Disconnects)
+	}
+	if res.Rooms == nil || res.Rooms.Rooms != 5 || res.Rooms.LargestRoom <= res.Rooms.SmallestRoom {
+		t.Fatalf("rooms: %+v, want 5 of skewed sizes", res.Rooms)
+	}
+	if len(res.Edges) != 2 {
+		t.Fatalf("edges: %+v", res.Edges)
+	}
+	// The edges of one process share its metrics: each reports the two
+	// together (test/cluster tells edge processes apart).
+	users := 0
+	for _, e := range res.Edges {
+		users += e.Users
+		if e.RoomsWatched != 5 || e.RoomChanges <= 0 {
+			t.Errorf("edge %s: the process watches %v rooms and received %v changes, with the run's 5 rooms", e.URL, e.RoomsWatched, e.RoomChanges)
+		}
+	}
+	if users != 40 {
+		t.Errorf("the edges' users add up to %d, want 40", users)
 	}
 }
 

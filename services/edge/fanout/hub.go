@@ -133,7 +133,7 @@ func (h *Hub) open(name string) (*room, error) {
 	}
 	r.sub, r.refs = sub, 1
 	h.rooms[name] = r
-	h.metrics.RoomsWatched.Set(float64(len(h.rooms)))
+	h.metrics.RoomsWatched.Inc() // the process's: an all-in-one's edges add up
 	h.requestSync(r, "open")
 	return r, nil
 }
@@ -152,7 +152,7 @@ func (h *Hub) release(r *room) {
 		h.log.Warn("unsubscribing from a room failed", "room", r.name, "err", err)
 	}
 	r.close()
-	h.metrics.RoomsWatched.Set(float64(len(h.rooms)))
+	h.metrics.RoomsWatched.Dec()
 }
 
 // requestSync asks for r to be read again.

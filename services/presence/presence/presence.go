@@ -113,6 +113,9 @@ func (s *Service) Run(ctx context.Context) error {
 	purgeDone := make(chan struct{})
 	go func() { defer close(purgeDone); s.purgeUntilDone(ctx) }()
 	defer func() { <-purgeDone }()
+	countDone := make(chan struct{})
+	go func() { defer close(countDone); s.countRoomsUntilDone(ctx) }()
+	defer func() { <-countDone }()
 	err := s.srv.Serve(ctx, s.nc, micro.Config{Name: protocol.ServicePresence, Version: Version, Description: "BuddyTok presence: joins, resumes, disconnects, leaves"},
 		natsrpc.Endpoint{Name: "join", Subject: protocol.SubjectPresenceJoin, Handler: natsrpc.Handle(s.srv, s.join)},
 		natsrpc.Endpoint{Name: "resume", Subject: protocol.SubjectPresenceResume, Handler: natsrpc.Handle(s.srv, s.resume)},

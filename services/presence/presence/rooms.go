@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"time"
 
 	"github.com/buddytok/buddytok/pkg/protocol"
 	"github.com/buddytok/buddytok/pkg/state"
@@ -117,6 +118,41 @@ func (s *Service) admit(ctx context.Context, u state.User, limit int) error {
 		}
 		return err
 	})
+}
+
+// sizes returns how many users each room has, once the index has been
+// read whole.
+func (x *roomIndex) sizes() ([]int, bool) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if !x.synced {
+		return nil, false
+	}
+	out := make([]int, 0, len(x.rooms))
+	for _, r := range x.rooms {
+		out = append(out, len(r.members))
+	}
+	return out, true
+}
+
+// roomsCountEvery is how often presence reports the rooms' sizes.
+const roomsCountEvery = time.Second
+
+// countRoomsUntilDone reports the rooms' sizes (metrics.RoomSizes) every
+// roomsCountEvery until ctx ends.
+func (s *Service) countRoomsUntilDone(ctx context.Context) {
+	tick := time.NewTicker(roomsCountEvery)
+	defer tick.Stop()
+	for {
+		if sizes, ok := s.rooms.sizes(); ok {
+			s.metrics.Rooms.Set(sizes)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
 }
 
 // limitFor is room's member limit.
