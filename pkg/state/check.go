@@ -15,33 +15,7 @@ func Check(snap Snapshot) error {
 	var errs []error
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 
-	outgoing := map[string]int{}
-	for id, inv := range snap.Invitations {
-		outgoing[inv.From]++
-		from, okFrom := snap.Users[inv.From]
-		to, okTo := snap.Users[inv.To]
-		if !okFrom || !okTo {
-			bad("invitation %s is pending but a party has left (from %t, to %t)", id, okFrom, okTo)
-			continue
-		}
-		if from.State != protocol.StateInviting || from.Outgoing != id {
-			bad("invitation %s: inviter %s is %s with outgoing %q", id, from.ID, from.State, from.Outgoing)
-		}
-		if !slices.Contains(to.Incoming, id) {
-			bad("invitation %s: missing from invitee %s's incoming list", id, to.ID)
-		}
-		if inv.From == inv.To {
-			bad("invitation %s: user %s invites themself", id, inv.From)
-		}
-		if room := snap.RoomOf[id]; from.Room != room || to.Room != room {
-			bad("invitation %s in room %q is between users of rooms %q and %q", id, room, from.Room, to.Room)
-		}
-	}
-	for uid, n := range outgoing {
-		if n > 1 {
-			bad("user %s has %d pending outgoing invitations", uid, n)
-		}
-	}
+	checkInvitations(snap, bad)
 	for id, u := range snap.Users {
 		if room := snap.RoomOf[id]; u.Room != room {
 			bad("user %s names room %q but is kept in room %q", id, u.Room, room)
@@ -91,4 +65,37 @@ func Check(snap Snapshot) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// checkInvitations reports every pending invitation whose parties do not
+// hold it as theirs, or that spans two rooms, and every user with more
+// than one outgoing.
+func checkInvitations(snap Snapshot, bad func(format string, args ...any)) {
+	outgoing := map[string]int{}
+	for id, inv := range snap.Invitations {
+		outgoing[inv.From]++
+		from, okFrom := snap.Users[inv.From]
+		to, okTo := snap.Users[inv.To]
+		if !okFrom || !okTo {
+			bad("invitation %s is pending but a party has left (from %t, to %t)", id, okFrom, okTo)
+			continue
+		}
+		if from.State != protocol.StateInviting || from.Outgoing != id {
+			bad("invitation %s: inviter %s is %s with outgoing %q", id, from.ID, from.State, from.Outgoing)
+		}
+		if !slices.Contains(to.Incoming, id) {
+			bad("invitation %s: missing from invitee %s's incoming list", id, to.ID)
+		}
+		if inv.From == inv.To {
+			bad("invitation %s: user %s invites themself", id, inv.From)
+		}
+		if room := snap.RoomOf[id]; from.Room != room || to.Room != room {
+			bad("invitation %s in room %q is between users of rooms %q and %q", id, room, from.Room, to.Room)
+		}
+	}
+	for uid, n := range outgoing {
+		if n > 1 {
+			bad("user %s has %d pending outgoing invitations", uid, n)
+		}
+	}
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/buddytok/buddytok/pkg/natstest"
 	"github.com/buddytok/buddytok/pkg/protocol"
 	"github.com/buddytok/buddytok/pkg/state"
 )
@@ -213,25 +214,36 @@ func rawMessage(ctx context.Context, st *state.Store, seq uint64) (*jetstream.Ra
 // them). The batch's cost on disk, and that batches do not run in parallel
 // on a single-replica file stream, are why Commit avoids batches where it
 // can and why the invites service queues transitions of the same user.
+//
+// store=cluster3 is a three-node cluster in this process (its streams
+// replicated three times, as a deployment's), where a transition's three
+// keys are what an invitation writes.
 func BenchmarkCommit(b *testing.B) {
-	for _, store := range []string{"disk", "temporary"} {
-		for _, keys := range []int{1, 2} {
+	for _, store := range []string{"disk", "temporary", "cluster3"} {
+		for _, keys := range []int{1, 2, 3} {
 			for _, par := range []int{1, 16} {
 				b.Run(fmt.Sprintf("store=%s/keys=%d/committers=%d", store, keys, par), func(b *testing.B) {
-					benchCommit(b, store == "disk", keys, par)
+					benchCommit(b, store, keys, par)
 				})
 			}
 		}
 	}
 }
 
-func benchCommit(b *testing.B, onDisk bool, keys, par int) {
-	dir := ""
-	if onDisk {
-		dir = b.TempDir()
-	}
-	st := mustStoreIn(b, dir)
+func benchCommit(b *testing.B, store string, keys, par int) {
 	ctx := context.Background()
+	var st *state.Store
+	switch store {
+	case "cluster3":
+		var err error
+		if st, err = state.Open(ctx, natstest.Cluster(b, 3), state.Options{Replicas: 3}); err != nil {
+			b.Fatal(err)
+		}
+	case "disk":
+		st = mustStoreIn(b, b.TempDir())
+	default:
+		st = mustStoreIn(b, "")
+	}
 	var n atomic.Int64
 	b.SetParallelism(par)
 	b.RunParallel(func(pb *testing.PB) {

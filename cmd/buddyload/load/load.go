@@ -292,25 +292,24 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	figs[2], figErrs[2] = serverFigures(ctx, first)
 	r.summarise(&res, users, changes)
 	if cfg.Rooms > 0 {
-		rf := r.roomFigures(lay)
-		res.Rooms = &rf
-		res.Edges = r.edgeFigures(ctx)
-		for i := range res.Edges {
-			if i < len(edgesBefore) {
-				res.Edges[i].RoomChanges -= edgesBefore[i].RoomChanges
-			}
-		}
+		r.summariseRooms(ctx, &res, edgesBefore)
 	}
 	if err := errors.Join(figErrs[:]...); err != nil {
 		res.ServerMetricsNotice = err.Error()
 	} else {
-		res.ServerRSSPerUser = (figs[1].rss - figs[0].rss) / float64(cfg.Users)
-		res.ServerCPUSeconds = figs[2].cpu - figs[1].cpu
-		if w := figs[2].writes - figs[1].writes; w > 0 {
-			res.ServerFramesPerWrite = (figs[2].framesOut - figs[1].framesOut) / w
-		}
+		res.serverFigures(figs, cfg.Users)
 	}
 	return res, nil
+}
+
+// serverFigures puts into r what the server's metrics before the joins,
+// after them and after the changes say.
+func (r *Result) serverFigures(figs [3]figures, users int) {
+	r.ServerRSSPerUser = (figs[1].rss - figs[0].rss) / float64(users)
+	r.ServerCPUSeconds = figs[2].cpu - figs[1].cpu
+	if w := figs[2].writes - figs[1].writes; w > 0 {
+		r.ServerFramesPerWrite = (figs[2].framesOut - figs[1].framesOut) / w
+	}
 }
 
 // joinAll joins every user into users, at the join rate whether or not

@@ -160,3 +160,16 @@ func (r *run) edgeFigures(ctx context.Context) []EdgeFigures {
 	}
 	return out
 }
+
+// summariseRooms puts the rooms' figures into res, and each edge's, its
+// room changes counted since before (after the joins).
+func (r *run) summariseRooms(ctx context.Context, res *Result, before []EdgeFigures) {
+	rf := r.roomFigures(r.lay)
+	res.Rooms = &rf
+	res.Edges = r.edgeFigures(ctx)
+	for i := range res.Edges {
+		if i < len(before) {
+			res.Edges[i].RoomChanges -= before[i].RoomChanges
+		}
+	}
+}
