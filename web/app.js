@@ -32,10 +32,15 @@ let joining = false;
 // takes the name from the token.
 const identityToken = new URLSearchParams(location.hash.slice(1)).get("token");
 
+// The socket's URL names the tab's room, so that a load balancer can send
+// a room's users to the same edge (docs/scaling.md, Rooms); the edge reads
+// the room from the join or resume itself.
 function socketURL() {
-  let url = (location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws";
-  if (identityToken) url += "?access_token=" + encodeURIComponent(identityToken);
-  return url;
+  const params = new URLSearchParams();
+  if (place.room) params.set("room", place.room);
+  if (identityToken) params.set("access_token", identityToken);
+  const query = params.toString();
+  return (location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws" + (query ? "?" + query : "");
 }
 
 const conn = new Connection(socketURL(), { open: onOpen, frame: onFrame, closed: onClosed, reconnecting: onReconnecting });

@@ -244,6 +244,7 @@ func benchCommit(b *testing.B, store string, keys, par int) {
 	default:
 		st = mustStoreIn(b, "")
 	}
+	b.ResetTimer() // a cluster takes seconds to start
 	var n atomic.Int64
 	b.SetParallelism(par)
 	b.RunParallel(func(pb *testing.PB) {
