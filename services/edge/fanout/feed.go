@@ -1,6 +1,7 @@
 package fanout
 
 import (
+	"slices"
 	"sync"
 	"sync/atomic"
 )
@@ -80,6 +81,27 @@ func (f *feed) append(data []byte, to *Sub) {
 	if to == nil {
 		close(old.news)
 	}
+}
+
+// size is how many bytes of frames the feed holds.
+func (f *feed) size() int { return f.view.Load().bytes }
+
+// trim drops the frames before position pos, which every subscriber has
+// read, into a fresh array: the dropped frames are freed as soon as no
+// writer reads an older view.
+func (f *feed) trim(pos uint64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	old := f.view.Load()
+	if pos <= old.base {
+		return
+	}
+	k := min(pos, old.next()) - old.base
+	v := &feedView{base: old.base + k, lastAll: old.lastAll, news: old.news, entries: slices.Clone(old.entries[k:])}
+	for _, e := range v.entries {
+		v.bytes += len(e.data)
+	}
+	f.view.Store(v)
 }
 
 // read appends to frames those after position *pos that are for s, until

@@ -261,3 +261,41 @@ func TestWithUsers(t *testing.T) {
 		}
 	}
 }
+
+// A room's feed keeps what a subscriber has yet to read, and no more than
+// a little of what every subscriber has read: an edge holds thousands of
+// rooms, and each would otherwise keep its limit of frames.
+func TestRoomFeedDropsWhatEveryoneRead(t *testing.T) {
+	t.Parallel()
+	for _, slow := range []bool{false, true} {
+		h := testRoom(protocol.SendQueueBytes)
+		a, _ := h.subscribe("a", func() {})
+		b, _ := h.subscribe("b", func() {})
+		a.Start()
+		b.Start()
+		for i, e := range changes(2000, 7) {
+			h.apply(e)
+			if i%50 == 0 {
+				readAll(t, a)
+				if !slow {
+					readAll(t, b)
+				}
+			}
+		}
+		readAll(t, a)
+		if !slow {
+			readAll(t, b)
+		}
+		switch size := h.feed.size(); {
+		case !slow && size > feedTrimAt+1<<10:
+			t.Errorf("everyone read everything, and the feed holds %d bytes (trims at %d)", size, feedTrimAt)
+		case slow && size < 2*feedTrimAt:
+			t.Errorf("a subscriber has read nothing, and the feed holds only %d bytes of what it must get", size)
+		}
+		if slow {
+			if frames := readAll(t, b); len(frames) == 0 {
+				t.Error("the slow subscriber found nothing to read")
+			}
+		}
+	}
+}

@@ -254,6 +254,26 @@ func (r *room) broadcastLocked(frame protocol.ServerFrame) {
 	}
 	r.metrics.FramesOut.WithLabelValues(frame.Type).Add(float64(len(r.subs)))
 	r.feed.append(data, nil)
+	r.trimLocked()
+}
+
+// feedTrimAt is how much a room's feed holds before it drops what every
+// subscriber has read. The feed's limit (WS_SEND_QUEUE_BYTES) bounds what
+// it holds for a slow one; without trimming, every room an edge holds
+// would keep that much, read or not, and an edge holds thousands.
+const feedTrimAt = 16 << 10
+
+// trimLocked drops, once the feed holds feedTrimAt, the frames that every
+// subscriber of the room has read.
+func (r *room) trimLocked() {
+	if r.feed.size() < feedTrimAt {
+		return
+	}
+	least := r.feed.next()
+	for s := range r.subs {
+		least = min(least, s.pos.Load())
+	}
+	r.feed.trim(least)
 }
 
 // applyLocked applies one change of the room's records.
@@ -308,6 +328,7 @@ func (r *room) applyUser(c state.Change, id string) {
 					r.feed.append(data, s)
 					s.wake()
 				}
+				r.trimLocked()
 			}
 		}
 	}
@@ -402,6 +423,7 @@ func (r *room) subscribe(uid string, wake func()) (*Sub, Snapshot) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	s := &Sub{room: r, feed: r.feed, user: uid, wake: wake, from: r.feed.next()}
+	s.pos.Store(s.from)
 	r.subs[s] = struct{}{}
 	if uid != "" {
 		if r.local[uid] == nil {

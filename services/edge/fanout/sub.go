@@ -2,6 +2,7 @@ package fanout
 
 import (
 	"encoding/json"
+	"sync/atomic"
 
 	"github.com/buddytok/buddytok/pkg/protocol"
 )
@@ -16,7 +17,10 @@ type Sub struct {
 	wake func()
 	from uint64 // where the changes after the snapshot start
 
-	pos     uint64 // the next frame to read, once started
+	// pos is the next frame to read: from until started. The writer
+	// moves it; the room reads it to trim the feed of what every
+	// subscriber has read.
+	pos     atomic.Uint64
 	started bool
 }
 
@@ -25,7 +29,7 @@ type Sub struct {
 // that, the changes wait in the feed.
 func (s *Sub) Start() {
 	if !s.started {
-		s.pos, s.started = s.from, true
+		s.started = true // pos is from
 	}
 }
 
@@ -42,7 +46,10 @@ func (s *Sub) Read(frames [][]byte, max int) (_ [][]byte, more, ok bool) {
 	if !s.started {
 		return frames, false, true
 	}
-	return s.feed.read(&s.pos, s, frames, max)
+	pos := s.pos.Load()
+	frames, more, ok = s.feed.read(&pos, s, frames, max)
+	s.pos.Store(pos)
+	return frames, more, ok
 }
 
 // Wait returns a channel that is closed once a frame for everyone lies
@@ -53,7 +60,7 @@ func (s *Sub) Wait() <-chan struct{} {
 	if !s.started {
 		return nil
 	}
-	return s.feed.wait(s.pos)
+	return s.feed.wait(s.pos.Load())
 }
 
 // Snapshot is the list as a subscriber starts from it.
