@@ -2,6 +2,7 @@ package system_test
 
 import (
 	"context"
+	"log/slog"
 	"path/filepath"
 	"testing"
 	"time"
@@ -9,6 +10,7 @@ import (
 	"github.com/buddytok/buddytok/cmd/buddytok/allinone"
 	"github.com/buddytok/buddytok/pkg/client"
 	"github.com/buddytok/buddytok/pkg/protocol"
+	"github.com/buddytok/buddytok/pkg/state"
 	"github.com/buddytok/buddytok/test/kit"
 )
 
@@ -75,4 +77,63 @@ func TestRestartOnTheSameStoreKeepsTheChat(t *testing.T) {
 			t.Fatalf("%s after the restart: %+v", v.Me.Name, got)
 		}
 	}
+}
+
+// Upgrading an all-in-one whose store a release before rooms wrote: the
+// old records (user.<id>, inv.<id>, chat.<id>) are cleared with a logged
+// warning, the state stream gets its rooms' republishing, and the
+// all-in-one serves as ever; nothing crashes or waits.
+func TestUpgradeFromAStoreBeforeRooms(t *testing.T) {
+	t.Parallel()
+	opts := kit.Options(kit.Topologies[0], kit.Settings{Grace: time.Second})
+	opts.StoreDir = filepath.Join(t.TempDir(), "nats")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	sys, err := allinone.Start(ctx, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := &kit.World{T: t, Sys: sys, Ctx: ctx}
+	// Make the store what the release before rooms left: its records, and
+	// a state stream that republishes nothing.
+	st := w.Store()
+	for _, key := range []string{"user.ann", "user.bob", "inv.i1", "chat.c1"} {
+		if _, err := st.KV().Put(ctx, key, []byte(`{"id":"x"}`)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stream, err := st.JetStream().Stream(ctx, "KV_"+state.Bucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := stream.CachedInfo().Config
+	cfg.RePublish = nil
+	if _, err := st.JetStream().UpdateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	if err := sys.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	var logs syncBuffer
+	opts.Log = slog.New(slog.NewJSONHandler(&logs, nil))
+	sys, err = allinone.Start(ctx, opts)
+	if err != nil {
+		t.Fatalf("the upgraded all-in-one did not start: %v", err)
+	}
+	t.Cleanup(func() { _ = sys.Close() })
+	if line := logLine(t, logs.String(), "presence", "cleared the records of a release before rooms: their users join again"); line["keys"] != 4.0 || line["level"] != "WARN" {
+		t.Fatalf("the warning about the old records says %v", line)
+	}
+	w = &kit.World{T: t, Sys: sys, Ctx: ctx}
+	st = w.Store()
+	for _, key := range []string{"user.ann", "inv.i1", "chat.c1"} {
+		if _, err := st.KV().Get(ctx, key); err == nil {
+			t.Errorf("%s is still stored", key)
+		}
+	}
+	ann, bob := w.Join("Ann"), w.Join("Bob")
+	w.Sees(kit.ID(bob), protocol.StateAvailable, ann)
+	w.Invite(ann, bob)
+	w.Sees(kit.ID(ann), protocol.StateInviting, bob)
 }
