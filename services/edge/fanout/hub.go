@@ -290,13 +290,6 @@ func (h *Hub) openRooms() []*room {
 	return out
 }
 
-// Rooms returns how many rooms the edge holds open.
-func (h *Hub) Rooms() int {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return len(h.rooms)
-}
-
 // List returns room name's users in the page's order, encoded as a JSON
 // array (not to be written to): the open room's, or else read now.
 func (h *Hub) List(ctx context.Context, name string) ([]byte, error) {
@@ -315,6 +308,7 @@ func (h *Hub) List(ctx context.Context, name string) ([]byte, error) {
 		return nil, err
 	}
 	once := newRoom(name, h.metrics, 0)
+	defer once.close()
 	once.load(snap)
 	return once.list(), nil
 }

@@ -125,12 +125,6 @@ func (r *room) close() {
 	r.end()
 }
 
-func (r *room) isClosed() bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.closed
-}
-
 // droppedMore reports whether the room's subscription dropped messages
 // (its handler fell too far behind) since it last looked.
 func (r *room) droppedMore() bool {
