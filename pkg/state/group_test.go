@@ -54,6 +54,16 @@ func TestPutInGroup(t *testing.T) {
 			if err := put("red", "cat", annRev); err != nil {
 				t.Fatalf("at the group's revision, though another group changed since: %v", err)
 			}
+			_, catRev, err := st.GetUser(ctx, "red", "cat")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, err := st.GroupLast(ctx, state.RoomUsers("red")); err != nil || got != catRev {
+				t.Fatalf("red's newest revision: %d, %v; want cat's %d", got, err, catRev)
+			}
+			if got, err := st.GroupLast(ctx, state.RoomUsers("green")); err != nil || got != 0 {
+				t.Fatalf("an empty group's newest revision: %d, %v; want 0", got, err)
+			}
 			var two state.Txn
 			two.PutInGroup(state.UserKey("red", "dan"), state.RoomUsers("red"), 0, state.User{ID: "dan"})
 			two.Put(state.UserKey("red", "eve"), 0, state.User{ID: "eve"})

@@ -339,18 +339,25 @@ func (t *Txn) fail(err error) {
 // serialises every batch of the bucket (BenchmarkCommit), while a single
 // guarded publish costs tens of microseconds.
 func (s *Store) Commit(ctx context.Context, t *Txn) error {
+	_, err := s.CommitAt(ctx, t)
+	return err
+}
+
+// CommitAt is Commit, and returns the stream sequence of the
+// transaction's last write: the revision its key now has.
+func (s *Store) CommitAt(ctx context.Context, t *Txn) (uint64, error) {
 	if t.err != nil {
-		return t.err
+		return 0, t.err
 	}
 	if len(t.msgs) == 0 {
-		return nil
+		return 0, nil
 	}
 	msgs := make([]*nats.Msg, len(t.msgs))
 	for i, m := range t.msgs {
 		// A Txn is built for one attempt; its headers may be reused here.
 		if group := m.Header.Get(jetstream.ExpectedLastSubjSeqSubjHeader); group != "" {
 			if len(t.msgs) > 1 {
-				return fmt.Errorf("state: a write guarded by group %s must be its transaction's only one", group)
+				return 0, fmt.Errorf("state: a write guarded by group %s must be its transaction's only one", group)
 			}
 			if !strings.HasPrefix(group, s.prefix) {
 				m.Header.Set(jetstream.ExpectedLastSubjSeqSubjHeader, s.prefix+group)
@@ -358,27 +365,63 @@ func (s *Store) Commit(ctx context.Context, t *Txn) error {
 		}
 		msgs[i] = &nats.Msg{Subject: s.prefix + m.Subject, Data: m.Data, Header: m.Header}
 	}
+	var seq uint64
 	var err error
 	if len(msgs) == 1 {
-		_, err = s.js.PublishMsg(ctx, msgs[0])
+		var ack *jetstream.PubAck
+		if ack, err = s.js.PublishMsg(ctx, msgs[0]); err == nil {
+			seq = ack.Sequence
+		}
 	} else {
-		_, err = jetstreamext.PublishMsgBatch(ctx, s.js, msgs)
+		var ack *jetstreamext.BatchAck
+		if ack, err = jetstreamext.PublishMsgBatch(ctx, s.js, msgs); err == nil {
+			seq = ack.Sequence
+		}
 	}
 	if err == nil {
-		return nil
+		return seq, nil
 	}
 	var apiErr *jetstream.APIError
 	if errors.As(err, &apiErr) {
 		switch apiErr.ErrorCode {
 		case jetstream.JSErrCodeStreamWrongLastSequence:
 			last, _ := strconv.ParseUint(strings.TrimPrefix(apiErr.Description, "wrong last sequence: "), 10, 64)
-			return &conflictError{last: last, desc: apiErr.Description}
+			return 0, &conflictError{last: last, desc: apiErr.Description}
 		case jetstream.JSErrCodeStreamWrongLastSequenceConstant,
 			jetstreamext.JSErrCodeAtomicPublishTooManyInflight, jetstreamext.JSErrCodeBatchPublishTooManyInflight:
-			return &conflictError{desc: apiErr.Description}
+			return 0, &conflictError{desc: apiErr.Description}
 		}
 	}
-	return fmt.Errorf("state: commit: %w", err)
+	return 0, fmt.Errorf("state: commit: %w", err)
+}
+
+// GroupLast returns the newest revision of any key matching the filter
+// group (0: none stored), as the stream's leader has it.
+func (s *Store) GroupLast(ctx context.Context, group string) (uint64, error) {
+	var seq uint64
+	err := retry.Do(ctx, retry.Policy{Initial: 20 * time.Millisecond, Max: 500 * time.Millisecond,
+		Retryable: func(err error) bool { return !errors.Is(err, jetstream.ErrMsgNotFound) }},
+		func(ctx context.Context) error {
+			actx, cancel := context.WithTimeout(ctx, readAttempt)
+			defer cancel()
+			st, err := s.js.Stream(actx, s.stream)
+			if err != nil {
+				return err
+			}
+			m, err := st.GetLastMsgForSubject(actx, s.prefix+group)
+			if err != nil {
+				return err
+			}
+			seq = m.Sequence
+			return nil
+		})
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("state: newest of %s: %w", group, err)
+	}
+	return seq, nil
 }
 
 // conflictError is ErrConflict with the revision the server found.

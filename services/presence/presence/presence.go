@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -45,15 +46,16 @@ type Config struct {
 
 // Service is one presence replica.
 type Service struct {
-	nc      *nats.Conn
-	cfg     Config
-	log     *slog.Logger
-	store   *state.Store
-	leases  jetstream.KeyValue
-	now     func() time.Time
-	srv     *natsrpc.Server
-	metrics *metrics.Metrics
-	rooms   *roomIndex // who is in each room, kept by the reaper
+	nc        *nats.Conn
+	cfg       Config
+	log       *slog.Logger
+	store     *state.Store
+	leases    jetstream.KeyValue
+	now       func() time.Time
+	srv       *natsrpc.Server
+	metrics   *metrics.Metrics
+	rooms     *roomIndex // who is in each room, kept by the reaper
+	joinLocks [joinStripes]sync.Mutex
 }
 
 // New opens the buckets and returns a replica ready to Run.

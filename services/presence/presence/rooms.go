@@ -3,6 +3,7 @@ package presence
 import (
 	"context"
 	"errors"
+	"hash/fnv"
 	"sync"
 	"time"
 
@@ -48,6 +49,10 @@ func (x *roomIndex) markSynced() {
 func (x *roomIndex) saw(room, id string, rev uint64, present bool) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
+	x.sawLocked(room, id, rev, present)
+}
+
+func (x *roomIndex) sawLocked(room, id string, rev uint64, present bool) {
 	r := x.rooms[room]
 	if r == nil {
 		if !present {
@@ -64,6 +69,17 @@ func (x *roomIndex) saw(room, id string, rev uint64, present bool) {
 	delete(r.members, id)
 	if len(r.members) == 0 {
 		delete(x.rooms, room)
+	}
+}
+
+// joined records a join this replica committed at revision rev, unless
+// the watcher already brought it or anything later of the room (the user
+// may even have left since).
+func (x *roomIndex) joined(room, id string, rev uint64) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if r := x.rooms[room]; r == nil || r.last < rev {
+		x.sawLocked(room, id, rev, true)
 	}
 }
 
@@ -94,6 +110,13 @@ var errIndexBehind = state.ErrConflict
 // record was a departed user's, removed for good) tells its revision in the
 // refusal; the next attempt expects that.
 func (s *Service) admit(ctx context.Context, u state.User, limit int) error {
+	// This replica's joins of one room go one at a time, each seeing the
+	// last one's revision (saw, below): a storm of joins into one room
+	// would otherwise all expect the same revision, and all but one
+	// start over, again and again.
+	lock := &s.joinLocks[roomStripe(u.Room)]
+	lock.Lock()
+	defer lock.Unlock()
 	var told uint64 // what NATS said the room's newest revision is
 	return state.Retry(ctx, func(ctx context.Context) error {
 		users, member, last, ok := s.rooms.view(u.Room, u.ID)
@@ -103,6 +126,15 @@ func (s *Service) admit(ctx context.Context, u state.User, limit int) error {
 		case member:
 			return protocol.Errorf(protocol.CodeConflict, "user ID already taken; join again")
 		case limit > 0 && users >= limit:
+			// Full as far as the index knows; it may not know yet of
+			// someone who just left.
+			newest, err := s.store.GroupLast(ctx, state.RoomUsers(u.Room))
+			if err != nil {
+				return err
+			}
+			if newest > last {
+				return errIndexBehind
+			}
 			return protocol.Errorf(protocol.CodeRoomFull, "this room is full (%d people); try again later, or make a new room", limit)
 		}
 		if told != 0 && told < last {
@@ -110,7 +142,12 @@ func (s *Service) admit(ctx context.Context, u state.User, limit int) error {
 		}
 		var txn state.Txn
 		txn.PutInGroup(state.UserKey(u.Room, u.ID), state.RoomUsers(u.Room), last, u)
-		err := s.store.Commit(ctx, &txn)
+		seq, err := s.store.CommitAt(ctx, &txn)
+		if err == nil {
+			// Known here before the watcher brings it: the next join of
+			// the room expects it.
+			s.rooms.joined(u.Room, u.ID, seq)
+		}
 		if n, ok := state.ConflictLast(err); ok {
 			told = n
 		} else if errors.Is(err, state.ErrConflict) {
@@ -118,6 +155,17 @@ func (s *Service) admit(ctx context.Context, u state.User, limit int) error {
 		}
 		return err
 	})
+}
+
+// joinStripes is how many locks a replica's joins are spread over by
+// room: joins of rooms that share one wait for each other, briefly.
+const joinStripes = 256
+
+// roomStripe is room's join lock.
+func roomStripe(room string) int {
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(room))
+	return int(h.Sum32() % joinStripes)
 }
 
 // sizes returns how many users each room has, once the index has been
