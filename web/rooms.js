@@ -24,8 +24,7 @@ export function checkRoom(name) {
 const ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz";
 
 // newRoom makes a room name nobody can guess: 20 symbols of 5 bits (100
-// bits from the browser's cryptographic random source) in groups of four,
-// as the server's protocol.NewRoom does.
+// bits from the browser's cryptographic random source) in groups of four.
 export function newRoom() {
   const bytes = crypto.getRandomValues(new Uint8Array(20));
   let out = "";

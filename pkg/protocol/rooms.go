@@ -1,10 +1,5 @@
 package protocol
 
-import (
-	"crypto/rand"
-	"strings"
-)
-
 // Lobby is the public room: the one buddy list everybody shared before
 // rooms, kept for whoever opens the page without a room's link.
 const Lobby = "lobby"
@@ -37,25 +32,4 @@ func CheckRoom(room string) error {
 		}
 	}
 	return nil
-}
-
-// roomAlphabet is Crockford's base32 in lowercase: digits and letters
-// without i, l, o and u, which people confuse (with 1, 0 and v) when they
-// read a link aloud or copy it by hand. 32 symbols, 5 bits each.
-const roomAlphabet = "0123456789abcdefghjkmnpqrstvwxyz"
-
-// NewRoom returns a fresh room name that nobody can guess: 20 symbols of
-// 5 bits (100 bits of randomness) in five groups of four, e.g.
-// "hmq4-x7ta-c3ve-9wkp-dnr6".
-func NewRoom() string {
-	var b [20]byte
-	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails (Go 1.24+)
-	var s strings.Builder
-	for i, c := range b {
-		if i > 0 && i%4 == 0 {
-			s.WriteByte('-')
-		}
-		s.WriteByte(roomAlphabet[c&31])
-	}
-	return s.String()
 }

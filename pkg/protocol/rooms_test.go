@@ -1,7 +1,6 @@
 package protocol_test
 
 import (
-	"regexp"
 	"testing"
 
 	"github.com/buddytok/buddytok/pkg/protocol"
@@ -41,23 +40,5 @@ func TestCheckRoom(t *testing.T) {
 		if err != nil && protocol.CodeOf(err) != protocol.CodeInvalidRoom {
 			t.Errorf("CheckRoom(%q) code %s, want %s", tc.room, protocol.CodeOf(err), protocol.CodeInvalidRoom)
 		}
-	}
-}
-
-// New rooms follow the rule, read in groups, carry 100 bits, and do not
-// repeat.
-func TestNewRoom(t *testing.T) {
-	t.Parallel()
-	form := regexp.MustCompile(`^[0-9a-hjkmnp-tv-z]{4}(-[0-9a-hjkmnp-tv-z]{4}){4}$`)
-	seen := map[string]bool{}
-	for range 10000 {
-		r := protocol.NewRoom()
-		if err := protocol.CheckRoom(r); err != nil || !form.MatchString(r) {
-			t.Fatalf("NewRoom() = %q: %v", r, err)
-		}
-		if seen[r] {
-			t.Fatalf("NewRoom() repeated %q", r)
-		}
-		seen[r] = true
 	}
 }

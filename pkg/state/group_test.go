@@ -4,9 +4,9 @@ import (
 	"context"
 	"errors"
 	"testing"
-	"time"
 
-	"github.com/buddytok/buddytok/pkg/natstest"
+	"github.com/nats-io/nats.go"
+
 	"github.com/buddytok/buddytok/pkg/state"
 )
 
@@ -16,60 +16,44 @@ import (
 // how a join counts a room's users exactly (presence, room_full).
 func TestPutInGroup(t *testing.T) {
 	t.Parallel()
-	for _, tc := range []struct {
-		name  string
-		nodes int
-	}{{"one server", 1}, {"three-node cluster", 3}} {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-			defer cancel()
-			nc := natstest.Conn(t)
-			if tc.nodes > 1 {
-				nc = natstest.Cluster(t, tc.nodes)
-			}
-			st, err := state.Open(ctx, nc, state.Options{Replicas: tc.nodes})
-			if err != nil {
-				t.Fatal(err)
-			}
-			put := func(room, id string, groupRev uint64) error {
-				var txn state.Txn
-				txn.PutInGroup(state.UserKey(room, id), state.RoomUsers(room), groupRev, state.User{ID: id, Room: room})
-				return st.Commit(ctx, &txn)
-			}
-			if err := put("red", "ann", 0); err != nil {
-				t.Fatalf("first of an empty group: %v", err)
-			}
-			_, annRev, err := st.GetUser(ctx, "red", "ann")
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := put("blue", "bob", 0); err != nil {
-				t.Fatalf("first of another group: %v", err)
-			}
-			err = put("red", "cat", 0)
-			if last, ok := state.ConflictLast(err); !errors.Is(err, state.ErrConflict) || !ok || last != annRev {
-				t.Fatalf("a stale group revision: %v (told %d, %t); want a conflict telling %d", err, last, ok, annRev)
-			}
-			if err := put("red", "cat", annRev); err != nil {
-				t.Fatalf("at the group's revision, though another group changed since: %v", err)
-			}
-			_, catRev, err := st.GetUser(ctx, "red", "cat")
-			if err != nil {
-				t.Fatal(err)
-			}
-			if got, err := st.GroupLast(ctx, state.RoomUsers("red")); err != nil || got != catRev {
-				t.Fatalf("red's newest revision: %d, %v; want cat's %d", got, err, catRev)
-			}
-			if got, err := st.GroupLast(ctx, state.RoomUsers("green")); err != nil || got != 0 {
-				t.Fatalf("an empty group's newest revision: %d, %v; want 0", got, err)
-			}
-			var two state.Txn
-			two.PutInGroup(state.UserKey("red", "dan"), state.RoomUsers("red"), 0, state.User{ID: "dan"})
-			two.Put(state.UserKey("red", "eve"), 0, state.User{ID: "eve"})
-			if err := st.Commit(ctx, &two); err == nil || errors.Is(err, state.ErrConflict) {
-				t.Fatalf("a group write in a transaction of two: %v, want refused as a mistake", err)
-			}
-		})
-	}
+	onOneAndThreeNodes(t, func(t *testing.T, ctx context.Context, nc *nats.Conn, st *state.Store) {
+		put := func(room, id string, groupRev uint64) error {
+			var txn state.Txn
+			txn.PutInGroup(state.UserKey(room, id), state.RoomUsers(room), groupRev, state.User{ID: id, Room: room})
+			return st.Commit(ctx, &txn)
+		}
+		if err := put("red", "ann", 0); err != nil {
+			t.Fatalf("first of an empty group: %v", err)
+		}
+		_, annRev, err := st.GetUser(ctx, "red", "ann")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := put("blue", "bob", 0); err != nil {
+			t.Fatalf("first of another group: %v", err)
+		}
+		err = put("red", "cat", 0)
+		if last, ok := state.ConflictLast(err); !errors.Is(err, state.ErrConflict) || !ok || last != annRev {
+			t.Fatalf("a stale group revision: %v (told %d, %t); want a conflict telling %d", err, last, ok, annRev)
+		}
+		if err := put("red", "cat", annRev); err != nil {
+			t.Fatalf("at the group's revision, though another group changed since: %v", err)
+		}
+		_, catRev, err := st.GetUser(ctx, "red", "cat")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, err := st.GroupLast(ctx, state.RoomUsers("red")); err != nil || got != catRev {
+			t.Fatalf("red's newest revision: %d, %v; want cat's %d", got, err, catRev)
+		}
+		if got, err := st.GroupLast(ctx, state.RoomUsers("green")); err != nil || got != 0 {
+			t.Fatalf("an empty group's newest revision: %d, %v; want 0", got, err)
+		}
+		var two state.Txn
+		two.PutInGroup(state.UserKey("red", "dan"), state.RoomUsers("red"), 0, state.User{ID: "dan"})
+		two.Put(state.UserKey("red", "eve"), 0, state.User{ID: "eve"})
+		if err := st.Commit(ctx, &two); err == nil || errors.Is(err, state.ErrConflict) {
+			t.Fatalf("a group write in a transaction of two: %v, want refused as a mistake", err)
+		}
+	})
 }

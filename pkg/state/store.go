@@ -245,18 +245,26 @@ func (s *Store) GetChat(ctx context.Context, room, id string) (Chat, uint64, err
 // as the caller's context lasts.
 const readAttempt = 2 * time.Second
 
+// read runs one read, bounded by readAttempt, until it succeeds, fails
+// with notFound, or ctx ends.
+func read(ctx context.Context, notFound error, attempt func(context.Context) error) error {
+	return retry.Do(ctx, retry.Policy{Initial: 20 * time.Millisecond, Max: 500 * time.Millisecond,
+		Retryable: func(err error) bool { return !errors.Is(err, notFound) }},
+		func(ctx context.Context) error {
+			ctx, cancel := context.WithTimeout(ctx, readAttempt)
+			defer cancel()
+			return attempt(ctx)
+		})
+}
+
 func get[T any](ctx context.Context, s *Store, key string) (T, uint64, error) {
 	var v T
 	var e jetstream.KeyValueEntry
-	err := retry.Do(ctx, retry.Policy{Initial: 20 * time.Millisecond, Max: 500 * time.Millisecond,
-		Retryable: func(err error) bool { return !errors.Is(err, jetstream.ErrKeyNotFound) }},
-		func(ctx context.Context) error {
-			actx, cancel := context.WithTimeout(ctx, readAttempt)
-			defer cancel()
-			var err error
-			e, err = s.kv.Get(actx, key)
-			return err
-		})
+	err := read(ctx, jetstream.ErrKeyNotFound, func(ctx context.Context) error {
+		var err error
+		e, err = s.kv.Get(ctx, key)
+		return err
+	})
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return v, 0, fmt.Errorf("%s: %w", key, ErrNotFound)
 	}
@@ -399,22 +407,18 @@ func (s *Store) CommitAt(ctx context.Context, t *Txn) (uint64, error) {
 // group (0: none stored), as the stream's leader has it.
 func (s *Store) GroupLast(ctx context.Context, group string) (uint64, error) {
 	var seq uint64
-	err := retry.Do(ctx, retry.Policy{Initial: 20 * time.Millisecond, Max: 500 * time.Millisecond,
-		Retryable: func(err error) bool { return !errors.Is(err, jetstream.ErrMsgNotFound) }},
-		func(ctx context.Context) error {
-			actx, cancel := context.WithTimeout(ctx, readAttempt)
-			defer cancel()
-			st, err := s.js.Stream(actx, s.stream)
-			if err != nil {
-				return err
-			}
-			m, err := st.GetLastMsgForSubject(actx, s.prefix+group)
-			if err != nil {
-				return err
-			}
-			seq = m.Sequence
-			return nil
-		})
+	err := read(ctx, jetstream.ErrMsgNotFound, func(ctx context.Context) error {
+		st, err := s.js.Stream(ctx, s.stream)
+		if err != nil {
+			return err
+		}
+		m, err := st.GetLastMsgForSubject(ctx, s.prefix+group)
+		if err != nil {
+			return err
+		}
+		seq = m.Sequence
+		return nil
+	})
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return 0, nil
 	}

@@ -8,12 +8,37 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/buddytok/buddytok/pkg/natstest"
 	"github.com/buddytok/buddytok/pkg/protocol"
 	"github.com/buddytok/buddytok/pkg/state"
 )
+
+// onOneAndThreeNodes runs test, in parallel, on a store of one server and
+// on one of a three-node cluster whose streams are replicated three times.
+func onOneAndThreeNodes(t *testing.T, test func(t *testing.T, ctx context.Context, nc *nats.Conn, st *state.Store)) {
+	for _, tc := range []struct {
+		name  string
+		nodes int
+	}{{"one server", 1}, {"three-node cluster", 3}} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			nc := natstest.Conn(t)
+			if tc.nodes > 1 {
+				nc = natstest.Cluster(t, tc.nodes)
+			}
+			st, err := state.Open(ctx, nc, state.Options{Replicas: tc.nodes})
+			if err != nil {
+				t.Fatal(err)
+			}
+			test(t, ctx, nc, st)
+		})
+	}
+}
 
 // lobby is the room of the records these tests write.
 const lobby = protocol.Lobby

@@ -3,6 +3,7 @@ package browser_test
 import (
 	"context"
 	"encoding/json"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -86,6 +87,19 @@ func TestPageRooms(t *testing.T) {
 	bad.until("why the link is not a room", `!document.getElementById("room-error").hidden && document.getElementById("room-error").textContent.includes("lowercase")`)
 	bad.one("button", "New room")
 	bad.absent("textbox", "Your name")
+
+	// New rooms: the rule's, in five groups of four of Crockford's
+	// base32, none twice.
+	var made []string
+	dee.eval("rooms the page makes", `import("/rooms.js").then(m => Array.from({length: 2000}, m.newRoom))`, &made)
+	form := regexp.MustCompile(`^[0-9a-hjkmnp-tv-z]{4}(-[0-9a-hjkmnp-tv-z]{4}){4}$`)
+	seen := map[string]bool{}
+	for _, r := range made {
+		if !form.MatchString(r) || protocol.CheckRoom(r) != nil || seen[r] {
+			t.Fatalf("the page made room %q (seen before: %t)", r, seen[r])
+		}
+		seen[r] = true
+	}
 
 	// The page's rule is the server's.
 	cases := []string{"lobby", "a", "a-b", "-a", "a-", "Team", "te am", "a.b", "a*", "a>", "tëam", strings.Repeat("a", protocol.MaxRoomLen), strings.Repeat("a", protocol.MaxRoomLen+1), ""}
