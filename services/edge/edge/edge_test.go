@@ -168,6 +168,44 @@ func TestRoutes(t *testing.T) {
 	}
 }
 
+// A WebSocket upgrade's 101 carries none of the page's security headers
+// (fasthttp keeps them for the socket's life), and a refused upgrade's
+// JSON is still not to be sniffed.
+func TestUpgradeHeaders(t *testing.T) {
+	t.Parallel()
+	e, _, _ := startEdge(t, Config{LeaseTTL: 2 * time.Second, AllowedOrigins: []string{"https://app.example"}})
+	waitReady(t, e)
+	upgrade := func(origin string) *http.Response {
+		t.Helper()
+		req, err := http.NewRequest(http.MethodGet, "http://"+e.Addr().String()+"/ws", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header = http.Header{"Connection": {"Upgrade"}, "Upgrade": {"websocket"}, "Sec-Websocket-Version": {"13"},
+			"Sec-Websocket-Key": {"dGhlIHNhbXBsZSBub25jZQ=="}, "Origin": {origin}}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp
+	}
+	ok := upgrade("https://app.example")
+	if ok.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("upgrade: %s, want 101", ok.Status)
+	}
+	for _, h := range []string{"Content-Security-Policy", "Permissions-Policy", "X-Frame-Options"} {
+		if v := ok.Header.Get(h); v != "" {
+			t.Errorf("the 101 carries %s: %q", h, v)
+		}
+	}
+	refused := upgrade("https://evil.example")
+	if refused.StatusCode != http.StatusForbidden || refused.Header.Get("X-Content-Type-Options") != "nosniff" {
+		t.Errorf("a refused upgrade: %s with X-Content-Type-Options %q, want 403 with nosniff",
+			refused.Status, refused.Header.Get("X-Content-Type-Options"))
+	}
+}
+
 // An open socket is closed with 1001 server_shutdown when the edge stops,
 // and Run returns once it has ended.
 func TestShutdownClosesSockets(t *testing.T) {

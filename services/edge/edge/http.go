@@ -137,6 +137,7 @@ func peerAddr(c *fiber.Ctx) netip.Addr {
 func (e *Edge) refuse(c *fiber.Ctx, status int, reason string, err error) error {
 	e.metrics.Refused.WithLabelValues(reason).Inc()
 	pe := protocol.AsError(err)
+	c.Set(fiber.HeaderXContentTypeOptions, "nosniff")
 	return c.Status(status).JSON(fiber.Map{"code": pe.Code, "message": pe.Message})
 }
 

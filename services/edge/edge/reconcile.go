@@ -73,7 +73,6 @@ func (e *Edge) kickReconcile() {
 func (r *reconciler) pass(ctx context.Context) {
 	e := r.e
 	local := e.localConns()
-	records := e.hub.Attachments()
 	// After a lapse every socket of the edge needs an attach, all within
 	// the grace period: they run side by side, a bounded number at once.
 	var attaches sync.WaitGroup
@@ -81,11 +80,12 @@ func (r *reconciler) pass(ctx context.Context) {
 	slots := make(chan struct{}, maxAttaches)
 	seen := map[string]bool{}
 	for connID, c := range local {
-		uid := c.Joined()
-		if uid == "" {
+		u, joined := c.JoinedUser()
+		if !joined {
 			continue
 		}
-		a, ok := records[uid]
+		uid := u.ID
+		a, ok := e.hub.Attachment(u.Room, uid)
 		switch {
 		case ok && a.Edge == e.id && a.Conn == connID && a.Connected:
 			continue
@@ -110,19 +110,26 @@ func (r *reconciler) pass(ctx context.Context) {
 			e.settle(ctx, c, uid)
 		}
 	}
-	for connID, u := range e.forgetEnded(records) {
+	for connID, u := range e.forgetEnded() {
 		e.settleEnded(ctx, connID, u)
 	}
-	for uid, a := range records {
+	type ghost struct {
+		uid string
+		a   fanout.Attachment
+	}
+	var ghosts []ghost
+	e.hub.EachAttachment(func(uid string, a fanout.Attachment) {
 		if a.Edge != e.id || !a.Connected {
-			continue
+			return
 		}
-		if _, ok := local[a.Conn]; ok {
-			continue
+		if _, ok := local[a.Conn]; !ok {
+			ghosts = append(ghosts, ghost{uid, a})
 		}
-		seen[a.Conn] = true
-		if r.suspects[a.Conn] {
-			e.exorcise(ctx, a.Room, uid, a.Conn)
+	})
+	for _, g := range ghosts {
+		seen[g.a.Conn] = true
+		if r.suspects[g.a.Conn] {
+			e.exorcise(ctx, g.a.Room, g.uid, g.a.Conn)
 		}
 	}
 	r.suspects = seen
@@ -240,21 +247,29 @@ func (e *Edge) exorcise(ctx context.Context, room, uid, connID string) {
 // long enough, and their users no longer attached to them in the state. It
 // returns those kept long enough whose users are in no room the edge holds
 // open: the state must be read to tell.
-func (e *Edge) forgetEnded(records map[string]fanout.Attachment) map[string]session.User {
+func (e *Edge) forgetEnded() map[string]session.User {
 	now := time.Now()
-	unseen := map[string]session.User{}
+	due := map[string]session.User{}
 	e.mu.Lock()
-	defer e.mu.Unlock()
 	for connID, r := range e.ended {
-		if r.reporting || now.Before(r.keepUntil) {
-			continue
+		if !r.reporting && !now.Before(r.keepUntil) {
+			due[connID] = r.user
 		}
-		a, ok := records[r.user.ID]
+	}
+	e.mu.Unlock()
+	// The hub is asked without e.mu held.
+	unseen := map[string]session.User{}
+	for connID, u := range due {
+		a, ok := e.hub.Attachment(u.Room, u.ID)
 		switch {
 		case !ok:
-			unseen[connID] = r.user
+			unseen[connID] = u
 		case a.Edge != e.id || a.Conn != connID || !a.Connected:
-			delete(e.ended, connID)
+			e.mu.Lock()
+			if r, ok := e.ended[connID]; ok && !r.reporting {
+				delete(e.ended, connID)
+			}
+			e.mu.Unlock()
 		}
 	}
 	return unseen

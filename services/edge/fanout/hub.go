@@ -313,14 +313,29 @@ func (h *Hub) List(ctx context.Context, name string) ([]byte, error) {
 	return once.list(), nil
 }
 
-// Attachments returns, as of the latest change each open room applied,
-// which connection serves each of their users (a copy).
-func (h *Hub) Attachments() map[string]Attachment {
-	out := map[string]Attachment{}
-	for _, r := range h.openRooms() {
-		r.attachments(out)
+// Attachment returns where uid is attached, as the records of room say,
+// if the hub holds room open and uid is in it.
+func (h *Hub) Attachment(room, uid string) (Attachment, bool) {
+	h.mu.Lock()
+	r := h.rooms[room]
+	h.mu.Unlock()
+	if r == nil {
+		return Attachment{}, false
 	}
-	return out
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	a, ok := r.conns[uid]
+	return a, ok
+}
+
+// EachAttachment calls fn with every user of every open room and where it
+// is attached, under that room's lock: fn must be quick and must not call
+// the hub. Nothing is copied, so that a pass over every user costs no
+// memory.
+func (h *Hub) EachAttachment(fn func(uid string, a Attachment)) {
+	for _, r := range h.openRooms() {
+		r.eachAttachment(fn)
+	}
 }
 
 // Ready reports whether the hub runs: rooms can be opened and read.

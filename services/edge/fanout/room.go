@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
-	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -460,10 +459,10 @@ func compareUsers(a, b protocol.User) int {
 	return cmp.Or(cmp.Compare(a.Name, b.Name), cmp.Compare(a.JoinedAt, b.JoinedAt), cmp.Compare(a.ID, b.ID))
 }
 
-// attachments adds to into which connection serves each of the room's
-// users, as of the latest change applied.
-func (r *room) attachments(into map[string]Attachment) {
+func (r *room) eachAttachment(fn func(uid string, a Attachment)) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	maps.Copy(into, r.conns)
+	for uid, a := range r.conns {
+		fn(uid, a)
+	}
 }

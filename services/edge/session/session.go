@@ -218,6 +218,19 @@ func (c *Session) Joined() string {
 	return c.joined.ID
 }
 
+// JoinedUser returns the user this connection serves, and false when
+// Joined would return "".
+func (c *Session) JoinedUser() (User, bool) {
+	select {
+	case <-c.quit:
+		return User{}, false
+	default:
+	}
+	c.joinedMu.Lock()
+	defer c.joinedMu.Unlock()
+	return c.joined, c.joined.ID != ""
+}
+
 // JoinedAs returns the user this connection serves, if it still serves
 // uid.
 func (c *Session) JoinedAs(uid string) (User, bool) {

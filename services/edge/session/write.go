@@ -17,10 +17,17 @@ import (
 type writer struct {
 	c     *Session
 	ping  *time.Ticker
-	batch *time.Timer
+	batch *time.Timer // made at the first hold: most sockets never hold
 	sub   *fanout.Sub // the buddy list, once the welcome is on its way
 	last  time.Time   // of the last write of frames
+	// scratch is the list of frames a write reuses, so that writing a
+	// change allocates nothing: a writer that allocates may be made to
+	// help the collector, which would hold its socket's frames back.
+	scratch [][]byte
 }
+
+// maxScratch is the longest list of frames a writer keeps for reuse.
+const maxScratch = 16
 
 // writeLoop is the connection's only writer: every byte the socket sends
 // after the upgrade, control frames included, is written here. It takes
@@ -29,8 +36,7 @@ type writer struct {
 // as a read timeout.
 func (c *Session) writeLoop(done chan<- struct{}) {
 	defer close(done)
-	w := &writer{c: c, ping: time.NewTicker(c.srv.Config.PingEvery), batch: time.NewTimer(time.Hour)}
-	w.batch.Stop()
+	w := &writer{c: c, ping: time.NewTicker(c.srv.Config.PingEvery)}
 	defer w.ping.Stop()
 	for {
 		var news <-chan struct{} // nil until the welcome is on its way
@@ -78,7 +84,9 @@ func (w *writer) flush() bool {
 		if len(frames) == 0 {
 			return true
 		}
-		if err := c.writeFrames(frames, c.srv.Config.WriteTimeout); err != nil {
+		err := c.writeFrames(frames, c.srv.Config.WriteTimeout)
+		w.recycle(frames)
+		if err != nil {
 			w.fail(err)
 			return false
 		}
@@ -104,7 +112,11 @@ func (w *writer) hold(prev time.Time) (held, alive bool) {
 	if interval <= 0 || w.last.Sub(prev) > interval*3/2 || !c.box.hold() {
 		return false, true
 	}
-	w.batch.Reset(interval)
+	if w.batch == nil {
+		w.batch = time.NewTimer(interval)
+	} else {
+		w.batch.Reset(interval)
+	}
 	defer w.batch.Stop()
 	for {
 		select {
@@ -132,6 +144,9 @@ func (w *writer) hold(prev time.Time) (held, alive bool) {
 // dropped from the feed.
 func (w *writer) take() (frames [][]byte, pong []byte, pongDue, more, ok bool) {
 	frames, pong, pongDue, sub := w.c.box.take()
+	if frames == nil {
+		frames = w.scratch
+	}
 	if w.sub == nil && sub != nil {
 		sub.Start()
 		w.sub = sub
@@ -141,6 +156,17 @@ func (w *writer) take() (frames [][]byte, pong []byte, pongDue, more, ok bool) {
 	}
 	frames, more, ok = w.sub.Read(frames, maxPooledWrite)
 	return frames, pong, pongDue, more, ok
+}
+
+// recycle keeps a written list of frames for the next write, its frames
+// let go, unless it grew long.
+func (w *writer) recycle(frames [][]byte) {
+	if cap(frames) > maxScratch {
+		w.scratch = nil
+		return
+	}
+	clear(frames)
+	w.scratch = frames[:0]
 }
 
 func (w *writer) sendPing() bool {

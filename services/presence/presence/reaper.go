@@ -218,44 +218,64 @@ func (s *Service) sweep(ctx context.Context, r *reaper, actions *sync.WaitGroup)
 			if now.Sub(since) < 2*s.cfg.SweepEvery {
 				continue
 			}
-			action = func(ctx context.Context) {
-				err := s.detach(ctx, u.Room, id, u.Conn, nil)
-				s.metrics.ReaperActions.WithLabelValues("detach", metrics.Outcome(err)).Inc()
-				if err != nil {
-					s.log.WarnContext(ctx, "detach after lease expiry failed", "user", id, "edge", u.Edge, "err", err)
-				}
-			}
+			action = s.detachAction(id, u.Room, u.Conn, u.Edge)
 		case !u.Connected && serverNow.Sub(r.detached[id]) >= s.cfg.Grace:
-			action = func(ctx context.Context) {
-				err := natsrpc.Call(ctx, s.nc, protocol.SubjectInvitesLeave, protocol.LeaveRequest{Room: u.Room, UserID: id, Conn: u.Conn}, nil)
-				switch code := protocol.CodeOf(err); {
-				case err == nil, code == protocol.CodeConflict, code == protocol.CodeNotFound:
-					// Done, or resumed or removed meanwhile.
-					s.metrics.ReaperActions.WithLabelValues("leave", metrics.OK).Inc()
-				default:
-					s.metrics.ReaperActions.WithLabelValues("leave", metrics.Failed).Inc()
-					s.log.WarnContext(ctx, "leave after grace failed; retrying next sweep", "user", id, "err", err)
-				}
-			}
+			action = s.leaveAction(id, u.Room, u.Conn)
 		default:
 			continue
 		}
-		select {
-		case r.slots <- struct{}{}:
-		default:
+		if !r.start(ctx, id, action, actions) {
 			return // busy: the next sweep picks up the rest
 		}
-		r.inflight[id] = true
-		actions.Add(1)
-		go func() {
-			defer actions.Done()
-			// Each action is a request of its own, logged as one.
-			action(requestid.With(ctx, requestid.New()))
-			<-r.slots
-			select {
-			case r.finished <- id:
-			case <-ctx.Done():
-			}
-		}()
+	}
+}
+
+// start runs action on user id in a goroutine of its own if a slot is
+// free, and reports whether it did.
+func (r *reaper) start(ctx context.Context, id string, action func(context.Context), actions *sync.WaitGroup) bool {
+	select {
+	case r.slots <- struct{}{}:
+	default:
+		return false
+	}
+	r.inflight[id] = true
+	actions.Add(1)
+	go func() {
+		defer actions.Done()
+		// Each action is a request of its own, logged as one.
+		action(requestid.With(ctx, requestid.New()))
+		<-r.slots
+		select {
+		case r.finished <- id:
+		case <-ctx.Done():
+		}
+	}()
+	return true
+}
+
+// detachAction and leaveAction are the sweep's actions on a user. They are
+// made apart from the sweep's loop, which visits every user every sweep:
+// a closure made in the loop would move each user it visits to the heap.
+func (s *Service) detachAction(id, room, conn, edge string) func(context.Context) {
+	return func(ctx context.Context) {
+		err := s.detach(ctx, room, id, conn, nil)
+		s.metrics.ReaperActions.WithLabelValues("detach", metrics.Outcome(err)).Inc()
+		if err != nil {
+			s.log.WarnContext(ctx, "detach after lease expiry failed", "user", id, "edge", edge, "err", err)
+		}
+	}
+}
+
+func (s *Service) leaveAction(id, room, conn string) func(context.Context) {
+	return func(ctx context.Context) {
+		err := natsrpc.Call(ctx, s.nc, protocol.SubjectInvitesLeave, protocol.LeaveRequest{Room: room, UserID: id, Conn: conn}, nil)
+		switch code := protocol.CodeOf(err); {
+		case err == nil, code == protocol.CodeConflict, code == protocol.CodeNotFound:
+			// Done, or resumed or removed meanwhile.
+			s.metrics.ReaperActions.WithLabelValues("leave", metrics.OK).Inc()
+		default:
+			s.metrics.ReaperActions.WithLabelValues("leave", metrics.Failed).Inc()
+			s.log.WarnContext(ctx, "leave after grace failed; retrying next sweep", "user", id, "err", err)
+		}
 	}
 }
