@@ -6,6 +6,7 @@ package metrics
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -176,6 +177,24 @@ func Since(o prometheus.Observer, start time.Time) { o.Observe(time.Since(start)
 func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
 	reg.MustRegister(c)
 	return c
+}
+
+// Scrape reads the metrics that base (a server's URL) serves at /metrics,
+// as ReadText does.
+func Scrape(ctx context.Context, base string) (map[string]float64, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/metrics", nil)
+	if err != nil {
+		return nil, fmt.Errorf("metrics: %w", err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("metrics: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("metrics: GET %s/metrics: %s", base, resp.Status)
+	}
+	return ReadText(resp.Body)
 }
 
 // ReadText reads metrics in the Prometheus text format (what Handler

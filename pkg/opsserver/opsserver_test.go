@@ -80,12 +80,7 @@ func TestReadyzReportsEachCheck(t *testing.T) {
 	}
 	resp.Body.Close()
 	m.ReaperActions.WithLabelValues("detach", metrics.OK).Inc()
-	resp, err = http.Get(hs.URL + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	samples, err := metrics.ReadText(resp.Body)
+	samples, err := metrics.Scrape(context.Background(), hs.URL)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -566,13 +566,9 @@ func checkOps(t *testing.T, p *proc) {
 	if resp.StatusCode != http.StatusOK {
 		t.Errorf("%s: /readyz: %s", p.name, resp.Status)
 	}
-	resp, err = c.Get(p.ops + "/metrics")
-	if err != nil {
-		t.Errorf("%s: /metrics: %v", p.name, err)
-		return
-	}
-	defer resp.Body.Close()
-	samples, err := metrics.ReadText(resp.Body)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	samples, err := metrics.Scrape(ctx, p.ops)
 	if err != nil {
 		t.Errorf("%s: /metrics: %v", p.name, err)
 		return

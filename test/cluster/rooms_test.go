@@ -2,7 +2,6 @@ package cluster_test
 
 import (
 	"context"
-	"net/http"
 	"testing"
 	"time"
 
@@ -14,12 +13,7 @@ import (
 // scrape reads one sample of an edge's metrics.
 func scrape(t *testing.T, e *edgeProc, sample string) float64 {
 	t.Helper()
-	resp, err := http.Get(e.url() + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	samples, err := metrics.ReadText(resp.Body)
+	samples, err := metrics.Scrape(context.Background(), e.url())
 	if err != nil {
 		t.Fatal(err)
 	}

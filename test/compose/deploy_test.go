@@ -194,13 +194,7 @@ func (d *deployment) sockets(ctx context.Context) map[string]float64 {
 	n := map[string]float64{}
 	for _, id := range d.containers("edge") {
 		ip := d.docker("inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", id)
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+net.JoinHostPort(ip, "8080")+"/metrics", nil)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			d.t.Fatalf("edge %s metrics: %v", short(id), err)
-		}
-		samples, err := metrics.ReadText(resp.Body)
-		resp.Body.Close()
+		samples, err := metrics.Scrape(ctx, "http://"+net.JoinHostPort(ip, "8080"))
 		if err != nil {
 			d.t.Fatalf("edge %s metrics: %v", short(id), err)
 		}

@@ -1,8 +1,8 @@
 package system_test
 
 import (
+	"context"
 	"fmt"
-	"net/http"
 	"testing"
 	"time"
 
@@ -14,15 +14,7 @@ import (
 // scrape reads what an edge serves on /metrics.
 func scrape(t *testing.T, url string) map[string]float64 {
 	t.Helper()
-	resp, err := http.Get(url + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("GET /metrics: %s", resp.Status)
-	}
-	samples, err := metrics.ReadText(resp.Body)
+	samples, err := metrics.Scrape(context.Background(), url)
 	if err != nil {
 		t.Fatal(err)
 	}

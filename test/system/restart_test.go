@@ -41,15 +41,8 @@ func TestDefaultStoreDir(t *testing.T) {
 // a page that resumes within the grace period is back in its chat.
 func TestRestartOnTheSameStoreKeepsTheChat(t *testing.T) {
 	t.Parallel()
-	opts := kit.Options(kit.Topologies[0], kit.Settings{Grace: 10 * time.Second})
-	opts.StoreDir = filepath.Join(t.TempDir(), "nats")
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	sys, err := allinone.Start(ctx, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	w := &kit.World{T: t, Sys: sys, Ctx: ctx}
+	w, opts := startOnAStore(t, kit.Settings{Grace: 10 * time.Second})
+	ctx, sys := w.Ctx, w.Sys
 	ann, bob := w.Join("Ann"), w.Join("Bob")
 	w.Sees(kit.ID(bob), protocol.StateAvailable, ann)
 	_, chat := w.Chat(ann, bob)
@@ -59,7 +52,7 @@ func TestRestartOnTheSameStoreKeepsTheChat(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	sys, err = allinone.Start(ctx, opts)
+	sys, err := allinone.Start(ctx, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,15 +78,8 @@ func TestRestartOnTheSameStoreKeepsTheChat(t *testing.T) {
 // all-in-one serves as ever; nothing crashes or waits.
 func TestUpgradeFromAStoreBeforeRooms(t *testing.T) {
 	t.Parallel()
-	opts := kit.Options(kit.Topologies[0], kit.Settings{Grace: time.Second})
-	opts.StoreDir = filepath.Join(t.TempDir(), "nats")
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	sys, err := allinone.Start(ctx, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	w := &kit.World{T: t, Sys: sys, Ctx: ctx}
+	w, opts := startOnAStore(t, kit.Settings{Grace: time.Second})
+	ctx, sys := w.Ctx, w.Sys
 	// Make the store what the release before rooms left: its records, and
 	// a state stream that republishes nothing.
 	st := w.Store()
@@ -136,4 +122,19 @@ func TestUpgradeFromAStoreBeforeRooms(t *testing.T) {
 	w.Sees(kit.ID(bob), protocol.StateAvailable, ann)
 	w.Invite(ann, bob)
 	w.Sees(kit.ID(ann), protocol.StateInviting, bob)
+}
+
+// startOnAStore starts an all-in-one on a store of its own; the options
+// it returns start another on the same store.
+func startOnAStore(t *testing.T, s kit.Settings) (*kit.World, allinone.Options) {
+	t.Helper()
+	opts := kit.Options(kit.Topologies[0], s)
+	opts.StoreDir = filepath.Join(t.TempDir(), "nats")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	t.Cleanup(cancel)
+	sys, err := allinone.Start(ctx, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &kit.World{T: t, Sys: sys, Ctx: ctx}, opts
 }

@@ -19,7 +19,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/http"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -714,7 +713,7 @@ type figures struct{ rss, cpu, framesOut, writes float64 }
 // serverFigures reads the process's resident memory and CPU time from the
 // server's /metrics (the edge serves the whole all-in-one process's).
 func serverFigures(ctx context.Context, base string) (figures, error) {
-	s, err := scrapeMetrics(ctx, base)
+	s, err := metrics.Scrape(ctx, base)
 	if err != nil {
 		return figures{}, err
 	}
@@ -729,22 +728,4 @@ func serverFigures(ctx context.Context, base string) (figures, error) {
 		}
 	}
 	return f, nil
-}
-
-// scrapeMetrics reads what the server at base serves on /metrics.
-func scrapeMetrics(ctx context.Context, base string) (map[string]float64, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/metrics", nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("server metrics: %w", err)
-	}
-	defer resp.Body.Close()
-	s, err := metrics.ReadText(resp.Body)
-	if err != nil {
-		return nil, fmt.Errorf("server metrics: %w", err)
-	}
-	return s, nil
 }

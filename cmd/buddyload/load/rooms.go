@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/buddytok/buddytok/pkg/latency"
+	"github.com/buddytok/buddytok/pkg/metrics"
 	"github.com/buddytok/buddytok/pkg/protocol"
 )
 
@@ -152,7 +153,7 @@ func (r *run) edgeFigures(ctx context.Context) []EdgeFigures {
 				out[i].Users += len(rp.users)
 			}
 		}
-		s, err := scrapeMetrics(ctx, url)
+		s, err := metrics.Scrape(ctx, url)
 		if err != nil {
 			continue
 		}

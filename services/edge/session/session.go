@@ -208,14 +208,8 @@ func (c *Session) setJoined(u User) {
 // Joined returns the user this connection serves, or "" (none yet, or the
 // connection is ending).
 func (c *Session) Joined() string {
-	select {
-	case <-c.quit:
-		return ""
-	default:
-	}
-	c.joinedMu.Lock()
-	defer c.joinedMu.Unlock()
-	return c.joined.ID
+	u, _ := c.JoinedUser()
+	return u.ID
 }
 
 // JoinedUser returns the user this connection serves, and false when
