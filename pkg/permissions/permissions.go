@@ -80,7 +80,7 @@ func For(r Role) Set {
 				protocol.SubjectTokensCredentials, protocol.SubjectTokensSignal, protocol.SubjectTokensMode,
 			})
 		s.Subscribe = []string{
-			protocol.EventSubject("*"),
+			protocol.EventSubject("*", "*"),
 			state.RepublishAll,         // its users' rooms' changes
 			state.LeaderElectedSubject, // when a change may not have been republished
 		}
@@ -91,7 +91,7 @@ func For(r Role) Set {
 				"$JS.API.STREAM.PURGE." + stateStream,  // removing the markers of records deleted long ago (Store.PurgeDeleted)
 				write(state.Bucket), write(state.LeaseBucket),
 				protocol.SubjectInvitesLeave,
-				protocol.EventSubject("*"), // superseded connections
+				protocol.EventSubject("*", "*"), // superseded connections
 			})
 		s.Subscribe = []string{services, "buddytok.presence.>"}
 		s.Responds = true
@@ -101,7 +101,7 @@ func For(r Role) Set {
 				"$JS.API.STREAM.UPDATE." + stateStream,
 				write(state.Bucket),
 				protocol.SubjectTokensSession,
-				protocol.EventSubject("*"),
+				protocol.EventSubject("*", "*"),
 			})
 		s.Subscribe = []string{services, "buddytok.invites.>"}
 		s.Responds = true
@@ -109,7 +109,7 @@ func For(r Role) Set {
 		s.Publish = join(read(stateStream), create,
 			[]string{
 				"$JS.API.STREAM.UPDATE." + stateStream,
-				protocol.EventSubject("*"), // WebRTC signals
+				protocol.EventSubject("*", "*"), // WebRTC signals
 			})
 		s.Subscribe = []string{services, "buddytok.tokens.>"}
 		s.Responds = true

@@ -93,7 +93,7 @@ func TestProvision(t *testing.T) {
 		default:
 		}
 	})
-	if err := edge.Publish(protocol.EventSubject(protocol.NewID()), []byte("{}")); err != nil {
+	if err := edge.Publish(protocol.EventSubject(protocol.Lobby, protocol.NewID()), []byte("{}")); err != nil {
 		t.Fatal(err)
 	}
 	select {

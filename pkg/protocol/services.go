@@ -1,6 +1,9 @@
 package protocol
 
-import "encoding/json"
+import (
+	"encoding/json"
+	"strings"
+)
 
 // Micro service names, as `nats micro ls` shows them.
 const (
@@ -29,7 +32,8 @@ const (
 	SubjectTokensSignal      = "buddytok.tokens.signal"      // SignalRequest -> Empty
 	SubjectTokensMode        = "buddytok.tokens.mode"        // Empty -> ModeReply
 
-	// eventPrefix + user ID carries ServerFrame events directed at one user.
+	// eventPrefix + room + "." + user ID carries ServerFrame events
+	// directed at one user.
 	eventPrefix = "buddytok.events."
 )
 
@@ -54,9 +58,26 @@ const (
 	ControlSuperseded = "superseded"
 )
 
-// EventSubject is the subject of events directed at one user; the edge that
-// serves the user subscribes to it while the user is connected.
-func EventSubject(userID string) string { return eventPrefix + userID }
+// EventSubject is the subject of events directed at user userID of room;
+// an edge subscribes to its room's (RoomEvents) while it serves one of
+// the room's users.
+func EventSubject(room, userID string) string { return eventPrefix + room + "." + userID }
+
+// RoomEvents is the subject filter of the events directed at room's users:
+// one subscription an edge, not one a user, so that NATS keeps interest in
+// as many subjects as there are rooms open on edges.
+func RoomEvents(room string) string { return EventSubject(room, "*") }
+
+// ParseEventSubject takes an event subject apart; ok is false for any
+// other subject.
+func ParseEventSubject(subject string) (room, userID string, ok bool) {
+	rest, ok := strings.CutPrefix(subject, eventPrefix)
+	if !ok {
+		return "", "", false
+	}
+	room, userID, ok = strings.Cut(rest, ".")
+	return room, userID, ok && room != "" && userID != "" && !strings.Contains(userID, ".")
+}
 
 // Every request that acts on a user names the user's room (Room, checked
 // by CheckRoom): a user, and everything it does, lives in one room, and

@@ -68,7 +68,7 @@ func TestEdgePermissions(t *testing.T) {
 	}
 	for _, subject := range []string{
 		"$KV." + state.Bucket + "." + state.UserKey(protocol.Lobby, kit.ID(ann)), // write the state
-		protocol.EventSubject(kit.ID(ann)),                                       // send Ann an event
+		protocol.EventSubject(protocol.Lobby, kit.ID(ann)),                       // send Ann an event
 		protocol.SubjectInvitesLeave,                                             // remove a user
 		protocol.SubjectTokensSession,                                            // make a video session
 		"$JS.API.STREAM.DELETE.KV_" + state.Bucket,                               // delete the state

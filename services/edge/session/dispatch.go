@@ -129,7 +129,7 @@ func (c *Session) join(ctx context.Context, f protocol.ClientFrame) {
 		name = c.identity.Name
 	}
 	uid, secret := protocol.NewID(), protocol.NewSecret()
-	if err := c.subscribeEvents(uid); err != nil {
+	if err := c.subscribeEvents(f.Room, uid); err != nil {
 		c.replyErr(ctx, f.Ref, protocol.SubjectPresenceJoin, err)
 		return
 	}
@@ -169,7 +169,7 @@ func (c *Session) resume(ctx context.Context, f protocol.ClientFrame) {
 		return
 	}
 	defer c.joining.Store(false)
-	if err := c.subscribeEvents(f.UserID); err != nil {
+	if err := c.subscribeEvents(f.Room, f.UserID); err != nil {
 		c.replyErr(ctx, f.Ref, protocol.SubjectPresenceResume, err)
 		return
 	}
@@ -257,19 +257,19 @@ func (c *Session) sendFrame(f protocol.ServerFrame) {
 // subscribeEvents starts relaying the user's directed events to this
 // connection. It happens before the user can be seen by anyone, so no
 // event is missed.
-func (c *Session) subscribeEvents(userID string) error {
-	sub, err := c.srv.Events.subscribe(c.srv.NC, userID, c)
-	if err != nil {
+func (c *Session) subscribeEvents(room, userID string) error {
+	u := User{Room: room, ID: userID}
+	if err := c.srv.Events.subscribe(c.srv.NC, u, c); err != nil {
 		return err
 	}
-	c.events = sub
+	c.events = u
 	return nil
 }
 
 // unsubscribeEvents stops the relay after a failed join or resume.
 func (c *Session) unsubscribeEvents() {
-	c.srv.Events.unsubscribe(c.events)
-	c.events = nil
+	c.srv.Events.unsubscribe(c.events, c)
+	c.events = User{}
 	c.box.dropHeld()
 }
 

@@ -2,6 +2,7 @@ package session
 
 import (
 	"context"
+	"slices"
 	"sync"
 
 	"github.com/nats-io/nats.go"
@@ -14,14 +15,25 @@ import (
 // notice, and the sync frames carry the state it announced.
 const eventQueue = 8192
 
-// Events hands each user's directed events to the connection serving
-// it. Every connection subscribes to its own user's subject, so that NATS
-// sends an event only to the edge that serves its user, but all those
-// subscriptions feed one channel read by one goroutine: with thousands of
-// users an edge keeps one goroutine for their events, not one each.
+// Events hands each user's directed events to the connections serving
+// it. The edge subscribes to a room's events (protocol.RoomEvents) while
+// it serves one of the room's users, so that NATS sends an event only to
+// the edges that hold its room, and keeps one subscription a room open on
+// an edge, not one a user. All those subscriptions feed one channel read
+// by one goroutine: with thousands of users an edge keeps one goroutine
+// for their events, not one each.
 type Events struct {
-	ch   chan *nats.Msg
-	subs sync.Map // *nats.Subscription -> *Session
+	ch chan *nats.Msg
+
+	mu    sync.Mutex
+	rooms map[string]*roomEvents
+}
+
+// roomEvents is one room's subscription and the connections of the room's
+// users on this edge.
+type roomEvents struct {
+	sub   *nats.Subscription
+	conns map[string][]*Session // by user ID
 }
 
 // NewEvents returns an edge's relay of directed events; Run relays them.
@@ -29,31 +41,73 @@ func NewEvents() *Events {
 	return &Events{ch: make(chan *nats.Msg, eventQueue)}
 }
 
-// subscribe relays the events of user to c.
-func (r *Events) subscribe(nc *nats.Conn, user string, c *Session) (*nats.Subscription, error) {
-	sub, err := nc.ChanSubscribe(protocol.EventSubject(user), r.ch)
-	if err != nil {
-		return nil, err
+// subscribe relays the events of user u to c: from the room's
+// subscription, made now if c is the room's first connection here.
+func (r *Events) subscribe(nc *nats.Conn, u User, c *Session) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	room := r.rooms[u.Room]
+	if room == nil {
+		sub, err := nc.ChanSubscribe(protocol.RoomEvents(u.Room), r.ch)
+		if err != nil {
+			return err
+		}
+		room = &roomEvents{sub: sub, conns: map[string][]*Session{}}
+		if r.rooms == nil {
+			r.rooms = map[string]*roomEvents{}
+		}
+		r.rooms[u.Room] = room
 	}
-	r.subs.Store(sub, c)
-	return sub, nil
+	room.conns[u.ID] = append(room.conns[u.ID], c)
+	return nil
 }
 
-// unsubscribe stops relaying sub's events.
-func (r *Events) unsubscribe(sub *nats.Subscription) {
-	_ = sub.Unsubscribe()
-	r.subs.Delete(sub)
+// unsubscribe stops relaying user u's events to c, and the room's
+// subscription with its last connection here.
+func (r *Events) unsubscribe(u User, c *Session) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	room := r.rooms[u.Room]
+	if room == nil {
+		return
+	}
+	conns := slices.DeleteFunc(room.conns[u.ID], func(s *Session) bool { return s == c })
+	if len(conns) > 0 {
+		room.conns[u.ID] = conns
+		return
+	}
+	delete(room.conns, u.ID)
+	if len(room.conns) == 0 {
+		_ = room.sub.Unsubscribe()
+		delete(r.rooms, u.Room)
+	}
 }
 
-// Run relays events, in the order NATS delivers them, until ctx ends.
+// to returns the connections serving user of room (a copy).
+func (r *Events) to(room, user string) []*Session {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if re := r.rooms[room]; re != nil {
+		return slices.Clone(re.conns[user])
+	}
+	return nil
+}
+
+// Run relays events, in the order NATS delivers them, until ctx ends. An
+// event for a user this edge does not serve (another edge's user of the
+// same room) is dropped.
 func (r *Events) Run(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case m := <-r.ch:
-			if c, ok := r.subs.Load(m.Sub); ok {
-				c.(*Session).event(m)
+			room, user, ok := protocol.ParseEventSubject(m.Subject)
+			if !ok {
+				continue
+			}
+			for _, c := range r.to(room, user) {
+				c.event(m)
 			}
 		}
 	}

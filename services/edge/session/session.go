@@ -110,8 +110,8 @@ type Session struct {
 	// cleanup after the reader has stopped).
 	room   string
 	userID string
-	secret string // the user's resume secret: proves to the services that requests come from this connection
-	events *nats.Subscription
+	secret string      // the user's resume secret: proves to the services that requests come from this connection
+	events User        // whose events are relayed here (its ID "" if none)
 	sub    *fanout.Sub // the buddy list, once welcomed
 
 	// joining is set while the connection joins or resumes (for the join
@@ -242,8 +242,8 @@ func (c *Session) cleanup() {
 	if c.sub != nil {
 		c.srv.Hub.Unsubscribe(c.sub)
 	}
-	if c.events != nil {
-		c.srv.Events.unsubscribe(c.events)
+	if c.events.ID != "" {
+		c.srv.Events.unsubscribe(c.events, c)
 	}
 	if c.userID != "" {
 		c.srv.Ended(User{Room: c.room, ID: c.userID, Secret: c.secret}, c.id)

@@ -129,20 +129,20 @@ func (s *Service) run(ctx context.Context, room string, users []string, build fu
 		return notFoundAsProtocol(err)
 	}
 	for _, e := range done.events {
-		s.publish(ctx, e.to, e.frame)
+		s.publish(ctx, room, e.to, e.frame)
 	}
 	return nil
 }
 
 // publish sends a directed event. Events are best effort: a user who is
 // between connections rebuilds its view from the resume reply.
-func (s *Service) publish(ctx context.Context, userID string, frame protocol.ServerFrame) {
+func (s *Service) publish(ctx context.Context, room, userID string, frame protocol.ServerFrame) {
 	data, err := json.Marshal(frame)
 	if err != nil {
 		s.log.ErrorContext(ctx, "encode event", "err", err)
 		return
 	}
-	if err := s.nc.Publish(protocol.EventSubject(userID), data); err != nil {
+	if err := s.nc.Publish(protocol.EventSubject(room, userID), data); err != nil {
 		s.log.WarnContext(ctx, "publish event", "user", userID, "type", frame.Type, "err", err)
 	}
 }

@@ -308,7 +308,7 @@ func TestAcceptDeclinesTheRest(t *testing.T) {
 	fromAnn := r.mustInvite("ann", "bob")
 	fromCat := r.mustInvite("cat", "bob")
 	bobsOwn := r.mustInvite("bob", "dan")
-	told, err := r.edge.SubscribeSync(protocol.EventSubject("cat"))
+	told, err := r.edge.SubscribeSync(protocol.EventSubject(protocol.Lobby, "cat"))
 	if err != nil {
 		t.Fatal(err)
 	}

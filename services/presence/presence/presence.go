@@ -177,7 +177,7 @@ func (s *Service) resume(ctx context.Context, req protocol.ResumeRequest) (proto
 		return protocol.Personal{}, err
 	}
 	s.log.InfoContext(ctx, "user resumed", "user", u.ID, "edge", u.Edge)
-	s.supersede(ctx, u.ID, req.Conn)
+	s.supersede(ctx, req.Room, u.ID, req.Conn)
 	return s.personal(ctx, u)
 }
 
@@ -187,8 +187,8 @@ func (s *Service) resume(ctx context.Context, req protocol.ResumeRequest) (proto
 // never publish on users' event subjects. A lost message costs only time:
 // each edge's reconcile loop closes a connection the state no longer
 // names.
-func (s *Service) supersede(ctx context.Context, userID, conn string) {
-	msg := &nats.Msg{Subject: protocol.EventSubject(userID), Data: []byte(conn), Header: nats.Header{}}
+func (s *Service) supersede(ctx context.Context, room, userID, conn string) {
+	msg := &nats.Msg{Subject: protocol.EventSubject(room, userID), Data: []byte(conn), Header: nats.Header{}}
 	msg.Header.Set(protocol.HeaderControl, protocol.ControlSuperseded)
 	if err := s.nc.PublishMsg(msg); err != nil {
 		s.log.WarnContext(ctx, "superseding the user's other connections failed", "user", userID, "err", err)

@@ -207,7 +207,7 @@ func TestGracePeriod(t *testing.T) {
 		t.Fatalf("just disconnected: %+v, %v; want kept, detached", u, ok)
 	}
 
-	superseded, err := r.edge.SubscribeSync(protocol.EventSubject(ann.id))
+	superseded, err := r.edge.SubscribeSync(protocol.EventSubject(protocol.Lobby, ann.id))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -187,7 +187,7 @@ func (s *Service) signal(ctx context.Context, req protocol.SignalRequest) (proto
 	if err != nil {
 		return protocol.Empty{}, fmt.Errorf("tokens: encode signal: %w", err)
 	}
-	if err := s.nc.Publish(protocol.EventSubject(peer), data); err != nil {
+	if err := s.nc.Publish(protocol.EventSubject(req.Room, peer), data); err != nil {
 		return protocol.Empty{}, fmt.Errorf("tokens: relay signal: %w", err)
 	}
 	return protocol.Empty{}, nil
