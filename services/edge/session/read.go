@@ -35,6 +35,7 @@ func (c *Session) readLoop() {
 		if !c.limiter.Allow() {
 			over++
 			if !c.overLimit(over, mt, data) {
+				c.discardUntilClosed()
 				return
 			}
 			continue
@@ -72,6 +73,20 @@ func (c *Session) frame(mt int, data []byte) {
 	}
 	c.srv.Metrics.FramesIn.WithLabelValues(f.Type).Inc()
 	c.handle(f)
+}
+
+// discardUntilClosed reads and drops what the client still sends after
+// the edge closed the connection for its behaviour, until the client
+// answers the close frame or the writer's grace for it ends (stopReader).
+// Were the socket closed with frames still unread, the kernel would reset
+// the connection, and the client could lose the close frame that says
+// why.
+func (c *Session) discardUntilClosed() {
+	for {
+		if _, _, err := c.ws.NextReader(); err != nil {
+			return
+		}
+	}
 }
 
 // extendReadDeadline gives the client another keepalive period to be
