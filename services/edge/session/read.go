@@ -36,6 +36,9 @@ func (c *Session) readLoop() {
 			over++
 			if !c.overLimit(over, mt, data) {
 				c.discardUntilClosed()
+				// The address's penalty runs from the end of the
+				// connection, not from before the discarding.
+				c.srv.Gate.Penalise(c.addr)
 				return
 			}
 			continue
@@ -118,12 +121,12 @@ func (c *Session) readFailed(err error) {
 // Every frame counts against the limit. The first frame over it is refused
 // with its own ref, so the client knows which one; the next are dropped
 // unread; a socket that goes on sending a burst's worth of them is closed
-// (1008), and overLimit reports false.
+// (1008), and overLimit reports false: the reader then discards what still
+// comes and penalises the address.
 func (c *Session) overLimit(over, mt int, data []byte) bool {
 	c.srv.Metrics.FramesIn.WithLabelValues("over_limit").Inc()
 	if over > c.srv.Config.FrameBurst {
 		c.srv.Metrics.Refused.WithLabelValues(string(protocol.CodeRateLimited)).Inc()
-		c.srv.Gate.Penalise(c.addr)
 		c.srv.Log.Warn("client kept sending over its rate limit; disconnecting", "user", c.Joined(), "limit", c.srv.Config.FramesPerSecond)
 		c.Close(websocket.ClosePolicyViolation, string(protocol.CodeRateLimited))
 		return false
