@@ -31,9 +31,8 @@ type feed struct {
 type feedView struct {
 	base    uint64 // position of entries[0]
 	entries []feedEntry
-	bytes   int           // in entries
-	lastAll uint64        // position after the latest frame for everyone
-	news    chan struct{} // closed when a later view adds a frame for everyone
+	bytes   int    // in entries
+	lastAll uint64 // position after the latest frame for everyone
 }
 
 func (v *feedView) next() uint64 { return v.base + uint64(len(v.entries)) }
@@ -44,11 +43,9 @@ type feedEntry struct {
 	to   *Sub // nil: for everyone
 }
 
-var closedNews = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
-
 func newFeed(limit int) *feed {
 	f := &feed{limit: limit}
-	f.view.Store(&feedView{news: make(chan struct{})})
+	f.view.Store(&feedView{})
 	return f
 }
 
@@ -57,14 +54,13 @@ func newFeed(limit int) *feed {
 func (f *feed) next() uint64 { return f.view.Load().next() }
 
 // append adds a frame for everyone (to nil) or for one subscriber, and
-// drops the oldest frames beyond the limit. Waking the writers is the
-// caller's: for everyone, the writers waiting on news wake by themselves;
-// one subscriber's writer must be poked.
+// drops the oldest frames beyond the limit. Telling the writers is the
+// caller's (Waker).
 func (f *feed) append(data []byte, to *Sub) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	old := f.view.Load()
-	v := &feedView{base: old.base, bytes: old.bytes + len(data), lastAll: old.lastAll, news: old.news}
+	v := &feedView{base: old.base, bytes: old.bytes + len(data), lastAll: old.lastAll}
 	v.entries = append(old.entries, feedEntry{data: data, to: to})
 	// Dropped entries stay in the array for views still read; the array
 	// goes once append has to grow it.
@@ -75,12 +71,8 @@ func (f *feed) append(data []byte, to *Sub) {
 	}
 	if to == nil {
 		v.lastAll = v.next()
-		v.news = make(chan struct{})
 	}
 	f.view.Store(v)
-	if to == nil {
-		close(old.news)
-	}
 }
 
 // size is how many bytes of frames the feed holds.
@@ -97,7 +89,7 @@ func (f *feed) trim(pos uint64) {
 		return
 	}
 	k := min(pos, old.next()) - old.base
-	v := &feedView{base: old.base + k, lastAll: old.lastAll, news: old.news, entries: slices.Clone(old.entries[k:])}
+	v := &feedView{base: old.base + k, lastAll: old.lastAll, entries: slices.Clone(old.entries[k:])}
 	for _, e := range v.entries {
 		v.bytes += len(e.data)
 	}
@@ -128,12 +120,7 @@ func (f *feed) read(pos *uint64, s *Sub, frames [][]byte, max int) (_ [][]byte, 
 	return frames, false, true
 }
 
-// wait returns a channel that is closed once a frame for everyone lies at
-// or after pos: already closed if one does.
-func (f *feed) wait(pos uint64) <-chan struct{} {
-	v := f.view.Load()
-	if v.lastAll > pos {
-		return closedNews
-	}
-	return v.news
+// pending reports whether a frame for everyone lies at or after pos.
+func (f *feed) pending(pos uint64) bool {
+	return f.view.Load().lastAll > pos
 }

@@ -94,44 +94,34 @@ func TestFeed(t *testing.T) {
 	}
 }
 
-// A waiting writer is woken by a frame for everyone after its place, at
-// once if one is already there, and not by a frame for another subscriber.
-func TestFeedWait(t *testing.T) {
+// A writer about to stop sees a frame for everyone after its place, and
+// not a frame for another subscriber or one it has read.
+func TestFeedPending(t *testing.T) {
 	t.Parallel()
 	f := newFeed(1 << 10)
 	ann := &Sub{feed: f, from: f.next()}
 	bob := &Sub{feed: f}
-	if ann.Wait() != nil {
-		t.Fatal("a subscriber not started yet waits on the feed")
+	f.append([]byte("before the start"), nil)
+	if ann.Pending() {
+		t.Fatal("a subscriber not started yet has frames pending")
 	}
+	ann.pos.Store(f.next())
 	ann.Start()
-	closed := func(ch <-chan struct{}) bool {
-		select {
-		case <-ch:
-			return true
-		default:
-			return false
-		}
-	}
-	w := ann.Wait()
-	if closed(w) {
-		t.Fatal("woken with nothing appended")
+	if ann.Pending() {
+		t.Fatal("frames pending with nothing appended")
 	}
 	f.append([]byte("for bob"), bob)
-	if closed(w) || closed(ann.Wait()) {
-		t.Fatal("woken by a frame for another subscriber")
+	if ann.Pending() {
+		t.Fatal("a frame for another subscriber is pending")
 	}
 	f.append([]byte("for all"), nil)
-	if !closed(w) {
-		t.Fatal("a frame for everyone did not wake the waiting writer")
-	}
-	if !closed(ann.Wait()) {
-		t.Fatal("a writer about to wait was not told of the frame already there")
+	if !ann.Pending() {
+		t.Fatal("a frame for everyone is not pending")
 	}
 	if frames, _, ok := ann.Read(nil, math.MaxInt); !ok || len(frames) != 1 || string(frames[0]) != "for all" {
 		t.Fatalf("read %q ok %v, want the frame for everyone only", frames, ok)
 	}
-	if closed(ann.Wait()) {
-		t.Fatal("woken again for a frame already read")
+	if ann.Pending() {
+		t.Fatal("a frame already read is pending")
 	}
 }

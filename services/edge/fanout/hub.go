@@ -81,11 +81,10 @@ func New(nc *nats.Conn, store *state.Store, m *metrics.Metrics, log *slog.Logger
 // Subscribe adds a subscriber for user uid in room name, opening the room
 // if it is the edge's first subscriber there, and returns it with the
 // snapshot it starts from: every change after it is in the feed from the
-// Sub's start, none before. wake is called for a frame appended for this
-// subscriber alone (its sync), which its writer must not hold back; frames
-// for everyone wake the writers waiting on Sub.Wait. It waits, within ctx,
-// for a room just opened to be read.
-func (h *Hub) Subscribe(ctx context.Context, name, uid string, wake func()) (*Sub, Snapshot, error) {
+// Sub's start, none before. wake is told of every frame appended for the
+// subscriber (Waker). It waits, within ctx, for a room just opened to be
+// read.
+func (h *Hub) Subscribe(ctx context.Context, name, uid string, wake Waker) (*Sub, Snapshot, error) {
 	r, err := h.open(name)
 	if err != nil {
 		return nil, Snapshot{}, err

@@ -8,6 +8,7 @@ import (
 	"reflect"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -30,6 +31,25 @@ func testRoom(feedBytes int) *room {
 	r := newRoom(protocol.Lobby, metrics.New(), feedBytes)
 	r.load(nil)
 	return r
+}
+
+// testWaker counts what a room tells a subscriber's writer, and signals
+// a test waiting for it on ch.
+type testWaker struct {
+	wakes, news atomic.Int64
+	ch          chan struct{} // one slot
+}
+
+func newTestWaker() *testWaker { return &testWaker{ch: make(chan struct{}, 1)} }
+
+func (w *testWaker) Wake() { w.wakes.Add(1); w.signal() }
+func (w *testWaker) News() { w.news.Add(1); w.signal() }
+
+func (w *testWaker) signal() {
+	select {
+	case w.ch <- struct{}{}:
+	default:
+	}
 }
 
 // apply applies e, whatever revision its key had before.
@@ -104,7 +124,7 @@ func TestHubSnapshotThenDeltas(t *testing.T) {
 			}
 			var subs []joined
 			for range 8 {
-				s, snap := h.subscribe("", func() {})
+				s, snap := h.subscribe("", newTestWaker())
 				var users []protocol.User
 				if err := json.Unmarshal(snap.List, &users); err != nil {
 					t.Fatal(err)
@@ -185,8 +205,8 @@ func TestHubSyncsAUsersOwnRecords(t *testing.T) {
 	}
 	ann := state.User{Room: protocol.Lobby, ID: "ann", Name: "Ann", State: protocol.StateAvailable}
 	put(1, state.UserKey(protocol.Lobby, "ann"), ann)
-	wakes := 0
-	s, snap := h.subscribe("ann", func() { wakes++ })
+	wakes := newTestWaker()
+	s, snap := h.subscribe("ann", wakes)
 	if own := snap.Own; own == nil || own.Incoming != nil || own.Outgoing != nil || own.Chat != nil {
 		t.Fatalf("subscribe: own records %+v, want known and empty", own)
 	}
@@ -225,8 +245,8 @@ func TestHubSyncsAUsersOwnRecords(t *testing.T) {
 	if len(syncs) != len(want) {
 		t.Fatalf("%d syncs %+v, want %d", len(syncs), syncs, len(want))
 	}
-	if wakes != len(want) {
-		t.Fatalf("the subscriber's writer was woken %d times for %d syncs", wakes, len(want))
+	if n := wakes.wakes.Load(); n != int64(len(want)) {
+		t.Fatalf("the subscriber's writer was woken %d times for %d syncs", n, len(want))
 	}
 	for i, w := range want {
 		f := syncs[i]
@@ -269,8 +289,8 @@ func TestRoomFeedDropsWhatEveryoneRead(t *testing.T) {
 	t.Parallel()
 	for _, slow := range []bool{false, true} {
 		h := testRoom(protocol.SendQueueBytes)
-		a, _ := h.subscribe("a", func() {})
-		b, _ := h.subscribe("b", func() {})
+		a, _ := h.subscribe("a", newTestWaker())
+		b, _ := h.subscribe("b", newTestWaker())
 		a.Start()
 		b.Start()
 		for i, e := range changes(2000, 7) {

@@ -247,6 +247,9 @@ func (r *room) broadcastLocked(frame protocol.ServerFrame) {
 	}
 	r.metrics.FramesOut.WithLabelValues(frame.Type).Add(float64(len(r.subs)))
 	r.feed.append(data, nil)
+	for s := range r.subs {
+		s.wake.News()
+	}
 	r.trimLocked()
 }
 
@@ -319,7 +322,7 @@ func (r *room) applyUser(c state.Change, id string) {
 				r.metrics.FramesOut.WithLabelValues(protocol.TypeSync).Add(float64(len(subs)))
 				for s := range subs {
 					r.feed.append(data, s)
-					s.wake()
+					s.wake.Wake()
 				}
 				r.trimLocked()
 			}
@@ -412,7 +415,7 @@ func (r *room) personalLocked(id string) protocol.Personal {
 // subscribe adds a subscriber for user uid and returns it with, taken
 // under the same lock, the snapshot it starts from: every change after it
 // is in the feed from the Sub's start, none before.
-func (r *room) subscribe(uid string, wake func()) (*Sub, Snapshot) {
+func (r *room) subscribe(uid string, wake Waker) (*Sub, Snapshot) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	s := &Sub{room: r, feed: r.feed, user: uid, wake: wake, from: r.feed.next()}

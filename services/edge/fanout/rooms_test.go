@@ -76,7 +76,7 @@ func (w *roomsWorld) leave(room, id string) {
 
 func (w *roomsWorld) subscribe(room string) (*Sub, []string) {
 	w.t.Helper()
-	s, snap, err := w.hub.Subscribe(w.ctx, room, "", func() {})
+	s, snap, err := w.hub.Subscribe(w.ctx, room, "", newTestWaker())
 	if err != nil {
 		w.t.Fatal(err)
 	}
@@ -127,7 +127,7 @@ func until(t *testing.T, s *Sub, want ...string) []string {
 			return seen
 		}
 		select {
-		case <-s.Wait():
+		case <-s.wake.(*testWaker).ch:
 		case <-time.After(100 * time.Millisecond):
 		}
 	}

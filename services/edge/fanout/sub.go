@@ -7,6 +7,18 @@ import (
 	"github.com/buddytok/buddytok/pkg/protocol"
 )
 
+// Waker is how a room tells a subscriber's writer that the feed holds
+// frames for it. A writer need not wait on anything while it has nothing
+// to write: it is told.
+type Waker interface {
+	// Wake: a frame for this subscriber alone (its sync), which its writer
+	// must not hold back.
+	Wake()
+	// News: a frame for everyone, which a writer holding a batch back
+	// leaves for the batch's end.
+	News()
+}
+
 // Sub is one subscriber of the hub: a user's connection, reading the feed
 // from its own place. It is read by one goroutine (its writer), which
 // starts it once the snapshot it was subscribed with is on its way.
@@ -14,7 +26,7 @@ type Sub struct {
 	room *room
 	feed *feed
 	user string
-	wake func()
+	wake Waker
 	from uint64 // where the changes after the snapshot start
 
 	// pos is the next frame to read: from until started. The writer
@@ -52,15 +64,11 @@ func (s *Sub) Read(frames [][]byte, max int) (_ [][]byte, more, ok bool) {
 	return frames, more, ok
 }
 
-// Wait returns a channel that is closed once a frame for everyone lies
-// after the Sub's place (already closed if one does); nil, which never
-// closes, until the Sub is started. Frames for this subscriber alone call
-// its wake function instead.
-func (s *Sub) Wait() <-chan struct{} {
-	if !s.started {
-		return nil
-	}
-	return s.feed.wait(s.pos.Load())
+// Pending reports whether a frame for everyone lies after the Sub's place;
+// false until the Sub is started. A writer about to stop looks, so that no
+// News told while it was busy is lost.
+func (s *Sub) Pending() bool {
+	return s.started && s.feed.pending(s.pos.Load())
 }
 
 // Snapshot is the list as a subscriber starts from it.

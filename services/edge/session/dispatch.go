@@ -208,7 +208,7 @@ func (c *Session) welcome(ref string, p protocol.Personal, secret string) {
 	// top of them.
 	ctx, cancel := context.WithTimeout(context.Background(), c.srv.Config.RequestTimeout)
 	defer cancel()
-	sub, snap, err := c.srv.Hub.Subscribe(ctx, c.room, c.userID, c.box.poke)
+	sub, snap, err := c.srv.Hub.Subscribe(ctx, c.room, c.userID, c.box)
 	if err != nil {
 		// The room's list cannot be read (NATS is away): the page
 		// reconnects and resumes.

@@ -21,9 +21,13 @@ import (
 // call. A busy edge's writer may hold the feed's buddy-list changes back a
 // moment to send more of them at once (hold); anything queued here (an
 // answer, an invitation, a chat change) is urgent and ends the wait.
+//
+// The writer runs only while there is something to write: whatever is
+// queued, and the hub's News, start it (kick) if it is not running.
 type outbox struct {
 	limit int           // bytes that may wait, the welcome not counted
 	wake  chan struct{} // one slot: something was queued since the last take
+	kick  func()        // starts the writer unless it runs; nil: never started
 
 	mu       sync.Mutex
 	ready    [][]byte // for the writer, in order
@@ -33,8 +37,14 @@ type outbox struct {
 	welcomed bool
 	sub      *fanout.Sub // the buddy list, whose frames follow the welcome
 	urgent   bool        // something must not wait for a batch: a frame, a pong, a poke
-	pong     []byte      // the payload of a ping to answer, if pongDue
-	pongDue  bool
+	ctl      control
+}
+
+// control is what the writer has to send besides frames: control frames.
+type control struct {
+	pong    []byte // the payload of a ping to answer, if pongDue
+	pongDue bool
+	ping    bool // the keepalive's ping is due
 }
 
 func newOutbox(limit int) *outbox {
@@ -107,16 +117,33 @@ func (o *outbox) dropHeld() {
 func (o *outbox) answerPing(payload []byte) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	o.pong, o.pongDue = payload, true
+	o.ctl.pong, o.ctl.pongDue = payload, true
 	o.signal()
 }
 
-// poke wakes the writer for a frame the hub's feed holds for this socket
-// alone (a sync), which must not wait for a batch either.
-func (o *outbox) poke() {
+// ping has the writer send the keepalive's ping.
+func (o *outbox) ping() {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.ctl.ping = true
+	o.signal()
+}
+
+// Wake wakes the writer for a frame the hub's feed holds for this socket
+// alone (a sync), which must not wait for a batch either (fanout.Waker).
+func (o *outbox) Wake() {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.signal()
+}
+
+// News starts the writer for a frame the hub's feed holds for everyone,
+// unless it runs: a writer holding a batch reads it when the batch ends
+// (fanout.Waker).
+func (o *outbox) News() {
+	if o.kick != nil {
+		o.kick()
+	}
 }
 
 // signal wakes the writer, and ends its hold if it holds a batch.
@@ -126,12 +153,23 @@ func (o *outbox) signal() {
 	case o.wake <- struct{}{}:
 	default:
 	}
+	if o.kick != nil {
+		o.kick()
+	}
 }
 
-// take hands the writer everything ready: the frames, and the payload of
-// a ping to answer (pongDue reports whether there is one). Once the
-// welcome is queued, sub is the buddy list whose frames are to follow.
-func (o *outbox) take() (frames [][]byte, pong []byte, pongDue bool, sub *fanout.Sub) {
+// pending reports whether something came since the last take: a writer
+// about to stop looks, so that nothing queued while it was busy waits.
+func (o *outbox) pending() bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.urgent
+}
+
+// take hands the writer everything ready: the frames, and the control
+// frames due. Once the welcome is queued, sub is the buddy list whose
+// frames are to follow.
+func (o *outbox) take() (frames [][]byte, ctl control, sub *fanout.Sub) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	frames, o.ready = o.ready, nil
@@ -140,9 +178,8 @@ func (o *outbox) take() (frames [][]byte, pong []byte, pongDue bool, sub *fanout
 	}
 	o.bytes += o.uncount
 	o.uncount = 0
-	pong, pongDue = o.pong, o.pongDue
-	o.pong, o.pongDue, o.urgent = nil, false, false
-	return frames, pong, pongDue, o.sub
+	ctl, o.ctl, o.urgent = o.ctl, control{}, false
+	return frames, ctl, o.sub
 }
 
 // hold starts the writer's wait for a batch, which only something urgent

@@ -124,7 +124,7 @@ func TestOutbox(t *testing.T) {
 				case "drop":
 					o.dropHeld()
 				case "take":
-					frames, _, _, _ := o.take()
+					frames, _, _ := o.take()
 					var names []string
 					for _, f := range frames {
 						names = append(names, name(f))
@@ -155,12 +155,12 @@ func TestOutboxWakesTheWriterOnce(t *testing.T) {
 		t.Fatal("woken twice")
 	default:
 	}
-	frames, pong, due, _ := o.take()
-	if len(frames) != 6 || !due || string(pong) != "p2" {
-		t.Fatalf("took %d frames, pong %q due %v; want 6, the latest ping's p2", len(frames), pong, due)
+	frames, ctl, _ := o.take()
+	if len(frames) != 6 || !ctl.pongDue || string(ctl.pong) != "p2" {
+		t.Fatalf("took %d frames, pong %q due %v; want 6, the latest ping's p2", len(frames), ctl.pong, ctl.pongDue)
 	}
-	if frames, _, due, _ := o.take(); len(frames) != 0 || due {
-		t.Fatalf("second take: %d frames, pong due %v; want nothing", len(frames), due)
+	if frames, ctl, _ := o.take(); len(frames) != 0 || ctl.pongDue {
+		t.Fatalf("second take: %d frames, pong due %v; want nothing", len(frames), ctl.pongDue)
 	}
 	if got := o.queued(); got != 0 {
 		t.Fatalf("%d bytes counted as queued after everything was taken", got)

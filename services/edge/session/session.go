@@ -88,8 +88,9 @@ func (s *Server) batchInterval() time.Duration {
 }
 
 // Session is one browser WebSocket connection. The handler goroutine
-// reads; exactly one writer goroutine writes, fed by the connection's
-// bounded outbox and by the hub's feed. A client that does not keep up with
+// reads; exactly one writer goroutine at a time writes, fed by the
+// connection's bounded outbox and by the hub's feed, and only while there
+// is something to write. A client that does not keep up with
 // either is disconnected rather than allowed to slow anyone else down.
 type Session struct {
 	srv     *Server
@@ -125,6 +126,13 @@ type Session struct {
 	// loop).
 	joinedMu sync.Mutex
 	joined   User
+
+	// The writer, which runs only while there is something to write
+	// (runWriter), and the keepalive's timer, which gives it a ping to.
+	w          writer
+	wstate     atomic.Int32
+	writerDone chan struct{}
+	pinger     *time.Timer
 }
 
 // User is the user a connection serves: its room, its ID, and the secret
@@ -137,16 +145,20 @@ type User struct {
 // New makes the session of an upgraded connection from addr (as admission
 // counts it), whose upgrade carried ident if the edge requires identity.
 func (s *Server) New(ws *websocket.Conn, addr netip.Prefix, ident *identity.Identity) *Session {
-	return &Session{
-		srv:      s,
-		ws:       ws,
-		id:       protocol.NewID(),
-		box:      newOutbox(s.Config.SendQueueBytes),
-		quit:     make(chan struct{}),
-		limiter:  rate.NewLimiter(rate.Limit(s.Config.FramesPerSecond), s.Config.FrameBurst),
-		addr:     addr,
-		identity: ident,
+	c := &Session{
+		srv:        s,
+		ws:         ws,
+		id:         protocol.NewID(),
+		box:        newOutbox(s.Config.SendQueueBytes),
+		quit:       make(chan struct{}),
+		limiter:    rate.NewLimiter(rate.Limit(s.Config.FramesPerSecond), s.Config.FrameBurst),
+		addr:       addr,
+		identity:   ident,
+		writerDone: make(chan struct{}),
 	}
+	c.w.c = c
+	c.box.kick = c.kick
+	return c
 }
 
 // ID is the connection's ID, as presence knows it.
@@ -173,11 +185,11 @@ func (c *Session) Serve() {
 	defer s.Metrics.Sockets.Dec()
 	s.sockets.Add(1)
 	defer s.sockets.Add(-1)
-	writerDone := make(chan struct{})
-	go c.writeLoop(writerDone)
+	c.startWriter()
 	c.readLoop()
 	c.Close(websocket.CloseNormalClosure, "")
-	<-writerDone // the conn must not be touched after this handler returns
+	<-c.writerDone // the conn must not be touched after this handler returns
+	c.pinger.Stop()
 	c.cleanup()
 }
 
@@ -194,6 +206,7 @@ func (c *Session) Close(code int, reason string) {
 	c.once.Do(func() {
 		c.closeCd, c.closeTx = code, reason
 		close(c.quit)
+		c.kick() // the writer sends the close frame
 	})
 }
 

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -108,4 +109,106 @@ func TestClosingWritesTheLastFramesFirst(t *testing.T) {
 			<-done
 		})
 	}
+}
+
+// A socket with nothing to write keeps no writer goroutine, and yet its
+// keepalive pings go out and its client's pings are answered: the writer
+// runs when there is something to send, and only then.
+func TestIdleSocketsKeepNoWriter(t *testing.T) {
+	t.Parallel()
+	const sockets = 20
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		up := websocket.Upgrader{}
+		ws, err := up.Upgrade(w, r, nil)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer ws.Close()
+		c := testSession(ws)
+		c.srv.Config.PingEvery, c.srv.Config.WriteTimeout = 300*time.Millisecond, 10*time.Second
+		c.srv.Config.JoinTimeout = time.Hour
+		c.Serve()
+	}))
+	defer srv.Close()
+	pinged := make(chan struct{}, sockets)
+	pongs := make([]chan struct{}, sockets)
+	conns := make([]*websocket.Conn, sockets)
+	pingAndWait := func(i int) {
+		t.Helper()
+		if err := conns[i].WriteControl(websocket.PingMessage, []byte("hi"), time.Now().Add(5*time.Second)); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-pongs[i]:
+		case <-time.After(10 * time.Second):
+			t.Fatal("the client's ping was not answered")
+		}
+	}
+	for i := range sockets {
+		ws, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(srv.URL, "http"), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ws.Close()
+		first := true
+		ws.SetPingHandler(func(data string) error {
+			if first {
+				first = false
+				pinged <- struct{}{}
+			}
+			return ws.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(5*time.Second))
+		})
+		conns[i], pongs[i] = ws, make(chan struct{}, 1)
+		ws.SetPongHandler(func(string) error { pongs[i] <- struct{}{}; return nil })
+		go func() { // the client reads, as a browser does
+			for {
+				if _, _, err := ws.ReadMessage(); err != nil {
+					return
+				}
+			}
+		}()
+		pingAndWait(i)
+	}
+	for range sockets {
+		select {
+		case <-pinged:
+		case <-time.After(10 * time.Second):
+			t.Fatal("a socket was not pinged")
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		n := goroutinesIn("session.(*Session).runWriter")
+		if n < sockets/2 {
+			break // the few left run a ping now
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d writer goroutines for %d idle sockets", n, sockets)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	for i := range sockets { // and a writer starts again when needed
+		pingAndWait(i)
+	}
+}
+
+// goroutinesIn counts the goroutines whose stack holds fn.
+func goroutinesIn(fn string) int {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			buf = buf[:n]
+			break
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+	count := 0
+	for g := range strings.SplitSeq(string(buf), "\n\n") {
+		if strings.Contains(g, fn) {
+			count++
+		}
+	}
+	return count
 }

@@ -13,10 +13,10 @@ import (
 	"github.com/buddytok/buddytok/services/edge/fanout"
 )
 
-// writer is the state of a connection's only writer goroutine.
+// writer is the state of a connection's only writer, kept between its
+// runs.
 type writer struct {
 	c     *Session
-	ping  *time.Ticker
 	batch *time.Timer // made at the first hold: most sockets never hold
 	sub   *fanout.Sub // the buddy list, once the welcome is on its way
 	last  time.Time   // of the last write of frames
@@ -29,36 +29,82 @@ type writer struct {
 // maxScratch is the longest list of frames a writer keeps for reuse.
 const maxScratch = 16
 
-// writeLoop is the connection's only writer: every byte the socket sends
+// The writer's states: it runs only while the socket has something to
+// write, so that an idle socket keeps no goroutine (and no stack) for it.
+const (
+	writerOff     int32 = iota // not serving yet: nothing starts it
+	writerIdle                 // started by the next kick
+	writerRunning              // a goroutine writes
+	writerDone                 // the connection ended: never again
+)
+
+// startWriter lets the writer run from now on, and starts it for what
+// was queued before.
+func (c *Session) startWriter() {
+	c.wstate.Store(writerIdle)
+	c.kick()
+	c.pinger = time.AfterFunc(c.srv.Config.PingEvery, c.pingDue)
+}
+
+// kick starts the writer unless it runs (or the connection has not started
+// or has ended). Anything that gives the writer work calls it after
+// recording the work, and the writer looks for work once more after it
+// says it stops, so that work recorded as it stops is not left waiting.
+func (c *Session) kick() {
+	if c.wstate.CompareAndSwap(writerIdle, writerRunning) {
+		go c.runWriter()
+	}
+}
+
+// runWriter is the connection's only writer: every byte the socket sends
 // after the upgrade, control frames included, is written here. It takes
 // all the frames waiting at once, its own and the hub's, and writes them
-// in one system call. It also pings, so that a vanished network shows up
-// as a read timeout.
-func (c *Session) writeLoop(done chan<- struct{}) {
-	defer close(done)
-	w := &writer{c: c, ping: time.NewTicker(c.srv.Config.PingEvery)}
-	defer w.ping.Stop()
+// in one system call; then, if nothing more waits, it stops until the
+// next kick.
+func (c *Session) runWriter() {
+	w := &c.w
 	for {
-		var news <-chan struct{} // nil until the welcome is on its way
-		if w.sub != nil {
-			news = w.sub.Wait()
+		if !w.run() {
+			c.wstate.Store(writerDone)
+			close(c.writerDone)
+			return
 		}
+		sub := w.sub
+		c.wstate.Store(writerIdle)
 		select {
-		case <-c.box.wake:
-		case <-news:
-		case <-w.ping.C:
-			if !w.sendPing() {
+		case <-c.quit:
+		default:
+			if !c.box.pending() && (sub == nil || !sub.Pending()) {
 				return
 			}
-			continue
-		case <-c.quit:
-			c.closing()
-			return
 		}
-		if !w.flush() {
-			return
+		if !c.wstate.CompareAndSwap(writerIdle, writerRunning) {
+			return // another kick started a writer, which does it
 		}
 	}
+}
+
+// run writes what waits, and reports false once the connection has ended.
+func (w *writer) run() bool {
+	select {
+	case <-w.c.quit:
+		w.c.closing()
+		return false
+	default:
+	}
+	return w.flush()
+}
+
+// pingDue has the writer ping, so that a vanished network shows up as a
+// read timeout, and comes again after the keepalive period.
+func (c *Session) pingDue() {
+	select {
+	case <-c.quit:
+		return
+	default:
+	}
+	c.box.ping()
+	c.pinger.Reset(c.srv.Config.PingEvery)
 }
 
 // flush writes what waits. Then, on a busy edge, it holds a busy socket's
@@ -69,17 +115,14 @@ func (c *Session) writeLoop(done chan<- struct{}) {
 func (w *writer) flush() bool {
 	c := w.c
 	for {
-		frames, pong, pongDue, more, ok := w.take()
+		frames, ctl, more, ok := w.take()
 		if !ok {
 			c.tooSlow("behind_bytes", c.srv.Config.SendQueueBytes)
 			c.closing()
 			return false
 		}
-		if pongDue {
-			if err := c.ws.WriteControl(websocket.PongMessage, pong, time.Now().Add(c.srv.Config.WriteTimeout)); err != nil {
-				w.fail(err)
-				return false
-			}
+		if !w.control(ctl) {
+			return false
 		}
 		if len(frames) == 0 {
 			return true
@@ -122,15 +165,11 @@ func (w *writer) hold(prev time.Time) (held, alive bool) {
 		select {
 		case <-w.batch.C:
 			return true, true
-		case <-c.box.wake: // something urgent
+		case <-c.box.wake: // something urgent (a ping too)
 			return true, true
 		case <-c.quit:
 			c.closing()
 			return false, false
-		case <-w.ping.C: // a socket that never idles is pinged too
-			if !w.sendPing() {
-				return false, false
-			}
 		}
 	}
 }
@@ -142,8 +181,8 @@ func (w *writer) hold(prev time.Time) (held, alive bool) {
 // behind then catches up a write at a time, each in a reused buffer. take
 // reports !ok if the socket fell so far behind that frames it needs were
 // dropped from the feed.
-func (w *writer) take() (frames [][]byte, pong []byte, pongDue, more, ok bool) {
-	frames, pong, pongDue, sub := w.c.box.take()
+func (w *writer) take() (frames [][]byte, ctl control, more, ok bool) {
+	frames, ctl, sub := w.c.box.take()
 	if frames == nil {
 		frames = w.scratch
 	}
@@ -152,10 +191,10 @@ func (w *writer) take() (frames [][]byte, pong []byte, pongDue, more, ok bool) {
 		w.sub = sub
 	}
 	if w.sub == nil {
-		return frames, pong, pongDue, false, true
+		return frames, ctl, false, true
 	}
 	frames, more, ok = w.sub.Read(frames, maxPooledWrite)
-	return frames, pong, pongDue, more, ok
+	return frames, ctl, more, ok
 }
 
 // recycle keeps a written list of frames for the next write, its frames
@@ -169,11 +208,22 @@ func (w *writer) recycle(frames [][]byte) {
 	w.scratch = frames[:0]
 }
 
-func (w *writer) sendPing() bool {
+// control writes the control frames due: the answer to the client's
+// ping, and the keepalive's ping. It reports false if the connection
+// failed.
+func (w *writer) control(ctl control) bool {
 	c := w.c
-	if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(c.srv.Config.WriteTimeout)); err != nil {
-		w.fail(err)
-		return false
+	if ctl.pongDue {
+		if err := c.ws.WriteControl(websocket.PongMessage, ctl.pong, time.Now().Add(c.srv.Config.WriteTimeout)); err != nil {
+			w.fail(err)
+			return false
+		}
+	}
+	if ctl.ping {
+		if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(c.srv.Config.WriteTimeout)); err != nil {
+			w.fail(err)
+			return false
+		}
 	}
 	return true
 }
@@ -205,7 +255,7 @@ const closeGrace = time.Second
 func (c *Session) closing() {
 	if c.closeCd != websocket.CloseAbnormalClosure {
 		if c.closeTx != string(protocol.CodeSlowConsumer) {
-			if frames, _, _, _ := c.box.take(); len(frames) > 0 {
+			if frames, _, _ := c.box.take(); len(frames) > 0 {
 				_ = c.writeFrames(frames, closeGrace)
 			}
 		}
