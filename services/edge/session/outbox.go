@@ -121,12 +121,16 @@ func (o *outbox) answerPing(payload []byte) {
 	o.signal()
 }
 
-// ping has the writer send the keepalive's ping.
+// ping has the writer send the keepalive's ping: at once if it is not
+// running, else with its next take. It does not end a hold: a ping that
+// cut every batch short would undo the batching on a busy edge.
 func (o *outbox) ping() {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.ctl.ping = true
-	o.signal()
+	if o.kick != nil {
+		o.kick()
+	}
 }
 
 // Wake wakes the writer for a frame the hub's feed holds for this socket
@@ -163,7 +167,7 @@ func (o *outbox) signal() {
 func (o *outbox) pending() bool {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	return o.urgent
+	return o.urgent || o.ctl.ping
 }
 
 // take hands the writer everything ready: the frames, and the control

@@ -166,3 +166,35 @@ func TestOutboxWakesTheWriterOnce(t *testing.T) {
 		t.Fatalf("%d bytes counted as queued after everything was taken", got)
 	}
 }
+
+// The keepalive's ping starts an idle writer, and goes with a busy one's
+// next take without ending its hold: on a busy edge with short pings, a
+// ping that cut holds short would undo the batching.
+func TestOutboxPingDoesNotEndAHold(t *testing.T) {
+	t.Parallel()
+	o := newOutbox(1 << 10)
+	kicks := 0
+	o.kick = func() { kicks++ }
+	o.ping()
+	if kicks != 1 || !o.pending() {
+		t.Fatalf("after a ping: %d kicks, pending %v; want 1, true", kicks, o.pending())
+	}
+	if !o.hold() {
+		t.Fatal("a ping ended a hold")
+	}
+	select {
+	case <-o.wake:
+		t.Fatal("a ping woke a holding writer")
+	default:
+	}
+	if _, ctl, _ := o.take(); !ctl.ping {
+		t.Fatal("the ping was not taken")
+	}
+	if o.pending() {
+		t.Fatal("still pending after the take")
+	}
+	o.send([]byte("an answer"))
+	if o.hold() {
+		t.Fatal("a queued answer did not end the hold")
+	}
+}

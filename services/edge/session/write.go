@@ -43,7 +43,11 @@ const (
 func (c *Session) startWriter() {
 	c.wstate.Store(writerIdle)
 	c.kick()
-	c.pinger = time.AfterFunc(c.srv.Config.PingEvery, c.pingDue)
+	// Made stopped, and started only once c.pinger holds it: its function
+	// re-arms it, and may run at once.
+	c.pinger = time.AfterFunc(time.Hour, c.pingDue)
+	c.pinger.Stop()
+	c.pinger.Reset(c.srv.Config.PingEvery)
 }
 
 // kick starts the writer unless it runs (or the connection has not started
@@ -165,7 +169,7 @@ func (w *writer) hold(prev time.Time) (held, alive bool) {
 		select {
 		case <-w.batch.C:
 			return true, true
-		case <-c.box.wake: // something urgent (a ping too)
+		case <-c.box.wake: // something urgent
 			return true, true
 		case <-c.quit:
 			c.closing()
