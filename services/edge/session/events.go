@@ -38,7 +38,7 @@ type roomEvents struct {
 
 // NewEvents returns an edge's relay of directed events; Run relays them.
 func NewEvents() *Events {
-	return &Events{ch: make(chan *nats.Msg, eventQueue)}
+	return &Events{ch: make(chan *nats.Msg, eventQueue), rooms: map[string]*roomEvents{}}
 }
 
 // subscribe relays the events of user u to c: from the room's
@@ -53,9 +53,6 @@ func (r *Events) subscribe(nc *nats.Conn, u User, c *Session) error {
 			return err
 		}
 		room = &roomEvents{sub: sub, conns: map[string][]*Session{}}
-		if r.rooms == nil {
-			r.rooms = map[string]*roomEvents{}
-		}
 		r.rooms[u.Room] = room
 	}
 	room.conns[u.ID] = append(room.conns[u.ID], c)

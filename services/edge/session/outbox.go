@@ -27,7 +27,7 @@ import (
 type outbox struct {
 	limit int           // bytes that may wait, the welcome not counted
 	wake  chan struct{} // one slot: something was queued since the last take
-	kick  func()        // starts the writer unless it runs; nil: never started
+	kick  func()        // starts the writer unless it runs (the session's)
 
 	mu       sync.Mutex
 	ready    [][]byte // for the writer, in order
@@ -48,7 +48,7 @@ type control struct {
 }
 
 func newOutbox(limit int) *outbox {
-	return &outbox{limit: limit, wake: make(chan struct{}, 1)}
+	return &outbox{limit: limit, wake: make(chan struct{}, 1), kick: func() {}}
 }
 
 // fits reports whether n more bytes may wait. A frame larger than the
@@ -128,9 +128,7 @@ func (o *outbox) ping() {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.ctl.ping = true
-	if o.kick != nil {
-		o.kick()
-	}
+	o.kick()
 }
 
 // Wake wakes the writer for a frame the hub's feed holds for this socket
@@ -145,9 +143,7 @@ func (o *outbox) Wake() {
 // unless it runs: a writer holding a batch reads it when the batch ends
 // (fanout.Waker).
 func (o *outbox) News() {
-	if o.kick != nil {
-		o.kick()
-	}
+	o.kick()
 }
 
 // signal wakes the writer, and ends its hold if it holds a batch.
@@ -157,9 +153,7 @@ func (o *outbox) signal() {
 	case o.wake <- struct{}{}:
 	default:
 	}
-	if o.kick != nil {
-		o.kick()
-	}
+	o.kick()
 }
 
 // pending reports whether something came since the last take: a writer

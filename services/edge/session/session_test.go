@@ -28,6 +28,24 @@ func testSession(ws *websocket.Conn) *Session {
 	return srv.New(ws, netip.Prefix{}, nil)
 }
 
+// serveSessions starts a server that makes each socket upgraded there a
+// test session and hands it to serve, and returns the URL to dial.
+func serveSessions(t *testing.T, serve func(c *Session)) string {
+	t.Helper()
+	up := websocket.Upgrader{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ws, err := up.Upgrade(w, r, nil)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer ws.Close()
+		serve(testSession(ws))
+	}))
+	t.Cleanup(srv.Close)
+	return "ws" + strings.TrimPrefix(srv.URL, "http")
+}
+
 // Every frame a browser may send has its handler, and no handler waits for
 // a frame the decoder never passes.
 func TestEveryClientFrameHasAHandler(t *testing.T) {
@@ -67,23 +85,14 @@ func TestClosingWritesTheLastFramesFirst(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			done := make(chan struct{})
-			up := websocket.Upgrader{}
-			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			url := serveSessions(t, func(c *Session) {
 				defer close(done)
-				ws, err := up.Upgrade(w, r, nil)
-				if err != nil {
-					t.Error(err)
-					return
-				}
-				defer ws.Close()
-				c := testSession(ws)
 				c.send([]byte(`{"type":"pong","ref":"p60"}`))
 				c.send(refusal)
 				c.Close(tt.code, string(tt.reason))
 				c.closing() // as the writer does on seeing quit
-			}))
-			defer srv.Close()
-			ws, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(srv.URL, "http"), nil)
+			})
+			ws, _, err := websocket.DefaultDialer.Dial(url, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -117,20 +126,11 @@ func TestClosingWritesTheLastFramesFirst(t *testing.T) {
 func TestIdleSocketsKeepNoWriter(t *testing.T) {
 	t.Parallel()
 	const sockets = 20
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		up := websocket.Upgrader{}
-		ws, err := up.Upgrade(w, r, nil)
-		if err != nil {
-			t.Error(err)
-			return
-		}
-		defer ws.Close()
-		c := testSession(ws)
+	url := serveSessions(t, func(c *Session) {
 		c.srv.Config.PingEvery, c.srv.Config.WriteTimeout = 300*time.Millisecond, 10*time.Second
 		c.srv.Config.JoinTimeout = time.Hour
 		c.Serve()
-	}))
-	defer srv.Close()
+	})
 	pinged := make(chan struct{}, sockets)
 	pongs := make([]chan struct{}, sockets)
 	conns := make([]*websocket.Conn, sockets)
@@ -146,7 +146,7 @@ func TestIdleSocketsKeepNoWriter(t *testing.T) {
 		}
 	}
 	for i := range sockets {
-		ws, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(srv.URL, "http"), nil)
+		ws, _, err := websocket.DefaultDialer.Dial(url, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
