@@ -97,7 +97,7 @@ func New() *Metrics {
 			Help:    "Requests a service handled over NATS, by subject and result code (ok, or the protocol error code), and how long each took from arrival to reply.",
 			Buckets: latencyBuckets}, []string{"subject", "code"})),
 		ReaperActions: register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{Name: "buddytok_presence_reaper_actions_total",
-			Help: "What presence's reaper did: detach (an edge's lease expired), leave (a grace period ran out), purge (deleted records removed), by outcome."},
+			Help: "What presence's reaper did: detach (an edge's lease expired), leave (a grace period ran out), purge (deleted records removed), lease_gone (an edge found without its lease though its expiry never arrived), by outcome."},
 			[]string{"action", "outcome"})),
 		Rooms: register(reg, &RoomSizes{}),
 		OpenTokCalls: register(reg, prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "buddytok_tokens_opentok_calls_seconds",

@@ -180,7 +180,9 @@ func adminAuth() nats.Option { return nats.UserInfo("admin", users["admin"]) }
 // starts it. Stale connections (a paused process) are found within a few
 // seconds, not the default four minutes, so that a paused replica stops
 // receiving its queue group's requests soon: the setting an operator of
-// BuddyTok should use too (docs/resilience.md).
+// BuddyTok should use too (docs/resilience.md). The nodes do not advertise
+// their client URLs: a process reaches the cluster only through the URLs
+// it was given, so one given proxies cannot reconnect around them.
 func startNATS(t *testing.T, bin, dir string) []*natsNode {
 	t.Helper()
 	const n = 3
@@ -209,6 +211,7 @@ cluster {
   name: buddytok
   listen: 127.0.0.1:%d
   routes: [%s]
+  no_advertise: true
 }
 %s`, i, ports[i], filepath.Join(dir, fmt.Sprintf("n%d-data", i)), routes[i], strings.Join(routeURLs, ", "), authorization)
 		if err := os.WriteFile(conf, []byte(body), 0o644); err != nil {
@@ -265,9 +268,14 @@ func (n *natsNode) awaitReady(limit time.Duration) error {
 // finds out only through its own keepalives. An edge that reaches NATS
 // through proxies can so be cut off from NATS while its browsers still
 // reach it.
+//
+// A proxy that drops, cut, closes its connections instead, as a network
+// failure noticed at once does (a reset, a NAT forgetting them): the
+// client reconnects as soon as the cut heals.
 type proxy struct {
 	ln     net.Listener
 	target string
+	drop   bool
 
 	mu     sync.Mutex
 	cut    bool
@@ -358,6 +366,11 @@ func (p *proxy) setCut(cut bool) {
 	p.cut = cut
 	if cut {
 		p.healed = make(chan struct{})
+		if p.drop {
+			for c := range p.conns {
+				_ = c.Close()
+			}
+		}
 	} else {
 		close(p.healed)
 	}

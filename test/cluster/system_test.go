@@ -1,6 +1,7 @@
 package cluster_test
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"net/http"
@@ -34,6 +35,19 @@ type system struct {
 	edges    []*edgeProc
 	// cut partitions the last edge from NATS (true) or heals it.
 	cut func(bool)
+	// cutPresence, with systemConfig.cutPresence, drops every presence
+	// replica's NATS connections and holds their new ones (true) until it
+	// heals them (false).
+	cutPresence func(bool)
+}
+
+// systemConfig shapes a system beyond its size.
+type systemConfig struct {
+	replicas, edges int
+	grace           time.Duration // the users' grace period; 0: grace
+	// cutPresence routes the presence replicas to NATS through proxies
+	// that sys.cutPresence can cut.
+	cutPresence bool
 }
 
 type edgeProc struct {
@@ -47,6 +61,31 @@ var serviceNames = []string{protocol.ServiceTokens, protocol.ServiceInvites, pro
 
 func startSystem(t *testing.T, replicas, edges int) *system {
 	t.Helper()
+	return startSystemWith(t, systemConfig{replicas: replicas, edges: edges})
+}
+
+// proxiedNATS returns the cluster's URLs through new proxies (dropping
+// their connections when cut, if drop) and the function that cuts or heals
+// them all.
+func (sys *system) proxiedNATS(t *testing.T, drop bool) (string, func(bool)) {
+	var urls []string
+	var ps []*proxy
+	for _, n := range sys.nats {
+		p := newProxy(t, fmt.Sprintf("127.0.0.1:%d", n.port))
+		p.drop = drop
+		ps = append(ps, p)
+		urls = append(urls, p.url())
+	}
+	return strings.Join(urls, ","), func(cut bool) {
+		for _, p := range ps {
+			p.setCut(cut)
+		}
+	}
+}
+
+func startSystemWith(t *testing.T, cfg systemConfig) *system {
+	t.Helper()
+	replicas, edges := cfg.replicas, cfg.edges
 	bin := binaries(t)
 	dir := t.TempDir()
 	sys := &system{t: t, dir: dir, services: map[string][]*proc{}}
@@ -58,14 +97,20 @@ func startSystem(t *testing.T, replicas, edges int) *system {
 	}
 	common := []string{
 		"NATS_URL=" + strings.Join(urls, ","), "KV_REPLICAS=3",
-		"EDGE_LEASE_TTL=" + leaseTTL.String(), "GRACE_PERIOD=" + grace.String(), "SWEEP_INTERVAL=200ms",
+		"EDGE_LEASE_TTL=" + leaseTTL.String(), "GRACE_PERIOD=" + cmp.Or(cfg.grace, grace).String(), "SWEEP_INTERVAL=200ms",
 		"LOG_FORMAT=json", "LOG_LEVEL=info",
 	}
 	for _, name := range serviceNames {
+		env := common
+		if name == protocol.ServicePresence && cfg.cutPresence {
+			var urls string
+			urls, sys.cutPresence = sys.proxiedNATS(t, true)
+			env = append(append([]string(nil), common...), "NATS_URL="+urls)
+		}
 		for i := range replicas {
 			ops := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 			p := &proc{name: fmt.Sprintf("%s-%d", name, i), path: filepath.Join(bin, name),
-				env: append(append(append([]string(nil), common...), roleEnv(permissions.Role(name))...), "OPS_ADDR="+ops), ops: "http://" + ops,
+				env: append(append(append([]string(nil), env...), roleEnv(permissions.Role(name))...), "OPS_ADDR="+ops), ops: "http://" + ops,
 				logs: filepath.Join(dir, fmt.Sprintf("%s-%d.log", name, i))}
 			if err := p.start(); err != nil {
 				t.Fatal(err)
@@ -77,19 +122,9 @@ func startSystem(t *testing.T, replicas, edges int) *system {
 		env := common
 		if i == edges-1 {
 			// The last edge reaches NATS through proxies the test can cut.
-			var proxied []string
-			var ps []*proxy
-			for _, n := range sys.nats {
-				p := newProxy(t, fmt.Sprintf("127.0.0.1:%d", n.port))
-				ps = append(ps, p)
-				proxied = append(proxied, p.url())
-			}
-			env = append(append([]string(nil), common...), "NATS_URL="+strings.Join(proxied, ","))
-			sys.cut = func(cut bool) {
-				for _, p := range ps {
-					p.setCut(cut)
-				}
-			}
+			var urls string
+			urls, sys.cut = sys.proxiedNATS(t, false)
+			env = append(append([]string(nil), common...), "NATS_URL="+urls)
 		}
 		port := freePort(t)
 		e := &edgeProc{proc: &proc{name: fmt.Sprintf("edge-%d", i), path: filepath.Join(bin, "edge"),

@@ -30,12 +30,20 @@ const (
 // every live edge lease. On each sweep it detaches users whose edge lost its
 // lease and asks the invites service to remove users whose grace period ran
 // out. Every replica runs one; compare-and-set makes duplicates harmless.
+//
+// A lease's expiry reaches the lease watcher as a marker that lives only
+// as long as a lease. A replica cut off from NATS across that moment (its
+// watcher then resumes after the marker) would never learn it, and the
+// dead edge's users would stay listed for good; so every lease TTL the
+// reaper also reads the lease of each edge it believes alive (checkLeases).
 type reaper struct {
 	users      map[string]state.User
 	detached   map[string]time.Time // server time each detached user was first seen detached
 	clock      serverClock
-	edges      map[string]bool
-	leasesSeen bool                 // the lease watcher delivered its initial values
+	edges      map[string]uint64 // live edges: the revision of the lease last seen
+	leasesSeen bool              // the lease watcher delivered its initial values
+	checks     chan []leaseCheck // the outcome of a checkLeases under way
+	checking   bool
 	edgeGone   map[string]time.Time // edges first seen without a lease
 	inflight   map[string]bool      // users with a detach or leave under way
 	finished   chan string          // user IDs whose detach or leave is over
@@ -97,13 +105,16 @@ func (s *Service) reap(ctx context.Context) error {
 
 	s.rooms.reset()
 	r := &reaper{
-		users: map[string]state.User{}, detached: map[string]time.Time{}, edges: map[string]bool{}, edgeGone: map[string]time.Time{},
+		users: map[string]state.User{}, detached: map[string]time.Time{}, edges: map[string]uint64{}, edgeGone: map[string]time.Time{},
 		inflight: map[string]bool{}, finished: make(chan string, maxActions), slots: make(chan struct{}, maxActions),
+		checks: make(chan []leaseCheck, 1),
 	}
 	var actions sync.WaitGroup
 	defer actions.Wait()
 	tick := time.NewTicker(s.cfg.SweepEvery)
 	defer tick.Stop()
+	recheck := time.NewTicker(s.cfg.LeaseTTL)
+	defer recheck.Stop()
 	for {
 		select {
 		case <-ctx.Done():
@@ -122,6 +133,11 @@ func (s *Service) reap(ctx context.Context) error {
 			delete(r.inflight, id)
 		case <-tick.C:
 			s.sweep(ctx, r, &actions)
+		case <-recheck.C:
+			s.checkLeases(ctx, r, &actions)
+		case checked := <-r.checks:
+			r.checking = false
+			s.applyChecks(r, checked)
 		}
 	}
 }
@@ -191,11 +207,71 @@ func (r *reaper) applyLease(e jetstream.KeyValueEntry) {
 	}
 	r.clock.observe(e.Created())
 	if e.Operation() == jetstream.KeyValuePut {
-		r.edges[e.Key()] = true
+		r.edges[e.Key()] = e.Revision()
 		delete(r.edgeGone, e.Key())
 		return
 	}
 	delete(r.edges, e.Key())
+}
+
+// leaseCheck is what checkLeases found of one edge's lease: whether it
+// still exists, as read after the watcher had delivered revision seen.
+type leaseCheck struct {
+	edge  string
+	seen  uint64
+	alive bool
+}
+
+// leaseCheckTimeout bounds one read of an edge's lease.
+const leaseCheckTimeout = 2 * time.Second
+
+// checkLeases reads, apart from the reaper's loop, the lease of every edge
+// the reaper believes alive; applyChecks then forgets those whose lease is
+// gone. One check runs at a time.
+func (s *Service) checkLeases(ctx context.Context, r *reaper, actions *sync.WaitGroup) {
+	if r.checking || !r.leasesSeen || len(r.edges) == 0 {
+		return
+	}
+	asked := make([]leaseCheck, 0, len(r.edges))
+	for edge, rev := range r.edges {
+		asked = append(asked, leaseCheck{edge: edge, seen: rev, alive: true})
+	}
+	r.checking = true
+	actions.Add(1)
+	go func() {
+		defer actions.Done()
+		for i, c := range asked {
+			gctx, cancel := context.WithTimeout(ctx, leaseCheckTimeout)
+			e, err := s.leases.Get(gctx, c.edge)
+			cancel()
+			switch {
+			case err == nil:
+				asked[i].alive = e.Operation() == jetstream.KeyValuePut
+			case errors.Is(err, jetstream.ErrKeyNotFound), errors.Is(err, jetstream.ErrKeyDeleted):
+				asked[i].alive = false
+			}
+			// Any other error tells nothing: the edge stays alive until
+			// a later check or the watcher says otherwise.
+		}
+		select {
+		case r.checks <- asked:
+		case <-ctx.Done():
+		}
+	}()
+}
+
+// applyChecks forgets each edge whose lease a check found gone, unless the
+// watcher delivered a newer lease of it meanwhile (a lease made again). Its
+// users are then detached as for any edge without a lease.
+func (s *Service) applyChecks(r *reaper, checked []leaseCheck) {
+	for _, c := range checked {
+		if rev, ok := r.edges[c.edge]; c.alive || !ok || rev != c.seen {
+			continue
+		}
+		delete(r.edges, c.edge)
+		s.metrics.ReaperActions.WithLabelValues("lease_gone", metrics.OK).Inc()
+		s.log.Warn("an edge's lease is gone though its expiry never reached this replica (it was cut off from NATS?); its users will be detached", "edge", c.edge)
+	}
 }
 
 func (s *Service) sweep(ctx context.Context, r *reaper, actions *sync.WaitGroup) {
@@ -207,7 +283,7 @@ func (s *Service) sweep(ctx context.Context, r *reaper, actions *sync.WaitGroup)
 		}
 		var action func(context.Context)
 		switch {
-		case u.Connected && r.leasesSeen && !r.edges[u.Edge]:
+		case u.Connected && r.leasesSeen && r.edges[u.Edge] == 0:
 			// An edge's lease may reach this replica a little after its
 			// first user does: wait two sweeps before believing it is gone.
 			since, seen := r.edgeGone[u.Edge]
