@@ -208,7 +208,7 @@ type Server struct {
 	log     *slog.Logger
 	metrics *metrics.Metrics
 	slots   chan struct{}
-	wg      sync.WaitGroup
+	wg      *sync.WaitGroup // the handlers running, its lanes' included
 	timeout time.Duration
 	ready   chan struct{}
 }
@@ -216,7 +216,15 @@ type Server struct {
 // NewServer returns a Server that runs at most workers handlers at once,
 // each bounded by timeout, and counts them in m.
 func NewServer(log *slog.Logger, m *metrics.Metrics, workers int, timeout time.Duration) *Server {
-	return &Server{log: log, metrics: m, slots: make(chan struct{}, workers), timeout: timeout, ready: make(chan struct{})}
+	return &Server{log: log, metrics: m, slots: make(chan struct{}, workers), wg: &sync.WaitGroup{}, timeout: timeout, ready: make(chan struct{})}
+}
+
+// Lane returns a Server whose handlers run on a pool of workers of their
+// own, apart from s's, for requests that must not wait behind s's (an
+// edge's lease renewal behind a storm of joins). Its endpoints are served
+// by s.Serve, which waits for their handlers too.
+func (s *Server) Lane(workers int) *Server {
+	return &Server{log: s.log, metrics: s.metrics, slots: make(chan struct{}, workers), wg: s.wg, timeout: s.timeout, ready: s.ready}
 }
 
 // Ready is closed once Serve has every endpoint subscribed on the NATS

@@ -255,3 +255,66 @@ func TestStopAnswersEveryQueuedRequest(t *testing.T) {
 		}
 	}
 }
+
+// A lane's endpoint is served while every worker of its Server is busy,
+// and stopping the Server waits for the lane's handlers too.
+func TestLaneDoesNotWaitBehindTheServersPool(t *testing.T) {
+	t.Parallel()
+	connect := startNATS(t)
+	s := natsrpc.NewServer(slog.New(slog.DiscardHandler), metrics.New(), 1, 10*time.Second)
+	lane := s.Lane(1)
+	release := make(chan struct{})
+	busy := make(chan struct{}, 1)
+	block := func(ctx context.Context, r request) (reply, error) {
+		busy <- struct{}{}
+		<-release
+		return reply{}, nil
+	}
+	laneDone, laneBusy := make(chan struct{}), make(chan struct{})
+	inLane := func(ctx context.Context, r request) (reply, error) {
+		if r.Name == "slow" {
+			defer close(laneDone)
+			close(laneBusy)
+			<-release
+		}
+		return reply{}, nil
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() {
+		served <- s.Serve(ctx, connect(), micro.Config{Name: "test", Version: "0.0.1"},
+			natsrpc.Endpoint{Name: "do", Subject: "test.do", Handler: natsrpc.Handle(s, block)},
+			natsrpc.Endpoint{Name: "lane", Subject: "test.lane", Handler: natsrpc.Handle(lane, inLane)})
+	}()
+	<-s.Ready()
+	nc := connect()
+	blocked := make(chan error, 1)
+	go func() { blocked <- natsrpc.Call(context.Background(), nc, "test.do", request{Name: "blocker"}, nil) }()
+	<-busy // the Server's only worker is taken until release
+	callCtx, callCancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer callCancel()
+	if err := natsrpc.Call(callCtx, nc, "test.lane", request{Name: "quick"}, nil); err != nil {
+		t.Fatalf("the lane's request waited behind the busy pool: %v", err)
+	}
+
+	slow := make(chan error, 1)
+	go func() { slow <- natsrpc.Call(context.Background(), nc, "test.lane", request{Name: "slow"}, nil) }()
+	<-laneBusy
+	cancel()
+	select {
+	case err := <-served:
+		t.Fatalf("Serve returned (%v) with handlers running", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	close(release)
+	<-laneDone
+	if err := <-served; err != nil {
+		t.Fatal(err)
+	}
+	if err := <-blocked; err != nil {
+		t.Fatal(err)
+	}
+	if err := <-slow; err != nil {
+		t.Fatal(err)
+	}
+}

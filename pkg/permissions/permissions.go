@@ -4,8 +4,9 @@
 // given these permissions (per-role users; the nats-server configuration
 // Config writes, or server.Options built from Users) stops a leaked or
 // compromised credential of one role from doing another's work: an edge's
-// cannot write the state, publish anyone's events, remove users, make video
-// sessions, or answer requests in a service's place.
+// cannot write the state or another edge's lease, publish anyone's events,
+// remove users, make video sessions, or answer requests in a service's
+// place.
 package permissions
 
 import (
@@ -72,9 +73,10 @@ func For(r Role) Set {
 	case Edge:
 		s.Publish = join(read(stateStream), read(leaseStream), create,
 			[]string{
-				write(state.LeaseBucket), // its own lease
+				// Not the lease bucket: presence writes an edge's lease,
+				// under the ID its secret names (LeaseRequest).
 				protocol.SubjectPresenceJoin, protocol.SubjectPresenceResume,
-				protocol.SubjectPresenceDisconnect, protocol.SubjectPresenceAttach,
+				protocol.SubjectPresenceDisconnect, protocol.SubjectPresenceAttach, protocol.SubjectPresenceLease,
 				protocol.SubjectInvitesInvite, protocol.SubjectInvitesCancel, protocol.SubjectInvitesAccept,
 				protocol.SubjectInvitesDecline, protocol.SubjectInvitesEnd,
 				protocol.SubjectTokensCredentials, protocol.SubjectTokensSignal, protocol.SubjectTokensMode,

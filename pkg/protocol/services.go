@@ -1,6 +1,7 @@
 package protocol
 
 import (
+	"crypto/sha256"
 	"encoding/json"
 	"strings"
 )
@@ -19,6 +20,7 @@ const (
 	SubjectPresenceResume     = "buddytok.presence.resume"     // ResumeRequest -> Personal
 	SubjectPresenceDisconnect = "buddytok.presence.disconnect" // DisconnectRequest -> Empty
 	SubjectPresenceAttach     = "buddytok.presence.attach"     // AttachRequest -> Empty (edges only)
+	SubjectPresenceLease      = "buddytok.presence.lease"      // LeaseRequest -> LeaseReply (edges only)
 
 	SubjectInvitesInvite  = "buddytok.invites.invite"  // InviteRequest -> Invitation
 	SubjectInvitesCancel  = "buddytok.invites.cancel"  // InvitationRequest -> Empty
@@ -141,6 +143,37 @@ type AttachRequest struct {
 	Edge   string `json:"edge"`
 	Conn   string `json:"conn"`
 	Secret string `json:"secret"`
+}
+
+// LeaseRequest stores, renews or releases an edge's lease. An edge does not
+// write its lease itself: presence writes it, under the ID the secret
+// names (EdgeID), so that an edge credential cannot keep another edge's
+// lease alive after it died, nor end a live one's.
+type LeaseRequest struct {
+	// Secret is the edge's lease secret, picked at its start; its ID is
+	// EdgeID(Secret).
+	Secret string `json:"secret"`
+	// Revision is the revision of the lease the edge last stored; 0 makes
+	// a new one.
+	Revision uint64 `json:"revision,omitempty"`
+	// Release removes the lease: the edge is shutting down.
+	Release bool `json:"release,omitempty"`
+}
+
+// LeaseReply is the lease's revision after a LeaseRequest.
+type LeaseReply struct {
+	Revision uint64 `json:"revision"`
+	// Lost: the lease the request named had lapsed (it expired, or was
+	// removed) and a new one was stored.
+	Lost bool `json:"lost,omitempty"`
+}
+
+// EdgeID is the ID of the edge whose lease secret is secret: the first 80
+// bits of its SHA-256, in the form of every ID. Knowing an edge's ID (user
+// records name it) tells nothing of its secret.
+func EdgeID(secret string) string {
+	sum := sha256.Sum256([]byte(secret))
+	return strings.ToLower(idEncoding.EncodeToString(sum[:10]))
 }
 
 // LeaveRequest removes a user whose grace period ran out, ending its

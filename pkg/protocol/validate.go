@@ -157,3 +157,8 @@ func (r *AttachRequest) Validate() error {
 	}
 	return checkProof(r.Secret)
 }
+
+// Validate checks the request's fields.
+func (r *LeaseRequest) Validate() error {
+	return checkProof(r.Secret)
+}

@@ -4,6 +4,7 @@ go 1.26.0
 
 require (
 	github.com/buddytok/buddytok/pkg v0.0.0
+	github.com/buddytok/buddytok/services/presence v0.0.0
 	github.com/buddytok/buddytok/web v0.0.0
 	github.com/fasthttp/websocket v1.5.12
 	github.com/go-jose/go-jose/v4 v4.1.9
@@ -51,5 +52,8 @@ require (
 
 replace (
 	github.com/buddytok/buddytok/pkg => ../../pkg
+	github.com/buddytok/buddytok/services/invites => ../invites
+	github.com/buddytok/buddytok/services/presence => ../presence
+	github.com/buddytok/buddytok/services/tokens => ../tokens
 	github.com/buddytok/buddytok/web => ../../web
 )

@@ -66,8 +66,13 @@ func TestEdgePermissions(t *testing.T) {
 			time.Sleep(10 * time.Millisecond) // the server's refusal arrives asynchronously
 		}
 	}
+	annRec, _, err := w.Store().GetUser(w.Ctx, protocol.Lobby, kit.ID(ann))
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, subject := range []string{
 		"$KV." + state.Bucket + "." + state.UserKey(protocol.Lobby, kit.ID(ann)), // write the state
+		"$KV." + state.LeaseBucket + "." + annRec.Edge,                           // forge or end Ann's edge's lease
 		protocol.EventSubject(protocol.Lobby, kit.ID(ann)),                       // send Ann an event
 		protocol.SubjectInvitesLeave,                                             // remove a user
 		protocol.SubjectTokensSession,                                            // make a video session

@@ -19,7 +19,6 @@ import (
 	"github.com/gofiber/contrib/websocket"
 	"github.com/gofiber/fiber/v2"
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/buddytok/buddytok/pkg/metrics"
 	"github.com/buddytok/buddytok/pkg/natsrpc"
@@ -34,13 +33,13 @@ import (
 
 // Edge is one edge replica.
 type Edge struct {
-	id       string
+	id       string // protocol.EdgeID(secret): its lease key
+	secret   string // its lease secret (LeaseRequest); never leaves the process
 	nc       *nats.Conn
 	cfg      Config
 	log      *slog.Logger
 	metrics  *metrics.Metrics
 	store    *state.Store
-	leases   jetstream.KeyValue
 	hub      *fanout.Hub
 	gate     *admission.Gate
 	origins  admission.Origins
@@ -74,7 +73,9 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger, m *me
 	if err != nil {
 		return nil, fmt.Errorf("edge: %w", err)
 	}
-	leases, ttl, err := state.OpenLeases(ctx, nc, cfg.LeaseTTL, state.Options{Replicas: cfg.Replicas})
+	// The edge reads the deployment's lease TTL from the lease bucket;
+	// presence writes its lease (lease.go).
+	_, ttl, err := state.OpenLeases(ctx, nc, cfg.LeaseTTL, state.Options{Replicas: cfg.Replicas})
 	if err != nil {
 		return nil, fmt.Errorf("edge: %w", err)
 	}
@@ -89,8 +90,9 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger, m *me
 			return nil, fmt.Errorf("edge: %w", err)
 		}
 	}
+	secret := protocol.NewSecret()
 	e := &Edge{origins: allowed, ident: ident,
-		id: protocol.NewID(), nc: nc, cfg: cfg, store: store, leases: leases, metrics: m,
+		id: protocol.EdgeID(secret), secret: secret, nc: nc, cfg: cfg, store: store, metrics: m,
 		gate: admission.New(cfg.Admission), events: session.NewEvents(),
 		clients: map[*session.Session]struct{}{}, ended: map[string]endedConn{}, kick: make(chan struct{}, 1),
 	}
@@ -212,11 +214,7 @@ func (e *Edge) Run(ctx context.Context) error {
 	err = errors.Join(err, e.shutdown())
 	stopBG()
 	wg.Wait()
-	leaseCtx, cancelLease := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancelLease()
-	if derr := e.leases.Delete(leaseCtx, e.id); derr != nil {
-		e.log.Warn("lease delete failed", "err", derr)
-	}
+	e.releaseLease()
 	return err
 }
 

@@ -20,14 +20,17 @@ import (
 	"github.com/buddytok/buddytok/pkg/permissions"
 	"github.com/buddytok/buddytok/pkg/protocol"
 	"github.com/buddytok/buddytok/pkg/state"
+	"github.com/buddytok/buddytok/services/presence/presence"
 )
 
 // startEdge runs an edge, connected as the edge role, on a fresh embedded
-// NATS with no service behind it, until the test ends or stop is called
-// (which returns Run's error). nc is an admin connection, for checks.
+// NATS with presence behind it (which stores edges' leases), until the
+// test ends or stop is called (which returns Run's error). nc is an admin
+// connection, for checks.
 func startEdge(t *testing.T, cfg Config) (e *Edge, nc *nats.Conn, stop func() error) {
 	t.Helper()
 	roles := natstest.StartRoles(t)
+	natstest.Run(t, natstest.NewReplica(t, roles, presence.Program, presence.Config{LeaseTTL: cfg.LeaseTTL}))
 	nc = roles.Admin()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

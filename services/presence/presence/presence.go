@@ -53,6 +53,7 @@ type Service struct {
 	leases    jetstream.KeyValue
 	now       func() time.Time
 	srv       *natsrpc.Server
+	leaseLane *natsrpc.Server // edges' leases, never behind a storm of joins
 	metrics   *metrics.Metrics
 	rooms     *roomIndex // who is in each room, kept by the reaper
 	joinLocks [joinStripes]sync.Mutex
@@ -80,8 +81,9 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger, m *me
 	if n > 0 {
 		log.Warn("cleared the records of a release before rooms: their users join again", "keys", n)
 	}
+	srv := natsrpc.NewServer(log, m, 64, 10*time.Second)
 	return &Service{nc: nc, cfg: cfg, log: log, store: store, leases: leases, now: time.Now, metrics: m, rooms: newRoomIndex(),
-		srv: natsrpc.NewServer(log, m, 64, 10*time.Second)}, nil
+		srv: srv, leaseLane: srv.Lane(8)}, nil
 }
 
 // withDefaults fills the settings that must not be zero. A zero Grace is
@@ -118,11 +120,12 @@ func (s *Service) Run(ctx context.Context) error {
 	countDone := make(chan struct{})
 	go func() { defer close(countDone); s.countRoomsUntilDone(ctx) }()
 	defer func() { <-countDone }()
-	err := s.srv.Serve(ctx, s.nc, micro.Config{Name: protocol.ServicePresence, Version: Version, Description: "BuddyTok presence: joins, resumes, disconnects, leaves"},
+	err := s.srv.Serve(ctx, s.nc, micro.Config{Name: protocol.ServicePresence, Version: Version, Description: "BuddyTok presence: joins, resumes, disconnects, leaves, edge leases"},
 		natsrpc.Endpoint{Name: "join", Subject: protocol.SubjectPresenceJoin, Handler: natsrpc.Handle(s.srv, s.join)},
 		natsrpc.Endpoint{Name: "resume", Subject: protocol.SubjectPresenceResume, Handler: natsrpc.Handle(s.srv, s.resume)},
 		natsrpc.Endpoint{Name: "disconnect", Subject: protocol.SubjectPresenceDisconnect, Handler: natsrpc.Handle(s.srv, s.disconnect)},
 		natsrpc.Endpoint{Name: "attach", Subject: protocol.SubjectPresenceAttach, Handler: natsrpc.Handle(s.srv, s.attach)},
+		natsrpc.Endpoint{Name: "lease", Subject: protocol.SubjectPresenceLease, Handler: natsrpc.Handle(s.leaseLane, s.lease)},
 	)
 	if rerr := <-reaperDone; rerr != nil && !errors.Is(rerr, context.Canceled) {
 		err = errors.Join(err, rerr)

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/buddytok/buddytok/pkg/natsrpc"
 	"github.com/buddytok/buddytok/pkg/natstest"
@@ -18,8 +17,12 @@ import (
 	"github.com/buddytok/buddytok/services/presence/presence"
 )
 
-// The edge these tests play, holding its lease while a test runs.
-const edgeID = "edge1"
+// The edge these tests play, holding its lease while a test runs: its
+// lease secret, and the ID that names.
+var (
+	edgeSecret = protocol.NewSecret()
+	edgeID     = protocol.EdgeID(edgeSecret)
+)
 
 // rig is a presence replica and an invites replica (which removes users
 // once their grace period ends) on an embedded NATS with the roles' users.
@@ -40,11 +43,7 @@ func newRig(t *testing.T, grace time.Duration) *rig {
 	cfg := presence.Config{Grace: grace, LeaseTTL: time.Second, SweepEvery: 20 * time.Millisecond}
 	natstest.Run(t, natstest.NewReplica(t, roles, presence.Program, cfg), natstest.NewReplica(t, roles, invites.Program, invites.Config{}))
 	edge := roles.As(permissions.Edge)
-	leases, _, err := state.OpenLeases(ctx, edge, time.Second, state.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	holdLease(ctx, t, leases, edgeID)
+	holdLease(ctx, t, edge, edgeSecret)
 	store, err := state.Open(ctx, roles.Admin(), state.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -52,10 +51,12 @@ func newRig(t *testing.T, grace time.Duration) *rig {
 	return &rig{t: t, ctx: ctx, edge: edge, store: store}
 }
 
-// holdLease keeps id's lease alive until ctx ends, as a running edge does.
-func holdLease(ctx context.Context, t *testing.T, leases jetstream.KeyValue, id string) {
+// holdLease keeps the lease of the edge whose secret is secret alive until
+// ctx ends, as a running edge does: presence stores and renews it.
+func holdLease(ctx context.Context, t *testing.T, edge *nats.Conn, secret string) {
 	t.Helper()
-	if _, err := leases.Put(ctx, id, []byte("alive")); err != nil {
+	var lease protocol.LeaseReply
+	if err := natsrpc.Call(ctx, edge, protocol.SubjectPresenceLease, protocol.LeaseRequest{Secret: secret}, &lease); err != nil {
 		t.Fatal(err)
 	}
 	go func() {
@@ -66,7 +67,10 @@ func holdLease(ctx context.Context, t *testing.T, leases jetstream.KeyValue, id 
 			case <-ctx.Done():
 				return
 			case <-tick.C:
-				_, _ = leases.Put(ctx, id, []byte("alive"))
+				var next protocol.LeaseReply
+				if natsrpc.Call(ctx, edge, protocol.SubjectPresenceLease, protocol.LeaseRequest{Secret: secret, Revision: lease.Revision}, &next) == nil {
+					lease = next
+				}
 			}
 		}
 	}()
