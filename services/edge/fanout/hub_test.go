@@ -137,7 +137,7 @@ func TestHubSnapshotThenDeltas(t *testing.T) {
 					t.Fatal(err)
 				}
 				s.Start()
-				subs = append(subs, joined{s, welcome, snap.Revision})
+				subs = append(subs, joined{s, welcome.Bytes(), snap.Revision})
 			}
 			wg.Wait()
 			h.mu.Lock()
@@ -272,7 +272,7 @@ func TestWithUsers(t *testing.T) {
 		}
 		want, _ := json.Marshal(protocol.ServerFrame{Type: protocol.TypeWelcome, Revision: 7, Users: users})
 		var got, exp protocol.ServerFrame
-		if err := json.Unmarshal(withUsers(frame, list), &got); err != nil {
+		if err := json.Unmarshal(withUsers(frame, list).Bytes(), &got); err != nil {
 			t.Fatalf("%d users: %v", len(users), err)
 		}
 		_ = json.Unmarshal(want, &exp)

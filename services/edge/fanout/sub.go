@@ -2,6 +2,7 @@ package fanout
 
 import (
 	"encoding/json"
+	"slices"
 	"sync/atomic"
 
 	"github.com/buddytok/buddytok/pkg/protocol"
@@ -83,28 +84,43 @@ type Snapshot struct {
 	Own *protocol.Personal
 }
 
-// Welcome encodes a welcome frame with the snapshot's list as its users,
-// adding the list, already encoded, to the encoded frame rather than
-// encoding every user again for every joining socket.
-func (s Snapshot) Welcome(frame protocol.ServerFrame) ([]byte, error) {
+// Parts is one encoded frame in three parts, to be written one after the
+// other: what belongs to one socket (Head, Tail), and between them Shared,
+// which is the room's: a welcome's list, encoded once at its revision and
+// shared by every socket welcomed at it, never copied for one.
+type Parts struct {
+	Head, Shared, Tail []byte
+}
+
+// Len is the frame's length.
+func (p Parts) Len() int { return len(p.Head) + len(p.Shared) + len(p.Tail) }
+
+// Own is how many of the frame's bytes are the socket's alone.
+func (p Parts) Own() int { return len(p.Head) + len(p.Tail) }
+
+// Bytes is the frame in one piece (a copy: for tests and logs).
+func (p Parts) Bytes() []byte { return slices.Concat(p.Head, p.Shared, p.Tail) }
+
+// Welcome encodes a welcome frame with the snapshot's list as its users:
+// the list, already encoded, is not encoded again for every joining
+// socket, nor copied into its frame.
+func (s Snapshot) Welcome(frame protocol.ServerFrame) (Parts, error) {
 	frame.Revision = s.Revision
 	data, err := json.Marshal(frame)
 	if err != nil {
-		return nil, err
+		return Parts{}, err
 	}
 	return withUsers(data, s.List), nil
 }
 
 // withUsers adds the encoded list to an encoded frame as its "users",
 // unless the list is empty (the field is omitted then, as when encoded).
-func withUsers(frame, list []byte) []byte {
+func withUsers(frame, list []byte) Parts {
 	if len(list) <= 2 { // []
-		return frame
+		return Parts{Head: frame}
 	}
 	const key = `,"users":`
-	out := make([]byte, 0, len(frame)+len(key)+len(list))
-	out = append(out, frame[:len(frame)-1]...)
-	out = append(out, key...)
-	out = append(out, list...)
-	return append(out, '}')
+	return Parts{Head: slices.Concat(frame[:len(frame)-1], []byte(key)), Shared: list, Tail: closingBrace}
 }
+
+var closingBrace = []byte("}")

@@ -25,15 +25,15 @@ import (
 // The writer runs only while there is something to write: whatever is
 // queued, and the hub's News, start it (kick) if it is not running.
 type outbox struct {
-	limit int           // bytes that may wait, the welcome not counted
+	limit int           // bytes that may wait: the socket's own, a welcome's list not counted (it is the room's)
 	wake  chan struct{} // one slot: something was queued since the last take
 	kick  func()        // starts the writer unless it runs (the session's)
 
 	mu       sync.Mutex
-	ready    [][]byte // for the writer, in order
+	ready    [][]byte // for the writer, in order; nil is the welcome's place
 	held     [][]byte // delivered before the welcome
-	bytes    int      // in ready and held, the welcome not counted
-	uncount  int      // the welcome's size while it is in ready
+	greeting fanout.Parts
+	bytes    int // in ready and held, and the welcome's own
 	welcomed bool
 	sub      *fanout.Sub // the buddy list, whose frames follow the welcome
 	urgent   bool        // something must not wait for a batch: a frame, a pong, a poke
@@ -90,15 +90,17 @@ func (o *outbox) deliver(data []byte) bool {
 	return true
 }
 
-// welcome queues the welcome, which the limit does not count (its size
-// is the list's), and the frames held for it behind it. The buddy list's
-// frames follow from sub, which the writer then starts.
-func (o *outbox) welcome(data []byte, sub *fanout.Sub) {
+// welcome queues the welcome, and the frames held for it behind it. Its
+// own bytes count against the limit; its list is the room's, shared with
+// every socket welcomed at the same revision, and does not. The buddy
+// list's frames follow from sub, which the writer then starts.
+func (o *outbox) welcome(w fanout.Parts, sub *fanout.Sub) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	o.ready = append(o.ready, data)
+	o.ready = append(o.ready, nil)
 	o.ready = append(o.ready, o.held...)
-	o.held, o.welcomed, o.uncount, o.sub = nil, true, len(data), sub
+	o.greeting, o.bytes = w, o.bytes+w.Own()
+	o.held, o.welcomed, o.sub = nil, true, sub
 	o.signal()
 }
 
@@ -164,20 +166,23 @@ func (o *outbox) pending() bool {
 	return o.urgent || o.ctl.ping
 }
 
-// take hands the writer everything ready: the frames, and the control
-// frames due. Once the welcome is queued, sub is the buddy list whose
-// frames are to follow.
-func (o *outbox) take() (frames [][]byte, ctl control, sub *fanout.Sub) {
+// take hands the writer everything ready: the frames, with the welcome,
+// if among them, in its place (a nil frame); and the control frames due.
+// Once the welcome is queued, sub is the buddy list whose frames are to
+// follow.
+func (o *outbox) take() (frames [][]byte, welcome fanout.Parts, ctl control, sub *fanout.Sub) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	frames, o.ready = o.ready, nil
 	for _, d := range frames {
+		if d == nil {
+			welcome, o.greeting = o.greeting, fanout.Parts{}
+			o.bytes -= welcome.Own()
+		}
 		o.bytes -= len(d)
 	}
-	o.bytes += o.uncount
-	o.uncount = 0
 	ctl, o.ctl, o.urgent = o.ctl, control{}, false
-	return frames, ctl, o.sub
+	return frames, welcome, ctl, o.sub
 }
 
 // hold starts the writer's wait for a batch, which only something urgent

@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"github.com/fasthttp/websocket"
+
+	"github.com/buddytok/buddytok/services/edge/fanout"
 )
 
 // Frames written together in one write arrive as the same messages, in
@@ -53,14 +55,15 @@ func TestAppendTextFrameIsReadByAWebSocketClient(t *testing.T) {
 
 // The outbox keeps frames in order, holds what follows a welcome until the
 // welcome, never holds answers, and refuses what would take it over its
-// limit (the welcome not counted).
+// limit (a welcome's own bytes counted, not its list, which is the room's).
 func TestOutbox(t *testing.T) {
 	t.Parallel()
 	type op struct {
-		kind string // send, deliver, welcome, drop, take
-		size int
-		ok   bool   // send and deliver: accepted
-		took string // take: the frames' names, in order
+		kind   string // send, deliver, welcome, drop, take
+		size   int    // a welcome's: its own bytes
+		shared int    // a welcome's list
+		ok     bool   // send and deliver: accepted
+		took   string // take: the frames' names, in order
 	}
 	frame := func(name string, size int) []byte {
 		return append([]byte(name+":"), bytes.Repeat([]byte{'x'}, max(0, size-len(name)-1))...)
@@ -79,13 +82,20 @@ func TestOutbox(t *testing.T) {
 			{kind: "deliver", size: 10, ok: true},
 			{kind: "take", took: "f3 f0 f4"},
 		}},
-		{"the welcome is not counted", 100, []op{
-			{kind: "welcome", size: 1000},
+		{"a welcome's list is not counted", 100, []op{
+			{kind: "welcome", size: 3, shared: 1000},
 			{kind: "deliver", size: 60, ok: true},
 			{kind: "deliver", size: 60, ok: false},
 			{kind: "take", took: "f0 f1"},
 			{kind: "deliver", size: 90, ok: true},
 			{kind: "take", took: "f4"},
+		}},
+		{"a welcome's own bytes are", 100, []op{
+			{kind: "welcome", size: 50, shared: 1000},
+			{kind: "deliver", size: 60, ok: false},
+			{kind: "deliver", size: 50, ok: true},
+			{kind: "take", took: "f0 f2"},
+			{kind: "deliver", size: 100, ok: true},
 		}},
 		{"a frame over the whole limit goes alone", 100, []op{
 			{kind: "welcome", size: 10},
@@ -120,13 +130,16 @@ func TestOutbox(t *testing.T) {
 						t.Fatalf("op %d: %s of %d bytes accepted %v, want %v", i, op.kind, op.size, got, op.ok)
 					}
 				case "welcome":
-					o.welcome(data, nil)
+					o.welcome(fanout.Parts{Head: data, Shared: bytes.Repeat([]byte{'u'}, op.shared)}, nil)
 				case "drop":
 					o.dropHeld()
 				case "take":
-					frames, _, _ := o.take()
+					frames, welcome, _, _ := o.take()
 					var names []string
 					for _, f := range frames {
+						if f == nil {
+							f = welcome.Head
+						}
 						names = append(names, name(f))
 					}
 					if got := strings.Join(names, " "); got != op.took {
@@ -143,7 +156,7 @@ func TestOutbox(t *testing.T) {
 func TestOutboxWakesTheWriterOnce(t *testing.T) {
 	t.Parallel()
 	o := newOutbox(1 << 10)
-	o.welcome([]byte("w"), nil)
+	o.welcome(fanout.Parts{Head: []byte("w")}, nil)
 	for range 5 {
 		o.deliver([]byte("d"))
 	}
@@ -155,11 +168,11 @@ func TestOutboxWakesTheWriterOnce(t *testing.T) {
 		t.Fatal("woken twice")
 	default:
 	}
-	frames, ctl, _ := o.take()
+	frames, _, ctl, _ := o.take()
 	if len(frames) != 6 || !ctl.pongDue || string(ctl.pong) != "p2" {
 		t.Fatalf("took %d frames, pong %q due %v; want 6, the latest ping's p2", len(frames), ctl.pong, ctl.pongDue)
 	}
-	if frames, ctl, _ := o.take(); len(frames) != 0 || ctl.pongDue {
+	if frames, _, ctl, _ := o.take(); len(frames) != 0 || ctl.pongDue {
 		t.Fatalf("second take: %d frames, pong due %v; want nothing", len(frames), ctl.pongDue)
 	}
 	if got := o.queued(); got != 0 {
@@ -187,7 +200,7 @@ func TestOutboxPingDoesNotEndAHold(t *testing.T) {
 		t.Fatal("a ping woke a holding writer")
 	default:
 	}
-	if _, ctl, _ := o.take(); !ctl.ping {
+	if _, _, ctl, _ := o.take(); !ctl.ping {
 		t.Fatal("the ping was not taken")
 	}
 	if o.pending() {

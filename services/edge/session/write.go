@@ -3,6 +3,7 @@ package session
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"net"
 	"sync"
 	"time"
@@ -119,7 +120,7 @@ func (c *Session) pingDue() {
 func (w *writer) flush() bool {
 	c := w.c
 	for {
-		frames, ctl, more, ok := w.take()
+		frames, welcome, ctl, more, ok := w.take()
 		if !ok {
 			c.tooSlow("behind_bytes", c.srv.Config.SendQueueBytes)
 			c.closing()
@@ -131,7 +132,7 @@ func (w *writer) flush() bool {
 		if len(frames) == 0 {
 			return true
 		}
-		err := c.writeFrames(frames, c.srv.Config.WriteTimeout)
+		err := c.writeFrames(frames, welcome, c.srv.Config.WriteTimeout)
 		w.recycle(frames)
 		if err != nil {
 			w.fail(err)
@@ -185,8 +186,8 @@ func (w *writer) hold(prev time.Time) (held, alive bool) {
 // behind then catches up a write at a time, each in a reused buffer. take
 // reports !ok if the socket fell so far behind that frames it needs were
 // dropped from the feed.
-func (w *writer) take() (frames [][]byte, ctl control, more, ok bool) {
-	frames, ctl, sub := w.c.box.take()
+func (w *writer) take() (frames [][]byte, welcome fanout.Parts, ctl control, more, ok bool) {
+	frames, welcome, ctl, sub := w.c.box.take()
 	if frames == nil {
 		frames = w.scratch
 	}
@@ -195,10 +196,10 @@ func (w *writer) take() (frames [][]byte, ctl control, more, ok bool) {
 		w.sub = sub
 	}
 	if w.sub == nil {
-		return frames, ctl, false, true
+		return frames, welcome, ctl, false, true
 	}
 	frames, more, ok = w.sub.Read(frames, maxPooledWrite)
-	return frames, ctl, more, ok
+	return frames, welcome, ctl, more, ok
 }
 
 // recycle keeps a written list of frames for the next write, its frames
@@ -259,8 +260,8 @@ const closeGrace = time.Second
 func (c *Session) closing() {
 	if c.closeCd != websocket.CloseAbnormalClosure {
 		if c.closeTx != string(protocol.CodeSlowConsumer) {
-			if frames, _, _ := c.box.take(); len(frames) > 0 {
-				_ = c.writeFrames(frames, closeGrace)
+			if frames, welcome, _, _ := c.box.take(); len(frames) > 0 {
+				_ = c.writeFrames(frames, welcome, closeGrace)
 			}
 		}
 		msg := websocket.FormatCloseMessage(c.closeCd, c.closeTx)
@@ -287,22 +288,71 @@ var writeBuffers = sync.Pool{New: func() any { return new([]byte) }}
 const maxPooledWrite = 64 << 10
 
 // writeFrames writes frames as WebSocket text frames in one write, given
-// at most timeout.
-func (c *Session) writeFrames(frames [][]byte, timeout time.Duration) error {
+// at most timeout. A nil frame is the welcome's place: the welcome's own
+// parts are copied into the write like any frame, but its list, the
+// room's, is written from where the room keeps it (writeShared).
+func (c *Session) writeFrames(frames [][]byte, welcome fanout.Parts, timeout time.Duration) error {
 	bp := writeBuffers.Get().(*[]byte)
 	b := (*bp)[:0]
-	for _, f := range frames {
-		b = appendTextFrame(b, f)
-	}
 	conn := c.ws.UnderlyingConn()
-	_ = conn.SetWriteDeadline(time.Now().Add(timeout))
-	_, err := conn.Write(b)
-	c.srv.Metrics.SocketWrites.Inc()
+	var err error
+	for _, f := range frames {
+		if f != nil {
+			b = appendTextFrame(b, f)
+			continue
+		}
+		b = appendFrameHeader(b, welcome.Len())
+		b = append(b, welcome.Head...)
+		if len(welcome.Shared) == 0 {
+			b = append(b, welcome.Tail...)
+			continue
+		}
+		if err = c.writeShared(conn, b, welcome.Shared); err != nil {
+			break
+		}
+		b = append(b[:0], welcome.Tail...)
+	}
+	if err == nil {
+		_ = conn.SetWriteDeadline(time.Now().Add(timeout))
+		_, err = conn.Write(b)
+		c.srv.Metrics.SocketWrites.Inc()
+	}
 	if cap(b) <= maxPooledWrite {
 		*bp = b[:0]
 		writeBuffers.Put(bp)
 	}
 	return err
+}
+
+// Writing a welcome's list, a socket must read on: each chunk of it must
+// be taken within welcomeStall, else the socket is closed as too slow. A
+// socket that never reads its welcome so holds the list (shared with
+// others: nothing of its own) for welcomeStall once its kernel buffers
+// are full, not for the whole write timeout; one that reads at 8 KB a
+// second or more gets it all.
+const (
+	welcomeStall = 2 * time.Second
+	welcomeChunk = 16 << 10
+)
+
+// writeShared writes what b holds, then shared in chunks, each within
+// welcomeStall.
+func (c *Session) writeShared(conn net.Conn, b, shared []byte) error {
+	_ = conn.SetWriteDeadline(time.Now().Add(welcomeStall))
+	if _, err := conn.Write(b); err != nil {
+		return err
+	}
+	c.srv.Metrics.SocketWrites.Inc()
+	for len(shared) > 0 {
+		n := min(len(shared), welcomeChunk)
+		_ = conn.SetWriteDeadline(time.Now().Add(welcomeStall))
+		if _, err := conn.Write(shared[:n]); err != nil {
+			return fmt.Errorf("the welcome's list, %d bytes still to write: %w", len(shared), err)
+		}
+		c.srv.Metrics.SocketWrites.Inc()
+		shared = shared[n:]
+	}
+	return nil
 }
 
 // stopReader makes the reader's blocked read fail after grace. Closing the
@@ -315,16 +365,21 @@ func (c *Session) stopReader(grace time.Duration) {
 // appendTextFrame appends data as one unmasked, final WebSocket text
 // frame (RFC 6455 §5.2), as a server sends it.
 func appendTextFrame(b, data []byte) []byte {
+	return append(appendFrameHeader(b, len(data)), data...)
+}
+
+// appendFrameHeader appends the header of an unmasked, final WebSocket
+// text frame of n bytes.
+func appendFrameHeader(b []byte, n int) []byte {
 	const finText = 0x81
-	switch n := len(data); {
+	switch {
 	case n <= 125:
-		b = append(b, finText, byte(n))
+		return append(b, finText, byte(n))
 	case n <= 0xffff:
 		b = append(b, finText, 126)
-		b = binary.BigEndian.AppendUint16(b, uint16(n))
+		return binary.BigEndian.AppendUint16(b, uint16(n))
 	default:
 		b = append(b, finText, 127)
-		b = binary.BigEndian.AppendUint64(b, uint64(n))
+		return binary.BigEndian.AppendUint64(b, uint64(n))
 	}
-	return append(b, data...)
 }
