@@ -22,9 +22,9 @@ const (
 	FramesPerSecond = 20
 	FrameBurst      = 60
 	// SendQueueBytes is how many bytes of outgoing frames may wait for a
-	// slow client, its welcome not counted, before the edge disconnects
-	// it (WS_SEND_QUEUE_BYTES): ten large signals, or thousands of
-	// buddy-list changes.
+	// slow client (its welcome's list, which is the room's, not counted)
+	// before the edge disconnects it (WS_SEND_QUEUE_BYTES): ten large
+	// signals, or thousands of buddy-list changes.
 	SendQueueBytes = 512 << 10
 	// SocketSendBufferBytes is the default kernel send buffer of one
 	// WebSocket (WS_SEND_BUFFER_BYTES). With SendQueueBytes it bounds what

@@ -43,8 +43,8 @@ type Config struct {
 	// or resuming before it is closed (1008, join_timeout).
 	JoinTimeout time.Duration
 	// SendQueueBytes is how many bytes of frames may wait for a slow
-	// reader, its welcome not counted, before its socket is closed; the
-	// buddy list's feed keeps as much.
+	// reader (its welcome's list, which is the room's, not counted) before
+	// its socket is closed; the buddy list's feed keeps as much.
 	SendQueueBytes int
 	// SendBuffer is each socket's kernel send buffer in bytes.
 	SendBuffer int
@@ -102,7 +102,7 @@ var (
 	sendBufferSetting = config.Int("WS_SEND_BUFFER_BYTES", protocol.SocketSendBufferBytes, 4<<10, 16<<20, "edge",
 		"each socket's kernel send buffer (4 KiB to 16 MiB); with the send queue it bounds what a client that stops reading holds before it is dropped")
 	sendQueueSetting = config.Int("WS_SEND_QUEUE_BYTES", protocol.SendQueueBytes, protocol.MaxSignalBytes+4<<10, 64<<20, "edge",
-		"bytes of frames that may wait for one socket (its welcome not counted), and how far it may fall behind the edge's feed "+
+		"bytes of frames that may wait for one socket (its welcome's list, which is the room's, not counted), and how far it may fall behind the edge's feed "+
 			"of buddy-list changes, before it is closed as too slow (1008 `slow_consumer`)")
 	writeBudgetSetting = config.Int("WS_WRITE_BUDGET", 40_000, 1000, 10_000_000, "edge",
 		"socket writes a second the edge allows itself for buddy-list changes: each socket writes changes at most once per "+

@@ -94,7 +94,7 @@ type standInWriter struct {
 	read    *sync.WaitGroup // done once a frame
 }
 
-func (w *standInWriter) Wake() {}
+func (w *standInWriter) Own([]byte) {}
 
 func (w *standInWriter) News() {
 	if w.armed.Load() && w.running.CompareAndSwap(false, true) {

@@ -15,7 +15,11 @@ import (
 //
 // The feed keeps its latest frames up to a byte limit. A writer that falls
 // further behind than that finds its position gone: its client does not
-// read fast enough, and is let go like one whose outbox is full.
+// read fast enough, and is let go like one whose outbox is full. Every
+// frame in the feed is for everyone, so a reader's lag is counted in what
+// it must receive: a frame for one subscriber alone (a sync) goes to that
+// subscriber's own queue (Waker.Own), counted against its own limit, and
+// never pushes another reader out of the window.
 //
 // Writers read without a lock: the feed is a succession of immutable views,
 // each appended frame publishing the next, so ten thousand writers woken
@@ -30,18 +34,11 @@ type feed struct {
 // again; a later view may share their array and append beyond them.
 type feedView struct {
 	base    uint64 // position of entries[0]
-	entries []feedEntry
-	bytes   int    // in entries
-	lastAll uint64 // position after the latest frame for everyone
+	entries [][]byte
+	bytes   int // in entries
 }
 
 func (v *feedView) next() uint64 { return v.base + uint64(len(v.entries)) }
-
-// feedEntry is one frame, for every subscriber or for one.
-type feedEntry struct {
-	data []byte
-	to   *Sub // nil: for everyone
-}
 
 func newFeed(limit int) *feed {
 	f := &feed{limit: limit}
@@ -53,24 +50,20 @@ func newFeed(limit int) *feed {
 // that starts reading there gets every frame appended from now on.
 func (f *feed) next() uint64 { return f.view.Load().next() }
 
-// append adds a frame for everyone (to nil) or for one subscriber, and
-// drops the oldest frames beyond the limit. Telling the writers is the
-// caller's (Waker).
-func (f *feed) append(data []byte, to *Sub) {
+// append adds a frame for everyone, and drops the oldest frames beyond
+// the limit. Telling the writers is the caller's (Waker).
+func (f *feed) append(data []byte) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	old := f.view.Load()
-	v := &feedView{base: old.base, bytes: old.bytes + len(data), lastAll: old.lastAll}
-	v.entries = append(old.entries, feedEntry{data: data, to: to})
+	v := &feedView{base: old.base, bytes: old.bytes + len(data)}
+	v.entries = append(old.entries, data)
 	// Dropped entries stay in the array for views still read; the array
 	// goes once append has to grow it.
 	for v.bytes > f.limit && len(v.entries) > 1 {
-		v.bytes -= len(v.entries[0].data)
+		v.bytes -= len(v.entries[0])
 		v.entries = v.entries[1:]
 		v.base++
-	}
-	if to == nil {
-		v.lastAll = v.next()
 	}
 	f.view.Store(v)
 }
@@ -89,18 +82,18 @@ func (f *feed) trim(pos uint64) {
 		return
 	}
 	k := min(pos, old.next()) - old.base
-	v := &feedView{base: old.base + k, lastAll: old.lastAll, entries: slices.Clone(old.entries[k:])}
+	v := &feedView{base: old.base + k, entries: slices.Clone(old.entries[k:])}
 	for _, e := range v.entries {
-		v.bytes += len(e.data)
+		v.bytes += len(e)
 	}
 	f.view.Store(v)
 }
 
-// read appends to frames those after position *pos that are for s, until
-// they hold max bytes or more, and moves *pos past what it read: more
-// reports that frames were left for the next read. It reports !ok if
-// frames after *pos were already dropped.
-func (f *feed) read(pos *uint64, s *Sub, frames [][]byte, max int) (_ [][]byte, more, ok bool) {
+// read appends to frames those after position *pos, until they hold max
+// bytes or more, and moves *pos past what it read: more reports that
+// frames were left for the next read. It reports !ok if frames after *pos
+// were already dropped.
+func (f *feed) read(pos *uint64, frames [][]byte, max int) (_ [][]byte, more, ok bool) {
 	v := f.view.Load()
 	if *pos < v.base {
 		return frames, false, false
@@ -111,16 +104,14 @@ func (f *feed) read(pos *uint64, s *Sub, frames [][]byte, max int) (_ [][]byte, 
 			*pos += uint64(i)
 			return frames, true, true
 		}
-		if e.to == nil || e.to == s {
-			frames = append(frames, e.data)
-			n += len(e.data)
-		}
+		frames = append(frames, e)
+		n += len(e)
 	}
 	*pos = v.next()
 	return frames, false, true
 }
 
-// pending reports whether a frame for everyone lies at or after pos.
+// pending reports whether a frame lies at or after pos.
 func (f *feed) pending(pos uint64) bool {
-	return f.view.Load().lastAll > pos
+	return f.view.Load().next() > pos
 }

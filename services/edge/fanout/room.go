@@ -246,7 +246,7 @@ func (r *room) broadcastLocked(frame protocol.ServerFrame) {
 		return
 	}
 	r.metrics.FramesOut.WithLabelValues(frame.Type).Add(float64(len(r.subs)))
-	r.feed.append(data, nil)
+	r.feed.append(data)
 	for s := range r.subs {
 		s.wake.News()
 	}
@@ -321,10 +321,8 @@ func (r *room) applyUser(c state.Change, id string) {
 			if data, err := json.Marshal(r.syncLocked(id, c.Seq)); err == nil {
 				r.metrics.FramesOut.WithLabelValues(protocol.TypeSync).Add(float64(len(subs)))
 				for s := range subs {
-					r.feed.append(data, s)
-					s.wake.Wake()
+					s.wake.Own(data)
 				}
-				r.trimLocked()
 			}
 		}
 	}

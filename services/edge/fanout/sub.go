@@ -12,9 +12,12 @@ import (
 // frames for it. A writer need not wait on anything while it has nothing
 // to write: it is told.
 type Waker interface {
-	// Wake: a frame for this subscriber alone (its sync), which its writer
-	// must not hold back.
-	Wake()
+	// Own: a frame for this subscriber alone (its sync), to be queued
+	// for it after its snapshot, counted against its own limit (not in
+	// the feed, where it would count against everyone's window), and
+	// written without being held back. Called with the room locked: it
+	// must not call back into the hub.
+	Own(frame []byte)
 	// News: a frame for everyone, which a writer holding a batch back
 	// leaves for the batch's end.
 	News()
@@ -60,7 +63,7 @@ func (s *Sub) Read(frames [][]byte, max int) (_ [][]byte, more, ok bool) {
 		return frames, false, true
 	}
 	pos := s.pos.Load()
-	frames, more, ok = s.feed.read(&pos, s, frames, max)
+	frames, more, ok = s.feed.read(&pos, frames, max)
 	s.pos.Store(pos)
 	return frames, more, ok
 }

@@ -208,7 +208,7 @@ func (c *Session) welcome(ref string, p protocol.Personal, secret string) {
 	// top of them.
 	ctx, cancel := context.WithTimeout(context.Background(), c.srv.Config.RequestTimeout)
 	defer cancel()
-	sub, snap, err := c.srv.Hub.Subscribe(ctx, c.room, c.userID, c.box)
+	sub, snap, err := c.srv.Hub.Subscribe(ctx, c.room, c.userID, c)
 	if err != nil {
 		// The room's list cannot be read (NATS is away): the page
 		// reconnects and resumes.
@@ -285,6 +285,16 @@ func (c *Session) event(m *nats.Msg) {
 	c.srv.Metrics.FramesOut.WithLabelValues(eventType(m.Data)).Inc()
 	c.deliver(m.Data)
 }
+
+// News starts the writer for a frame the room's feed holds for everyone
+// (fanout.Waker).
+func (c *Session) News() { c.box.News() }
+
+// Own queues a frame of the room's for this connection alone, its sync,
+// like a directed event (fanout.Waker): counted against this socket's own
+// limit, so that one user's large syncs never push anyone else out of the
+// room's feed.
+func (c *Session) Own(data []byte) { c.deliver(data) }
 
 // deliver queues a directed event, which must come after the welcome: at
 // once if the welcome is queued, else held for it.

@@ -133,17 +133,8 @@ func (o *outbox) ping() {
 	o.kick()
 }
 
-// Wake wakes the writer for a frame the hub's feed holds for this socket
-// alone (a sync), which must not wait for a batch either (fanout.Waker).
-func (o *outbox) Wake() {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	o.signal()
-}
-
 // News starts the writer for a frame the hub's feed holds for everyone,
-// unless it runs: a writer holding a batch reads it when the batch ends
-// (fanout.Waker).
+// unless it runs: a writer holding a batch reads it when the batch ends.
 func (o *outbox) News() {
 	o.kick()
 }

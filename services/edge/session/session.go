@@ -37,8 +37,8 @@ type Config struct {
 	FramesPerSecond float64
 	FrameBurst      int
 	// SendQueueBytes is how many bytes of frames may wait for a slow
-	// reader, its welcome not counted, before its socket is closed; the
-	// hub's feed keeps as much.
+	// reader (its welcome's list, which is the room's, not counted) before
+	// its socket is closed; the hub's feed keeps as much.
 	SendQueueBytes int
 	// WriteBudget is how many socket writes a second the edge allows
 	// itself for buddy-list changes: each socket writes changes at most
