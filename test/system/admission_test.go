@@ -201,6 +201,15 @@ func TestFailedResumesThrottled(t *testing.T) {
 	if _, err := dialFrom(t, w, "198.51.100.11").Resume(ctx, welcome.Me.ID, welcome.Secret); err != nil {
 		t.Fatalf("the right secret: %v", err)
 	}
+	// The guesser's address is still throttled, but the right secret from
+	// it resumes: the guesser's failures do not lock out a victim behind
+	// the same address (a NAT), who would otherwise lose its session.
+	if _, err := dialFrom(t, w, "198.51.100.9").Resume(ctx, welcome.Me.ID, protocol.NewSecret()); protocol.CodeOf(err) != protocol.CodeRateLimited {
+		t.Fatalf("a wrong secret from the guesser's address: %v, want rate_limited", err)
+	}
+	if _, err := dialFrom(t, w, "198.51.100.9").Resume(ctx, welcome.Me.ID, welcome.Secret); err != nil {
+		t.Fatalf("the right secret from the guesser's address: %v, want it resumed", err)
+	}
 }
 
 // loopback trusts the test's own connections as a proxy's.

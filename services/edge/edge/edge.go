@@ -101,7 +101,7 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger, m *me
 	e.hub = fanout.New(nc, store, m, e.log, cfg.SendQueueBytes)
 	e.sessions = session.NewServer(session.Deps{
 		NC: nc, EdgeID: e.id, Config: cfg.sessionConfig(), Log: e.log, Metrics: m,
-		Hub: e.hub, Gate: e.gate, Events: e.events, Mode: e.mode, Ended: e.reportDisconnect,
+		Hub: e.hub, Gate: e.gate, Events: e.events, Mode: e.mode, Ended: e.reportDisconnect, Proves: e.proves,
 	})
 	if allowed.Any() {
 		e.log.Warn("ALLOWED_ORIGINS is *: any web site may open WebSockets to this edge from its visitors' browsers, as them; list the origins that may instead")
@@ -118,6 +118,19 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger, m *me
 
 // Addr is where the edge listens (Config.Listen, its port chosen if 0).
 func (e *Edge) Addr() net.Addr { return e.ln.Addr() }
+
+// proves reports whether secret is the resume secret of user id of room,
+// from the user's record (session.Deps.Proves).
+func (e *Edge) proves(ctx context.Context, room, id, secret string) (bool, error) {
+	u, _, err := e.store.GetUser(ctx, room, id)
+	if errors.Is(err, state.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return u.Proves(secret), nil
+}
 
 // ID is the edge's replica ID (its lease key).
 func (e *Edge) ID() string { return e.id }

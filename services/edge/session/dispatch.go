@@ -165,7 +165,7 @@ func (c *Session) roomOpen(f protocol.ClientFrame) bool {
 // resume makes the connection serve an existing user again (a reload, a
 // lost connection), proven by the user's secret.
 func (c *Session) resume(ctx context.Context, f protocol.ClientFrame) {
-	if !c.roomOpen(f) || !c.startJoining(f.Ref, c.srv.Gate.AllowResume, "resume_rate") {
+	if !c.roomOpen(f) || !c.startJoining(f.Ref, c.allowResume(ctx, f), "resume_rate") {
 		return
 	}
 	defer c.joining.Store(false)
@@ -194,6 +194,26 @@ func (c *Session) resume(ctx context.Context, f protocol.ClientFrame) {
 	c.welcome(f.Ref, p, "")
 	// One connection per user: presence has told the edges to close any
 	// other connection of this user.
+}
+
+// allowResume is the admission of resume f: an address whose resumes
+// failed too often lately is refused, unless this one proves its secret
+// (read from the user's record, without asking presence). Penalties follow
+// the failed secrets, not everyone behind the address: a guesser cannot
+// make a victim sharing its address lose its session.
+func (c *Session) allowResume(ctx context.Context, f protocol.ClientFrame) func(netip.Prefix) error {
+	return func(addr netip.Prefix) error {
+		err := c.srv.Gate.AllowResume(addr)
+		if err == nil || c.srv.Proves == nil {
+			return err
+		}
+		ctx, cancel := context.WithTimeout(ctx, c.srv.Config.RequestTimeout)
+		defer cancel()
+		if ok, perr := c.srv.Proves(ctx, f.Room, f.UserID, f.Secret); perr == nil && ok {
+			return nil
+		}
+		return err
+	}
 }
 
 // welcome answers a join or resume with the buddy list and the user's own

@@ -7,6 +7,7 @@
 package session
 
 import (
+	"context"
 	"log/slog"
 	"net/netip"
 	"sync"
@@ -64,6 +65,12 @@ type Deps struct {
 	// Mode returns the video mode the tokens service runs, "" while it
 	// cannot be learnt.
 	Mode func() string
+	// Proves reports whether secret is the resume secret of user userID of
+	// room, from the user's record (false if there is none). A resume from
+	// an address whose failed resumes are over their budget goes on if it
+	// proves its secret: the failures of others behind the same address
+	// (a NAT, an IPv6 /64) never refuse it. Nil: such resumes are refused.
+	Proves func(ctx context.Context, room, userID, secret string) (bool, error)
 	// Ended is told that a joined connection ended (or that a join or
 	// resume may have committed without its reply reaching the edge): the
 	// edge reports the user's disconnect to presence, proving it with the
