@@ -240,7 +240,7 @@ func (w *writer) fail(err error) {
 	// gone): counted with the slow, since it ends the same.
 	if ne, ok := errors.AsType[net.Error](err); ok && ne.Timeout() {
 		c.srv.Metrics.SlowConsumerDisconnects.Inc()
-		c.srv.Log.Warn("write to client timed out; disconnecting", "user", c.Joined(), "timeout", c.srv.Config.WriteTimeout)
+		c.srv.Log.Warn("write to client timed out; disconnecting", "user", c.Joined(), "err", err)
 	}
 	c.Close(websocket.CloseAbnormalClosure, "")
 	c.stopReader(0)
