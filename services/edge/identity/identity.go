@@ -58,10 +58,12 @@ type Verifier struct {
 	cfg  Config
 	algs []jose.SignatureAlgorithm
 
-	mu      sync.Mutex
-	keys    jose.JSONWebKeySet
-	fetched time.Time // of the last successful fetch
-	tried   time.Time // of the last fetch tried
+	mu       sync.Mutex // never held across a fetch
+	keys     jose.JSONWebKeySet
+	fetched  time.Time     // of the last successful fetch
+	tried    time.Time     // of the last fetch tried
+	fetching chan struct{} // closed when the fetch under way ends; nil: none
+	fetchErr error         // of the last fetch
 }
 
 // New checks cfg and returns its Verifier.
@@ -141,26 +143,62 @@ func (v *Verifier) Verify(ctx context.Context, token string) (Identity, error) {
 }
 
 // key returns the key that verifies a token with key ID kid.
+//
+// The key set is fetched by one goroutine at a time, without the lock: a
+// slow or unreachable identity provider never holds up a token whose key
+// is known. A stale set's key serves while the set is fetched again; only
+// a token whose key is not known waits for the fetch, within its context.
 func (v *Verifier) key(ctx context.Context, kid string) (any, error) {
 	if len(v.cfg.HMACSecret) > 0 {
 		return v.cfg.HMACSecret, nil
 	}
 	v.mu.Lock()
-	defer v.mu.Unlock()
 	now := time.Now()
 	found := v.lookupLocked(kid)
 	stale := now.Sub(v.fetched) > keySetRefresh
-	if (found == nil || stale) && now.Sub(v.tried) > keySetRetry {
-		v.tried = now
-		if err := v.fetchLocked(ctx); err != nil && found == nil {
-			return nil, fmt.Errorf("%w (%w)", protocol.Errorf(protocol.CodeUnavailable, "the identity keys could not be fetched; try again"), err)
+	var wait chan struct{}
+	if (found == nil || stale) && (v.fetching != nil || now.Sub(v.tried) > keySetRetry) {
+		if v.fetching == nil {
+			v.tried, v.fetching = now, make(chan struct{})
+			go v.fetch(v.fetching)
 		}
-		found = v.lookupLocked(kid)
+		wait = v.fetching
 	}
-	if found == nil {
+	v.mu.Unlock()
+	if found != nil {
+		return found, nil
+	}
+	if wait == nil {
 		return nil, refused("the identity token's key is not known")
 	}
-	return found, nil
+	select {
+	case <-wait:
+	case <-ctx.Done():
+		return nil, fmt.Errorf("%w (%w)", protocol.Errorf(protocol.CodeUnavailable, "the identity keys could not be fetched in time; try again"), ctx.Err())
+	}
+	v.mu.Lock()
+	found, err := v.lookupLocked(kid), v.fetchErr
+	v.mu.Unlock()
+	switch {
+	case found != nil:
+		return found, nil
+	case err != nil:
+		return nil, fmt.Errorf("%w (%w)", protocol.Errorf(protocol.CodeUnavailable, "the identity keys could not be fetched; try again"), err)
+	}
+	return nil, refused("the identity token's key is not known")
+}
+
+// fetch fetches the key set, keeps it (the last one stays if it fails),
+// and closes done.
+func (v *Verifier) fetch(done chan struct{}) {
+	set, err := v.get()
+	v.mu.Lock()
+	if err == nil {
+		v.keys, v.fetched = set, time.Now()
+	}
+	v.fetchErr, v.fetching = err, nil
+	v.mu.Unlock()
+	close(done)
 }
 
 func (v *Verifier) lookupLocked(kid string) any {
@@ -178,26 +216,28 @@ func (v *Verifier) lookupLocked(kid string) any {
 	return nil
 }
 
-// fetchLocked fetches the key set; the last one stays if it fails.
-func (v *Verifier) fetchLocked(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+// fetchTimeout bounds one fetch of the key set.
+const fetchTimeout = 10 * time.Second
+
+// get fetches the key set.
+func (v *Verifier) get() (jose.JSONWebKeySet, error) {
+	var set jose.JSONWebKeySet
+	ctx, cancel := context.WithTimeout(context.Background(), fetchTimeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, v.cfg.JWKSURL, nil)
 	if err != nil {
-		return fmt.Errorf("identity: key set request: %w", err)
+		return set, fmt.Errorf("identity: key set request: %w", err)
 	}
 	resp, err := v.cfg.Client.Do(req)
 	if err != nil {
-		return fmt.Errorf("identity: fetch key set: %w", err)
+		return set, fmt.Errorf("identity: fetch key set: %w", err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("identity: fetch key set: HTTP %d", resp.StatusCode)
+		return set, fmt.Errorf("identity: fetch key set: HTTP %d", resp.StatusCode)
 	}
-	var set jose.JSONWebKeySet
 	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&set); err != nil {
-		return fmt.Errorf("identity: decode key set: %w", err)
+		return set, fmt.Errorf("identity: decode key set: %w", err)
 	}
-	v.keys, v.fetched = set, time.Now()
-	return nil
+	return set, nil
 }
