@@ -1,11 +1,14 @@
 package system_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -92,4 +95,84 @@ func TestIdentityRequired(t *testing.T) {
 		t.Fatalf("a valid token as access_token: %v", err)
 	}
 	_ = ws.Close()
+}
+
+// lockedBuffer is a buffer written by many goroutines.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// An identity token in the URL's query (how a browser's WebSocket carries
+// it) reaches no log line, at any level, and no metric: refused or
+// accepted, it is a credential.
+func TestAccessTokenNeverLogged(t *testing.T) {
+	t.Parallel()
+	secret := []byte("an HMAC secret of at least 32 bytes, for tests")
+	var logs lockedBuffer
+	w := kit.Start(t, kit.Topologies[0], kit.Settings{Grace: time.Second, Logs: &logs, Identity: identity.Config{HMACSecret: secret}})
+	sign := func(key []byte, exp time.Duration) string {
+		s, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.HS256, Key: key}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tok, err := jwt.Signed(s).Claims(map[string]any{"sub": "ann-1", "name": "Ann", "exp": time.Now().Add(exp).Unix()}).Serialize()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
+	good, forged, expired := sign(secret, time.Hour), sign([]byte("another secret that is long enough, too"), time.Hour), sign(secret, -time.Hour)
+	ctx, cancel := w.WaitCtx()
+	defer cancel()
+	wsURL := "ws" + strings.TrimPrefix(w.Sys.EdgeURLs[0], "http") + "/ws?access_token="
+	for _, tok := range []string{forged, expired, "not.a.token"} {
+		if ws, _, err := websocket.DefaultDialer.DialContext(ctx, wsURL+url.QueryEscape(tok), nil); err == nil {
+			_ = ws.Close()
+			t.Fatal("upgraded with a bad token")
+		}
+	}
+	ws, _, err := websocket.DefaultDialer.DialContext(ctx, wsURL+url.QueryEscape(good), nil)
+	if err != nil {
+		t.Fatalf("a valid token: %v", err)
+	}
+	join, _ := json.Marshal(protocol.ClientFrame{Type: protocol.TypeJoin, Name: "x", Ref: "j"})
+	if err := ws.WriteMessage(websocket.TextMessage, join); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := ws.ReadMessage(); err != nil {
+		t.Fatal(err)
+	}
+	_ = ws.Close()
+	resp, err := http.Get(w.Sys.EdgeURLs[0] + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	all := logs.String()
+	if !strings.Contains(all, "level") {
+		t.Fatal("no log line was captured: the test would prove nothing")
+	}
+	for name, tok := range map[string]string{"valid": good, "forged": forged, "expired": expired} {
+		sig := tok[strings.LastIndexByte(tok, '.')+1:]
+		if strings.Contains(all, sig) {
+			t.Errorf("the %s token's signature is in a log line", name)
+		}
+		if strings.Contains(string(metrics), sig) {
+			t.Errorf("the %s token's signature is in the metrics", name)
+		}
+	}
 }
