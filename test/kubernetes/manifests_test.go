@@ -200,7 +200,7 @@ func checkDeployment(t *testing.T, r rendered, d *appsv1.Deployment) {
 		}) {
 			t.Errorf("%s/%s: does not read the shared ConfigMap", d.Name, c.Name)
 		}
-		checkNATSUser(t, strings.TrimPrefix(d.Name, "buddytok-"), c)
+		checkNATSUser(t, strings.TrimPrefix(d.Name, "buddytok-"), d.Spec.Template.Spec, c)
 	}
 	budgets := 0
 	for _, b := range r.budgets {

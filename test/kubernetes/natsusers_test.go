@@ -94,21 +94,37 @@ func roleNames() []string {
 // checkNATSUser checks that a container of component connects as the
 // component's NATS user, with the password from its own key of the
 // Secret.
-func checkNATSUser(t *testing.T, component string, c corev1.Container) {
+func checkNATSUser(t *testing.T, component string, pod corev1.PodSpec, c corev1.Container) {
 	t.Helper()
-	var user string
-	var password *corev1.SecretKeySelector
+	var user, passwordFile string
 	for _, e := range c.Env {
 		switch e.Name {
 		case "NATS_USER":
 			user = e.Value
 		case "NATS_PASSWORD":
-			if e.ValueFrom != nil {
-				password = e.ValueFrom.SecretKeyRef
+			t.Errorf("%s/%s: NATS_PASSWORD in the environment; the password is mounted as a file (NATS_PASSWORD_FILE)", component, c.Name)
+		case "NATS_PASSWORD_FILE":
+			passwordFile = e.Value
+		}
+	}
+	if user != component {
+		t.Errorf("%s/%s: NATS_USER %q, want %s", component, c.Name, user, component)
+	}
+	// The file is in a volume mounted read-only from the Secret, holding
+	// this role's key alone.
+	for _, m := range c.VolumeMounts {
+		rel, ok := strings.CutPrefix(passwordFile, m.MountPath+"/")
+		if !ok {
+			continue
+		}
+		for _, v := range pod.Volumes {
+			if v.Name != m.Name || v.Secret == nil {
+				continue
+			}
+			if v.Secret.SecretName == natsSecret && len(v.Secret.Items) == 1 && v.Secret.Items[0].Key == component && v.Secret.Items[0].Path == rel && m.ReadOnly {
+				return
 			}
 		}
 	}
-	if user != component || password == nil || password.Name != natsSecret || password.Key != component {
-		t.Errorf("%s/%s: NATS_USER %q, NATS_PASSWORD from %+v; want user %s, its key of the Secret %s", component, c.Name, user, password, component, natsSecret)
-	}
+	t.Errorf("%s/%s: NATS_PASSWORD_FILE %q is not its key of the Secret %s, mounted read-only", component, c.Name, passwordFile, natsSecret)
 }
