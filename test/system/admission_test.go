@@ -63,10 +63,12 @@ func upgrade(t *testing.T, w *kit.World, forwardedFor string) (*websocket.Conn, 
 	return nil, resp.StatusCode, body.Code
 }
 
-// Connections per client address: the address over its limit is refused
-// before the upgrade (429 too_many_connections), one that left makes room,
-// and other addresses, counted by what the trusted proxy forwarded, are
-// not affected.
+// Connections per client address: the address over its limit gets a few
+// connections on probation (they may only resume a user:
+// TestReturningUserGetsPastAFullAddress), then is refused before the
+// upgrade (429 too_many_connections); one that left makes room, and other
+// addresses, counted by what the trusted proxy forwarded, are not
+// affected.
 func TestConnectionsPerAddress(t *testing.T) {
 	t.Parallel()
 	w := kit.Start(t, kit.Topologies[0], kit.Settings{Grace: time.Second, Admission: &admission.Limits{
@@ -80,8 +82,13 @@ func TestConnectionsPerAddress(t *testing.T) {
 		}
 		held = append(held, ws)
 	}
+	for i := range 8 {
+		if ws, status, code := upgrade(t, w, "198.51.100.1"); ws == nil {
+			t.Fatalf("connection %d over the limit, on probation, refused: %d %s", i+1, status, code)
+		}
+	}
 	if _, status, code := upgrade(t, w, "198.51.100.1"); status != http.StatusTooManyRequests || code != protocol.CodeTooManyConns {
-		t.Fatalf("fourth connection: %d %s, want 429 %s", status, code, protocol.CodeTooManyConns)
+		t.Fatalf("a connection past the probation places: %d %s, want 429 %s", status, code, protocol.CodeTooManyConns)
 	}
 	if ws, status, code := upgrade(t, w, "198.51.100.2"); ws == nil {
 		t.Fatalf("another address refused: %d %s", status, code)
@@ -303,5 +310,45 @@ func TestAbuserIsCutOff(t *testing.T) {
 	}
 	if _, _, err := neighbour.ReadMessage(); err != nil {
 		t.Fatalf("a socket of the abuser's address opened before the abuse: %v", err)
+	}
+}
+
+// An address that holds all the connections it may (an abuser behind the
+// same NAT or IPv6 /64 as its victim) does not keep a returning user from
+// its session: a connection over the cap is let in on probation, and may
+// resume a user whose secret it proves. It may not join: a newcomer there
+// is refused, as every connection over the cap was before.
+func TestReturningUserGetsPastAFullAddress(t *testing.T) {
+	t.Parallel()
+	const shared = "198.51.100.20"
+	w := kit.Start(t, kit.Topologies[0], kit.Settings{Grace: 30 * time.Second, Admission: &admission.Limits{
+		ConnsPerAddr: 4, JoinRatePerAddr: -1, TrustedProxies: loopback,
+	}})
+	ctx, cancel := w.WaitCtx()
+	defer cancel()
+	victim := dialFrom(t, w, shared)
+	if _, err := victim.Join(ctx, "Victim"); err != nil {
+		t.Fatal(err)
+	}
+	me := victim.View()
+	_ = victim.Close() // a reload, a lost network: the page comes back
+	for range 4 {      // meanwhile the abuser holds every connection the address may
+		dialFrom(t, w, shared)
+	}
+	dial := func() *client.Client {
+		t.Helper()
+		c, err := client.DialHeader(ctx, w.Sys.EdgeURLs[0], http.Header{"X-Forwarded-For": {shared}})
+		if err != nil {
+			t.Fatalf("a connection over the address's cap: %v, want it let in on probation", err)
+		}
+		t.Cleanup(func() { _ = c.Close() })
+		return c
+	}
+	back := dial()
+	if _, err := back.Resume(ctx, me.Me.ID, me.Secret); err != nil {
+		t.Fatalf("the victim's resume from the full address: %v", err)
+	}
+	if _, err := dial().Join(ctx, "Newcomer"); protocol.CodeOf(err) != protocol.CodeTooManyConns {
+		t.Fatalf("a join over the address's cap: %v, want too_many_connections", err)
 	}
 }

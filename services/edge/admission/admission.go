@@ -184,10 +184,11 @@ type Gate struct {
 // addrState is what the edge keeps of one client address while it has
 // sockets open or limits to remember.
 type addrState struct {
-	conns   int
-	joins   *rate.Limiter
-	resumes *rate.Limiter // failed resumes
-	lists   *rate.Limiter // GET /api/users
+	conns     int
+	probation int // connections over the cap that may only resume (AdmitOnProbation)
+	joins     *rate.Limiter
+	resumes   *rate.Limiter // failed resumes
+	lists     *rate.Limiter // GET /api/users
 	// penalty is the address's last penalty, refusing it until
 	// penaltyUntil.
 	penalty      time.Duration
@@ -272,7 +273,7 @@ func (a *Gate) Check(key netip.Prefix) *Refusal {
 			}
 		}
 	}
-	if err := a.refuseLocked(key); err != nil {
+	if err := a.refuseLocked(key); err != nil && !a.probationFreeLocked(key, err) {
 		r := &Refusal{Err: err, Status: http.StatusTooManyRequests, Reason: string(protocol.CodeOf(err)), RetryAfter: 5 * time.Second}
 		if protocol.CodeOf(err) == protocol.CodeEdgeFull {
 			r.Status = http.StatusServiceUnavailable
@@ -319,6 +320,63 @@ func (a *Gate) refuseLocked(key netip.Prefix) error {
 		return protocol.Errorf(protocol.CodeTooManyConns, "too many connections from your address (at most %d)", a.cfg.ConnsPerAddr)
 	}
 	return nil
+}
+
+// probationPerAddr is how many connections an address at its cap may
+// still open on probation: each may only resume a user, proving its
+// secret, within ProbationFor, or it is closed.
+const (
+	probationPerAddr = 8
+	// ProbationFor is how long a connection admitted on probation has
+	// to resume a user.
+	ProbationFor = 5 * time.Second
+)
+
+// probationFreeLocked reports whether a connection that err refuses may
+// still be admitted on probation: the address is at its cap, not the edge,
+// and has a probation place free.
+func (a *Gate) probationFreeLocked(key netip.Prefix, err error) bool {
+	s := a.addrs[key]
+	return protocol.CodeOf(err) == protocol.CodeTooManyConns && s != nil && s.probation < probationPerAddr
+}
+
+// AdmitOnProbation counts a connection from an address at its cap on
+// probation, or refuses it as Admit did. Such a connection may only resume
+// a user (Promote, once its secret is proven), never join: the cap stops
+// one address from holding more than its share of the edge, and a
+// returning user behind the same address (a NAT, an IPv6 /64) as someone
+// who holds all of its connections still gets back to its session.
+func (a *Gate) AdmitOnProbation(key netip.Prefix) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if err := a.refuseLocked(key); err != nil && !a.probationFreeLocked(key, err) {
+		return err
+	}
+	a.stateLocked(key).probation++
+	a.sockets++
+	return nil
+}
+
+// Promote makes a connection admitted on probation a counted one: it
+// resumed its user.
+func (a *Gate) Promote(key netip.Prefix) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if s := a.addrs[key]; s != nil {
+		s.probation--
+		s.conns++
+	}
+}
+
+// ReleaseProbation ends a connection admitted on probation and never
+// promoted.
+func (a *Gate) ReleaseProbation(key netip.Prefix) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if s := a.addrs[key]; s != nil {
+		s.probation--
+	}
+	a.sockets--
 }
 
 // Release ends a connection admit counted.
@@ -383,7 +441,7 @@ func (a *Gate) stateLocked(key netip.Prefix) *addrState {
 	if now.Sub(a.lastSweep) > time.Minute {
 		a.lastSweep = now
 		for k, s := range a.addrs {
-			if s.conns == 0 && s.joins.TokensAt(now) >= float64(s.joins.Burst()) && s.resumes.TokensAt(now) >= resumeFailuresBurst &&
+			if s.conns == 0 && s.probation == 0 && s.joins.TokensAt(now) >= float64(s.joins.Burst()) && s.resumes.TokensAt(now) >= resumeFailuresBurst &&
 				s.lists.TokensAt(now) >= listingsBurst && now.After(s.penaltyUntil.Add(a.cfg.PenaltyMax)) {
 				delete(a.addrs, k)
 			}

@@ -1,6 +1,7 @@
 package admission
 
 import (
+	"fmt"
 	"net/http"
 	"net/netip"
 	"testing"
@@ -76,7 +77,7 @@ func TestAdmissionCounts(t *testing.T) {
 		{"first from one", func() error { return a.Admit(one) }, ""},
 		{"second from one", func() error { return a.Admit(one) }, ""},
 		{"third from one: the address is full", func() error { return a.Admit(one) }, protocol.CodeTooManyConns},
-		{"check agrees", func() error { return checkErr(a, one) }, protocol.CodeTooManyConns},
+		{"check lets it upgrade, for a place on probation", func() error { return checkErr(a, one) }, ""},
 		{"first from two", func() error { return a.Admit(two) }, ""},
 		{"second from two: the edge is full", func() error { return a.Admit(two) }, protocol.CodeEdgeFull},
 		{"one leaves", func() error { a.Release(one); return nil }, ""},
@@ -170,5 +171,39 @@ func TestAbusePenalty(t *testing.T) {
 	off.Penalise(one)
 	if r := off.Check(one); r != nil {
 		t.Fatalf("penalties off, but refused: %+v", r)
+	}
+}
+
+// An address at its cap may open a few connections more on probation;
+// one promoted (it resumed a user) counts like any other, and places on
+// probation are given back when their connections end.
+func TestAdmissionProbation(t *testing.T) {
+	t.Parallel()
+	a := New(Limits{ConnsPerAddr: 1, JoinRatePerAddr: -1})
+	one := AddrKey(netip.MustParseAddr("198.51.100.1"))
+	must := func(what string, err error, code protocol.Code) {
+		t.Helper()
+		if got := protocol.CodeOf(err); err != nil && got != code || err == nil && code != "" {
+			t.Fatalf("%s: %v, want %q", what, err, code)
+		}
+	}
+	must("the first", a.Admit(one), "")
+	must("the second: the address is full", a.Admit(one), protocol.CodeTooManyConns)
+	for i := range probationPerAddr {
+		must(fmt.Sprint("on probation ", i), a.AdmitOnProbation(one), "")
+	}
+	must("past the places on probation", a.AdmitOnProbation(one), protocol.CodeTooManyConns)
+	must("check agrees", checkErr(a, one), protocol.CodeTooManyConns)
+	a.Promote(one) // it resumed: the address now holds two counted ones
+	must("a place on probation freed by the promotion", a.AdmitOnProbation(one), "")
+	a.ReleaseProbation(one)
+	a.Release(one)
+	a.Release(one)
+	for range probationPerAddr - 1 {
+		a.ReleaseProbation(one)
+	}
+	must("everything given back: an ordinary connection again", a.Admit(one), "")
+	if a.sockets != 1 {
+		t.Fatalf("%d sockets counted, want 1", a.sockets)
 	}
 }

@@ -120,6 +120,15 @@ func (c *Session) startJoining(ref string, allow func(netip.Prefix) error, refus
 // (protocol.DecodeClientFrame). With an identity token, the name is the
 // token's.
 func (c *Session) join(ctx context.Context, f protocol.ClientFrame) {
+	if c.probation.Load() {
+		// Over its address's cap, a connection may only bring a user
+		// back: a new one would take more than the address's share.
+		c.srv.Metrics.Refused.WithLabelValues(string(protocol.CodeTooManyConns)).Inc()
+		c.sendFrame(protocol.ErrorFrame(f.Ref, protocol.Errorf(protocol.CodeTooManyConns,
+			"too many connections from your address; only a returning user may resume here now")))
+		c.Close(websocket.ClosePolicyViolation, string(protocol.CodeTooManyConns))
+		return
+	}
 	if !c.roomOpen(f) || !c.startJoining(f.Ref, c.srv.Gate.AllowJoin, "join_rate") {
 		return
 	}
@@ -191,6 +200,10 @@ func (c *Session) resume(ctx context.Context, f protocol.ClientFrame) {
 		return
 	}
 	c.setJoined(User{Room: f.Room, ID: f.UserID, Secret: f.Secret})
+	if c.probation.Load() {
+		c.srv.Gate.Promote(c.addr) // it proved its secret: a counted connection now
+		c.probation.Store(false)
+	}
 	c.welcome(f.Ref, p, "")
 	// One connection per user: presence has told the edges to close any
 	// other connection of this user.

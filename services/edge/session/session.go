@@ -122,6 +122,10 @@ type Session struct {
 	events User        // whose events are relayed here (its ID "" if none)
 	sub    *fanout.Sub // the buddy list, once welcomed
 
+	// probation is set while the connection was admitted over its
+	// address's cap (admission.Gate.AdmitOnProbation): it may only resume
+	// a user, within admission.ProbationFor.
+	probation atomic.Bool
 	// joining is set while the connection joins or resumes (for the join
 	// deadline's timer).
 	joining   atomic.Bool
@@ -176,7 +180,18 @@ func (c *Session) ID() string { return c.id }
 // WebSocket library reuses it).
 func (c *Session) Serve() {
 	s := c.srv
-	if err := s.Gate.Admit(c.addr); err != nil {
+	err := s.Gate.Admit(c.addr)
+	if protocol.CodeOf(err) == protocol.CodeTooManyConns && s.Gate.AdmitOnProbation(c.addr) == nil {
+		err = nil
+		c.probation.Store(true)
+		t := time.AfterFunc(admission.ProbationFor, func() {
+			if c.probation.Load() {
+				c.Close(websocket.ClosePolicyViolation, string(protocol.CodeTooManyConns))
+			}
+		})
+		defer t.Stop()
+	}
+	if err != nil {
 		// Admitted before the upgrade, refused now: others came between.
 		code := protocol.AsError(err).Code
 		s.Metrics.Refused.WithLabelValues(string(code)).Inc()
@@ -186,7 +201,7 @@ func (c *Session) Serve() {
 		}
 		c.Close(cd, string(code))
 	} else {
-		defer s.Gate.Release(c.addr)
+		defer c.release()
 	}
 	s.Metrics.Sockets.Inc()
 	defer s.Metrics.Sockets.Dec()
@@ -198,6 +213,16 @@ func (c *Session) Serve() {
 	<-c.writerDone // the conn must not be touched after this handler returns
 	c.pinger.Stop()
 	c.cleanup()
+}
+
+// release ends the connection's place at its address: a promoted or
+// ordinary one, or one on probation.
+func (c *Session) release() {
+	if c.probation.Load() {
+		c.srv.Gate.ReleaseProbation(c.addr)
+		return
+	}
+	c.srv.Gate.Release(c.addr)
 }
 
 // RefuseShuttingDown closes, instead of serving it, a connection upgraded
