@@ -6,10 +6,13 @@
 package admission
 
 import (
+	"context"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -41,6 +44,12 @@ type Limits struct {
 	// X-Forwarded-For is believed: a connection from one of them counts
 	// for the address it forwarded for.
 	TrustedProxies []netip.Prefix
+	// TrustedHosts name more such proxies by host name (a compose
+	// service, a headless Kubernetes Service): their addresses are
+	// believed once resolved (Gate.ResolveTrustedHosts), so that only the
+	// load balancer, not every neighbour on a private network, may say
+	// whom a connection is for.
+	TrustedHosts []string
 	// PenaltyMax bounds how long an address is refused new connections
 	// after the edge closed one of its sockets for abuse (a flood over the
 	// rate limit, a frame over the read limit): a second at first, twice
@@ -69,8 +78,9 @@ var (
 		"after the edge closes a socket for abuse (a flood, a frame over 64 KiB), its address's new connections are refused (429) "+
 			"for a second, twice as long at each further abuse up to this; `0` turns it off")
 	trustedProxiesSetting = config.List("TRUSTED_PROXIES", "edge",
-		"comma-separated addresses or CIDR prefixes of load balancers whose `X-Forwarded-For` is believed for the per-address limits "+
-			"(compose and Kubernetes set the private ranges)", config.DefaultShown("— (none)"))
+		"comma-separated addresses, CIDR prefixes or host names (resolved every 10 s) of load balancers whose `X-Forwarded-For` is believed "+
+			"for the per-address limits (compose names its load balancer; Kubernetes sets the private ranges and lets only the ingress reach the edges)",
+		config.DefaultShown("— (none)"))
 )
 
 // Limits that are zero take these defaults (their settings'); a negative
@@ -109,7 +119,11 @@ func LimitsFromEnv(env *config.Env) Limits {
 		if err != nil {
 			addr, aerr := netip.ParseAddr(p)
 			if aerr != nil {
-				env.Fail("TRUSTED_PROXIES: %q is neither an address nor a CIDR prefix", p)
+				if !hostName(p) {
+					env.Fail("TRUSTED_PROXIES: %q is neither an address, a CIDR prefix nor a host name", p)
+				} else {
+					a.TrustedHosts = append(a.TrustedHosts, p)
+				}
 				continue
 			}
 			prefix = netip.PrefixFrom(addr.Unmap(), addr.Unmap().BitLen())
@@ -171,9 +185,12 @@ func socketsForFiles(files int) int {
 
 // Gate applies Limits: one per edge.
 type Gate struct {
-	cfg   Limits
-	joins *rate.Limiter // the edge's
-	now   func() time.Time
+	cfg        Limits
+	joins      *rate.Limiter // the edge's
+	now        func() time.Time
+	hosts      atomic.Pointer[[]netip.Addr] // the trusted host names' addresses
+	hostsEvery time.Duration                // how often they are resolved again
+	refresh    chan struct{}                // one slot: resolve them again soon
 
 	mu        sync.Mutex
 	addrs     map[netip.Prefix]*addrState
@@ -198,7 +215,8 @@ type addrState struct {
 // New returns a Gate applying cfg (with its defaults filled).
 func New(cfg Limits) *Gate {
 	cfg = cfg.WithDefaults()
-	return &Gate{cfg: cfg, joins: limiter(cfg.JoinRate, cfg.JoinBurst), addrs: map[netip.Prefix]*addrState{}, now: time.Now}
+	return &Gate{cfg: cfg, joins: limiter(cfg.JoinRate, cfg.JoinBurst), addrs: map[netip.Prefix]*addrState{}, now: time.Now,
+		hostsEvery: trustedHostsEvery, refresh: make(chan struct{}, 1)}
 }
 
 // limiter is a token bucket; a negative rate is no limit.
@@ -214,7 +232,18 @@ func limiter(perSecond float64, burst int) *rate.Limiter {
 // is not a trusted proxy (the one the nearest trusted proxy saw).
 func (a *Gate) ClientAddr(peer netip.Addr, forwardedFor string) netip.Addr {
 	peer = peer.Unmap()
-	if !a.Trusted(peer) || forwardedFor == "" {
+	if forwardedFor == "" {
+		return peer
+	}
+	if !a.Trusted(peer) {
+		if len(a.cfg.TrustedHosts) > 0 {
+			// Perhaps a named proxy that moved (restarted elsewhere):
+			// its name is resolved again soon.
+			select {
+			case a.refresh <- struct{}{}:
+			default:
+			}
+		}
 		return peer
 	}
 	hops := strings.Split(forwardedFor, ",")
@@ -236,7 +265,94 @@ func (a *Gate) Trusted(addr netip.Addr) bool {
 			return true
 		}
 	}
+	if hosts := a.hosts.Load(); hosts != nil {
+		return slices.Contains(*hosts, addr)
+	}
 	return false
+}
+
+// hostName reports whether s has the form of a DNS host name.
+func hostName(s string) bool {
+	if s == "" || len(s) > 253 {
+		return false
+	}
+	for label := range strings.SplitSeq(s, ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for _, c := range label {
+			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// trustedHostsEvery is how often the trusted host names are resolved
+// again: a load balancer restarted elsewhere is believed again within it.
+const trustedHostsEvery = 10 * time.Second
+
+// ResolveTrustedHosts resolves the trusted host names now and every
+// trustedHostsEvery until ctx ends, believing their addresses: every
+// second while one has never resolved (a load balancer started after the
+// edge), and within a second of a forwarded connection from an address
+// not believed (one that moved). A name that does not resolve keeps the
+// addresses it had; each failure is reported to failed.
+func (a *Gate) ResolveTrustedHosts(ctx context.Context, resolve func(context.Context, string) ([]netip.Addr, error), failed func(host string, err error)) {
+	if len(a.cfg.TrustedHosts) == 0 {
+		return
+	}
+	known := map[string][]netip.Addr{}
+	tick := time.NewTicker(a.hostsEvery)
+	defer tick.Stop()
+	for {
+		for _, h := range a.cfg.TrustedHosts {
+			rctx, cancel := context.WithTimeout(ctx, a.hostsEvery/2)
+			addrs, err := resolve(rctx, h)
+			cancel()
+			if err != nil {
+				failed(h, err)
+				continue
+			}
+			for i := range addrs {
+				addrs[i] = addrs[i].Unmap()
+			}
+			known[h] = addrs
+		}
+		var all []netip.Addr
+		for _, addrs := range known {
+			all = append(all, addrs...)
+		}
+		a.hosts.Store(&all)
+		if !a.awaitRound(ctx, tick.C, len(known) < len(a.cfg.TrustedHosts)) {
+			return
+		}
+	}
+}
+
+// awaitRound waits for the next round of ResolveTrustedHosts: the tick,
+// or a refresh asked for, but never sooner than hostsEvery/10 after the
+// last round; with retry (a name never resolved yet), hostsEvery/10
+// after it. It reports false once ctx ended.
+func (a *Gate) awaitRound(ctx context.Context, tick <-chan time.Time, retry bool) bool {
+	minGap := time.NewTimer(a.hostsEvery / 10)
+	defer minGap.Stop()
+	if !retry {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-tick:
+			return true
+		case <-a.refresh:
+		}
+	}
+	select {
+	case <-ctx.Done():
+		return false
+	case <-minGap.C:
+		return true
+	}
 }
 
 // AddrKey is what the limits of addr are counted under: an IPv4 address

@@ -1,12 +1,16 @@
 package admission
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
+	"github.com/buddytok/buddytok/pkg/config"
 	"github.com/buddytok/buddytok/pkg/protocol"
 )
 
@@ -206,4 +210,88 @@ func TestAdmissionProbation(t *testing.T) {
 	if a.sockets != 1 {
 		t.Fatalf("%d sockets counted, want 1", a.sockets)
 	}
+}
+
+// TRUSTED_PROXIES takes addresses, prefixes and host names; anything else
+// stops the start.
+func TestTrustedProxiesSetting(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		value    string
+		prefixes int
+		hosts    []string
+		bad      bool
+	}{
+		{"10.0.0.0/8,192.0.2.1", 2, nil, false},
+		{"lb", 0, []string{"lb"}, false},
+		{"lb.buddytok.svc.cluster.local, 10.0.0.0/8", 1, []string{"lb.buddytok.svc.cluster.local"}, false},
+		{"not_a_host", 0, nil, true},
+		{"-lb", 0, nil, true},
+		{"10.0.0.0/33", 0, nil, true},
+	} {
+		env := config.FromMap(map[string]string{"TRUSTED_PROXIES": tc.value})
+		got := LimitsFromEnv(env)
+		if bad := env.Err() != nil; bad != tc.bad || !tc.bad && (len(got.TrustedProxies) != tc.prefixes || !slices.Equal(got.TrustedHosts, tc.hosts)) {
+			t.Errorf("%q: prefixes %v, hosts %v, error %v", tc.value, got.TrustedProxies, got.TrustedHosts, env.Err())
+		}
+	}
+}
+
+// A trusted proxy named by host is believed once its name resolves, and
+// again at its new address after it moved; a name that stops resolving
+// keeps its last addresses.
+func TestTrustedHostsResolved(t *testing.T) {
+	t.Parallel()
+	a := New(Limits{TrustedHosts: []string{"lb"}})
+	a.hostsEvery = 10 * time.Millisecond
+	lb, moved := netip.MustParseAddr("172.18.0.5"), netip.MustParseAddr("172.18.0.9")
+	if a.Trusted(lb) {
+		t.Fatal("trusted before its name was resolved")
+	}
+	answers := make(chan []netip.Addr)
+	failures := make(chan error, 1)
+	resolved := make(chan struct{})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	// Each round answers what the test sends, however long it takes.
+	resolve := func(context.Context, string) ([]netip.Addr, error) {
+		select {
+		case addrs := <-answers:
+			defer func() { resolved <- struct{}{} }()
+			if addrs == nil {
+				return nil, errors.New("no such host")
+			}
+			return addrs, nil
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	go a.ResolveTrustedHosts(ctx, resolve, func(_ string, err error) {
+		if ctx.Err() == nil {
+			failures <- err
+		}
+	})
+	answers <- []netip.Addr{lb}
+	<-resolved
+	waitTrusted := func(addr netip.Addr, want bool) {
+		t.Helper()
+		for deadline := time.Now().Add(5 * time.Second); a.Trusted(addr) != want; {
+			if time.Now().After(deadline) {
+				t.Fatalf("Trusted(%s) = %v, want %v", addr, !want, want)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	waitTrusted(lb, true)
+	if got := a.ClientAddr(lb, "198.51.100.1"); got != netip.MustParseAddr("198.51.100.1") {
+		t.Fatalf("through the named proxy: %s", got)
+	}
+	answers <- []netip.Addr{moved} // the next round, hostsEvery later
+	<-resolved
+	waitTrusted(moved, true)
+	waitTrusted(lb, false)
+	answers <- nil // the name stops resolving: the last address stays
+	<-resolved
+	<-failures
+	waitTrusted(moved, true)
 }

@@ -208,8 +208,16 @@ func (e *Edge) Run(ctx context.Context) error {
 	e.mu.Unlock()
 	bg, stopBG := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
-	wg.Add(4)
+	wg.Add(5)
 	go func() { defer wg.Done(); e.events.Run(bg) }()
+	go func() {
+		defer wg.Done()
+		e.gate.ResolveTrustedHosts(bg, func(ctx context.Context, host string) ([]netip.Addr, error) {
+			return net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+		}, func(host string, err error) {
+			e.log.Warn("a trusted proxy's name did not resolve; its last addresses stay trusted", "host", host, "err", err)
+		})
+	}()
 	go func() { defer wg.Done(); e.renewLease(bg, leaseRev) }()
 	go func() { defer wg.Done(); e.reconcileUntilDone(bg) }()
 	go func() { defer wg.Done(); e.runHub(bg) }()
