@@ -298,12 +298,13 @@ const trustedHostsEvery = 10 * time.Second
 // second while one has never resolved (a load balancer started after the
 // edge), and within a second of a forwarded connection from an address
 // not believed (one that moved). A name that does not resolve keeps the
-// addresses it had; each failure is reported to failed.
+// addresses it had; failed is told when a name stops resolving (once,
+// until it resolves again).
 func (a *Gate) ResolveTrustedHosts(ctx context.Context, resolve func(context.Context, string) ([]netip.Addr, error), failed func(host string, err error)) {
 	if len(a.cfg.TrustedHosts) == 0 {
 		return
 	}
-	known := map[string][]netip.Addr{}
+	known, failing := map[string][]netip.Addr{}, map[string]bool{}
 	tick := time.NewTicker(a.hostsEvery)
 	defer tick.Stop()
 	for {
@@ -312,9 +313,13 @@ func (a *Gate) ResolveTrustedHosts(ctx context.Context, resolve func(context.Con
 			addrs, err := resolve(rctx, h)
 			cancel()
 			if err != nil {
-				failed(h, err)
+				if !failing[h] {
+					failing[h] = true
+					failed(h, err)
+				}
 				continue
 			}
+			delete(failing, h)
 			for i := range addrs {
 				addrs[i] = addrs[i].Unmap()
 			}

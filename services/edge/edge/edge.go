@@ -215,7 +215,7 @@ func (e *Edge) Run(ctx context.Context) error {
 		e.gate.ResolveTrustedHosts(bg, func(ctx context.Context, host string) ([]netip.Addr, error) {
 			return net.DefaultResolver.LookupNetIP(ctx, "ip", host)
 		}, func(host string, err error) {
-			e.log.Warn("a trusted proxy's name did not resolve; its last addresses stay trusted", "host", host, "err", err)
+			e.log.Warn("a trusted proxy's name does not resolve (yet); its last addresses, if any, stay trusted", "host", host, "err", err)
 		})
 	}()
 	go func() { defer wg.Done(); e.renewLease(bg, leaseRev) }()
