@@ -3,6 +3,7 @@ package system_test
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/netip"
 	"strings"
@@ -117,10 +118,13 @@ func TestConnectionsPerAddress(t *testing.T) {
 func TestForwardedForIgnoredWithoutTrustedProxy(t *testing.T) {
 	t.Parallel()
 	w := kit.Start(t, kit.Topologies[0], kit.Settings{Grace: time.Second, Admission: &admission.Limits{ConnsPerAddr: 2, JoinRatePerAddr: -1}})
-	upgrade(t, w, "198.51.100.1")
-	upgrade(t, w, "198.51.100.2")
-	if _, status, code := upgrade(t, w, "198.51.100.3"); status != http.StatusTooManyRequests || code != protocol.CodeTooManyConns {
-		t.Fatalf("third connection from loopback under forged addresses: %d %s, want 429", status, code)
+	// Two connections, then the places on probation (TestConnectionsPerAddress),
+	// each under another forged address: all count for loopback.
+	for i := range 2 + 8 {
+		upgrade(t, w, fmt.Sprintf("198.51.100.%d", i+1))
+	}
+	if _, status, code := upgrade(t, w, "198.51.100.99"); status != http.StatusTooManyRequests || code != protocol.CodeTooManyConns {
+		t.Fatalf("a connection from loopback under yet another forged address: %d %s, want 429", status, code)
 	}
 }
 
