@@ -1,14 +1,12 @@
 package system_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"io"
 	"net/http"
 	"net/url"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -97,31 +95,13 @@ func TestIdentityRequired(t *testing.T) {
 	_ = ws.Close()
 }
 
-// lockedBuffer is a buffer written by many goroutines.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // An identity token in the URL's query (how a browser's WebSocket carries
 // it) reaches no log line, at any level, and no metric: refused or
 // accepted, it is a credential.
 func TestAccessTokenNeverLogged(t *testing.T) {
 	t.Parallel()
 	secret := []byte("an HMAC secret of at least 32 bytes, for tests")
-	var logs lockedBuffer
+	var logs syncBuffer
 	w := kit.Start(t, kit.Topologies[0], kit.Settings{Grace: time.Second, Logs: &logs, Identity: identity.Config{HMACSecret: secret}})
 	sign := func(key []byte, exp time.Duration) string {
 		s, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.HS256, Key: key}, nil)

@@ -4,10 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -35,13 +33,10 @@ func TestReadersOutlastAnotherUsersSyncs(t *testing.T) {
 	vID := kit.ID(v)
 
 	url := "ws" + strings.TrimPrefix(w.Sys.EdgeURLs[0], "http") + "/ws"
-	small := websocket.Dialer{NetDialContext: (&net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
-		return c.Control(func(fd uintptr) { _ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
-	}}).DialContext}
 	var mu sync.Mutex
 	var ended []string
 	for i := range readers {
-		ws, _, err := small.DialContext(ctx, url, nil)
+		ws, _, err := smallReceiver.DialContext(ctx, url, nil)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -33,16 +33,7 @@ func TestSlowClientIsDisconnected(t *testing.T) {
 	// Bob's socket takes in little: the edge's writes to him stall at
 	// once instead of after megabytes of kernel buffers, however slowly a
 	// busy machine relays the flood.
-	small := websocket.Dialer{NetDialContext: (&net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
-		var serr error
-		if err := c.Control(func(fd uintptr) {
-			serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
-		}); err != nil {
-			return err
-		}
-		return serr
-	}}).DialContext}
-	bob, _, err := small.DialContext(ctx, url, nil)
+	bob, _, err := smallReceiver.DialContext(ctx, url, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -99,3 +90,16 @@ func TestSlowClientIsDisconnected(t *testing.T) {
 		t.Fatalf("Ann's connection suffered: %v", err)
 	}
 }
+
+// smallReceiver dials WebSockets whose kernel receive buffer is 4 KiB: a
+// client that reads slowly, or not at all, makes the edge's writes to it
+// wait at once instead of after megabytes of kernel buffers.
+var smallReceiver = websocket.Dialer{NetDialContext: (&net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
+	var serr error
+	if err := c.Control(func(fd uintptr) {
+		serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
+	}); err != nil {
+		return err
+	}
+	return serr
+}}).DialContext}

@@ -35,6 +35,9 @@ func testRoom(feedBytes int) *room {
 	return r
 }
 
+// whole is a frame in parts in one piece, as a client reads it.
+func whole(p Parts) []byte { return slices.Concat(p.Head, p.Shared, p.Tail) }
+
 // testWaker counts what a room tells a subscriber's writer, keeps the
 // frames for the subscriber alone, and signals a test waiting for it on ch.
 type testWaker struct {
@@ -154,7 +157,7 @@ func TestHubSnapshotThenDeltas(t *testing.T) {
 					t.Fatal(err)
 				}
 				s.Start()
-				subs = append(subs, joined{s, welcome.Bytes(), snap.Revision})
+				subs = append(subs, joined{s, whole(welcome), snap.Revision})
 			}
 			wg.Wait()
 			h.mu.Lock()
@@ -291,7 +294,7 @@ func TestWithUsers(t *testing.T) {
 		}
 		want, _ := json.Marshal(protocol.ServerFrame{Type: protocol.TypeWelcome, Revision: 7, Users: users})
 		var got, exp protocol.ServerFrame
-		if err := json.Unmarshal(withUsers(frame, list).Bytes(), &got); err != nil {
+		if err := json.Unmarshal(whole(withUsers(frame, list)), &got); err != nil {
 			t.Fatalf("%d users: %v", len(users), err)
 		}
 		_ = json.Unmarshal(want, &exp)

@@ -101,9 +101,6 @@ func (p Parts) Len() int { return len(p.Head) + len(p.Shared) + len(p.Tail) }
 // Own is how many of the frame's bytes are the socket's alone.
 func (p Parts) Own() int { return len(p.Head) + len(p.Tail) }
 
-// Bytes is the frame in one piece (a copy: for tests and logs).
-func (p Parts) Bytes() []byte { return slices.Concat(p.Head, p.Shared, p.Tail) }
-
 // Welcome encodes a welcome frame with the snapshot's list as its users:
 // the list, already encoded, is not encoded again for every joining
 // socket, nor copied into its frame.
