@@ -29,6 +29,7 @@ import (
 func main() {
 	var cfg load.Config
 	flag.StringVar(&cfg.URL, "url", "http://127.0.0.1:8080", "the edge or load balancer; with -rooms, edges separated by commas, which the rooms take in turn")
+	flag.StringVar(&cfg.Metrics, "metrics", "", "the server's operator endpoints (OPS_ADDR, http://host:port), for its memory and CPU; with several edges, one for all or one per -url edge")
 	flag.IntVar(&cfg.Users, "users", 1000, "users joined, in the lobby or spread over -rooms")
 	flag.IntVar(&cfg.Rooms, "rooms", 0, "spread the users over this many rooms (0: all in the lobby); -pairs and -rate are then each room's")
 	flag.Float64Var(&cfg.Skew, "skew", 0, "room sizes: 0 equal; s > 0 in proportion to 1/k^s (most rooms small, a few large)")

@@ -17,6 +17,7 @@ import (
 	"github.com/buddytok/buddytok/pkg/config"
 	"github.com/buddytok/buddytok/pkg/natsrpc"
 	"github.com/buddytok/buddytok/pkg/profiling"
+	"github.com/buddytok/buddytok/pkg/servicemain"
 	"github.com/buddytok/buddytok/services/edge/edge"
 	"github.com/buddytok/buddytok/services/invites/invites"
 	"github.com/buddytok/buddytok/services/presence/presence"
@@ -55,16 +56,17 @@ func run() error {
 		storeDir = dir
 	}
 	opts := allinone.Options{
-		NATSURL:  natsURL,
-		NATSAuth: natsrpc.AuthFromEnv(env),
-		NATSPort: natsPortSetting.Read(env),
-		StoreDir: storeDir,
-		Listen:   net.JoinHostPort(edge.HostSetting.ReadOr(env, "127.0.0.1"), strconv.Itoa(edge.PortSetting.Read(env))),
-		Presence: presence.ConfigFromEnv(env),
-		Invites:  invites.ConfigFromEnv(env),
-		Tokens:   tokens.ConfigFromEnv(env),
-		Edge:     edge.ConfigFromEnv(env),
-		Log:      log,
+		NATSURL:   natsURL,
+		NATSAuth:  natsrpc.AuthFromEnv(env),
+		NATSPort:  natsPortSetting.Read(env),
+		StoreDir:  storeDir,
+		Listen:    net.JoinHostPort(edge.HostSetting.ReadOr(env, "127.0.0.1"), strconv.Itoa(edge.PortSetting.Read(env))),
+		OpsListen: servicemain.OpsAddrSetting.ReadOr(env, "127.0.0.1:0"),
+		Presence:  presence.ConfigFromEnv(env),
+		Invites:   invites.ConfigFromEnv(env),
+		Tokens:    tokens.ConfigFromEnv(env),
+		Edge:      edge.ConfigFromEnv(env),
+		Log:       log,
 	}
 	if err := env.Err(); err != nil {
 		return err
@@ -85,7 +87,8 @@ func run() error {
 	if opts.NATSURL == "" {
 		nats += " (embedded, data in " + opts.StoreDir + "; one NATS user per role, passwords in " + allinone.UsersDir(opts.StoreDir) + ")"
 	}
-	fmt.Printf("BuddyTok is running: open %s in two browser tabs\nNATS: %s\nPress Ctrl-C to stop.\n", sys.EdgeURLs[0], nats)
+	fmt.Printf("BuddyTok is running: open %s in two browser tabs\nNATS: %s\nOperator endpoints (/healthz, /readyz, /metrics): %s\nPress Ctrl-C to stop.\n",
+		sys.EdgeURLs[0], nats, sys.OpsURL)
 	<-ctx.Done()
 	log.Info("shutting down")
 	return sys.Close()

@@ -1,8 +1,7 @@
-// Package opsserver is the small HTTP server every BuddyTok service other
-// than the edge runs for its operators: /healthz (the process is alive),
-// /readyz (it takes requests: NATS connected, the state bucket reachable,
-// its endpoints subscribed) and /metrics (Prometheus). The edge serves the
-// same three paths on its own listener.
+// Package opsserver is the small HTTP server every BuddyTok process runs
+// for its operators, apart from the port its users reach: /healthz (the
+// process is alive), /readyz (it takes requests, by the checks it names)
+// and /metrics (Prometheus).
 package opsserver
 
 import (
@@ -10,7 +9,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/http"
 	"time"
@@ -22,23 +20,43 @@ import (
 	"github.com/buddytok/buddytok/pkg/state"
 )
 
+// Checks says, by name, what a process needs to take requests and whether
+// it has it; /readyz answers 200 when every one is true.
+type Checks func(context.Context) map[string]bool
+
 // Server serves the operator endpoints of one process.
 type Server struct {
-	nc      *nats.Conn
-	js      jetstream.JetStream
-	ready   <-chan struct{}
+	checks  Checks
 	metrics *metrics.Metrics
-	log     *slog.Logger
 }
 
-// New returns a Server for a process on nc whose endpoints take requests
-// once ready is closed.
-func New(nc *nats.Conn, ready <-chan struct{}, m *metrics.Metrics, log *slog.Logger) (*Server, error) {
+// New returns a Server whose /readyz reports checks and whose /metrics
+// serves m.
+func New(checks Checks, m *metrics.Metrics) *Server {
+	return &Server{checks: checks, metrics: m}
+}
+
+// ServiceChecks are the checks of a service replica on nc whose endpoints
+// take requests once ready is closed: NATS connected, its endpoints
+// subscribed, the state bucket reachable.
+func ServiceChecks(nc *nats.Conn, ready <-chan struct{}) (Checks, error) {
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return nil, fmt.Errorf("opsserver: %w", err)
 	}
-	return &Server{nc: nc, js: js, ready: ready, metrics: m, log: log}, nil
+	return func(ctx context.Context) map[string]bool {
+		checks := map[string]bool{"nats": nc.IsConnected(), "endpoints": false, "state_bucket": false}
+		select {
+		case <-ready:
+			checks["endpoints"] = true
+		default:
+		}
+		if kv, err := js.KeyValue(ctx, state.Bucket); err == nil {
+			_, err = kv.Status(ctx)
+			checks["state_bucket"] = err == nil
+		}
+		return checks
+	}, nil
 }
 
 // Handler routes the three paths.
@@ -50,31 +68,27 @@ func (s *Server) Handler() http.Handler {
 	return mux
 }
 
-// readyTimeout bounds the bucket check of one /readyz.
+// readyTimeout bounds the checks of one /readyz.
 const readyTimeout = 2 * time.Second
 
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
-	checks := map[string]bool{"nats": s.nc.IsConnected(), "endpoints": false, "state_bucket": false}
-	select {
-	case <-s.ready:
-		checks["endpoints"] = true
-	default:
-	}
 	ctx, cancel := context.WithTimeout(r.Context(), readyTimeout)
 	defer cancel()
-	if kv, err := s.js.KeyValue(ctx, state.Bucket); err == nil {
-		_, err = kv.Status(ctx)
-		checks["state_bucket"] = err == nil
-	}
-	status := http.StatusOK
+	checks := s.checks(ctx)
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(Status(checks))
+	_ = json.NewEncoder(w).Encode(checks)
+}
+
+// Status is the HTTP status of a /readyz that found checks: 200 when every
+// one holds, else 503.
+func Status(checks map[string]bool) int {
 	for _, ok := range checks {
 		if !ok {
-			status = http.StatusServiceUnavailable
+			return http.StatusServiceUnavailable
 		}
 	}
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(checks)
+	return http.StatusOK
 }
 
 // Run serves on ln until ctx ends.

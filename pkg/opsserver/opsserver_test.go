@@ -3,7 +3,6 @@ package opsserver_test
 import (
 	"context"
 	"encoding/json"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -23,11 +22,11 @@ func TestReadyzReportsEachCheck(t *testing.T) {
 	nc := natstest.Conn(t)
 	ready := make(chan struct{})
 	m := metrics.New()
-	ops, err := opsserver.New(nc, ready, m, slog.New(slog.DiscardHandler))
+	checks, err := opsserver.ServiceChecks(nc, ready)
 	if err != nil {
 		t.Fatal(err)
 	}
-	hs := httptest.NewServer(ops.Handler())
+	hs := httptest.NewServer(opsserver.New(checks, m).Handler())
 	t.Cleanup(hs.Close)
 
 	readyz := func() (int, map[string]bool) {

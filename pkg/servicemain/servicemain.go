@@ -1,7 +1,7 @@
 // Package servicemain is the whole main function of a BuddyTok service
-// binary: read the environment, connect to NATS, run one replica (and, for
-// a service other than the edge, its operator endpoints) until
-// SIGINT/SIGTERM, exit non-zero with a clear message on failure.
+// binary: read the environment, connect to NATS, run one replica and its
+// operator endpoints until SIGINT/SIGTERM, exit non-zero with a clear
+// message on failure.
 package servicemain
 
 import (
@@ -29,17 +29,26 @@ type Runner interface {
 	Run(ctx context.Context) error
 }
 
-// Readier is a Runner whose endpoints take requests once Ready is closed.
-// Main serves the operator endpoints (opsserver) of a Readier on OPS_ADDR;
-// a Runner that is not one serves its own (the edge).
+// Readier is a Runner whose endpoints take requests once Ready is closed:
+// a service's replica, whose /readyz reports opsserver.ServiceChecks.
 type Readier interface {
 	Runner
 	Ready() <-chan struct{}
 }
 
-// opsAddrSetting is where a service serves /healthz, /readyz and /metrics.
-var opsAddrSetting = config.String("OPS_ADDR", ":9090", "presence, invites, tokens",
-	"where the service serves `/healthz`, `/readyz` and `/metrics` (the edge serves them on its own port)")
+// Checker is a Runner that reports its own readiness checks for /readyz
+// (the edge).
+type Checker interface {
+	Runner
+	Checks(context.Context) map[string]bool
+}
+
+// OpsAddrSetting is where a process serves its operator endpoints:
+// /healthz, /readyz and /metrics.
+var OpsAddrSetting = config.String("OPS_ADDR", ":9090", "all",
+	"where the process serves its operator endpoints, `/healthz`, `/readyz` and `/metrics`, apart from the port users reach. "+
+		"Keep it off the internet",
+	config.DefaultShown("all-in-one: `127.0.0.1:0` (a free loopback port, printed at start); services and edge: `:9090`"))
 
 // Program is one BuddyTok service, as its own binary runs it (Main) and as
 // the all-in-one does: its name, how it reads its settings from the
@@ -98,7 +107,7 @@ func run[C any](svc Program[C]) error {
 	url := natsrpc.URLSetting.Read(env)
 	auth := natsrpc.AuthFromEnv(env)
 	auth.InboxPrefix = permissions.InboxPrefix(permissions.Role(name))
-	opsAddr := opsAddrSetting.Read(env)
+	opsAddr := OpsAddrSetting.Read(env)
 	cfg := svc.ConfigFromEnv(env)
 	if err := env.Err(); err != nil {
 		return err
@@ -116,15 +125,11 @@ func run[C any](svc Program[C]) error {
 	if err != nil {
 		return err
 	}
-	r, ok := replica.(Readier)
-	if !ok {
-		log.Info(name+" running", "nats", nc.ConnectedUrlRedacted())
-		return replica.Run(ctx)
-	}
-	ops, err := opsserver.New(nc, r.Ready(), m, log)
+	checks, err := readiness(nc, replica)
 	if err != nil {
 		return err
 	}
+	ops := opsserver.New(checks, m)
 	ln, err := net.Listen("tcp", opsAddr)
 	if err != nil {
 		return fmt.Errorf("%s: operator endpoints: listen on %s (OPS_ADDR): %w", name, opsAddr, err)
@@ -137,6 +142,18 @@ func run[C any](svc Program[C]) error {
 	// /healthz answers until the replica has drained.
 	stopOps()
 	return errors.Join(err, <-opsDone)
+}
+
+// readiness is what the /readyz of replica on nc checks.
+func readiness(nc *nats.Conn, replica Runner) (opsserver.Checks, error) {
+	switch r := replica.(type) {
+	case Checker:
+		return r.Checks, nil
+	case Readier:
+		return opsserver.ServiceChecks(nc, r.Ready())
+	default:
+		return nil, fmt.Errorf("servicemain: %T says neither when it is ready nor its checks", replica)
+	}
 }
 
 // natsUsers is `nats-users DIR [OWNER]`.

@@ -61,7 +61,7 @@ type proc struct {
 	args []string
 	env  []string
 	logs string // file its output is appended to
-	ops  string // http://host:port of a service's operator endpoints
+	ops  string // http://host:port of the process's operator endpoints
 
 	mu     sync.Mutex
 	cmd    *exec.Cmd

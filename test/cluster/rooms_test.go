@@ -10,10 +10,10 @@ import (
 	"github.com/buddytok/buddytok/pkg/protocol"
 )
 
-// scrape reads one sample of an edge's metrics.
+// scrape reads one sample of an edge's metrics, on its operator port.
 func scrape(t *testing.T, e *edgeProc, sample string) float64 {
 	t.Helper()
-	samples, err := metrics.Scrape(context.Background(), e.url())
+	samples, err := metrics.Scrape(context.Background(), e.ops)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -126,9 +126,9 @@ func startSystemWith(t *testing.T, cfg systemConfig) *system {
 			urls, sys.cut = sys.proxiedNATS(t, false)
 			env = append(append([]string(nil), common...), "NATS_URL="+urls)
 		}
-		port := freePort(t)
-		e := &edgeProc{proc: &proc{name: fmt.Sprintf("edge-%d", i), path: filepath.Join(bin, "edge"),
-			env: append(append(append([]string(nil), env...), roleEnv(permissions.Edge)...), "HOST=127.0.0.1", fmt.Sprintf("PORT=%d", port),
+		port, ops := freePort(t), fmt.Sprintf("127.0.0.1:%d", freePort(t))
+		e := &edgeProc{proc: &proc{name: fmt.Sprintf("edge-%d", i), path: filepath.Join(bin, "edge"), ops: "http://" + ops,
+			env: append(append(append([]string(nil), env...), roleEnv(permissions.Edge)...), "HOST=127.0.0.1", fmt.Sprintf("PORT=%d", port), "OPS_ADDR="+ops,
 				"RECONCILE_INTERVAL=500ms", "WS_PING_INTERVAL=2s", "SHUTDOWN_TIMEOUT=5s",
 				// Every simulated user connects from loopback: one address.
 				"WS_MAX_CONNS_PER_ADDR=0", "WS_JOIN_RATE_PER_ADDR=0"),

@@ -188,13 +188,13 @@ func (d *deployment) waitHTTP(ctx context.Context, url string) {
 }
 
 // sockets reads how many WebSockets each edge container holds, from its
-// /metrics on the compose network.
+// /metrics on the compose network (its operator port).
 func (d *deployment) sockets(ctx context.Context) map[string]float64 {
 	d.t.Helper()
 	n := map[string]float64{}
 	for _, id := range d.containers("edge") {
 		ip := d.docker("inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", id)
-		samples, err := metrics.Scrape(ctx, "http://"+net.JoinHostPort(ip, "8080"))
+		samples, err := metrics.Scrape(ctx, "http://"+net.JoinHostPort(ip, "9090"))
 		if err != nil {
 			d.t.Fatalf("edge %s metrics: %v", short(id), err)
 		}

@@ -114,12 +114,13 @@ func Options(top Topology, s Settings) allinone.Options {
 		fps = 10000
 	}
 	return allinone.Options{
-		Log:      log,
-		Tokens:   tokens.Config{Provider: s.Video},
-		Invites:  s.Invites,
-		Edges:    top.Edges,
-		Replicas: top.Replicas,
-		Presence: presence.Config{Grace: s.Grace, LeaseTTL: time.Second, SweepEvery: 25 * time.Millisecond, Replicas: 1, RoomMaxUsers: s.RoomMaxUsers},
+		OpsListen: "127.0.0.1:0",
+		Log:       log,
+		Tokens:    tokens.Config{Provider: s.Video},
+		Invites:   s.Invites,
+		Edges:     top.Edges,
+		Replicas:  top.Replicas,
+		Presence:  presence.Config{Grace: s.Grace, LeaseTTL: time.Second, SweepEvery: 25 * time.Millisecond, Replicas: 1, RoomMaxUsers: s.RoomMaxUsers},
 		Edge: edge.Config{
 			LeaseTTL: time.Second, PingEvery: cmp.Or(s.Ping, 5*time.Second), WriteTimeout: cmp.Or(s.WriteTimeout, 5*time.Second),
 			RequestTimeout: 10 * time.Second, Replicas: 1, FramesPerSecond: fps, ShutdownTimeout: cmp.Or(s.Shutdown, WaitFor),

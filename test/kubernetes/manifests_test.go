@@ -30,6 +30,7 @@ type rendered struct {
 	services    map[string]*corev1.Service
 	configMaps  map[string]*corev1.ConfigMap
 	ingresses   []*networkingv1.Ingress
+	policies    []*networkingv1.NetworkPolicy
 	budgets     []*policyv1.PodDisruptionBudget
 	autoscalers []*autoscalingv2.HorizontalPodAutoscaler
 }
@@ -75,6 +76,10 @@ func render(t *testing.T, dir string) rendered {
 			var i networkingv1.Ingress
 			decode(&i)
 			r.ingresses = append(r.ingresses, &i)
+		case "networking.k8s.io/v1/NetworkPolicy":
+			var p networkingv1.NetworkPolicy
+			decode(&p)
+			r.policies = append(r.policies, &p)
 		case "policy/v1/PodDisruptionBudget":
 			var p policyv1.PodDisruptionBudget
 			decode(&p)
@@ -154,6 +159,10 @@ func TestBase(t *testing.T) {
 	if cm == nil || cm.Data["KV_REPLICAS"] != "1" || cm.Data["NATS_URL"] == "" {
 		t.Errorf("config map: %+v", cm)
 	}
+	if cm != nil && cm.Data["TRUSTED_PROXIES"] == "" {
+		t.Error("no TRUSTED_PROXIES: behind the ingress, every browser would count as its one address")
+	}
+	checkEdgePolicy(t, r, edge)
 	tokens := r.deployments["buddytok-tokens"].Spec.Template.Spec.Containers[0]
 	if !slices.ContainsFunc(tokens.EnvFrom, func(e corev1.EnvFromSource) bool {
 		return e.SecretRef != nil && e.SecretRef.Name == "buddytok-opentok" && e.SecretRef.Optional != nil && *e.SecretRef.Optional
@@ -192,6 +201,19 @@ func checkDeployment(t *testing.T, r rendered, d *appsv1.Deployment) {
 		if c.ReadinessProbe != nil && c.ReadinessProbe.HTTPGet != nil && c.ReadinessProbe.HTTPGet.Path != "/readyz" {
 			t.Errorf("%s: readiness on %s, want /readyz", d.Name, c.ReadinessProbe.HTTPGet.Path)
 		}
+		// The operator endpoints (OPS_ADDR, the ConfigMap's) are on the
+		// port named ops, which the probes and Prometheus use.
+		ops := slices.IndexFunc(c.Ports, func(cp corev1.ContainerPort) bool { return cp.Name == "ops" })
+		if ops < 0 || r.configMaps["buddytok"] == nil || r.configMaps["buddytok"].Data["OPS_ADDR"] != fmt.Sprintf(":%d", c.Ports[ops].ContainerPort) {
+			t.Errorf("%s/%s: no port named ops at the ConfigMap's OPS_ADDR", d.Name, c.Name)
+		} else if got := d.Spec.Template.Annotations["prometheus.io/port"]; got != fmt.Sprint(c.Ports[ops].ContainerPort) {
+			t.Errorf("%s: Prometheus scrapes port %s, not the ops port %d", d.Name, got, c.Ports[ops].ContainerPort)
+		}
+		for what, p := range map[string]*corev1.Probe{"readiness": c.ReadinessProbe, "liveness": c.LivenessProbe} {
+			if p != nil && p.HTTPGet != nil && p.HTTPGet.Port.String() != "ops" {
+				t.Errorf("%s/%s: %s probe on port %s, want ops", d.Name, c.Name, what, p.HTTPGet.Port.String())
+			}
+		}
 		if c.Resources.Requests.Cpu().IsZero() || c.Resources.Requests.Memory().IsZero() || c.Resources.Limits.Memory().IsZero() {
 			t.Errorf("%s/%s: requests and a memory limit needed: %+v", d.Name, c.Name, c.Resources)
 		}
@@ -211,6 +233,58 @@ func checkDeployment(t *testing.T, r rendered, d *appsv1.Deployment) {
 	}
 	if budgets != 1 {
 		t.Errorf("%s: %d PodDisruptionBudgets select its pods, want 1", d.Name, budgets)
+	}
+}
+
+// checkEdgePolicy checks that only the ingress controller's pods reach the
+// edges' users' port, where X-Forwarded-For is believed, and that the
+// operator port stays reachable for Prometheus.
+func checkEdgePolicy(t *testing.T, r rendered, edge *appsv1.Deployment) {
+	t.Helper()
+	podLabels := labels.Set(edge.Spec.Template.Labels)
+	var selecting []*networkingv1.NetworkPolicy
+	for _, p := range r.policies {
+		if sel, err := metav1.LabelSelectorAsSelector(&p.Spec.PodSelector); err == nil && sel.Matches(podLabels) {
+			selecting = append(selecting, p)
+		}
+	}
+	if len(selecting) != 1 || !slices.Contains(selecting[0].Spec.PolicyTypes, networkingv1.PolicyTypeIngress) {
+		t.Fatalf("%d ingress NetworkPolicies select the edge's pods, want 1: any pod could forge X-Forwarded-For", len(selecting))
+	}
+	reaches := map[string]string{} // port name: who
+	for _, rule := range selecting[0].Spec.Ingress {
+		who := "anyone"
+		if len(rule.From) > 0 {
+			who = ""
+			for _, peer := range rule.From {
+				ns, pods := peer.NamespaceSelector, peer.PodSelector
+				if peer.IPBlock != nil || ns == nil || pods == nil ||
+					ns.MatchLabels["kubernetes.io/metadata.name"] != "ingress-nginx" || pods.MatchLabels["app.kubernetes.io/name"] != "ingress-nginx" {
+					who = "a peer other than the ingress controller's pods"
+					break
+				}
+				who = "the ingress controller"
+			}
+		}
+		if len(rule.Ports) == 0 {
+			reaches["every port"] = who
+		}
+		for _, p := range rule.Ports {
+			if p.Port == nil {
+				reaches["every port"] = who
+				continue
+			}
+			reaches[p.Port.String()] = who
+		}
+	}
+	if reaches["http"] != "the ingress controller" || reaches["every port"] != "" {
+		t.Errorf("the edge's users' port is reached by %q (every port by %q), want the ingress controller alone", reaches["http"], reaches["every port"])
+	}
+	if reaches["ops"] == "" {
+		t.Error("the NetworkPolicy shuts Prometheus out of the edge's ops port")
+	}
+	if c := edge.Spec.Template.Spec.Containers[0]; !slices.ContainsFunc(c.Ports, func(cp corev1.ContainerPort) bool { return cp.Name == "http" }) {
+		t.Error("the edge names no http port for the NetworkPolicy")
 	}
 }
 

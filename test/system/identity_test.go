@@ -136,7 +136,7 @@ func TestAccessTokenNeverLogged(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = ws.Close()
-	resp, err := http.Get(w.Sys.EdgeURLs[0] + "/metrics")
+	resp, err := http.Get(w.Sys.OpsURL + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}

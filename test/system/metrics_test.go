@@ -2,16 +2,19 @@ package system_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"net/http"
 	"testing"
 	"time"
 
+	"github.com/buddytok/buddytok/cmd/buddytok/allinone"
 	"github.com/buddytok/buddytok/pkg/metrics"
 	"github.com/buddytok/buddytok/pkg/protocol"
 	"github.com/buddytok/buddytok/test/kit"
 )
 
-// scrape reads what an edge serves on /metrics.
+// scrape reads what the process serves on /metrics.
 func scrape(t *testing.T, url string) map[string]float64 {
 	t.Helper()
 	samples, err := metrics.Scrape(context.Background(), url)
@@ -21,13 +24,13 @@ func scrape(t *testing.T, url string) map[string]float64 {
 	return samples
 }
 
-// After a chat between two users, the edge's /metrics shows what happened:
+// After a chat between two users, the process's /metrics shows what happened:
 // the sockets, the frames each way, the requests each service handled,
 // the buddy list's fan-out.
 func TestMetricsMoveWithAFlow(t *testing.T) {
 	t.Parallel()
 	w := kit.Start(t, kit.Topologies[0], kit.Settings{Grace: time.Second})
-	before := scrape(t, w.Sys.EdgeURLs[0])
+	before := scrape(t, w.Sys.OpsURL)
 	alice, bob := w.Join("Alice"), w.Join("Bob")
 	w.Sees(kit.ID(bob), protocol.StateAvailable, alice)
 	_, chat := w.Chat(alice, bob)
@@ -37,7 +40,7 @@ func TestMetricsMoveWithAFlow(t *testing.T) {
 		t.Fatal(err)
 	}
 	w.Sees(kit.ID(alice), protocol.StateAvailable, bob)
-	after := scrape(t, w.Sys.EdgeURLs[0])
+	after := scrape(t, w.Sys.OpsURL)
 
 	request := func(subject string) string {
 		return fmt.Sprintf(`buddytok_requests_seconds_count{code="ok",subject=%q}`, subject)
@@ -64,5 +67,40 @@ func TestMetricsMoveWithAFlow(t *testing.T) {
 		if got := after[tt.sample] - before[tt.sample]; got < tt.atLeast {
 			t.Errorf("%s grew by %g over the flow, want at least %g", tt.sample, got, tt.atLeast)
 		}
+	}
+}
+
+// The operator endpoints are served apart from the users' port: /metrics
+// there is not found, and the operator port's /readyz reports the edges'
+// checks, failing once no edge runs.
+func TestOperatorEndpointsApart(t *testing.T) {
+	t.Parallel()
+	w := kit.Start(t, kit.Topologies[0], kit.Settings{Grace: time.Second})
+	get := func(url string) (int, map[string]bool) {
+		t.Helper()
+		resp, err := http.Get(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var checks map[string]bool
+		_ = json.NewDecoder(resp.Body).Decode(&checks)
+		return resp.StatusCode, checks
+	}
+	if status, _ := get(w.Sys.EdgeURLs[0] + "/metrics"); status != http.StatusNotFound {
+		t.Errorf("the users' port serves /metrics: %d, want 404", status)
+	}
+	if status, _ := get(w.Sys.OpsURL + "/healthz"); status != http.StatusOK {
+		t.Errorf("operator /healthz: %d", status)
+	}
+	status, checks := get(w.Sys.OpsURL + "/readyz")
+	if status != http.StatusOK || !checks["edge"] || !checks["lease"] || !checks["nats"] || !checks["buddy_list"] {
+		t.Errorf("operator /readyz: %d %v, want 200 with the edge's checks", status, checks)
+	}
+	if err := w.Sys.Stop(allinone.Edge, 0); err != nil {
+		t.Fatal(err)
+	}
+	if status, checks := get(w.Sys.OpsURL + "/readyz"); status != http.StatusServiceUnavailable || checks["edge"] {
+		t.Errorf("operator /readyz with no edge running: %d %v, want 503, edge false", status, checks)
 	}
 }

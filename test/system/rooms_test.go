@@ -266,7 +266,7 @@ func TestRoomMetrics(t *testing.T) {
 	}
 	deadline := time.Now().Add(kit.WaitFor)
 	for {
-		got := scrape(t, w.Sys.EdgeURLs[0])
+		got := scrape(t, w.Sys.OpsURL)
 		var wrong []string
 		for k, v := range want {
 			if got[k] != v {

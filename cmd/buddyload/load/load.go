@@ -33,7 +33,11 @@ import (
 
 // Config is one load run.
 type Config struct {
-	URL      string        // the edge or load balancer, http(s)://host:port; with Rooms, a comma-separated list of edges
+	URL string // the edge or load balancer, http(s)://host:port; with Rooms, a comma-separated list of edges
+	// Metrics is where the server's operator endpoints are (OPS_ADDR),
+	// http://host:port: one, or one per edge of URL in the same order.
+	// Empty: no server figures.
+	Metrics  string
 	Users    int           // users joined, in the lobby or spread over Rooms
 	JoinRate float64       // joins a second (0: all at once)
 	Pairs    int           // pairs of users that alternate invite and cancel
@@ -250,7 +254,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	first := lay.urls[0]
 	var figs [3]figures // before the joins, after them, after the changes
 	var figErrs [3]error
-	figs[0], figErrs[0] = serverFigures(ctx, first)
+	figs[0], figErrs[0] = serverFigures(ctx, lay.metrics(0))
 
 	users := make([]*user, cfg.Users)
 	defer func() {
@@ -272,7 +276,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		return res, err
 	}
 	res.ListsCompleteAfter = max(0, complete.Sub(lastWelcome))
-	figs[1], figErrs[1] = serverFigures(ctx, first)
+	figs[1], figErrs[1] = serverFigures(ctx, lay.metrics(0))
 	edgesBefore := r.edgeFigures(ctx)
 
 	stopAbuse := func() *Abuse { return nil }
@@ -288,7 +292,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		return res, err
 	}
 	res.Abuse = stopAbuse()
-	figs[2], figErrs[2] = serverFigures(ctx, first)
+	figs[2], figErrs[2] = serverFigures(ctx, lay.metrics(0))
 	r.summarise(&res, users, changes)
 	if cfg.Rooms > 0 {
 		r.summariseRooms(ctx, &res, edgesBefore)
@@ -711,8 +715,12 @@ const maxJoinsInFlight = 2000
 type figures struct{ rss, cpu, framesOut, writes float64 }
 
 // serverFigures reads the process's resident memory and CPU time from the
-// server's /metrics (the edge serves the whole all-in-one process's).
+// server's /metrics at base, its operator endpoints (the all-in-one's
+// count the whole process).
 func serverFigures(ctx context.Context, base string) (figures, error) {
+	if base == "" {
+		return figures{}, errors.New("server figures: no -metrics given (the server's OPS_ADDR)")
+	}
 	s, err := metrics.Scrape(ctx, base)
 	if err != nil {
 		return figures{}, err

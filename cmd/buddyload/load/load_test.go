@@ -42,13 +42,13 @@ func TestRunMeasuresEveryChange(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 			defer cancel()
-			sys, err := allinone.Start(ctx, allinone.Options{Presence: presence.Config{Grace: time.Second}, Edge: tc.edge})
+			sys, err := allinone.Start(ctx, allinone.Options{Presence: presence.Config{Grace: time.Second}, Edge: tc.edge, OpsListen: "127.0.0.1:0"})
 			if err != nil {
 				t.Fatal(err)
 			}
 			t.Cleanup(func() { _ = sys.Close() })
 			res, err := load.Run(ctx, load.Config{
-				URL: sys.EdgeURLs[0], Users: 30, JoinRate: 100, Pairs: 3, Rate: 15, Duration: tc.duration, Settle: 30 * time.Second,
+				URL: sys.EdgeURLs[0], Metrics: sys.OpsURL, Users: 30, JoinRate: 100, Pairs: 3, Rate: 15, Duration: tc.duration, Settle: 30 * time.Second,
 				Abusers: tc.abusers,
 			})
 			if err != nil {
@@ -92,14 +92,14 @@ func TestRunMeasuresEveryChange(t *testing.T) {
 func TestRunWithRooms(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	sys, err := allinone.Start(ctx, allinone.Options{Edges: 2, Presence: presence.Config{Grace: time.Second},
+	sys, err := allinone.Start(ctx, allinone.Options{Edges: 2, Presence: presence.Config{Grace: time.Second}, OpsListen: "127.0.0.1:0",
 		Edge: edge.Config{Admission: admission.Limits{ConnsPerAddr: -1, JoinRatePerAddr: -1}}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = sys.Close() })
 	res, err := load.Run(ctx, load.Config{
-		URL: strings.Join(sys.EdgeURLs, ","), Users: 40, JoinRate: 200, Rooms: 5, Skew: 1, Pairs: 1, Rate: 2,
+		URL: strings.Join(sys.EdgeURLs, ","), Metrics: sys.OpsURL, Users: 40, JoinRate: 200, Rooms: 5, Skew: 1, Pairs: 1, Rate: 2,
 		Duration: 2 * time.Second, Settle: 30 * time.Second,
 	})
 	if err != nil {

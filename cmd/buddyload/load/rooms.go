@@ -21,12 +21,21 @@ type layout struct {
 	pairs  [][2]int // user indices, inviter first; a room's pairs are its first users
 	pairIn []int    // the room of each pair
 	urls   []string // the edges, in the order users were spread over them
+	ops    []string // their operator endpoints: one per edge, or one for all
 }
 
 type roomPlan struct {
 	name  string
 	users []int // user indices
 	url   string
+}
+
+// metrics is the operator endpoints of edge i ("" if not given).
+func (l layout) metrics(i int) string {
+	if len(l.ops) == 0 {
+		return ""
+	}
+	return l.ops[min(i, len(l.ops)-1)]
 }
 
 // plan spreads cfg.Users over cfg.Rooms rooms (none: everyone in the
@@ -39,6 +48,12 @@ func plan(cfg Config) (layout, error) {
 	urls := strings.Split(cfg.URL, ",")
 	var l layout
 	l.urls = urls
+	if cfg.Metrics != "" {
+		l.ops = strings.Split(cfg.Metrics, ",")
+		if len(l.ops) != 1 && len(l.ops) != len(urls) {
+			return l, fmt.Errorf("load: %d metrics URLs for %d edges: give one, or one per edge", len(l.ops), len(urls))
+		}
+	}
 	if cfg.Rooms <= 0 {
 		all := make([]int, cfg.Users)
 		for i := range all {
@@ -153,7 +168,10 @@ func (r *run) edgeFigures(ctx context.Context) []EdgeFigures {
 				out[i].Users += len(rp.users)
 			}
 		}
-		s, err := metrics.Scrape(ctx, url)
+		if r.lay.metrics(i) == "" {
+			continue
+		}
+		s, err := metrics.Scrape(ctx, r.lay.metrics(i))
 		if err != nil {
 			continue
 		}

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 
@@ -20,6 +21,7 @@ import (
 	"github.com/buddytok/buddytok/pkg/embeddednats"
 	"github.com/buddytok/buddytok/pkg/metrics"
 	"github.com/buddytok/buddytok/pkg/natsrpc"
+	"github.com/buddytok/buddytok/pkg/opsserver"
 	"github.com/buddytok/buddytok/pkg/permissions"
 	"github.com/buddytok/buddytok/pkg/servicemain"
 	"github.com/buddytok/buddytok/services/edge/edge"
@@ -38,12 +40,15 @@ type Options struct {
 	Edges    int          // edges (default 1)
 	// Listen is the first edge's address; later edges listen on the same
 	// host at a free port. Default 127.0.0.1:0.
-	Listen   string
-	Presence presence.Config
-	Invites  invites.Config
-	Tokens   tokens.Config
-	Edge     edge.Config
-	Log      *slog.Logger
+	Listen string
+	// OpsListen, if set, is where the process serves its operator
+	// endpoints (/healthz, /readyz, /metrics): see System.OpsURL.
+	OpsListen string
+	Presence  presence.Config
+	Invites   invites.Config
+	Tokens    tokens.Config
+	Edge      edge.Config
+	Log       *slog.Logger
 }
 
 // Kind names a replica's service.
@@ -77,13 +82,17 @@ var programs = map[Kind]func(context.Context, *nats.Conn, Options, *slog.Logger,
 type System struct {
 	URL      string   // NATS URL
 	EdgeURLs []string // http://host:port of each edge
-	// Metrics are the whole process's, shared by every replica; each edge
-	// serves them on /metrics.
+	// Metrics are the whole process's, shared by every replica.
 	Metrics *metrics.Metrics
+	// OpsURL is http://host:port of the operator endpoints if
+	// Options.OpsListen asked for them: /metrics serves Metrics, /readyz
+	// checks every running edge.
+	OpsURL string
 
 	nats      *embeddednats.Server
 	passwords map[string]string // of the embedded server's users
 	opts      Options
+	stopOps   func() error
 	mu        sync.Mutex
 	replicas  map[Kind][]*replica
 }
@@ -92,6 +101,7 @@ type replica struct {
 	nc     *nats.Conn
 	cancel context.CancelFunc
 	done   chan error
+	checks opsserver.Checks // an edge's
 }
 
 // DefaultStoreDir is where the buddytok command keeps the embedded server's
@@ -157,7 +167,46 @@ func Start(ctx context.Context, opts Options) (sys *System, err error) {
 			return sys, err
 		}
 	}
+	if opts.OpsListen != "" {
+		if err := sys.serveOps(opts.OpsListen); err != nil {
+			return sys, err
+		}
+	}
 	return sys, nil
+}
+
+// serveOps serves the operator endpoints on addr until Close.
+func (sys *System) serveOps(addr string) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("operator endpoints: listen on %s (OPS_ADDR): %w", addr, err)
+	}
+	sys.OpsURL = "http://" + ln.Addr().String()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- opsserver.New(sys.edgeChecks, sys.Metrics).Run(ctx, ln) }()
+	sys.stopOps = func() error { cancel(); return <-done }
+	return nil
+}
+
+// edgeChecks are the checks of every running edge: each holds when it
+// holds for all of them.
+func (sys *System) edgeChecks(ctx context.Context) map[string]bool {
+	sys.mu.Lock()
+	reps := slices.Clone(sys.replicas[Edge])
+	sys.mu.Unlock()
+	all := map[string]bool{"edge": false}
+	for _, r := range reps {
+		if r == nil {
+			continue
+		}
+		all["edge"] = true
+		for k, ok := range r.checks(ctx) {
+			v, seen := all[k]
+			all[k] = ok && (v || !seen)
+		}
+	}
+	return all
 }
 
 // Connect opens a NATS connection with every permission (the embedded
@@ -225,6 +274,9 @@ func (sys *System) startEdge(ctx context.Context, opts Options, listen string) e
 func (sys *System) run(startCtx context.Context, kind Kind, nc *nats.Conn, r servicemain.Runner) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	rep := &replica{nc: nc, cancel: cancel, done: make(chan error, 1)}
+	if c, ok := r.(servicemain.Checker); ok {
+		rep.checks = c.Checks
+	}
 	go func() { rep.done <- r.Run(ctx) }()
 	sys.mu.Lock()
 	sys.replicas[kind] = append(sys.replicas[kind], rep)
@@ -333,6 +385,12 @@ func (sys *System) Close() error {
 				}
 			}
 		}
+	}
+	if sys.stopOps != nil {
+		if err := sys.stopOps(); err != nil {
+			errs = append(errs, err)
+		}
+		sys.stopOps = nil
 	}
 	if sys.nats != nil {
 		sys.nats.Shutdown()

@@ -79,7 +79,7 @@ var (
 			"for a second, twice as long at each further abuse up to this; `0` turns it off")
 	trustedProxiesSetting = config.List("TRUSTED_PROXIES", "edge",
 		"comma-separated addresses, CIDR prefixes or host names (resolved every 10 s) of load balancers whose `X-Forwarded-For` is believed "+
-			"for the per-address limits (compose names its load balancer; the Kubernetes base sets the private ranges: narrow it to your ingress)",
+			"for the per-address limits (compose names its load balancer; the Kubernetes base trusts the private ranges, where a NetworkPolicy lets only the ingress controller reach the edges)",
 		config.DefaultShown("— (none)"))
 )
 

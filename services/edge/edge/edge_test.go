@@ -131,7 +131,8 @@ func TestLeaseLifetime(t *testing.T) {
 }
 
 // The edge's routes: its health, an empty user list, the page with its
-// security headers, and the upgrade gate's refusals before any upgrade.
+// security headers, no metrics, and the upgrade gate's refusals before any
+// upgrade.
 func TestRoutes(t *testing.T) {
 	t.Parallel()
 	e, _, _ := startEdge(t, Config{LeaseTTL: 2 * time.Second, AllowedOrigins: []string{"https://app.example"}})
@@ -147,6 +148,7 @@ func TestRoutes(t *testing.T) {
 		{"ready", "/readyz", nil, http.StatusOK, `"lease":true`},
 		{"no users yet", "/api/users", nil, http.StatusOK, "[]"},
 		{"the page", "/", nil, http.StatusOK, "<html"},
+		{"no metrics on the users' port (OPS_ADDR serves them)", "/metrics", nil, http.StatusNotFound, ""},
 		{"/ws without an upgrade", "/ws", nil, http.StatusUpgradeRequired, ""},
 		{"an upgrade from another site", "/ws", http.Header{
 			"Connection": {"Upgrade"}, "Upgrade": {"websocket"}, "Sec-Websocket-Version": {"13"},

@@ -12,9 +12,9 @@ import (
 
 	"github.com/gofiber/contrib/websocket"
 	"github.com/gofiber/fiber/v2"
-	"github.com/gofiber/fiber/v2/middleware/adaptor"
 	"github.com/gofiber/fiber/v2/middleware/filesystem"
 
+	"github.com/buddytok/buddytok/pkg/opsserver"
 	"github.com/buddytok/buddytok/pkg/protocol"
 	"github.com/buddytok/buddytok/services/edge/admission"
 	"github.com/buddytok/buddytok/web"
@@ -37,7 +37,6 @@ func (e *Edge) routes() *fiber.App {
 	app.Use(e.securityHeaders)
 	app.Get("/healthz", func(c *fiber.Ctx) error { return c.SendString("ok") })
 	app.Get("/readyz", e.readyz)
-	app.Get("/metrics", adaptor.HTTPHandler(e.metrics.Handler()))
 	if !e.cfg.NoUsersAPI {
 		app.Get("/api/users", e.users)
 	}
@@ -74,15 +73,20 @@ func (e *Edge) site(c *fiber.Ctx) error {
 	return c.JSON(fiber.Map{"lobby": !e.cfg.NoLobby})
 }
 
+// readyz answers /readyz on the users' port too, for a load balancer that
+// probes only it.
 func (e *Edge) readyz(c *fiber.Ctx) error {
+	checks := e.Checks(c.UserContext())
+	return c.Status(opsserver.Status(checks)).JSON(checks)
+}
+
+// Checks are the edge's readiness checks (servicemain.Checker): NATS
+// connected, the rooms' hub running, its lease held.
+func (e *Edge) Checks(context.Context) map[string]bool {
 	e.mu.Lock()
 	lease := e.leaseOK
 	e.mu.Unlock()
-	checks := fiber.Map{"nats": e.nc.IsConnected(), "buddy_list": e.hub.Ready(), "lease": lease}
-	if e.nc.IsConnected() && e.hub.Ready() && lease {
-		return c.JSON(checks)
-	}
-	return c.Status(fiber.StatusServiceUnavailable).JSON(checks)
+	return map[string]bool{"nats": e.nc.IsConnected(), "buddy_list": e.hub.Ready(), "lease": lease}
 }
 
 // upgradeGate lets only WebSocket upgrades from allowed origins through.
