@@ -55,6 +55,13 @@ type Config struct {
 	Rooms      int
 	Skew       float64
 	RoomPrefix string
+	// NameLength pads each user's name to this many characters (at most
+	// the name limit), so that lists weigh what long names make them.
+	NameLength int
+	// Stallers resume users and never read, from StallAddrs client
+	// addresses, while the changes go on (see stall), to show what
+	// sockets that hold their welcome cost the server's memory.
+	Stallers, StallAddrs int
 }
 
 // Result is what a run measured. Durations are in milliseconds in JSON.
@@ -82,6 +89,7 @@ type Result struct {
 	ServerMetricsNotice  string `json:",omitempty"` // why the server figures are missing
 	Abusers              int
 	Abuse                *Abuse        `json:",omitempty"` // what the abusers met
+	Stall                *Stall        `json:",omitempty"` // what the stallers cost
 	Rooms                *RoomFigures  `json:",omitempty"` // with rooms: their sizes and per-room latencies
 	Edges                []EdgeFigures `json:",omitempty"` // with rooms: what each edge received
 }
@@ -91,7 +99,7 @@ func (r Result) Summary() string {
 	return fmt.Sprintf("users=%d changes=%d/%d (%.1f/s of %.0f/s) list-change %s invite %s undelivered=%d joins %s lists-complete +%s missed=%d disconnects=%d rss/user=%.1fKiB cpu=%.1fs frames/write=%.2f",
 		r.Users, r.ChangesMade, r.ChangesMade+r.ChangesRefused+r.ChangesSkipped, r.RateAchieved, r.Rate, r.ListChange, r.InviteDelivery, r.InvitesUndelivered,
 		r.JoinsTook.Round(time.Millisecond), r.ListsCompleteAfter.Round(time.Millisecond), r.Missed, r.Disconnects,
-		r.ServerRSSPerUser/1024, r.ServerCPUSeconds, r.ServerFramesPerWrite) + r.roomsSummary() + r.abuseSummary()
+		r.ServerRSSPerUser/1024, r.ServerCPUSeconds, r.ServerFramesPerWrite) + r.roomsSummary() + r.abuseSummary() + r.stallSummary()
 }
 
 func (r Result) roomsSummary() string {
@@ -104,6 +112,13 @@ func (r Result) roomsSummary() string {
 		s += fmt.Sprintf(" edge[%s users=%d rooms=%d watched=%.0f changes=%.0f]", e.URL, e.Users, e.Rooms, e.RoomsWatched, e.RoomChanges)
 	}
 	return s
+}
+
+func (r Result) stallSummary() string {
+	if r.Stall == nil {
+		return ""
+	}
+	return " stallers: " + r.Stall.String()
 }
 
 func (r Result) abuseSummary() string {
@@ -287,11 +302,29 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		stopAbuse = sync.OnceValue(func() *Abuse { cancel(); return <-abused })
 		defer stopAbuse()
 	}
+	stopStall := func() (*Stall, error) { return nil, nil }
+	if cfg.Stallers > 0 {
+		sctx, cancel := context.WithCancel(ctx)
+		type stalled struct {
+			s   *Stall
+			err error
+		}
+		done := make(chan stalled, 1)
+		go func() {
+			s, err := stall(sctx, wsURL(first), lay.rooms[0].name, lay.metrics(0), cfg.Stallers, max(cfg.StallAddrs, 1))
+			done <- stalled{s, err}
+		}()
+		stopStall = sync.OnceValues(func() (*Stall, error) { cancel(); s := <-done; return s.s, s.err })
+		defer func() { _, _ = stopStall() }()
+	}
 	changes, err := r.makeChanges(ctx, users, &res)
 	if err != nil {
 		return res, err
 	}
 	res.Abuse = stopAbuse()
+	if res.Stall, err = stopStall(); err != nil {
+		return res, err
+	}
 	figs[2], figErrs[2] = serverFigures(ctx, lay.metrics(0))
 	r.summarise(&res, users, changes)
 	if cfg.Rooms > 0 {
@@ -339,7 +372,7 @@ func (r *run) joinAll(ctx context.Context, users []*user) (lastWelcome time.Time
 		go func() {
 			defer wg.Done()
 			defer func() { <-inflight }()
-			u, jerr := r.join(ctx, fmt.Sprintf("load%05d", i), r.lay.roomOf[i])
+			u, jerr := r.join(ctx, paddedName(fmt.Sprintf("load%05d", i), r.cfg.NameLength), r.lay.roomOf[i])
 			mu.Lock()
 			defer mu.Unlock()
 			if jerr != nil {
@@ -565,6 +598,16 @@ func (r *run) join(ctx context.Context, name string, room int) (*user, error) {
 	u.id = f.You.ID
 	u.mu.Unlock()
 	return u, nil
+}
+
+// paddedName pads name with letters to n characters (at most the name
+// limit).
+func paddedName(name string, n int) string {
+	n = min(n, protocol.MaxNameRunes)
+	if len(name) >= n {
+		return name
+	}
+	return name + " " + strings.Repeat("x", n-len(name)-1)
 }
 
 // wsURL is the WebSocket endpoint of the deployment at base.

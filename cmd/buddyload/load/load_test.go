@@ -134,3 +134,37 @@ func TestRunRefusesMorePairsThanUsers(t *testing.T) {
 		t.Fatal("3 users for 2 pairs accepted")
 	}
 }
+
+// Stallers from several addresses resume their users and never read, while
+// the changes go on: the run's users get every change all the same, and
+// the stallers report what they opened and what the server's memory did.
+func TestRunWithStallers(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	sys, err := allinone.Start(ctx, allinone.Options{Presence: presence.Config{Grace: time.Second}, OpsListen: "127.0.0.1:0",
+		Edge: edge.Config{Admission: admission.Limits{ConnsPerAddr: -1, JoinRatePerAddr: -1}, SendBuffer: 4 << 10}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sys.Close() })
+	res, err := load.Run(ctx, load.Config{
+		URL: sys.EdgeURLs[0], Metrics: sys.OpsURL, Users: 100, NameLength: 100, JoinRate: 200, Pairs: 2, Rate: 4,
+		Duration: 4 * time.Second, Settle: 30 * time.Second, Stallers: 6, StallAddrs: 3,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Log(res.Summary())
+	if res.ChangesMade == 0 || res.ChangesRefused != 0 || res.Missed != 0 || res.Disconnects != 0 {
+		t.Fatalf("changes made %d, refused %d, missed %d, disconnects %d", res.ChangesMade, res.ChangesRefused, res.Missed, res.Disconnects)
+	}
+	s := res.Stall
+	if s == nil || s.Sockets != 6 || s.Addresses != 3 || s.Opened < 6 || s.Refused != 0 || s.RSSBefore <= 0 {
+		t.Fatalf("stallers: %v", s)
+	}
+	// Two stallers resume each address's user: each resume replaces the
+	// other's socket, which the server closes.
+	if s.ClosedByServer == 0 {
+		t.Errorf("no staller's socket was closed by the server: %v", s)
+	}
+}
