@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http/httptest"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -40,9 +41,15 @@ func startNATS(t *testing.T) func() *nats.Conn {
 // handler is fn, on a pool of workers; it returns a client connection.
 func serve(t *testing.T, workers int, timeout time.Duration, fn func(context.Context, request) (reply, error)) *nats.Conn {
 	t.Helper()
+	return serveCounted(t, metrics.New(), workers, timeout, fn)
+}
+
+// serveCounted is serve with the server's metrics m.
+func serveCounted(t *testing.T, m *metrics.Metrics, workers int, timeout time.Duration, fn func(context.Context, request) (reply, error)) *nats.Conn {
+	t.Helper()
 	connect := startNATS(t)
 	ctx, cancel := context.WithCancel(context.Background())
-	s := natsrpc.NewServer(slog.New(slog.DiscardHandler), metrics.New(), workers, timeout)
+	s := natsrpc.NewServer(slog.New(slog.DiscardHandler), m, workers, timeout)
 	done := make(chan error, 1)
 	served := connect()
 	go func() {
@@ -76,7 +83,8 @@ func TestExpiredRequestIsNotRun(t *testing.T) {
 	release := make(chan struct{})
 	var ran atomic.Int64
 	ranNames := make(chan string, 10)
-	nc := serve(t, 1, 10*time.Second, func(ctx context.Context, r request) (reply, error) {
+	m := metrics.New()
+	nc := serveCounted(t, m, 1, 10*time.Second, func(ctx context.Context, r request) (reply, error) {
 		if r.Name == "ping" {
 			return reply{}, nil
 		}
@@ -99,6 +107,19 @@ func TestExpiredRequestIsNotRun(t *testing.T) {
 	cancel()
 	if protocol.CodeOf(err) != protocol.CodeUnavailable {
 		t.Fatalf("late request: got %v, want unavailable", err)
+	}
+	// The server's deadline counts from when it received the request, so
+	// it may end a little after the caller's: wait until the server has
+	// dropped it (answered unavailable) before a worker is free.
+	ms := httptest.NewServer(m.Handler())
+	defer ms.Close()
+	for dropped := 0.0; dropped == 0; {
+		samples, err := metrics.Scrape(context.Background(), ms.URL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dropped = samples[`buddytok_requests_seconds_count{code="unavailable",subject="test.do"}`]
+		time.Sleep(10 * time.Millisecond)
 	}
 	close(release)
 	if err := <-blocked; err != nil {
