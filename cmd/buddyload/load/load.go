@@ -55,13 +55,18 @@ type Config struct {
 	Rooms      int
 	Skew       float64
 	RoomPrefix string
-	// NameLength pads each user's name to this many characters (at most
-	// the name limit), so that lists weigh what long names make them.
+	// NameLength pads each user's name with NamePad (default "x") to this
+	// many characters (at most the name limit), so that lists weigh what
+	// long names make them: "<" weighs the most, 6 bytes in JSON.
 	NameLength int
+	NamePad    string
 	// Stallers resume users and never read, from StallAddrs client
 	// addresses, while the changes go on (see stall), to show what
-	// sockets that hold their welcome cost the server's memory.
+	// sockets that hold their welcome cost the server's memory. Each
+	// holds a socket for StallHold (default DefaultStallHold), then opens
+	// another.
 	Stallers, StallAddrs int
+	StallHold            time.Duration
 }
 
 // Result is what a run measured. Durations are in milliseconds in JSON.
@@ -311,7 +316,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		}
 		done := make(chan stalled, 1)
 		go func() {
-			s, err := stall(sctx, wsURL(first), lay.rooms[0].name, lay.metrics(0), cfg.Stallers, max(cfg.StallAddrs, 1))
+			s, err := stall(sctx, wsURL(first), lay.rooms[0].name, lay.metrics(0), cfg.Stallers, max(cfg.StallAddrs, 1), cmp.Or(cfg.StallHold, DefaultStallHold))
 			done <- stalled{s, err}
 		}()
 		stopStall = sync.OnceValues(func() (*Stall, error) { cancel(); s := <-done; return s.s, s.err })
@@ -372,7 +377,7 @@ func (r *run) joinAll(ctx context.Context, users []*user) (lastWelcome time.Time
 		go func() {
 			defer wg.Done()
 			defer func() { <-inflight }()
-			u, jerr := r.join(ctx, paddedName(fmt.Sprintf("load%05d", i), r.cfg.NameLength), r.lay.roomOf[i])
+			u, jerr := r.join(ctx, paddedName(fmt.Sprintf("load%05d", i), r.cfg.NameLength, cmp.Or(r.cfg.NamePad, "x")), r.lay.roomOf[i])
 			mu.Lock()
 			defer mu.Unlock()
 			if jerr != nil {
@@ -600,14 +605,13 @@ func (r *run) join(ctx context.Context, name string, room int) (*user, error) {
 	return u, nil
 }
 
-// paddedName pads name with letters to n characters (at most the name
-// limit).
-func paddedName(name string, n int) string {
+// paddedName pads name with pad to n characters (at most the name limit).
+func paddedName(name string, n int, pad string) string {
 	n = min(n, protocol.MaxNameRunes)
 	if len(name) >= n {
 		return name
 	}
-	return name + " " + strings.Repeat("x", n-len(name)-1)
+	return name + " " + strings.Repeat(pad, n-len(name)-1)
 }
 
 // wsURL is the WebSocket endpoint of the deployment at base.

@@ -149,7 +149,7 @@ func TestRunWithStallers(t *testing.T) {
 	t.Cleanup(func() { _ = sys.Close() })
 	res, err := load.Run(ctx, load.Config{
 		URL: sys.EdgeURLs[0], Metrics: sys.OpsURL, Users: 100, NameLength: 100, JoinRate: 200, Pairs: 2, Rate: 4,
-		Duration: 4 * time.Second, Settle: 30 * time.Second, Stallers: 6, StallAddrs: 3,
+		Duration: 4 * time.Second, Settle: 30 * time.Second, Stallers: 6, StallAddrs: 3, StallHold: 3 * time.Second,
 	})
 	if err != nil {
 		t.Fatal(err)

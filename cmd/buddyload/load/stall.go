@@ -41,9 +41,11 @@ func (s *Stall) String() string {
 		s.Sockets, s.Addresses, s.Opened, s.Refused, s.ClosedByServer, s.PeakRSSGrowth/(1<<20), s.PeakRSSGrowth/float64(max(s.Sockets, 1))/1024)
 }
 
-// stallHold is how long a staller holds a socket before it lets go and
-// opens another: longer than an edge waits for a welcome to be read.
-const stallHold = 3 * time.Second
+// DefaultStallHold is how long a staller holds a socket before it lets go
+// and opens another: longer than an edge's write timeout (10 s), so that
+// the server, not the staller, decides when a socket that reads nothing
+// ends.
+const DefaultStallHold = 12 * time.Second
 
 // stallAddr is the i-th client address the stallers dial from: loopback
 // addresses other than 127.0.0.1 (where the users are), so that the
@@ -51,8 +53,9 @@ const stallHold = 3 * time.Second
 func stallAddr(i int) net.IP { return net.IPv4(127, 0, byte(1+i/250), byte(1+i%250)) }
 
 // stall runs sockets stallers from addrs addresses against url until ctx
-// ends, sampling the server's memory from metricsURL.
-func stall(ctx context.Context, url, room, metricsURL string, sockets, addrs int) (*Stall, error) {
+// ends, each holding a socket for hold, sampling the server's memory from
+// metricsURL.
+func stall(ctx context.Context, url, room, metricsURL string, sockets, addrs int, hold time.Duration) (*Stall, error) {
 	s := &Stall{Sockets: sockets, Addresses: addrs}
 	before, err := serverFigures(ctx, metricsURL)
 	if err != nil {
@@ -73,7 +76,7 @@ func stall(ctx context.Context, url, room, metricsURL string, sockets, addrs int
 		resume, _ := json.Marshal(protocol.ClientFrame{Type: protocol.TypeResume, Ref: "r", UserID: ids[a], Secret: secrets[a], Room: room})
 		wg.Go(func() {
 			// Spread the first opens over the first hold.
-			if !sleepCtx(ctx, stallHold*time.Duration(i)/time.Duration(sockets)) {
+			if !sleepCtx(ctx, hold*time.Duration(i)/time.Duration(sockets)) {
 				return
 			}
 			for ctx.Err() == nil {
@@ -85,7 +88,7 @@ func stall(ctx context.Context, url, room, metricsURL string, sockets, addrs int
 				}
 				opened.Add(1)
 				if ws.WriteMessage(websocket.TextMessage, resume) == nil {
-					sleepCtx(ctx, stallHold)
+					sleepCtx(ctx, hold)
 				}
 				if serverClosed(ws) {
 					closed.Add(1)
