@@ -8,6 +8,8 @@ require (
 	github.com/buddytok/buddytok/services/edge v0.0.0
 	github.com/buddytok/buddytok/services/presence v0.0.0
 	github.com/fasthttp/websocket v1.5.12
+	github.com/gofiber/contrib/websocket v1.3.4
+	github.com/gofiber/fiber/v2 v2.52.15
 )
 
 require (
@@ -19,8 +21,6 @@ require (
 	github.com/buddytok/buddytok/web v0.0.0 // indirect
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect
 	github.com/go-jose/go-jose/v4 v4.1.9 // indirect
-	github.com/gofiber/contrib/websocket v1.3.4 // indirect
-	github.com/gofiber/fiber/v2 v2.52.15 // indirect
 	github.com/google/go-tpm v0.9.8 // indirect
 	github.com/google/uuid v1.6.0 // indirect
 	github.com/klauspost/compress v1.20.3 // indirect
