@@ -5,7 +5,8 @@
 // states and invitations live in one map under one lock in this process,
 // with no NATS, no services, no persistence, no limits. A frame is encoded
 // once and queued on every recipient's socket, and each socket has a
-// writer goroutine that writes what is queued.
+// writer goroutine that writes whatever is queued in one system call, as
+// the edge does under load.
 //
 // Whatever latency a load run measures against it is the cost of the
 // sockets, the fan-out and the load generator on this machine, which
@@ -17,6 +18,7 @@ package floor
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -149,6 +151,8 @@ func (s *Server) serveWS(ws *websocket.Conn) {
 		}
 	}()
 	ws.SetReadLimit(protocol.MaxFrameBytes)
+	ws.SetPingHandler(func(string) error { return nil })
+	ws.SetCloseHandler(func(int, string) error { return nil })
 	for {
 		_, data, err := ws.ReadMessage()
 		if err != nil {
@@ -184,25 +188,48 @@ func cmpRoom(name string) string {
 	return name
 }
 
-// write writes what out holds, one WebSocket message a frame, until out
-// is closed.
+// write writes what out holds until out is closed: all that waits at
+// once, each frame a WebSocket text message, in one write to the socket.
+// It is the socket's only writer: the reader answers no ping or close.
 func write(ws *websocket.Conn, out *outbox) {
 	var frames [][]byte
+	var buf []byte
+	conn := ws.NetConn()
 	for range out.wake {
 		var closed bool
 		frames, closed = out.take(frames)
+		buf = buf[:0]
 		for _, f := range frames {
-			_ = ws.SetWriteDeadline(time.Now().Add(10 * time.Second))
-			if err := ws.WriteMessage(websocket.TextMessage, f); err != nil {
-				_ = ws.Close()
+			buf = appendText(buf, f)
+		}
+		if len(buf) > 0 {
+			_ = conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
+			if _, err := conn.Write(buf); err != nil {
+				_ = conn.Close()
 				return
 			}
 		}
 		if closed {
-			_ = ws.Close()
+			_ = conn.Close()
 			return
 		}
 	}
+}
+
+// appendText appends a server's (unmasked) WebSocket text message holding
+// payload to buf (RFC 6455, section 5.2).
+func appendText(buf, payload []byte) []byte {
+	n := len(payload)
+	switch {
+	case n < 126:
+		buf = append(buf, 0x81, byte(n))
+	case n <= 0xFFFF:
+		buf = append(buf, 0x81, 126, byte(n>>8), byte(n))
+	default:
+		buf = append(buf, 0x81, 127)
+		buf = binary.BigEndian.AppendUint64(buf, uint64(n))
+	}
+	return append(buf, payload...)
 }
 
 // encode encodes a frame; a ServerFrame always encodes.
