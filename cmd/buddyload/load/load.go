@@ -271,7 +271,6 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	if cfg.Rooms > 0 {
 		res.Rate = cfg.Rate * float64(len(lay.rooms))
 	}
-	first := lay.urls[0]
 	var figs [3]figures // before the joins, after them, after the changes
 	var figErrs [3]error
 	figs[0], figErrs[0] = serverFigures(ctx, lay.metrics(0))
@@ -299,29 +298,9 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	figs[1], figErrs[1] = serverFigures(ctx, lay.metrics(0))
 	edgesBefore := r.edgeFigures(ctx)
 
-	stopAbuse := func() *Abuse { return nil }
-	if cfg.Abusers > 0 {
-		actx, cancel := context.WithCancel(ctx)
-		abused := make(chan *Abuse, 1)
-		go func() { abused <- abuse(actx, wsURL(first), cfg.Abusers) }()
-		stopAbuse = sync.OnceValue(func() *Abuse { cancel(); return <-abused })
-		defer stopAbuse()
-	}
-	stopStall := func() (*Stall, error) { return nil, nil }
-	if cfg.Stallers > 0 {
-		sctx, cancel := context.WithCancel(ctx)
-		type stalled struct {
-			s   *Stall
-			err error
-		}
-		done := make(chan stalled, 1)
-		go func() {
-			s, err := stall(sctx, wsURL(first), lay.rooms[0].name, lay.metrics(0), cfg.Stallers, max(cfg.StallAddrs, 1), cmp.Or(cfg.StallHold, DefaultStallHold))
-			done <- stalled{s, err}
-		}()
-		stopStall = sync.OnceValues(func() (*Stall, error) { cancel(); s := <-done; return s.s, s.err })
-		defer func() { _, _ = stopStall() }()
-	}
+	stopAbuse, stopStall := r.startAbusers(ctx), r.startStallers(ctx)
+	defer stopAbuse()
+	defer func() { _, _ = stopStall() }()
 	changes, err := r.makeChanges(ctx, users, &res)
 	if err != nil {
 		return res, err
@@ -341,6 +320,38 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		res.serverFigures(figs, cfg.Users)
 	}
 	return res, nil
+}
+
+// startAbusers starts the run's abusers, if any, against its first edge
+// until the function it returns is called, which says what they met.
+func (r *run) startAbusers(ctx context.Context) func() *Abuse {
+	if r.cfg.Abusers == 0 {
+		return func() *Abuse { return nil }
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	abused := make(chan *Abuse, 1)
+	go func() { abused <- abuse(ctx, wsURL(r.lay.urls[0]), r.cfg.Abusers) }()
+	return sync.OnceValue(func() *Abuse { cancel(); return <-abused })
+}
+
+// startStallers starts the run's stallers, if any, in its first room
+// until the function it returns is called, which says what they cost.
+func (r *run) startStallers(ctx context.Context) func() (*Stall, error) {
+	if r.cfg.Stallers == 0 {
+		return func() (*Stall, error) { return nil, nil }
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	type stalled struct {
+		s   *Stall
+		err error
+	}
+	done := make(chan stalled, 1)
+	go func() {
+		s, err := stall(ctx, wsURL(r.lay.urls[0]), r.lay.rooms[0].name, r.lay.metrics(0),
+			r.cfg.Stallers, max(r.cfg.StallAddrs, 1), cmp.Or(r.cfg.StallHold, DefaultStallHold))
+		done <- stalled{s, err}
+	}()
+	return sync.OnceValues(func() (*Stall, error) { cancel(); s := <-done; return s.s, s.err })
 }
 
 // serverFigures puts into r what the server's metrics before the joins,
