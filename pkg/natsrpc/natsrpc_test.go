@@ -113,12 +113,17 @@ func TestExpiredRequestIsNotRun(t *testing.T) {
 	// dropped it (answered unavailable) before a worker is free.
 	ms := httptest.NewServer(m.Handler())
 	defer ms.Close()
-	for dropped := 0.0; dropped == 0; {
+	for deadline := time.Now().Add(30 * time.Second); ; {
 		samples, err := metrics.Scrape(context.Background(), ms.URL)
 		if err != nil {
 			t.Fatal(err)
 		}
-		dropped = samples[`buddytok_requests_seconds_count{code="unavailable",subject="test.do"}`]
+		if samples[`buddytok_requests_seconds_count{code="unavailable",subject="test.do"}`] > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the server never dropped the late request")
+		}
 		time.Sleep(10 * time.Millisecond)
 	}
 	close(release)
