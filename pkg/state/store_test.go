@@ -295,3 +295,48 @@ func benchCommit(b *testing.B, store string, keys, par int) {
 		}
 	})
 }
+
+// BenchmarkGroupGuard is the cost of a write guarded by the newest revision
+// of a room's user records (Txn.PutInGroup: a join, or any transition
+// written as one message guarded by its room), against the same write
+// guarded by its own key only, as the room grows: NATS finds a filter's
+// newest revision by matching every subject of the room.
+func BenchmarkGroupGuard(b *testing.B) {
+	for _, users := range []int{100, 1000, 5000} {
+		for _, guard := range []string{"key", "room"} {
+			b.Run(fmt.Sprintf("users=%d/guard=%s", users, guard), func(b *testing.B) {
+				benchGroupGuard(b, users, guard == "room")
+			})
+		}
+	}
+}
+
+func benchGroupGuard(b *testing.B, users int, byRoom bool) {
+	ctx := context.Background()
+	st := mustStoreIn(b, b.TempDir())
+	var last uint64
+	for i := range users {
+		var txn state.Txn
+		txn.Put(state.UserKey(lobby, fmt.Sprintf("u%05d", i)), 0, state.User{ID: fmt.Sprint(i)})
+		seq, err := st.CommitAt(ctx, &txn)
+		if err != nil {
+			b.Fatal(err)
+		}
+		last = seq
+	}
+	b.ResetTimer()
+	for i := range b.N {
+		var txn state.Txn
+		key := state.UserKey(lobby, fmt.Sprintf("n%08d", i))
+		if byRoom {
+			txn.PutInGroup(key, state.RoomUsers(lobby), last, state.User{ID: fmt.Sprint(i)})
+		} else {
+			txn.Put(key, 0, state.User{ID: fmt.Sprint(i)})
+		}
+		seq, err := st.CommitAt(ctx, &txn)
+		if err != nil {
+			b.Fatal(err)
+		}
+		last = seq
+	}
+}
