@@ -149,7 +149,7 @@ func TestRunWithStallers(t *testing.T) {
 	t.Cleanup(func() { _ = sys.Close() })
 	res, err := load.Run(ctx, load.Config{
 		URL: sys.EdgeURLs[0], Metrics: sys.OpsURL, Users: 100, NameLength: 100, JoinRate: 200, Pairs: 2, Rate: 4,
-		Duration: 4 * time.Second, Settle: 30 * time.Second, Stallers: 6, StallAddrs: 3, StallHold: 3 * time.Second,
+		Duration: 8 * time.Second, Settle: 30 * time.Second, Stallers: 6, StallAddrs: 3, StallHold: 3 * time.Second,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -162,8 +162,9 @@ func TestRunWithStallers(t *testing.T) {
 	if s == nil || s.Sockets != 6 || s.Addresses != 3 || s.Opened < 6 || s.Refused != 0 || s.RSSBefore <= 0 {
 		t.Fatalf("stallers: %v", s)
 	}
-	// Two stallers resume each address's user: each resume replaces the
-	// other's socket, which the server closes.
+	// Two stallers resume each address's user, each at least twice over
+	// the run: each resume replaces the other's socket, which the server
+	// closes.
 	if s.ClosedByServer == 0 {
 		t.Errorf("no staller's socket was closed by the server: %v", s)
 	}
