@@ -5,12 +5,12 @@ import (
 	"encoding/json"
 	"net"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/fasthttp/websocket"
 
+	"github.com/buddytok/buddytok/pkg/client"
 	"github.com/buddytok/buddytok/pkg/protocol"
 	"github.com/buddytok/buddytok/test/kit"
 )
@@ -91,15 +91,6 @@ func TestSlowClientIsDisconnected(t *testing.T) {
 	}
 }
 
-// smallReceiver dials WebSockets whose kernel receive buffer is 4 KiB: a
-// client that reads slowly, or not at all, makes the edge's writes to it
-// wait at once instead of after megabytes of kernel buffers.
-var smallReceiver = websocket.Dialer{NetDialContext: (&net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
-	var serr error
-	if err := c.Control(func(fd uintptr) {
-		serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
-	}); err != nil {
-		return err
-	}
-	return serr
-}}).DialContext}
+// smallReceiver dials WebSockets whose kernel receive buffer is 4 KiB
+// (client.SmallReceiveBuffer).
+var smallReceiver = websocket.Dialer{NetDialContext: (&net.Dialer{Control: client.SmallReceiveBuffer}).DialContext}

@@ -18,7 +18,6 @@ package floor
 
 import (
 	"context"
-	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -29,6 +28,7 @@ import (
 	"github.com/gofiber/fiber/v2"
 
 	"github.com/buddytok/buddytok/pkg/protocol"
+	"github.com/buddytok/buddytok/pkg/wsframe"
 )
 
 // Server is the floor server.
@@ -200,7 +200,7 @@ func write(ws *websocket.Conn, out *outbox) {
 		frames, closed = out.take(frames)
 		buf = buf[:0]
 		for _, f := range frames {
-			buf = appendText(buf, f)
+			buf = wsframe.AppendText(buf, f)
 		}
 		if len(buf) > 0 {
 			_ = conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
@@ -214,22 +214,6 @@ func write(ws *websocket.Conn, out *outbox) {
 			return
 		}
 	}
-}
-
-// appendText appends a server's (unmasked) WebSocket text message holding
-// payload to buf (RFC 6455, section 5.2).
-func appendText(buf, payload []byte) []byte {
-	n := len(payload)
-	switch {
-	case n < 126:
-		buf = append(buf, 0x81, byte(n))
-	case n <= 0xFFFF:
-		buf = append(buf, 0x81, 126, byte(n>>8), byte(n))
-	default:
-		buf = append(buf, 0x81, 127)
-		buf = binary.BigEndian.AppendUint64(buf, uint64(n))
-	}
-	return append(buf, payload...)
 }
 
 // encode encodes a frame; a ServerFrame always encodes.

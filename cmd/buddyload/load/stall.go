@@ -12,6 +12,7 @@ import (
 
 	"github.com/fasthttp/websocket"
 
+	"github.com/buddytok/buddytok/pkg/client"
 	"github.com/buddytok/buddytok/pkg/protocol"
 )
 
@@ -172,6 +173,6 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 // then holds up the server's writes at once, not after megabytes of
 // kernel buffers.
 func stallDialer(from net.IP) *websocket.Dialer {
-	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: from}, Control: smallReceiveBuffer}
+	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: from}, Control: client.SmallReceiveBuffer}
 	return &websocket.Dialer{NetDialContext: d.DialContext, HandshakeTimeout: 10 * time.Second}
 }

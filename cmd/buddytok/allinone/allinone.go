@@ -202,8 +202,9 @@ func (sys *System) edgeChecks(ctx context.Context) map[string]bool {
 		}
 		all["edge"] = true
 		for k, ok := range r.checks(ctx) {
-			v, seen := all[k]
-			all[k] = ok && (v || !seen)
+			if held, seen := all[k]; !seen || held {
+				all[k] = ok // false once any edge fails it
+			}
 		}
 	}
 	return all

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/buddytok/buddytok/pkg/protocol"
+	"github.com/buddytok/buddytok/pkg/wsframe"
 )
 
 // A batch of frames encoded for one write.
@@ -19,7 +20,7 @@ func BenchmarkAppendTextFrames(b *testing.B) {
 			for b.Loop() {
 				buf = buf[:0]
 				for range n {
-					buf = appendTextFrame(buf, frame)
+					buf = wsframe.AppendText(buf, frame)
 				}
 			}
 		})

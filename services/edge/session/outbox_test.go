@@ -10,6 +10,7 @@ import (
 
 	"github.com/fasthttp/websocket"
 
+	"github.com/buddytok/buddytok/pkg/wsframe"
 	"github.com/buddytok/buddytok/services/edge/fanout"
 )
 
@@ -31,7 +32,7 @@ func TestAppendTextFrameIsReadByAWebSocketClient(t *testing.T) {
 		defer ws.Close()
 		var b []byte
 		for _, d := range want {
-			b = appendTextFrame(b, d)
+			b = wsframe.AppendText(b, d)
 		}
 		_, _ = ws.UnderlyingConn().Write(b)
 		_, _, _ = ws.ReadMessage() // until the client closes

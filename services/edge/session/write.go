@@ -1,7 +1,6 @@
 package session
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -11,6 +10,7 @@ import (
 	"github.com/fasthttp/websocket"
 
 	"github.com/buddytok/buddytok/pkg/protocol"
+	"github.com/buddytok/buddytok/pkg/wsframe"
 	"github.com/buddytok/buddytok/services/edge/fanout"
 )
 
@@ -298,10 +298,10 @@ func (c *Session) writeFrames(frames [][]byte, welcome fanout.Parts, timeout tim
 	var err error
 	for _, f := range frames {
 		if f != nil {
-			b = appendTextFrame(b, f)
+			b = wsframe.AppendText(b, f)
 			continue
 		}
-		b = appendFrameHeader(b, welcome.Len())
+		b = wsframe.AppendHeader(b, welcome.Len())
 		b = append(b, welcome.Head...)
 		if len(welcome.Shared) == 0 {
 			b = append(b, welcome.Tail...)
@@ -360,26 +360,4 @@ func (c *Session) writeShared(conn net.Conn, b, shared []byte) error {
 // once the handler returns, so a read deadline is what ends the read.
 func (c *Session) stopReader(grace time.Duration) {
 	_ = c.ws.UnderlyingConn().SetReadDeadline(time.Now().Add(grace))
-}
-
-// appendTextFrame appends data as one unmasked, final WebSocket text
-// frame (RFC 6455 §5.2), as a server sends it.
-func appendTextFrame(b, data []byte) []byte {
-	return append(appendFrameHeader(b, len(data)), data...)
-}
-
-// appendFrameHeader appends the header of an unmasked, final WebSocket
-// text frame of n bytes.
-func appendFrameHeader(b []byte, n int) []byte {
-	const finText = 0x81
-	switch {
-	case n <= 125:
-		return append(b, finText, byte(n))
-	case n <= 0xffff:
-		b = append(b, finText, 126)
-		return binary.BigEndian.AppendUint16(b, uint16(n))
-	default:
-		b = append(b, finText, 127)
-		return binary.BigEndian.AppendUint64(b, uint64(n))
-	}
 }

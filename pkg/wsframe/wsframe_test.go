@@ -1,11 +1,13 @@
-package floor
+package wsframe_test
 
 import (
 	"bytes"
 	"testing"
+
+	"github.com/buddytok/buddytok/pkg/wsframe"
 )
 
-// A text message's header carries its length in 7, 16 or 64 bits.
+// A text frame's header carries its length in 7, 16 or 64 bits.
 func TestAppendText(t *testing.T) {
 	for _, tc := range []struct {
 		n      int
@@ -18,7 +20,7 @@ func TestAppendText(t *testing.T) {
 		{65536, []byte{0x81, 127, 0, 0, 0, 0, 0, 1, 0, 0}},
 	} {
 		payload := bytes.Repeat([]byte{'x'}, tc.n)
-		got := appendText([]byte("before"), payload)
+		got := wsframe.AppendText([]byte("before"), payload)
 		want := append(append([]byte("before"), tc.header...), payload...)
 		if !bytes.Equal(got, want) {
 			t.Errorf("%d bytes: header %x, want %x", tc.n, got[6:min(len(got), 6+len(tc.header))], tc.header)
