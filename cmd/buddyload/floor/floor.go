@@ -294,7 +294,7 @@ func (r *room) invite(me *member, f protocol.ClientFrame) {
 	r.rev++
 	me.out.push(encode(protocol.ServerFrame{Type: protocol.TypeOK, Ref: f.Ref, Invitation: &inv}))
 	to.out.push(encode(protocol.ServerFrame{Type: protocol.TypeInvitation, Invitation: &inv}))
-	r.broadcast(encode(protocol.ServerFrame{Type: protocol.TypeUser, User: &me.user, Revision: r.rev}), me)
+	r.broadcast(encode(protocol.ServerFrame{Type: protocol.TypeUser, User: &me.user, Revision: r.rev}), nil) // the changing user too, as the edge tells its room
 }
 
 // cancel ends me's invitation f.Invitation.
@@ -313,5 +313,5 @@ func (r *room) cancel(me *member, f protocol.ClientFrame) {
 	if to := r.users[inv.To]; to != nil {
 		to.out.push(encode(protocol.ServerFrame{Type: protocol.TypeInvitationEnded, Invitation: &inv, Reason: "cancelled"}))
 	}
-	r.broadcast(encode(protocol.ServerFrame{Type: protocol.TypeUser, User: &me.user, Revision: r.rev}), me)
+	r.broadcast(encode(protocol.ServerFrame{Type: protocol.TypeUser, User: &me.user, Revision: r.rev}), nil) // the changing user too, as the edge tells its room
 }
