@@ -105,7 +105,7 @@ func (o *outbox) close() {
 // New returns a floor server.
 func New() *Server {
 	s := &Server{rooms: map[string]*room{}}
-	s.app = fiber.New(fiber.Config{DisableStartupMessage: true})
+	s.app = fiber.New(fiber.Config{DisableStartupMessage: true, ReduceMemoryUsage: true}) // as the edge
 	s.app.Get("/ws", websocket.New(s.serveWS, websocket.Config{
 		ReadBufferSize: 1024, WriteBufferSize: 1024, WriteBufferPool: &sync.Pool{},
 	}))

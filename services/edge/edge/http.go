@@ -24,7 +24,12 @@ func (e *Edge) routes() *fiber.App {
 	app := fiber.New(fiber.Config{
 		DisableStartupMessage: true,
 		ReadTimeout:           30 * time.Second,
-		BodyLimit:             64 << 10,
+		// A connection's 4 KiB request reader goes back to fasthttp's pool
+		// once a request is read, unless the client sent more behind it: a
+		// WebSocket, which fasthttp hands the reader it read the upgrade
+		// with, would otherwise hold it for its whole life.
+		ReduceMemoryUsage: true,
+		BodyLimit:         64 << 10,
 		ErrorHandler: func(c *fiber.Ctx, err error) error {
 			code := fiber.StatusInternalServerError
 			var fe *fiber.Error

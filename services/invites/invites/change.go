@@ -22,9 +22,15 @@ type change struct {
 	events []event
 }
 
+// loadedUser is a user record read for a change. A prefetched one is read
+// on a goroutine of its own: ready is closed once rec, rev and err are set.
+// Only a user the change asked for (used) is written back.
 type loadedUser struct {
+	ready   chan struct{}
 	rec     state.User
 	rev     uint64
+	err     error
+	used    bool
 	deleted bool
 }
 
@@ -37,22 +43,54 @@ func newChange(store *state.Store, room string) *change {
 	return &change{store: store, room: room, users: map[string]*loadedUser{}}
 }
 
+// prefetch starts reading the users ids side by side, so that a
+// transition that needs several of them waits for one read, not one
+// after another; user then waits for the read it needs. A user prefetched
+// but never asked for is not written.
+func (c *change) prefetch(ctx context.Context, ids ...string) {
+	for _, id := range ids {
+		if _, ok := c.users[id]; ok || id == "" {
+			continue
+		}
+		lu := &loadedUser{ready: make(chan struct{})}
+		c.users[id] = lu
+		c.order = append(c.order, id)
+		go func() {
+			defer close(lu.ready)
+			lu.rec, lu.rev, lu.err = c.store.GetUser(ctx, c.room, id)
+		}()
+	}
+}
+
 // user loads a user once per change; later calls return the same record,
 // so several edits to one user merge into one write.
 func (c *change) user(ctx context.Context, id string) (*state.User, error) {
-	if lu, ok := c.users[id]; ok {
-		if lu.deleted {
-			return nil, state.ErrNotFound
-		}
-		return &lu.rec, nil
+	lu, ok := c.users[id]
+	if !ok {
+		c.prefetch(ctx, id)
+		lu = c.users[id]
 	}
-	u, rev, err := c.store.GetUser(ctx, c.room, id)
-	if err != nil {
-		return nil, err
+	select {
+	case <-lu.ready:
+	case <-ctx.Done():
+		return nil, ctx.Err()
 	}
-	c.users[id] = &loadedUser{rec: u, rev: rev}
-	c.order = append(c.order, id)
-	return &c.users[id].rec, nil
+	switch {
+	case lu.err != nil:
+		return nil, lu.err
+	case lu.deleted:
+		return nil, state.ErrNotFound
+	}
+	lu.used = true
+	return &lu.rec, nil
+}
+
+// settle waits for the reads prefetch started, so that none outlives the
+// change.
+func (c *change) settle() {
+	for _, lu := range c.users {
+		<-lu.ready
+	}
 }
 
 // deleteUser removes a loaded user when the change commits.
@@ -128,11 +166,15 @@ func (c *change) endChat(ctx context.Context, id, reason string) error {
 	return nil
 }
 
-// commit writes every loaded user (edited or not, so that a concurrent
-// change to any of them refuses this one) and the other writes, atomically.
+// commit writes every user the change asked for (edited or not, so that a
+// concurrent change to any of them refuses this one) and the other writes,
+// atomically.
 func (c *change) commit(ctx context.Context) error {
 	for _, id := range c.order {
 		lu := c.users[id]
+		if !lu.used {
+			continue
+		}
 		if lu.deleted {
 			c.txn.Delete(state.UserKey(c.room, id), lu.rev)
 			continue

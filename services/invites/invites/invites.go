@@ -116,6 +116,8 @@ func (s *Service) run(ctx context.Context, room string, users []string, build fu
 	var done *change
 	err = state.Retry(ctx, func(ctx context.Context) error {
 		c := newChange(s.store, room)
+		defer c.settle()
+		c.prefetch(ctx, users...)
 		if err := build(ctx, c); err != nil {
 			return err
 		}

@@ -22,7 +22,7 @@ import (
 // the roles' users, and the state they share. Requests go as the roles that
 // make them: an edge's for a user's own acts, presence's for a leave.
 type rig struct {
-	t        *testing.T
+	t        testing.TB
 	ctx      context.Context
 	edge     *nats.Conn
 	presence *nats.Conn
@@ -30,7 +30,7 @@ type rig struct {
 	secrets  map[string]string // by user ID
 }
 
-func newRig(t *testing.T, cfg invites.Config) *rig {
+func newRig(t testing.TB, cfg invites.Config) *rig {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	t.Cleanup(cancel)
