@@ -1,7 +1,10 @@
 package load_test
 
 import (
+	"bytes"
 	"context"
+	"runtime/pprof"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -19,8 +22,9 @@ import (
 // second for 30 sockets: changes wait up to 250 ms for each other), which
 // must change when frames arrive and nothing else; its changes go on for
 // longer than the keepalive allows a silent socket (2 × 100 ms + 5 s), so
-// that a writer that never idles must still ping. It asserts no time: the
-// figures are measured, not tested.
+// that a writer that never idles must still ping; and a socket holding a
+// batch keeps no goroutine for it. It asserts no time: the figures are
+// measured, not tested.
 func TestRunMeasuresEveryChange(t *testing.T) {
 	// Every simulated user connects from loopback, as from one address.
 	oneAddress := admission.Limits{ConnsPerAddr: -1, JoinRatePerAddr: -1}
@@ -47,12 +51,16 @@ func TestRunMeasuresEveryChange(t *testing.T) {
 				t.Fatal(err)
 			}
 			t.Cleanup(func() { _ = sys.Close() })
+			writers := sampleWriters(ctx)
 			res, err := load.Run(ctx, load.Config{
 				URL: sys.EdgeURLs[0], Metrics: sys.OpsURL, Users: 30, JoinRate: 100, Pairs: 3, Rate: 15, Duration: tc.duration, Settle: 30 * time.Second,
 				Abusers: tc.abusers,
 			})
 			if err != nil {
 				t.Fatal(err)
+			}
+			if median := writers(); tc.batched && median >= res.Users/2 {
+				t.Errorf("a median of %d writer goroutines for %d sockets: sockets holding a batch keep a goroutine for it", median, res.Users)
 			}
 			t.Log(res.Summary())
 			if res.ChangesMade == 0 || res.ChangesRefused != 0 {
@@ -83,6 +91,39 @@ func TestRunMeasuresEveryChange(t *testing.T) {
 				t.Errorf("%.2f frames a write: the batched edge wrote changes one by one", res.ServerFramesPerWrite)
 			}
 		})
+	}
+}
+
+// sampleWriters counts the edge's socket writers (goroutines) in this
+// process every 50 ms until the returned func is called, which returns
+// the median count.
+func sampleWriters(ctx context.Context) func() int {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan []int)
+	go func() {
+		var counts []int
+		t := time.NewTicker(50 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				done <- counts
+				return
+			case <-t.C:
+			}
+			var b bytes.Buffer
+			_ = pprof.Lookup("goroutine").WriteTo(&b, 2)
+			counts = append(counts, strings.Count(b.String(), "session.(*Session).runWriter("))
+		}
+	}()
+	return func() int {
+		cancel()
+		counts := <-done
+		if len(counts) == 0 {
+			return 0
+		}
+		slices.Sort(counts)
+		return counts[len(counts)/2]
 	}
 }
 

@@ -22,12 +22,13 @@ import (
 // moment to send more of them at once (hold); anything queued here (an
 // answer, an invitation, a chat change) is urgent and ends the wait.
 //
-// The writer runs only while there is something to write: whatever is
-// queued, and the hub's News, start it (kick) if it is not running.
+// The writer runs only while there is something to write: the hub's News
+// starts it (kick) if it neither runs nor holds; whatever is queued here
+// starts it (urge) unless it runs.
 type outbox struct {
-	limit int           // bytes that may wait: the socket's own, a welcome's list not counted (it is the room's)
-	wake  chan struct{} // one slot: something was queued since the last take
-	kick  func()        // starts the writer unless it runs (the session's)
+	limit int    // bytes that may wait: the socket's own, a welcome's list not counted (it is the room's)
+	kick  func() // starts the writer unless it runs or holds (the session's)
+	urge  func() // starts the writer unless it runs, ending its hold (the session's)
 
 	mu       sync.Mutex
 	ready    [][]byte // for the writer, in order; nil is the welcome's place
@@ -48,7 +49,7 @@ type control struct {
 }
 
 func newOutbox(limit int) *outbox {
-	return &outbox{limit: limit, wake: make(chan struct{}, 1), kick: func() {}}
+	return &outbox{limit: limit, kick: func() {}, urge: func() {}}
 }
 
 // fits reports whether n more bytes may wait. A frame larger than the
@@ -139,14 +140,10 @@ func (o *outbox) News() {
 	o.kick()
 }
 
-// signal wakes the writer, and ends its hold if it holds a batch.
+// signal starts the writer, and ends its hold if it holds a batch.
 func (o *outbox) signal() {
 	o.urgent = true
-	select {
-	case o.wake <- struct{}{}:
-	default:
-	}
-	o.kick()
+	o.urge()
 }
 
 // pending reports whether something came since the last take: a writer
@@ -176,20 +173,13 @@ func (o *outbox) take() (frames [][]byte, welcome fanout.Parts, ctl control, sub
 	return frames, welcome, ctl, o.sub
 }
 
-// hold starts the writer's wait for a batch, which only something urgent
-// ends early (wake). It reports false if something urgent came since the
-// last take.
+// hold reports whether the writer may hold a batch: false if something
+// urgent came since the last take. Something urgent that comes during the
+// hold ends it (urge).
 func (o *outbox) hold() bool {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if o.urgent {
-		return false
-	}
-	select { // a wake from before the hold is stale: what it announced is taken
-	case <-o.wake:
-	default:
-	}
-	return true
+	return !o.urgent
 }
 
 // queued is how many bytes wait, for the slow-client log line.

@@ -152,22 +152,22 @@ func TestOutbox(t *testing.T) {
 	}
 }
 
-// The writer is woken once for any number of frames queued before it
-// looks, and a ping's answer comes with the next take.
-func TestOutboxWakesTheWriterOnce(t *testing.T) {
+// Frames queued before the writer looks are taken at once, each urging
+// it (only the first of which starts it), and a ping's answer comes with
+// the next take.
+func TestOutboxTakesEverythingQueued(t *testing.T) {
 	t.Parallel()
 	o := newOutbox(1 << 10)
+	urges := 0
+	o.urge = func() { urges++ }
 	o.welcome(fanout.Parts{Head: []byte("w")}, nil)
 	for range 5 {
 		o.deliver([]byte("d"))
 	}
 	o.answerPing([]byte("p1"))
 	o.answerPing([]byte("p2"))
-	<-o.wake
-	select {
-	case <-o.wake:
-		t.Fatal("woken twice")
-	default:
+	if urges != 8 {
+		t.Fatalf("%d urges for a welcome, 5 frames and 2 pings; want 8", urges)
 	}
 	frames, _, ctl, _ := o.take()
 	if len(frames) != 6 || !ctl.pongDue || string(ctl.pong) != "p2" {
@@ -187,19 +187,15 @@ func TestOutboxWakesTheWriterOnce(t *testing.T) {
 func TestOutboxPingDoesNotEndAHold(t *testing.T) {
 	t.Parallel()
 	o := newOutbox(1 << 10)
-	kicks := 0
+	kicks, urges := 0, 0
 	o.kick = func() { kicks++ }
+	o.urge = func() { urges++ }
 	o.ping()
-	if kicks != 1 || !o.pending() {
-		t.Fatalf("after a ping: %d kicks, pending %v; want 1, true", kicks, o.pending())
+	if kicks != 1 || urges != 0 || !o.pending() {
+		t.Fatalf("after a ping: %d kicks, %d urges, pending %v; want 1, 0 (it must not end a hold), true", kicks, urges, o.pending())
 	}
 	if !o.hold() {
 		t.Fatal("a ping ended a hold")
-	}
-	select {
-	case <-o.wake:
-		t.Fatal("a ping woke a holding writer")
-	default:
 	}
 	if _, _, ctl, _ := o.take(); !ctl.ping {
 		t.Fatal("the ping was not taken")
@@ -208,7 +204,7 @@ func TestOutboxPingDoesNotEndAHold(t *testing.T) {
 		t.Fatal("still pending after the take")
 	}
 	o.send([]byte("an answer"))
-	if o.hold() {
-		t.Fatal("a queued answer did not end the hold")
+	if urges != 1 || o.hold() {
+		t.Fatalf("a queued answer: %d urges, hold %v; want 1 (it ends a hold), false", urges, o.hold())
 	}
 }

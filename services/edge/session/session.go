@@ -142,6 +142,7 @@ type Session struct {
 	// (runWriter), and the keepalive's timer, which gives it a ping to.
 	w          writer
 	wstate     atomic.Int32
+	holdEnded  atomic.Bool // the batch timer fired since the writer last held
 	writerDone chan struct{}
 	pinger     *time.Timer
 }
@@ -168,7 +169,7 @@ func (s *Server) New(ws *websocket.Conn, addr netip.Prefix, ident *identity.Iden
 		writerDone: make(chan struct{}),
 	}
 	c.w.c = c
-	c.box.kick = c.kick
+	c.box.kick, c.box.urge = c.kick, c.urge
 	return c
 }
 
@@ -238,7 +239,7 @@ func (c *Session) Close(code int, reason string) {
 	c.once.Do(func() {
 		c.closeCd, c.closeTx = code, reason
 		close(c.quit)
-		c.kick() // the writer sends the close frame
+		c.urge() // the writer sends the close frame
 	})
 }
 

@@ -15,10 +15,11 @@ import (
 )
 
 // writer is the state of a connection's only writer, kept between its
-// runs.
+// runs. Whoever moves wstate to writerRunning owns it until it moves
+// wstate away again.
 type writer struct {
 	c     *Session
-	batch *time.Timer // made at the first hold: most sockets never hold
+	batch *time.Timer // ends a hold; made at the first hold: most sockets never hold
 	sub   *fanout.Sub // the buddy list, once the welcome is on its way
 	last  time.Time   // of the last write of frames
 	// scratch is the list of frames a write reuses, so that writing a
@@ -31,12 +32,23 @@ type writer struct {
 const maxScratch = 16
 
 // The writer's states: it runs only while the socket has something to
-// write, so that an idle socket keeps no goroutine (and no stack) for it.
+// write, so that an idle socket keeps no goroutine (and no stack) for it,
+// and neither does a busy one between two batches.
 const (
 	writerOff     int32 = iota // not serving yet: nothing starts it
-	writerIdle                 // started by the next kick
+	writerIdle                 // started by the next kick or urge
 	writerRunning              // a goroutine writes
+	writerHolding              // holds a batch: started when it ends, or by the next urge
 	writerDone                 // the connection ended: never again
+)
+
+// The outcomes of a writer's run.
+type runOutcome int
+
+const (
+	ranDry  runOutcome = iota // wrote everything: idle until told
+	ranHold                   // wrote, and holds the next changes back for a batch
+	ranEnd                    // the connection ended
 )
 
 // startWriter lets the writer run from now on, and starts it for what
@@ -51,12 +63,32 @@ func (c *Session) startWriter() {
 	c.pinger.Reset(c.srv.Config.PingEvery)
 }
 
-// kick starts the writer unless it runs (or the connection has not started
-// or has ended). Anything that gives the writer work calls it after
-// recording the work, and the writer looks for work once more after it
-// says it stops, so that work recorded as it stops is not left waiting.
+// kick starts the writer unless it runs or holds a batch (or the
+// connection has not started or has ended). Anything that gives the writer
+// work calls it after recording the work, and the writer looks for work
+// once more after it says it stops, so that work recorded as it stops is
+// not left waiting.
 func (c *Session) kick() {
 	if c.wstate.CompareAndSwap(writerIdle, writerRunning) {
+		go c.runWriter()
+	}
+}
+
+// urge is kick for something that must not wait for a batch: it ends a
+// hold too.
+func (c *Session) urge() {
+	if c.wstate.CompareAndSwap(writerIdle, writerRunning) || c.wstate.CompareAndSwap(writerHolding, writerRunning) {
+		go c.runWriter()
+	}
+}
+
+// endHold is the batch timer's: it starts the writer that holds a batch.
+// A timer that fires before the writer says it holds is seen by the
+// writer (holdEnded); one left from an earlier hold ends a later hold
+// early, which costs a write and loses nothing.
+func (c *Session) endHold() {
+	c.holdEnded.Store(true)
+	if c.wstate.CompareAndSwap(writerHolding, writerRunning) {
 		go c.runWriter()
 	}
 }
@@ -64,37 +96,76 @@ func (c *Session) kick() {
 // runWriter is the connection's only writer: every byte the socket sends
 // after the upgrade, control frames included, is written here. It takes
 // all the frames waiting at once, its own and the hub's, and writes them
-// in one system call; then, if nothing more waits, it stops until the
-// next kick.
+// in one system call; then it stops, until the next kick if nothing more
+// waits, or until its batch ends if it holds one. Either way it looks once
+// more after it says it stops.
 func (c *Session) runWriter() {
 	w := &c.w
 	for {
-		if !w.run() {
+		var again bool
+		switch w.run() {
+		case ranEnd:
 			c.wstate.Store(writerDone)
 			close(c.writerDone)
 			return
-		}
-		sub := w.sub
-		c.wstate.Store(writerIdle)
-		select {
-		case <-c.quit:
+		case ranHold:
+			again = w.hold()
 		default:
-			if !c.box.pending() && (sub == nil || !sub.Pending()) {
-				return
-			}
+			again = w.stop()
 		}
-		if !c.wstate.CompareAndSwap(writerIdle, writerRunning) {
-			return // another kick started a writer, which does it
+		if !again {
+			return
 		}
 	}
 }
 
-// run writes what waits, and reports false once the connection has ended.
-func (w *writer) run() bool {
+// stop says the writer is idle, and reports whether it runs on: it does
+// if something came meanwhile and no kick started another writer for it.
+func (w *writer) stop() bool {
+	c := w.c
+	sub := w.sub
+	c.wstate.Store(writerIdle)
+	select {
+	case <-c.quit:
+	default:
+		if !c.box.pending() && (sub == nil || !sub.Pending()) {
+			return false
+		}
+	}
+	return c.wstate.CompareAndSwap(writerIdle, writerRunning)
+}
+
+// hold says the writer holds a batch, its timer set, and reports whether
+// it runs on at once: it does if the batch ended, something urgent came or
+// the connection ended before it said so, and no other writer started for
+// it. No goroutine waits for the batch.
+func (w *writer) hold() bool {
+	c := w.c
+	interval := c.srv.batchInterval()
+	c.holdEnded.Store(false)
+	if w.batch == nil {
+		w.batch = time.AfterFunc(interval, c.endHold)
+	} else {
+		w.batch.Reset(interval)
+	}
+	c.wstate.Store(writerHolding)
+	select {
+	case <-c.quit:
+	default:
+		if !c.holdEnded.Load() && c.box.hold() {
+			return false
+		}
+	}
+	return c.wstate.CompareAndSwap(writerHolding, writerRunning)
+}
+
+// run writes what waits, and reports whether the writer holds a batch now,
+// has nothing more to write, or the connection has ended.
+func (w *writer) run() runOutcome {
 	select {
 	case <-w.c.quit:
 		w.c.closing()
-		return false
+		return ranEnd
 	default:
 	}
 	return w.flush()
@@ -112,71 +183,51 @@ func (c *Session) pingDue() {
 	c.pinger.Reset(c.srv.Config.PingEvery)
 }
 
-// flush writes what waits. Then, on a busy edge, it holds a busy socket's
-// buddy-list changes back for a batch interval from that write: the next
-// ones leave together, and nothing wakes this goroutine for each of them
+// flush writes what waits. Then, on a busy edge, it has a busy socket hold
+// its buddy-list changes back for a batch interval from that write: the
+// next ones leave together, and nothing starts a writer for each of them
 // (only something urgent does). A socket that wrote nothing lately writes
-// at once. It reports false once the connection has ended.
-func (w *writer) flush() bool {
+// at once.
+func (w *writer) flush() runOutcome {
 	c := w.c
 	for {
 		frames, welcome, ctl, more, ok := w.take()
 		if !ok {
 			c.tooSlow("behind_bytes", c.srv.Config.SendQueueBytes)
 			c.closing()
-			return false
+			return ranEnd
 		}
 		if !w.control(ctl) {
-			return false
+			return ranEnd
 		}
 		if len(frames) == 0 {
-			return true
+			return ranDry
 		}
 		err := c.writeFrames(frames, welcome, c.srv.Config.WriteTimeout)
 		w.recycle(frames)
 		if err != nil {
 			w.fail(err)
-			return false
+			return ranEnd
 		}
 		prev := w.last
 		w.last = time.Now()
 		if more { // still behind the feed: write on
 			continue
 		}
-		if held, alive := w.hold(prev); !held {
-			return alive
+		if w.holds(prev) {
+			return ranHold
 		}
+		return ranDry
 	}
 }
 
-// hold holds a busy socket's next buddy-list changes back for a batch
-// interval (written to within the last one and a half intervals before
-// prev: holding an idle one would cost a timer for each frame and save no
-// write). It reports whether it held, and whether the connection is still
-// alive.
-func (w *writer) hold(prev time.Time) (held, alive bool) {
-	c := w.c
-	interval := c.srv.batchInterval()
-	if interval <= 0 || w.last.Sub(prev) > interval*3/2 || !c.box.hold() {
-		return false, true
-	}
-	if w.batch == nil {
-		w.batch = time.NewTimer(interval)
-	} else {
-		w.batch.Reset(interval)
-	}
-	defer w.batch.Stop()
-	for {
-		select {
-		case <-w.batch.C:
-			return true, true
-		case <-c.box.wake: // something urgent
-			return true, true
-		case <-c.quit:
-			c.closing()
-			return false, false
-		}
-	}
+// holds reports whether a busy socket holds its next buddy-list changes
+// back for a batch interval: written to within the last one and a half
+// intervals before prev (holding an idle one would cost a timer for each
+// frame and save no write), and nothing urgent waiting.
+func (w *writer) holds(prev time.Time) bool {
+	interval := w.c.srv.batchInterval()
+	return interval > 0 && w.last.Sub(prev) <= interval*3/2 && w.c.box.hold()
 }
 
 // take returns what the writer has to write now: the frames queued for
