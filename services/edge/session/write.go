@@ -105,6 +105,9 @@ func (c *Session) runWriter() {
 		var again bool
 		switch w.run() {
 		case ranEnd:
+			if w.batch != nil {
+				w.batch.Stop()
+			}
 			c.wstate.Store(writerDone)
 			close(c.writerDone)
 			return

@@ -22,9 +22,9 @@ type change struct {
 	events []event
 }
 
-// loadedUser is a user record read for a change. A prefetched one is read
-// on a goroutine of its own: ready is closed once rec, rev and err are set.
-// Only a user the change asked for (used) is written back.
+// loadedUser is a user record read for a change, on a goroutine of its
+// own (prefetch): ready is closed once rec, rev and err are set. Only a
+// user the change asked for (used) is written back.
 type loadedUser struct {
 	ready   chan struct{}
 	rec     state.User
