@@ -23,7 +23,7 @@ type change struct {
 }
 
 // loadedUser is a user record read for a change, on a goroutine of its
-// own (prefetch): ready is closed once rec, rev and err are set. Only a
+// own if prefetched: ready is closed once rec, rev and err are set. Only a
 // user the change asked for (used) is written back.
 type loadedUser struct {
 	ready   chan struct{}
@@ -38,6 +38,13 @@ type event struct {
 	to    string
 	frame protocol.ServerFrame
 }
+
+// closedReady is the ready of a user read where it was asked for.
+var closedReady = func() chan struct{} {
+	ch := make(chan struct{})
+	close(ch)
+	return ch
+}()
 
 func newChange(store *state.Store, room string) *change {
 	return &change{store: store, room: room, users: map[string]*loadedUser{}}
@@ -66,9 +73,11 @@ func (c *change) prefetch(ctx context.Context, ids ...string) {
 // so several edits to one user merge into one write.
 func (c *change) user(ctx context.Context, id string) (*state.User, error) {
 	lu, ok := c.users[id]
-	if !ok {
-		c.prefetch(ctx, id)
-		lu = c.users[id]
+	if !ok { // not prefetched: read here, no goroutine needed
+		lu = &loadedUser{ready: closedReady}
+		lu.rec, lu.rev, lu.err = c.store.GetUser(ctx, c.room, id)
+		c.users[id] = lu
+		c.order = append(c.order, id)
 	}
 	select {
 	case <-lu.ready:
