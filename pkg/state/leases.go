@@ -15,6 +15,19 @@ import (
 // markers), which is how presence learns that an edge died.
 const LeaseBucket = "buddytok_edges"
 
+// Lease is the value of an edge's lease. The bucket's TTL, not the value,
+// decides whether the edge is alive: the value is for operators reading the
+// bucket, and for telling a renewal tried twice from a renewal after a
+// lapse (Restores).
+type Lease struct {
+	RenewedAt time.Time `json:"renewed_at"`
+	// Restores is the revision the edge's renewal named when it found the
+	// lease gone and stored this one in its place; 0 for a lease stored or
+	// renewed in time. A later attempt of that same renewal (its first
+	// reply lost) names that revision too, and learns of the lapse from it.
+	Restores uint64 `json:"restores,omitempty"`
+}
+
 // DefaultLeaseTTL is the lease TTL of a deployment whose first process
 // did not set EDGE_LEASE_TTL.
 const DefaultLeaseTTL = 3 * time.Second

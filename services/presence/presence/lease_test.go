@@ -15,7 +15,8 @@ import (
 // Presence stores an edge's lease under the ID its secret names, and
 // nowhere else: what an edge credential asks with one secret never
 // reaches the lease of the edge holding another. A renewal of a lease that
-// lapsed makes a new one and says so; a release removes it.
+// lapsed makes a new one and says so, and a renewal asked again after its
+// reply was lost does not; a release removes it.
 func TestLeaseFollowsTheSecret(t *testing.T) {
 	t.Parallel()
 	r := newRig(t, time.Minute)
@@ -56,9 +57,27 @@ func TestLeaseFollowsTheSecret(t *testing.T) {
 	if renewed.Revision <= first.Revision || renewed.Lost {
 		t.Fatalf("renewed: %+v after %+v", renewed, first)
 	}
-	stale := lease(protocol.LeaseRequest{Secret: mine, Revision: first.Revision})
-	if !stale.Lost || stale.Revision <= renewed.Revision {
-		t.Fatalf("a renewal naming a lease replaced since: %+v, want a new one, lost", stale)
+	// The edge asks again when a busy presence answers late: the renewal
+	// was stored, its reply lost. That is no lapse.
+	again := lease(protocol.LeaseRequest{Secret: mine, Revision: first.Revision})
+	if again.Lost || again.Revision <= renewed.Revision {
+		t.Fatalf("a renewal asked again after its reply was lost: %+v, want renewed, not lost", again)
+	}
+	// The lease expires (it is gone): the next renewal stores a new one,
+	// lost, and so does that renewal asked again.
+	if err := leases.Delete(r.ctx, protocol.EdgeID(mine)); err != nil {
+		t.Fatal(err)
+	}
+	back := lease(protocol.LeaseRequest{Secret: mine, Revision: again.Revision})
+	if !back.Lost || back.Revision <= again.Revision {
+		t.Fatalf("a renewal of a lease gone: %+v, want a new one, lost", back)
+	}
+	backAgain := lease(protocol.LeaseRequest{Secret: mine, Revision: again.Revision})
+	if !backAgain.Lost || backAgain.Revision <= back.Revision {
+		t.Fatalf("that renewal asked again: %+v, want lost too", backAgain)
+	}
+	if next := lease(protocol.LeaseRequest{Secret: mine, Revision: backAgain.Revision}); next.Lost {
+		t.Fatalf("the renewal after: %+v, want not lost", next)
 	}
 	lease(protocol.LeaseRequest{Secret: mine, Release: true})
 	if got := revision(protocol.EdgeID(mine)); got != 0 {
