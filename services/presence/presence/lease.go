@@ -42,7 +42,15 @@ func (s *Service) lease(ctx context.Context, req protocol.LeaseRequest) (protoco
 	if !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
 		return protocol.LeaseReply{}, fmt.Errorf("presence: renew lease of edge %s: %w", id, err)
 	}
-	return s.renewMoved(ctx, id, req.Revision)
+	// Two attempts of one renewal may both find it moved: the one that
+	// loses reads it again.
+	for range 3 {
+		reply, err := s.renewMoved(ctx, id, req.Revision)
+		if !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+			return reply, err
+		}
+	}
+	return protocol.LeaseReply{}, protocol.Errorf(protocol.CodeConflict, "the lease of edge %s keeps moving; try again", id)
 }
 
 // renewMoved renews a lease that is no longer at the revision the edge
