@@ -299,7 +299,9 @@ func (t *Txn) Put(key string, rev uint64, v any) {
 // the newest revision of every key matching the filter group (a key
 // pattern with wildcards, e.g. a room's users) to be groupRev: a write to
 // any of them since refuses it (ErrConflict, and ConflictLast tells the
-// group's revision). It must be the transaction's only write.
+// group's revision). It must be the transaction's first write: the
+// writes after it (new members of the group, say) commit with it or not
+// at all.
 func (t *Txn) PutInGroup(key, group string, groupRev uint64, v any) {
 	data, err := json.Marshal(v)
 	if err != nil {
@@ -364,8 +366,10 @@ func (s *Store) CommitAt(ctx context.Context, t *Txn) (uint64, error) {
 	for i, m := range t.msgs {
 		// A Txn is built for one attempt; its headers may be reused here.
 		if group := m.Header.Get(jetstream.ExpectedLastSubjSeqSubjHeader); group != "" {
-			if len(t.msgs) > 1 {
-				return 0, fmt.Errorf("state: a write guarded by group %s must be its transaction's only one", group)
+			if i > 0 {
+				// Checked after the writes before it, the group's
+				// newest would be theirs, unknown to the caller.
+				return 0, fmt.Errorf("state: a write guarded by group %s must be its transaction's first", group)
 			}
 			if !strings.HasPrefix(group, s.prefix) {
 				m.Header.Set(jetstream.ExpectedLastSubjSeqSubjHeader, s.prefix+group)

@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -56,7 +55,7 @@ type Service struct {
 	leaseLane *natsrpc.Server // edges' leases, never behind a storm of joins
 	metrics   *metrics.Metrics
 	rooms     *roomIndex // who is in each room, kept by the reaper
-	joinLocks [joinStripes]sync.Mutex
+	joins     joinQueues
 }
 
 // New opens the buckets and returns a replica ready to Run.
@@ -83,7 +82,7 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger, m *me
 	}
 	srv := natsrpc.NewServer(log, m, 64, 10*time.Second)
 	return &Service{nc: nc, cfg: cfg, log: log, store: store, leases: leases, now: time.Now, metrics: m, rooms: newRoomIndex(),
-		srv: srv, leaseLane: srv.Lane(8)}, nil
+		joins: joinQueues{rooms: map[string][]*pendingJoin{}}, srv: srv, leaseLane: srv.Lane(8)}, nil
 }
 
 // withDefaults fills the settings that must not be zero. A zero Grace is
