@@ -53,7 +53,7 @@ func newRig(t *testing.T, grace time.Duration) *rig {
 
 // holdLease keeps the lease of the edge whose secret is secret alive until
 // ctx ends, as a running edge does: presence stores and renews it.
-func holdLease(ctx context.Context, t *testing.T, edge *nats.Conn, secret string) {
+func holdLease(ctx context.Context, t testing.TB, edge *nats.Conn, secret string) {
 	t.Helper()
 	var lease protocol.LeaseReply
 	if err := natsrpc.Call(ctx, edge, protocol.SubjectPresenceLease, protocol.LeaseRequest{Secret: secret}, &lease); err != nil {
