@@ -83,6 +83,9 @@ func stall(ctx context.Context, url, room, metricsURL string, sockets, addrs int
 			for ctx.Err() == nil {
 				ws, _, err := stallDialer(stallAddr(a)).DialContext(ctx, url, nil)
 				if err != nil {
+					if ctx.Err() != nil {
+						return // the run ended during the dial: nothing refused it
+					}
 					refused.Add(1)
 					sleepCtx(ctx, 100*time.Millisecond)
 					continue
