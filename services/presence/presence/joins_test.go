@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/buddytok/buddytok/pkg/natsrpc"
 	"github.com/buddytok/buddytok/pkg/natstest"
 	"github.com/buddytok/buddytok/pkg/permissions"
@@ -22,11 +24,7 @@ func TestJoinStormKeepsTheRoom(t *testing.T) {
 	const limit = 30
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	roles := natstest.StartRoles(t)
-	natstest.Run(t, natstest.NewReplica(t, roles, presence.Program,
-		presence.Config{LeaseTTL: time.Second, SweepEvery: 20 * time.Millisecond, RoomMaxUsers: limit}))
-	edge := roles.As(permissions.Edge)
-	holdLease(ctx, t, edge, edgeSecret)
+	roles, edge := presenceAlone(ctx, t, presence.Config{LeaseTTL: time.Second, SweepEvery: 20 * time.Millisecond, RoomMaxUsers: limit})
 	store, err := state.Open(ctx, roles.Admin(), state.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -97,4 +95,37 @@ func TestJoinStormKeepsTheRoom(t *testing.T) {
 			}
 		})
 	}
+}
+
+// BenchmarkJoinStorm is joins into one room (the lobby, unbounded here)
+// from many connections at once, as an edge relays a storm of them: each op
+// is one join, answered.
+func BenchmarkJoinStorm(b *testing.B) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	_, edge := presenceAlone(ctx, b, presence.Config{LeaseTTL: time.Minute, SweepEvery: time.Second})
+	b.SetParallelism(32)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			req := protocol.JoinRequest{Room: protocol.Lobby, UserID: protocol.NewID(), Name: "Fan", Edge: edgeID, Conn: protocol.NewID(), Secret: protocol.NewSecret()}
+			if err := natsrpc.Call(ctx, edge, protocol.SubjectPresenceJoin, req, &protocol.JoinReply{}); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "joins/s")
+}
+
+// presenceAlone starts one presence replica with cfg, and returns the
+// roles and the edge role's connection, holding edgeID's lease until ctx
+// ends.
+func presenceAlone(ctx context.Context, tb testing.TB, cfg presence.Config) (*natstest.Roles, *nats.Conn) {
+	tb.Helper()
+	roles := natstest.StartRoles(tb)
+	natstest.Run(tb, natstest.NewReplica(tb, roles, presence.Program, cfg))
+	edge := roles.As(permissions.Edge)
+	holdLease(ctx, tb, edge, edgeSecret)
+	return roles, edge
 }

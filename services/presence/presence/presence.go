@@ -144,7 +144,7 @@ func (s *Service) join(ctx context.Context, req protocol.JoinRequest) (protocol.
 		Conn:       req.Conn,
 		Connected:  true,
 	}
-	if err := s.admit(ctx, u, s.cfg.limitFor(u.Room)); err != nil {
+	if err := s.admit(ctx, u); err != nil {
 		return protocol.JoinReply{}, err
 	}
 	s.log.InfoContext(ctx, "user joined", "user", u.ID, "room", u.Room, "edge", u.Edge)

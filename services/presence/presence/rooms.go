@@ -127,10 +127,9 @@ type joinQueues struct {
 
 // pendingJoin is a join waiting for its room's committer.
 type pendingJoin struct {
-	ctx   context.Context // the request's: a join whose request ended is not committed
-	u     state.User
-	limit int
-	done  chan error // the join's outcome, once
+	ctx  context.Context // the request's: a join whose request ended is not committed
+	u    state.User
+	done chan error // the join's outcome, once
 }
 
 // maxJoinsPerCommit bounds a commit's writes far below the server's batch
@@ -147,9 +146,9 @@ const maxJoinsPerCommit = 100
 const groupJoinsFrom = 8
 
 // admit commits u as a new member of its room, within the room's limit
-// (0: none), in a commit with whatever other joins of the room wait.
-func (s *Service) admit(ctx context.Context, u state.User, limit int) error {
-	p := &pendingJoin{ctx: ctx, u: u, limit: limit, done: make(chan error, 1)}
+// (Config.limitFor), in a commit with whatever other joins of the room wait.
+func (s *Service) admit(ctx context.Context, u state.User) error {
+	p := &pendingJoin{ctx: ctx, u: u, done: make(chan error, 1)}
 	s.joins.mu.Lock()
 	queue, running := s.joins.rooms[u.Room]
 	s.joins.rooms[u.Room] = append(queue, p)
@@ -270,15 +269,16 @@ func (s *Service) admitGroup(ctx context.Context, room string, group []*pendingJ
 	if !ok {
 		return 0, nil, errIndexBehind
 	}
+	limit := s.cfg.limitFor(room) // 0: none
 	var admitted []state.User
 	full := false
 	for i, p := range group {
 		switch {
 		case s.rooms.member(room, p.u.ID) || slices.ContainsFunc(admitted, func(u state.User) bool { return u.ID == p.u.ID }):
 			outcome[i] = protocol.Errorf(protocol.CodeConflict, "user ID already taken; join again")
-		case p.limit > 0 && users+len(admitted) >= p.limit:
+		case limit > 0 && users+len(admitted) >= limit:
 			full = true
-			outcome[i] = protocol.Errorf(protocol.CodeRoomFull, "this room is full (%d people); try again later, or make a new room", p.limit)
+			outcome[i] = protocol.Errorf(protocol.CodeRoomFull, "this room is full (%d people); try again later, or make a new room", limit)
 		default:
 			admitted = append(admitted, p.u)
 		}
